@@ -1,0 +1,160 @@
+//! A CA's state on disk: one directory holding its key (0600), its certificate and the trust
+//! bundle that workloads verify peers against. Every file is written atomically.
+//!
+//! ```text
+//! DIR/ca-key.pem    PKCS#8 private key, mode 0600
+//! DIR/ca-cert.pem   the CA certificate
+//! DIR/bundle.pem    every root trusted now (one today; old and new during a root rotation)
+//! ```
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+
+use crate::files::{write_atomic, PRIVATE, PUBLIC};
+use crate::svid::BundleError;
+use crate::{CertificateAuthority, IssueError, KeyType, TrustBundle, TrustDomain};
+
+pub const KEY_FILE: &str = "ca-key.pem";
+pub const CERT_FILE: &str = "ca-cert.pem";
+pub const BUNDLE_FILE: &str = "bundle.pem";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaDirError {
+    #[error("a CA already exists in {0} (pass --force to replace it)")]
+    AlreadyExists(PathBuf),
+    #[error("{0} holds no CA (no {KEY_FILE}); create one with `palisade ca init`")]
+    NoCa(PathBuf),
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{path}: {source}")]
+    Ca { path: PathBuf, source: IssueError },
+    #[error("{path}: {source}")]
+    Bundle { path: PathBuf, source: BundleError },
+}
+
+/// The directory a CA lives in.
+#[derive(Debug, Clone)]
+pub struct CaDir {
+    path: PathBuf,
+}
+
+impl CaDir {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        CaDir { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn bundle_path(&self) -> PathBuf {
+        self.path.join(BUNDLE_FILE)
+    }
+
+    pub fn cert_path(&self) -> PathBuf {
+        self.path.join(CERT_FILE)
+    }
+
+    pub fn key_path(&self) -> PathBuf {
+        self.path.join(KEY_FILE)
+    }
+
+    /// Creates a new root CA here. Refuses to replace an existing CA unless `force`.
+    pub fn init(
+        &self,
+        trust_domain: &TrustDomain,
+        key_type: KeyType,
+        ttl: Duration,
+        force: bool,
+    ) -> Result<(CertificateAuthority, TrustBundle), CaDirError> {
+        create_private_dir(&self.path)?;
+        if !force && (self.key_path().exists() || self.cert_path().exists()) {
+            return Err(CaDirError::AlreadyExists(self.path.clone()));
+        }
+        let ca =
+            CertificateAuthority::generate_root(trust_domain, key_type, ttl).map_err(|source| {
+                CaDirError::Ca {
+                    path: self.path.clone(),
+                    source,
+                }
+            })?;
+        let bundle = TrustBundle::new(trust_domain.clone(), vec![ca.certificate().clone()])
+            .map_err(|source| CaDirError::Bundle {
+                path: self.bundle_path(),
+                source,
+            })?;
+        self.write(&self.key_path(), ca.key_pem().as_bytes(), PRIVATE)?;
+        self.write(
+            &self.cert_path(),
+            crate::pem::certificate_to_pem(ca.certificate()).as_bytes(),
+            PUBLIC,
+        )?;
+        self.write(&self.bundle_path(), bundle.to_pem().as_bytes(), PUBLIC)?;
+        Ok((ca, bundle))
+    }
+
+    /// Loads the CA and its trust bundle, checking that key and certificate belong together.
+    pub fn load(&self) -> Result<(CertificateAuthority, TrustBundle), CaDirError> {
+        let key_path = self.key_path();
+        let key_pem = match std::fs::read_to_string(&key_path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.path.is_dir() => {
+                return Err(CaDirError::NoCa(self.path.clone()))
+            }
+            other => other.map_err(|source| io_error("read", &key_path, source))?,
+        };
+        let cert_path = self.cert_path();
+        let cert_pem =
+            std::fs::read(&cert_path).map_err(|source| io_error("read", &cert_path, source))?;
+        let bundle_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| CaDirError::Bundle { path, source }
+        };
+        let mut certs: Vec<CertificateDer<'static>> =
+            crate::pem::certificates_from_pem(&cert_pem).map_err(bundle_err(&cert_path))?;
+        let cert = certs.remove(0);
+        let ca = CertificateAuthority::from_parts(cert, certs, &key_pem).map_err(|source| {
+            CaDirError::Ca {
+                path: self.path.clone(),
+                source,
+            }
+        })?;
+        let bundle_path = self.bundle_path();
+        let bundle_pem =
+            std::fs::read(&bundle_path).map_err(|source| io_error("read", &bundle_path, source))?;
+        let bundle = TrustBundle::from_pem(ca.trust_domain().clone(), &bundle_pem)
+            .map_err(bundle_err(&bundle_path))?;
+        Ok((ca, bundle))
+    }
+
+    fn write(&self, path: &Path, contents: &[u8], mode: u32) -> Result<(), CaDirError> {
+        write_atomic(path, contents, mode).map_err(|source| io_error("write", path, source))
+    }
+}
+
+/// Creates `path` (mode 0700) if it is missing; an existing directory is kept as it is.
+pub(crate) fn create_private_dir(path: &Path) -> Result<(), CaDirError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if path.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| io_error("create the directory", path, source))
+}
+
+fn io_error(action: &'static str, path: &Path, source: io::Error) -> CaDirError {
+    CaDirError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}

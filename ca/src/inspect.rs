@@ -1,0 +1,145 @@
+//! What `palisade cert inspect` says about a certificate chain: identity, issuer, serial,
+//! validity, and whether it holds up as an X.509-SVID (against a bundle, when one is given).
+
+use rustls_pki_types::{CertificateDer, UnixTime};
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::svid::{check_leaf, spiffe_id_of, uri_sans, verify_svid, PeerRole, SvidError};
+use crate::TrustBundleSet;
+
+/// The outcome of the checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Verdict {
+    /// A valid X.509-SVID whose chain verified to the bundle.
+    Valid,
+    /// A well-formed, unexpired X.509-SVID; no bundle was given to check its chain against.
+    ValidUnverified,
+    /// Not acceptable; `reason` says why.
+    Invalid { reason: String },
+}
+
+impl Verdict {
+    pub fn is_valid(&self) -> bool {
+        !matches!(self, Verdict::Invalid { .. })
+    }
+}
+
+/// A certificate's facts, ready to print or serialize.
+#[derive(Debug, Clone, Serialize)]
+pub struct CertInfo {
+    pub spiffe_id: Option<String>,
+    pub uri_sans: Vec<String>,
+    pub dns_names: Vec<String>,
+    pub subject: String,
+    pub issuer: String,
+    /// Hex, colon-separated, as openssl prints it.
+    pub serial: String,
+    #[serde(with = "rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// Seconds until NotAfter; negative once expired.
+    pub remaining_seconds: i64,
+    pub key_algorithm: String,
+    pub is_ca: bool,
+    /// Certificates in the file, leaf included.
+    pub chain_length: usize,
+    pub verdict: Verdict,
+}
+
+impl CertInfo {
+    /// Inspects `chain` (leaf first). With `bundles`, the verdict includes chain validation.
+    pub fn inspect(
+        chain: &[CertificateDer<'_>],
+        bundles: Option<&TrustBundleSet>,
+        now: UnixTime,
+    ) -> Result<CertInfo, SvidError> {
+        let leaf_der = chain.first().ok_or(SvidError::NoCertificate)?;
+        let (_, leaf) = X509Certificate::from_der(leaf_der)
+            .map_err(|_| SvidError::BadCertificate { index: 0 })?;
+        let verdict = match bundles {
+            Some(bundles) => {
+                verify_svid(chain, bundles, PeerRole::Client, now).map(|_| Verdict::Valid)
+            }
+            None => check_leaf(&leaf)
+                .and_then(|_| check_time(&leaf, now))
+                .map(|_| Verdict::ValidUnverified),
+        }
+        .unwrap_or_else(|e| Verdict::Invalid {
+            reason: e.to_string(),
+        });
+        let dns_names = leaf
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .map(|san| {
+                san.value
+                    .general_names
+                    .iter()
+                    .filter_map(|n| match n {
+                        x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let not_after = leaf.validity().not_after.to_datetime();
+        Ok(CertInfo {
+            spiffe_id: spiffe_id_of(&leaf).ok().map(|id| id.to_string()),
+            uri_sans: uri_sans(&leaf)
+                .unwrap_or_default()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            dns_names,
+            subject: leaf.subject().to_string(),
+            issuer: leaf.issuer().to_string(),
+            serial: leaf.raw_serial_as_string(),
+            not_before: leaf.validity().not_before.to_datetime(),
+            not_after,
+            remaining_seconds: not_after.unix_timestamp() - now.as_secs() as i64,
+            key_algorithm: key_algorithm(&leaf),
+            is_ca: leaf.is_ca(),
+            chain_length: chain.len(),
+            verdict,
+        })
+    }
+}
+
+fn check_time(leaf: &X509Certificate<'_>, now: UnixTime) -> Result<(), SvidError> {
+    let now = now.as_secs() as i64;
+    let validity = leaf.validity();
+    if now < validity.not_before.timestamp() {
+        return Err(SvidError::NotYetValid(validity.not_before.to_datetime()));
+    }
+    if now > validity.not_after.timestamp() {
+        return Err(SvidError::Expired(validity.not_after.to_datetime()));
+    }
+    Ok(())
+}
+
+fn key_algorithm(cert: &X509Certificate<'_>) -> String {
+    use x509_parser::public_key::PublicKey;
+    match cert.public_key().parsed() {
+        Ok(PublicKey::EC(point)) if point.key_size() == 256 => "ecdsa-p256".into(),
+        Ok(PublicKey::EC(point)) => format!("ecdsa ({} bits)", point.key_size()),
+        Ok(PublicKey::RSA(rsa)) => format!("rsa ({} bits)", rsa.key_size()),
+        _ if cert.public_key().algorithm.algorithm
+            == x509_parser::oid_registry::OID_SIG_ED25519 =>
+        {
+            "ed25519".into()
+        }
+        _ => cert.public_key().algorithm.algorithm.to_id_string(),
+    }
+}
+
+mod rfc3339 {
+    use super::*;
+    pub fn serialize<S: serde::Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.format(&Rfc3339).map_err(serde::ser::Error::custom)?)
+    }
+}

@@ -1,0 +1,398 @@
+//! Issuing X.509-SVIDs: a root CA for a trust domain, and leaf certificates for workloads.
+//!
+//! The profile is fixed here, not by the caller and never by a CSR: a leaf carries exactly one URI
+//! SAN (its SPIFFE ID, with a path), optional DNS SANs, critical key usage digitalSignature,
+//! extended key usage serverAuth + clientAuth and CA:false. A CA certificate carries CA:true,
+//! keyCertSign + cRLSign and the trust domain's ID (no path). Every certificate gets a random
+//! 16-byte positive serial, NotBefore set back [`CLOCK_SKEW_ALLOWANCE`], and a NotAfter that never
+//! passes its issuer's.
+
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
+};
+use rustls_pki_types::CertificateDer;
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate, X509CertificationRequest};
+
+use crate::{SpiffeId, TrustDomain};
+
+/// How far NotBefore is set back, so that a peer whose clock is a little behind ours accepts a
+/// certificate issued this second.
+pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(45);
+
+/// The key algorithms a CA or workload key can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyType {
+    #[default]
+    EcdsaP256,
+    Ed25519,
+}
+
+impl KeyType {
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyType::EcdsaP256 => "ecdsa-p256",
+            KeyType::Ed25519 => "ed25519",
+        }
+    }
+
+    fn algorithm(self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyType::Ed25519 => &rcgen::PKCS_ED25519,
+        }
+    }
+
+    /// Generates a fresh private key of this type.
+    pub fn generate(self) -> Result<KeyPair, IssueError> {
+        KeyPair::generate_for(self.algorithm()).map_err(IssueError::Crypto)
+    }
+}
+
+impl std::str::FromStr for KeyType {
+    type Err = IssueError;
+    fn from_str(s: &str) -> Result<Self, IssueError> {
+        match s {
+            "ecdsa-p256" => Ok(KeyType::EcdsaP256),
+            "ed25519" => Ok(KeyType::Ed25519),
+            other => Err(IssueError::UnknownKeyType(other.to_owned())),
+        }
+    }
+}
+
+impl std::fmt::Display for KeyType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("unknown key type \"{0}\" (expected ecdsa-p256 or ed25519)")]
+    UnknownKeyType(String),
+    #[error("a workload's SPIFFE ID needs a path, \"{0}\" has none")]
+    IdWithoutPath(SpiffeId),
+    #[error("{id} is outside this CA's trust domain {trust_domain}")]
+    OtherTrustDomain {
+        id: SpiffeId,
+        trust_domain: TrustDomain,
+    },
+    #[error("\"{0}\" is not a valid DNS name")]
+    BadDnsName(String),
+    #[error("the lifetime must be longer than zero")]
+    ZeroLifetime,
+    #[error("the CA certificate expired at {0}; it cannot issue anything")]
+    CaExpired(OffsetDateTime),
+    #[error("the certificate signing request is not valid DER")]
+    BadCsr,
+    #[error("the certificate signing request's signature does not verify")]
+    CsrSignature,
+    #[error(
+        "the certificate signing request's key type is not supported (use ECDSA P-256 or Ed25519)"
+    )]
+    CsrKeyType,
+    #[error("the CA certificate cannot be parsed")]
+    BadCaCertificate,
+    #[error("the CA certificate is not a CA (CA:true and keyCertSign are required)")]
+    NotACa,
+    #[error("the CA certificate does not name a SPIFFE trust domain in its URI SAN")]
+    CaWithoutTrustDomain,
+    #[error("the CA private key does not match the CA certificate")]
+    KeyMismatch,
+    #[error("the CA private key cannot be read: {0}")]
+    BadCaKey(rcgen::Error),
+    #[error("signing failed: {0}")]
+    Crypto(rcgen::Error),
+}
+
+/// What the caller asks for in a leaf; the rest of the profile is not negotiable.
+#[derive(Debug, Clone)]
+pub struct LeafRequest {
+    pub spiffe_id: SpiffeId,
+    pub ttl: Duration,
+    pub dns_names: Vec<String>,
+}
+
+impl LeafRequest {
+    pub fn new(spiffe_id: SpiffeId, ttl: Duration) -> Self {
+        LeafRequest {
+            spiffe_id,
+            ttl,
+            dns_names: Vec::new(),
+        }
+    }
+}
+
+/// A certificate just issued, with the chain that a workload presents with it.
+#[derive(Debug, Clone)]
+pub struct IssuedCert {
+    /// The new certificate.
+    pub cert: CertificateDer<'static>,
+    /// The certificates between it and a root, leaf's issuer first (empty when a root signed it).
+    pub chain: Vec<CertificateDer<'static>>,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    pub serial: Vec<u8>,
+}
+
+impl IssuedCert {
+    /// The certificate then its chain, as PEM: what `cert.pem` holds.
+    pub fn chain_pem(&self) -> String {
+        std::iter::once(&self.cert)
+            .chain(&self.chain)
+            .map(|der| crate::pem::certificate_to_pem(der))
+            .collect()
+    }
+}
+
+/// A signing authority for one trust domain: its certificate and private key.
+pub struct CertificateAuthority {
+    trust_domain: TrustDomain,
+    cert: CertificateDer<'static>,
+    /// Certificates above this CA up to, not including, the root; empty for a root CA.
+    chain: Vec<CertificateDer<'static>>,
+    not_after: OffsetDateTime,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("CertificateAuthority")
+            .field("trust_domain", &self.trust_domain)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertificateAuthority {
+    /// Makes a new self-signed root CA for `trust_domain`, valid for `ttl` from now.
+    pub fn generate_root(
+        trust_domain: &TrustDomain,
+        key_type: KeyType,
+        ttl: Duration,
+    ) -> Result<Self, IssueError> {
+        if ttl.is_zero() {
+            return Err(IssueError::ZeroLifetime);
+        }
+        let key = key_type.generate()?;
+        let now = OffsetDateTime::now_utc();
+        let mut params = CertificateParams::default();
+        params.serial_number = Some(random_serial());
+        params.not_before = now - CLOCK_SKEW_ALLOWANCE;
+        params.not_after = now + ttl;
+        // A subject of its own for every CA: verifiers that meet two roots with one subject try
+        // both and can give up (spiffe/spire#4415). The key identifier is the key's SHA-256.
+        let mut subject = DistinguishedName::new();
+        subject.push(DnType::OrganizationName, trust_domain.as_str());
+        subject.push(
+            DnType::CommonName,
+            format!("Palisade CA {}", hex(&random_bytes::<6>())),
+        );
+        params.distinguished_name = subject;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.subject_alt_names = vec![uri_san(&trust_domain.id())?];
+        let cert = params.self_signed(&key).map_err(IssueError::Crypto)?;
+        Ok(CertificateAuthority {
+            trust_domain: trust_domain.clone(),
+            cert: cert.der().clone(),
+            chain: Vec::new(),
+            not_after: params.not_after,
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// Loads a CA from its certificate (DER) and PKCS#8 private key (PEM), checking that they
+    /// belong together and that the certificate is a CA of a SPIFFE trust domain.
+    pub fn from_parts(
+        cert: CertificateDer<'static>,
+        chain: Vec<CertificateDer<'static>>,
+        key_pem: &str,
+    ) -> Result<Self, IssueError> {
+        let key = KeyPair::from_pem(key_pem).map_err(IssueError::BadCaKey)?;
+        let (_, parsed) =
+            X509Certificate::from_der(&cert).map_err(|_| IssueError::BadCaCertificate)?;
+        let is_ca = parsed
+            .basic_constraints()
+            .ok()
+            .flatten()
+            .is_some_and(|bc| bc.value.ca);
+        let signs = parsed
+            .key_usage()
+            .ok()
+            .flatten()
+            .is_some_and(|ku| ku.value.key_cert_sign());
+        if !is_ca || !signs {
+            return Err(IssueError::NotACa);
+        }
+        if parsed.public_key().raw != key.subject_public_key_info().as_slice() {
+            return Err(IssueError::KeyMismatch);
+        }
+        let trust_domain = crate::svid::uri_sans(&parsed)
+            .ok()
+            .and_then(|uris| match uris.as_slice() {
+                [uri] => SpiffeId::parse(uri).ok(),
+                _ => None,
+            })
+            .filter(|id| !id.has_path())
+            .map(|id| id.trust_domain().clone())
+            .ok_or(IssueError::CaWithoutTrustDomain)?;
+        let not_after = parsed.validity().not_after.to_datetime();
+        let issuer = Issuer::from_ca_cert_der(&cert, key).map_err(IssueError::Crypto)?;
+        Ok(CertificateAuthority {
+            trust_domain,
+            cert,
+            chain,
+            not_after,
+            issuer,
+        })
+    }
+
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    pub fn certificate(&self) -> &CertificateDer<'static> {
+        &self.cert
+    }
+
+    /// Certificates above this CA, up to but not including the root (empty for a root).
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.not_after
+    }
+
+    /// The CA's private key as PKCS#8 PEM, to be stored 0600.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
+    /// Issues a leaf for the public key of a CSR. The CSR's signature must verify (proof that the
+    /// caller holds the key); everything else in it (subject, SANs, extensions) is ignored: the
+    /// request decides the identity.
+    pub fn issue_from_csr(
+        &self,
+        csr_der: &[u8],
+        request: &LeafRequest,
+    ) -> Result<IssuedCert, IssueError> {
+        let (_, csr) =
+            X509CertificationRequest::from_der(csr_der).map_err(|_| IssueError::BadCsr)?;
+        csr.verify_signature()
+            .map_err(|_| IssueError::CsrSignature)?;
+        let public_key =
+            rcgen::SubjectPublicKeyInfo::from_der(csr.certification_request_info.subject_pki.raw)
+                .map_err(|_| IssueError::CsrKeyType)?;
+        self.issue_for_key(&public_key, request)
+    }
+
+    /// Generates a key for the caller and issues a leaf for it.
+    pub fn issue_with_new_key(
+        &self,
+        request: &LeafRequest,
+        key_type: KeyType,
+    ) -> Result<(IssuedCert, KeyPair), IssueError> {
+        let key = key_type.generate()?;
+        let issued = self.issue_for_key(&key, request)?;
+        Ok((issued, key))
+    }
+
+    fn issue_for_key(
+        &self,
+        public_key: &impl rcgen::PublicKeyData,
+        request: &LeafRequest,
+    ) -> Result<IssuedCert, IssueError> {
+        let id = &request.spiffe_id;
+        if !id.has_path() {
+            return Err(IssueError::IdWithoutPath(id.clone()));
+        }
+        if id.trust_domain() != &self.trust_domain {
+            return Err(IssueError::OtherTrustDomain {
+                id: id.clone(),
+                trust_domain: self.trust_domain.clone(),
+            });
+        }
+        if request.ttl.is_zero() {
+            return Err(IssueError::ZeroLifetime);
+        }
+        let now = OffsetDateTime::now_utc();
+        if now >= self.not_after {
+            return Err(IssueError::CaExpired(self.not_after));
+        }
+        let mut params = CertificateParams::default();
+        let serial = random_serial();
+        params.serial_number = Some(serial.clone());
+        params.not_before = now - CLOCK_SKEW_ALLOWANCE;
+        params.not_after = (now + request.ttl).min(self.not_after);
+        // An empty subject makes rcgen mark the SAN extension critical, as X509-SVID §3.1 asks.
+        params.distinguished_name = DistinguishedName::new();
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        params.subject_alt_names = std::iter::once(uri_san(id))
+            .chain(request.dns_names.iter().map(|name| dns_san(name)))
+            .collect::<Result<_, _>>()?;
+        let cert = params
+            .signed_by(public_key, &self.issuer)
+            .map_err(IssueError::Crypto)?;
+        Ok(IssuedCert {
+            cert: cert.der().clone(),
+            chain: self.chain.clone(),
+            not_before: params.not_before,
+            not_after: params.not_after,
+            serial: serial.to_bytes(),
+        })
+    }
+}
+
+fn uri_san(id: &SpiffeId) -> Result<SanType, IssueError> {
+    let uri = id
+        .as_str()
+        .to_owned()
+        .try_into()
+        .map_err(IssueError::Crypto)?;
+    Ok(SanType::URI(uri))
+}
+
+fn dns_san(name: &str) -> Result<SanType, IssueError> {
+    let valid = rustls_pki_types::DnsName::try_from(name).is_ok()
+        && !name.is_empty()
+        && !name.ends_with('.');
+    if !valid {
+        return Err(IssueError::BadDnsName(name.to_owned()));
+    }
+    let ia5 = name
+        .to_owned()
+        .try_into()
+        .map_err(|_| IssueError::BadDnsName(name.to_owned()))?;
+    Ok(SanType::DnsName(ia5))
+}
+
+/// 16 random bytes, kept positive and of full length (RFC 5280 §4.1.2.2 wants a positive
+/// integer; a leading 0x40 bit keeps DER from shortening it). rcgen's default serial is a hash of
+/// the public key, which repeats whenever a key is re-certified.
+fn random_serial() -> SerialNumber {
+    let mut bytes = random_bytes::<16>();
+    bytes[0] = (bytes[0] & 0x7f) | 0x40;
+    SerialNumber::from_slice(&bytes)
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    aws_lc_rs::rand::fill(&mut bytes).expect("the system random number generator failed");
+    bytes
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,267 @@
+//! rustls verifiers for X.509-SVIDs: [`SpiffeServerVerifier`] (a client checking the server it
+//! reached) and [`SpiffeClientVerifier`] (a server requiring and checking client certificates).
+//!
+//! Both run [`crate::verify_svid`] (chain validation without a DNS-name check, every SPIFFE leaf
+//! rule), then ask an [`AuthorizeId`] whether the peer's ID may connect. A refusal becomes a TLS
+//! alert; [`peer_error`] gets our reason back out of the rustls error for logs and metrics.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::svid::{verify_svid_parts, PeerRole, SvidError, TrustBundleSet};
+use crate::SpiffeId;
+
+/// Decides whether a peer that holds a valid SVID may connect.
+pub trait AuthorizeId: Send + Sync + fmt::Debug {
+    fn authorize(&self, peer: &SpiffeId) -> bool;
+}
+
+/// Admits every ID whose chain verifies to its trust domain's bundle.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnyTrustedId;
+
+impl AuthorizeId for AnyTrustedId {
+    fn authorize(&self, _peer: &SpiffeId) -> bool {
+        true
+    }
+}
+
+/// Admits exactly one ID (a client's expectation of the server it dials).
+#[derive(Debug, Clone)]
+pub struct ExactId(pub SpiffeId);
+
+impl AuthorizeId for ExactId {
+    fn authorize(&self, peer: &SpiffeId) -> bool {
+        *peer == self.0
+    }
+}
+
+/// Admits the IDs of a list.
+impl AuthorizeId for Vec<SpiffeId> {
+    fn authorize(&self, peer: &SpiffeId) -> bool {
+        self.contains(peer)
+    }
+}
+
+/// Why a peer was refused during the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerError {
+    #[error("{0}")]
+    Invalid(#[from] SvidError),
+    #[error("{0} is not admitted here")]
+    NotAdmitted(SpiffeId),
+}
+
+/// Our reason for a refusal, if `error` is a certificate refusal made by one of our verifiers.
+pub fn peer_error(error: &rustls::Error) -> Option<&PeerError> {
+    match error {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+            other.0.downcast_ref::<PeerError>()
+        }
+        _ => None,
+    }
+}
+
+/// The SPIFFE ID of the peer of a finished handshake (`conn.peer_certificates()`). Only meaningful
+/// on connections whose certificates one of our verifiers accepted.
+pub fn peer_spiffe_id(peer_certificates: Option<&[CertificateDer<'_>]>) -> Option<SpiffeId> {
+    let leaf = peer_certificates?.first()?;
+    let (_, cert) = X509Certificate::from_der(leaf).ok()?;
+    crate::svid::spiffe_id_of(&cert).ok()
+}
+
+/// What both verifiers share: the bundles, who is admitted, and the signature algorithms.
+struct Checker {
+    bundles: Arc<TrustBundleSet>,
+    authorizer: Arc<dyn AuthorizeId>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl Checker {
+    fn new(bundles: Arc<TrustBundleSet>, authorizer: Arc<dyn AuthorizeId>) -> Self {
+        let provider = CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        Checker {
+            bundles,
+            authorizer,
+            provider,
+        }
+    }
+
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        role: PeerRole,
+        now: UnixTime,
+    ) -> Result<SpiffeId, rustls::Error> {
+        let id = verify_svid_parts(end_entity, intermediates, &self.bundles, role, now)
+            .map_err(|e| to_rustls(PeerError::Invalid(e)))?;
+        if !self.authorizer.authorize(&id) {
+            return Err(to_rustls(PeerError::NotAdmitted(id)));
+        }
+        Ok(id)
+    }
+
+    fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+impl fmt::Debug for Checker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Checker")
+            .field(
+                "trust_domains",
+                &self.bundles.trust_domains().collect::<Vec<_>>(),
+            )
+            .field("authorizer", &self.authorizer)
+            .finish()
+    }
+}
+
+/// Wraps our refusal in the rustls error (sent as a bad_certificate alert), keeping our reason
+/// inside for [`peer_error`].
+fn to_rustls(error: PeerError) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(error))))
+}
+
+/// Checks the certificate of the server a client connects to. The TLS server name is not checked
+/// against the certificate: SVIDs name workloads by URI SAN, which the authorizer checks instead.
+#[derive(Debug)]
+pub struct SpiffeServerVerifier(Checker);
+
+impl SpiffeServerVerifier {
+    pub fn new(bundles: Arc<TrustBundleSet>, authorizer: Arc<dyn AuthorizeId>) -> Arc<Self> {
+        Arc::new(SpiffeServerVerifier(Checker::new(bundles, authorizer)))
+    }
+}
+
+impl ServerCertVerifier for SpiffeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.0
+            .check(end_entity, intermediates, PeerRole::Server, now)
+            .map(|_| ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.tls12(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.tls13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.schemes()
+    }
+}
+
+/// Requires a client certificate and checks it.
+#[derive(Debug)]
+pub struct SpiffeClientVerifier(Checker);
+
+impl SpiffeClientVerifier {
+    pub fn new(bundles: Arc<TrustBundleSet>, authorizer: Arc<dyn AuthorizeId>) -> Arc<Self> {
+        Arc::new(SpiffeClientVerifier(Checker::new(bundles, authorizer)))
+    }
+}
+
+impl ClientCertVerifier for SpiffeClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // No CA hints: SVID clients have one identity to present, whatever we would hint.
+        &[]
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.0
+            .check(end_entity, intermediates, PeerRole::Client, now)
+            .map(|_| ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.tls12(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.tls13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.schemes()
+    }
+}
