@@ -1,1 +1,74 @@
-fn main() {}
+//! `palisade`: one command line for every part of Palisade. Each subcommand parses its arguments
+//! and calls a library crate; the sentences users read on failure are made here.
+
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "palisade",
+    version,
+    about = "Segment a container network twice over from one policy: nftables on every host, SPIFFE mTLS between workloads",
+    after_help = "Start with `palisade demo`: the whole story on one machine, no root needed."
+)]
+struct Cli {
+    /// Log format on stderr: text for people, json for log pipelines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage a certificate authority (one per trust domain).
+    #[command(subcommand)]
+    Ca(commands::ca::CaCommand),
+    /// Issue and inspect workload certificates (X.509-SVIDs).
+    #[command(subcommand)]
+    Cert(commands::cert::CertCommand),
+    /// Run the whole story on this machine in a temporary directory, printing each step.
+    Demo(commands::demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let mut stdout = std::io::stdout().lock();
+    let result = match cli.command {
+        Command::Ca(cmd) => commands::ca::run(cmd, &mut stdout),
+        Command::Cert(cmd) => commands::cert::run(cmd, &mut stdout),
+        Command::Demo(args) => commands::demo::run(args, &mut stdout),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            tracing::debug!(error = format!("{error:#}"), "command failed");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("PALISADE_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

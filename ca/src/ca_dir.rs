@@ -27,16 +27,20 @@ pub enum CaDirError {
     AlreadyExists(PathBuf),
     #[error("{0} holds no CA (no {KEY_FILE}); create one with `palisade ca init`")]
     NoCa(PathBuf),
-    #[error("cannot {action} {path}: {source}")]
+    #[error("the CA directory {0} does not exist")]
+    NoDirectory(PathBuf),
+    // The underlying errors are part of the sentence, not a `source` chain, so that a CLI printing
+    // the chain does not say them twice.
+    #[error("cannot {action} {path}: {error}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        source: io::Error,
+        error: io::Error,
     },
-    #[error("{path}: {source}")]
-    Ca { path: PathBuf, source: IssueError },
-    #[error("{path}: {source}")]
-    Bundle { path: PathBuf, source: BundleError },
+    #[error("{path}: {error}")]
+    Ca { path: PathBuf, error: IssueError },
+    #[error("{path}: {error}")]
+    Bundle { path: PathBuf, error: BundleError },
 }
 
 /// The directory a CA lives in.
@@ -79,16 +83,16 @@ impl CaDir {
             return Err(CaDirError::AlreadyExists(self.path.clone()));
         }
         let ca =
-            CertificateAuthority::generate_root(trust_domain, key_type, ttl).map_err(|source| {
+            CertificateAuthority::generate_root(trust_domain, key_type, ttl).map_err(|error| {
                 CaDirError::Ca {
                     path: self.path.clone(),
-                    source,
+                    error,
                 }
             })?;
         let bundle = TrustBundle::new(trust_domain.clone(), vec![ca.certificate().clone()])
-            .map_err(|source| CaDirError::Bundle {
+            .map_err(|error| CaDirError::Bundle {
                 path: self.bundle_path(),
-                source,
+                error,
             })?;
         self.write(&self.key_path(), ca.key_pem().as_bytes(), PRIVATE)?;
         self.write(
@@ -102,6 +106,9 @@ impl CaDir {
 
     /// Loads the CA and its trust bundle, checking that key and certificate belong together.
     pub fn load(&self) -> Result<(CertificateAuthority, TrustBundle), CaDirError> {
+        if !self.path.exists() {
+            return Err(CaDirError::NoDirectory(self.path.clone()));
+        }
         let key_path = self.key_path();
         let key_pem = match std::fs::read_to_string(&key_path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound && self.path.is_dir() => {
@@ -114,15 +121,15 @@ impl CaDir {
             std::fs::read(&cert_path).map_err(|source| io_error("read", &cert_path, source))?;
         let bundle_err = |path: &Path| {
             let path = path.to_owned();
-            move |source| CaDirError::Bundle { path, source }
+            move |error| CaDirError::Bundle { path, error }
         };
         let mut certs: Vec<CertificateDer<'static>> =
             crate::pem::certificates_from_pem(&cert_pem).map_err(bundle_err(&cert_path))?;
         let cert = certs.remove(0);
-        let ca = CertificateAuthority::from_parts(cert, certs, &key_pem).map_err(|source| {
+        let ca = CertificateAuthority::from_parts(cert, certs, &key_pem).map_err(|error| {
             CaDirError::Ca {
                 path: self.path.clone(),
-                source,
+                error,
             }
         })?;
         let bundle_path = self.bundle_path();
@@ -151,10 +158,10 @@ pub(crate) fn create_private_dir(path: &Path) -> Result<(), CaDirError> {
         .map_err(|source| io_error("create the directory", path, source))
 }
 
-fn io_error(action: &'static str, path: &Path, source: io::Error) -> CaDirError {
+fn io_error(action: &'static str, path: &Path, error: io::Error) -> CaDirError {
     CaDirError::Io {
         action,
         path: path.to_owned(),
-        source,
+        error,
     }
 }

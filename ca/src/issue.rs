@@ -179,7 +179,7 @@ impl CertificateAuthority {
             return Err(IssueError::ZeroLifetime);
         }
         let key = key_type.generate()?;
-        let now = OffsetDateTime::now_utc();
+        let now = now_in_whole_seconds();
         let mut params = CertificateParams::default();
         params.serial_number = Some(random_serial());
         params.not_before = now - CLOCK_SKEW_ALLOWANCE;
@@ -321,7 +321,7 @@ impl CertificateAuthority {
         if request.ttl.is_zero() {
             return Err(IssueError::ZeroLifetime);
         }
-        let now = OffsetDateTime::now_utc();
+        let now = now_in_whole_seconds();
         if now >= self.not_after {
             return Err(IssueError::CaExpired(self.not_after));
         }
@@ -385,6 +385,13 @@ fn random_serial() -> SerialNumber {
     let mut bytes = random_bytes::<16>();
     bytes[0] = (bytes[0] & 0x7f) | 0x40;
     SerialNumber::from_slice(&bytes)
+}
+
+/// Certificates hold whole seconds; computing in whole seconds keeps what we report equal to
+/// what we signed.
+fn now_in_whole_seconds() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(0).unwrap_or(now)
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {

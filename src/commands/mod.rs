@@ -1,0 +1,33 @@
+//! One module per top-level subcommand.
+
+pub mod ca;
+pub mod cert;
+pub mod demo;
+
+use std::time::Duration;
+
+/// Parses `90s`, `15m`, `24h`, `30d`, `1y` (and combinations such as `1h30m`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("\"{s}\" is not a duration like 90s, 15m, 24h or 30d ({e})"))?;
+    if d.is_zero() {
+        return Err("a lifetime must be longer than zero".into());
+    }
+    Ok(d)
+}
+
+/// The key types a command accepts, as clap lists them in `--help` and in errors.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum KeyTypeArg {
+    EcdsaP256,
+    Ed25519,
+}
+
+impl From<KeyTypeArg> for palisade_ca::KeyType {
+    fn from(k: KeyTypeArg) -> Self {
+        match k {
+            KeyTypeArg::EcdsaP256 => palisade_ca::KeyType::EcdsaP256,
+            KeyTypeArg::Ed25519 => palisade_ca::KeyType::Ed25519,
+        }
+    }
+}
