@@ -77,8 +77,20 @@ fn openssl_verifies_every_issued_leaf_and_sees_the_profile() {
         let id = "spiffe://example.org/ns/shop/sa/frontend";
         ok(&palisade(
             &[
-                "cert", "issue", "--ca-dir", "ca", "--spiffe-id", id, "--out", "w", "--key-type",
-                key_type, "--dns", "frontend.shop.svc", "--ttl", "2h",
+                "cert",
+                "issue",
+                "--ca-dir",
+                "ca",
+                "--spiffe-id",
+                id,
+                "--out",
+                "w",
+                "--key-type",
+                key_type,
+                "--dns",
+                "frontend.shop.svc",
+                "--ttl",
+                "2h",
             ],
             dir,
         ));
@@ -90,13 +102,19 @@ fn openssl_verifies_every_issued_leaf_and_sees_the_profile() {
             String::from_utf8_lossy(&verify.stderr)
         );
 
-        let text = ok(&openssl(&["x509", "-in", "w/cert.pem", "-noout", "-text"], dir));
+        let text = ok(&openssl(
+            &["x509", "-in", "w/cert.pem", "-noout", "-text"],
+            dir,
+        ));
         let after = |header: &str| -> String {
             let mut lines = text.lines();
             lines.find(|l| l.trim_start().starts_with(header));
             lines.next().unwrap_or_default().trim().to_owned()
         };
-        assert!(text.contains("X509v3 Subject Alternative Name: critical"), "{text}");
+        assert!(
+            text.contains("X509v3 Subject Alternative Name: critical"),
+            "{text}"
+        );
         assert_eq!(
             after("X509v3 Subject Alternative Name"),
             format!("URI:{id}, DNS:frontend.shop.svc")
@@ -107,14 +125,24 @@ fn openssl_verifies_every_issued_leaf_and_sees_the_profile() {
             after("X509v3 Extended Key Usage"),
             "TLS Web Server Authentication, TLS Web Client Authentication"
         );
-        assert!(text.contains("X509v3 Basic Constraints: critical"), "{text}");
+        assert!(
+            text.contains("X509v3 Basic Constraints: critical"),
+            "{text}"
+        );
         assert_eq!(after("X509v3 Basic Constraints"), "CA:FALSE");
         assert!(text.contains("X509v3 Authority Key Identifier"), "{text}");
         assert_eq!(text.matches("URI:").count(), 1, "exactly one URI SAN");
         let serial = after("Serial Number:");
-        assert_eq!(serial.split(':').count(), 16, "16-byte serial, got {serial}");
+        assert_eq!(
+            serial.split(':').count(),
+            16,
+            "16-byte serial, got {serial}"
+        );
 
-        let ca_text = ok(&openssl(&["x509", "-in", "ca/ca-cert.pem", "-noout", "-text"], dir));
+        let ca_text = ok(&openssl(
+            &["x509", "-in", "ca/ca-cert.pem", "-noout", "-text"],
+            dir,
+        ));
         let mut ca_lines = ca_text.lines().map(str::trim);
         assert!(ca_lines.any(|l| l == "X509v3 Basic Constraints: critical"));
         assert_eq!(ca_lines.next(), Some("CA:TRUE"));
@@ -133,25 +161,57 @@ fn issues_from_an_openssl_csr_and_ignores_its_sans() {
     init_ca(dir, &[]);
     ok(&openssl(
         &[
-            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", "w.key", "-out", "w.csr", "-subj", "/CN=please-trust-me",
-            "-addext", "subjectAltName=URI:spiffe://example.org/admin,DNS:evil.example",
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "w.key",
+            "-out",
+            "w.csr",
+            "-subj",
+            "/CN=please-trust-me",
+            "-addext",
+            "subjectAltName=URI:spiffe://example.org/admin,DNS:evil.example",
         ],
         dir,
     ));
     let id = "spiffe://example.org/ns/shop/sa/payments";
     ok(&palisade(
-        &["cert", "issue", "--ca-dir", "ca", "--spiffe-id", id, "--csr", "w.csr", "--out", "w"],
+        &[
+            "cert",
+            "issue",
+            "--ca-dir",
+            "ca",
+            "--spiffe-id",
+            id,
+            "--csr",
+            "w.csr",
+            "--out",
+            "w",
+        ],
         dir,
     ));
-    assert!(!dir.join("w/key.pem").exists(), "no key is written for a CSR");
+    assert!(
+        !dir.join("w/key.pem").exists(),
+        "no key is written for a CSR"
+    );
     let verify = openssl(&["verify", "-CAfile", "w/bundle.pem", "w/cert.pem"], dir);
     assert!(verify.status.success());
-    let text = ok(&openssl(&["x509", "-in", "w/cert.pem", "-noout", "-text"], dir));
+    let text = ok(&openssl(
+        &["x509", "-in", "w/cert.pem", "-noout", "-text"],
+        dir,
+    ));
     assert!(text.contains(&format!("URI:{id}")), "{text}");
     assert!(!text.contains("admin") && !text.contains("evil") && !text.contains("please"));
     // The certificate is for the CSR's key.
-    let cert_key = ok(&openssl(&["x509", "-in", "w/cert.pem", "-noout", "-pubkey"], dir));
+    let cert_key = ok(&openssl(
+        &["x509", "-in", "w/cert.pem", "-noout", "-pubkey"],
+        dir,
+    ));
     let csr_key = ok(&openssl(&["pkey", "-in", "w.key", "-pubout"], dir));
     assert_eq!(cert_key, csr_key);
 }
@@ -163,11 +223,29 @@ fn inspect_reports_and_exit_code_follows_the_verdict() {
     init_ca(dir, &[]);
     let id = "spiffe://example.org/ns/a/sa/b";
     ok(&palisade(
-        &["cert", "issue", "--ca-dir", "ca", "--spiffe-id", id, "--out", "w", "--ttl", "1h"],
+        &[
+            "cert",
+            "issue",
+            "--ca-dir",
+            "ca",
+            "--spiffe-id",
+            id,
+            "--out",
+            "w",
+            "--ttl",
+            "1h",
+        ],
         dir,
     ));
     let json = ok(&palisade(
-        &["cert", "inspect", "w/cert.pem", "--bundle", "ca/bundle.pem", "--json"],
+        &[
+            "cert",
+            "inspect",
+            "w/cert.pem",
+            "--bundle",
+            "ca/bundle.pem",
+            "--json",
+        ],
         dir,
     ));
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -180,7 +258,10 @@ fn inspect_reports_and_exit_code_follows_the_verdict() {
     assert_eq!(v["serial"].as_str().unwrap().split(':').count(), 16);
 
     let text = ok(&palisade(&["cert", "inspect", "w/cert.pem"], dir));
-    assert!(text.contains(id) && text.contains("chain not checked"), "{text}");
+    assert!(
+        text.contains(id) && text.contains("chain not checked"),
+        "{text}"
+    );
 
     // Another CA of the same trust domain: well-formed, but it does not chain to that bundle.
     ok(&palisade(
@@ -188,20 +269,39 @@ fn inspect_reports_and_exit_code_follows_the_verdict() {
         dir,
     ));
     let out = palisade(
-        &["cert", "inspect", "w/cert.pem", "--bundle", "other/bundle.pem", "--json"],
+        &[
+            "cert",
+            "inspect",
+            "w/cert.pem",
+            "--bundle",
+            "other/bundle.pem",
+            "--json",
+        ],
         dir,
     );
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["verdict"]["status"], "invalid");
-    assert!(v["verdict"]["reason"].as_str().unwrap().contains("does not lead to a root"));
+    assert!(v["verdict"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("does not lead to a root"));
 
     // A bundle of another trust domain.
     ok(&palisade(
         &["ca", "init", "--dir", "td2", "--trust-domain", "other.org"],
         dir,
     ));
-    let out = palisade(&["cert", "inspect", "w/cert.pem", "--bundle", "td2/bundle.pem"], dir);
+    let out = palisade(
+        &[
+            "cert",
+            "inspect",
+            "w/cert.pem",
+            "--bundle",
+            "td2/bundle.pem",
+        ],
+        dir,
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("INVALID"));
 
@@ -218,20 +318,38 @@ fn inspect_refuses_an_expired_certificate() {
     init_ca(dir, &[]);
     ok(&palisade(
         &[
-            "cert", "issue", "--ca-dir", "ca", "--spiffe-id", "spiffe://example.org/x", "--out",
-            "w", "--ttl", "1s",
+            "cert",
+            "issue",
+            "--ca-dir",
+            "ca",
+            "--spiffe-id",
+            "spiffe://example.org/x",
+            "--out",
+            "w",
+            "--ttl",
+            "1s",
         ],
         dir,
     ));
     // Whole seconds: wait until NotAfter is strictly in the past.
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let out = palisade(
-        &["cert", "inspect", "w/cert.pem", "--bundle", "ca/bundle.pem", "--json"],
+        &[
+            "cert",
+            "inspect",
+            "w/cert.pem",
+            "--bundle",
+            "ca/bundle.pem",
+            "--json",
+        ],
         dir,
     );
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["verdict"]["reason"].as_str().unwrap().contains("expired"), "{v}");
+    assert!(
+        v["verdict"]["reason"].as_str().unwrap().contains("expired"),
+        "{v}"
+    );
     assert!(v["remaining_seconds"].as_i64().unwrap() < 0);
 }
 
@@ -243,7 +361,10 @@ fn refuses_to_overwrite_a_ca_without_force() {
     let before = std::fs::read(dir.join("ca/ca-key.pem")).unwrap();
     let out = palisade(&["ca", "init", "--dir", "ca", "--trust-domain", TD], dir);
     let sentence = failure_sentence(&out);
-    assert!(sentence.contains("already exists") && sentence.contains("--force"), "{sentence}");
+    assert!(
+        sentence.contains("already exists") && sentence.contains("--force"),
+        "{sentence}"
+    );
     assert_eq!(std::fs::read(dir.join("ca/ca-key.pem")).unwrap(), before);
     init_ca(dir, &["--force"]);
     assert_ne!(std::fs::read(dir.join("ca/ca-key.pem")).unwrap(), before);
@@ -257,41 +378,143 @@ fn bad_input_gets_one_clear_sentence_and_a_failure_code() {
     init_ca(dir, &[]);
     let cases: &[(&[&str], &str)] = &[
         (
-            &["cert", "issue", "--ca-dir", "ca", "--spiffe-id", "spiffe://example.org/a//b", "--out", "w"],
+            &[
+                "cert",
+                "issue",
+                "--ca-dir",
+                "ca",
+                "--spiffe-id",
+                "spiffe://example.org/a//b",
+                "--out",
+                "w",
+            ],
             "empty segments",
         ),
         (
-            &["cert", "issue", "--ca-dir", "ca", "--spiffe-id", "https://example.org/a", "--out", "w"],
+            &[
+                "cert",
+                "issue",
+                "--ca-dir",
+                "ca",
+                "--spiffe-id",
+                "https://example.org/a",
+                "--out",
+                "w",
+            ],
             "spiffe://",
         ),
         (
-            &["cert", "issue", "--ca-dir", "ca", "--spiffe-id", "spiffe://other.org/a", "--out", "w"],
+            &[
+                "cert",
+                "issue",
+                "--ca-dir",
+                "ca",
+                "--spiffe-id",
+                "spiffe://other.org/a",
+                "--out",
+                "w",
+            ],
             "outside this CA's trust domain",
         ),
         (
-            &["cert", "issue", "--ca-dir", "ca", "--spiffe-id", "spiffe://example.org", "--out", "w"],
+            &[
+                "cert",
+                "issue",
+                "--ca-dir",
+                "ca",
+                "--spiffe-id",
+                "spiffe://example.org",
+                "--out",
+                "w",
+            ],
             "needs a path",
         ),
         (
-            &["cert", "issue", "--ca-dir", "ca", "--spiffe-id", "spiffe://example.org/a", "--out", "w", "--dns", "not a name"],
+            &[
+                "cert",
+                "issue",
+                "--ca-dir",
+                "ca",
+                "--spiffe-id",
+                "spiffe://example.org/a",
+                "--out",
+                "w",
+                "--dns",
+                "not a name",
+            ],
             "not a valid DNS name",
         ),
         (
-            &["ca", "init", "--dir", "ca2", "--trust-domain", TD, "--key-type", "rsa"],
+            &[
+                "ca",
+                "init",
+                "--dir",
+                "ca2",
+                "--trust-domain",
+                TD,
+                "--key-type",
+                "rsa",
+            ],
             "invalid value 'rsa'",
         ),
-        (&["ca", "init", "--dir", "ca2", "--trust-domain", "Example.ORG"], "lowercase"),
-        (&["ca", "init", "--dir", "ca2", "--trust-domain", TD, "--ttl", "soon"], "not a duration"),
         (
-            &["cert", "issue", "--ca-dir", "no-such-dir", "--spiffe-id", "spiffe://example.org/a", "--out", "w"],
+            &[
+                "ca",
+                "init",
+                "--dir",
+                "ca2",
+                "--trust-domain",
+                "Example.ORG",
+            ],
+            "lowercase",
+        ),
+        (
+            &[
+                "ca",
+                "init",
+                "--dir",
+                "ca2",
+                "--trust-domain",
+                TD,
+                "--ttl",
+                "soon",
+            ],
+            "not a duration",
+        ),
+        (
+            &[
+                "cert",
+                "issue",
+                "--ca-dir",
+                "no-such-dir",
+                "--spiffe-id",
+                "spiffe://example.org/a",
+                "--out",
+                "w",
+            ],
             "no-such-dir",
         ),
         (
-            &["cert", "issue", "--ca-dir", ".", "--spiffe-id", "spiffe://example.org/a", "--out", "w"],
+            &[
+                "cert",
+                "issue",
+                "--ca-dir",
+                ".",
+                "--spiffe-id",
+                "spiffe://example.org/a",
+                "--out",
+                "w",
+            ],
             "holds no CA",
         ),
-        (&["cert", "inspect", "missing.pem"], "cannot read missing.pem"),
-        (&["cert", "inspect", "ca/ca-key.pem"], "holds no PEM certificate"),
+        (
+            &["cert", "inspect", "missing.pem"],
+            "cannot read missing.pem",
+        ),
+        (
+            &["cert", "inspect", "ca/ca-key.pem"],
+            "holds no PEM certificate",
+        ),
     ];
     for (args, expected) in cases {
         let out = palisade(args, dir);
@@ -302,12 +525,24 @@ fn bad_input_gets_one_clear_sentence_and_a_failure_code() {
             "{args:?}: expected {expected:?} in {sentence:?}"
         );
     }
-    assert!(!dir.join("w").exists(), "nothing written for refused requests");
+    assert!(
+        !dir.join("w").exists(),
+        "nothing written for refused requests"
+    );
 
     // An unreadable CA directory (root reads everything, so use a file where a directory belongs).
     std::fs::write(dir.join("plainfile"), "x").unwrap();
     let out = palisade(
-        &["cert", "issue", "--ca-dir", "plainfile", "--spiffe-id", "spiffe://example.org/a", "--out", "w"],
+        &[
+            "cert",
+            "issue",
+            "--ca-dir",
+            "plainfile",
+            "--spiffe-id",
+            "spiffe://example.org/a",
+            "--out",
+            "w",
+        ],
         dir,
     );
     let sentence = failure_sentence(&out);
@@ -317,11 +552,19 @@ fn bad_input_gets_one_clear_sentence_and_a_failure_code() {
 #[test]
 fn every_command_has_help_with_an_example() {
     let tmp = tempfile::tempdir().unwrap();
-    for cmd in [&["ca", "init"][..], &["cert", "issue"], &["cert", "inspect"], &["demo"]] {
+    for cmd in [
+        &["ca", "init"][..],
+        &["cert", "issue"],
+        &["cert", "inspect"],
+        &["demo"],
+    ] {
         let mut args = cmd.to_vec();
         args.push("--help");
         let help = ok(&palisade(&args, tmp.path()));
-        assert!(help.contains("Example"), "{cmd:?} --help has no example:\n{help}");
+        assert!(
+            help.contains("Example"),
+            "{cmd:?} --help has no example:\n{help}"
+        );
     }
 }
 
@@ -330,6 +573,12 @@ fn demo_runs_the_story_and_exits_zero() {
     let tmp = tempfile::tempdir().unwrap();
     let out = ok(&palisade(&["demo"], tmp.path()));
     assert!(out.contains("$ palisade ca init"), "{out}");
-    assert!(out.contains("valid X.509-SVID, chains to ca/bundle.pem"), "{out}");
-    assert!(out.contains("INVALID: the chain does not lead to a root"), "{out}");
+    assert!(
+        out.contains("valid X.509-SVID, chains to ca/bundle.pem"),
+        "{out}"
+    );
+    assert!(
+        out.contains("INVALID: the chain does not lead to a root"),
+        "{out}"
+    );
 }

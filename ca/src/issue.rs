@@ -154,6 +154,8 @@ pub struct CertificateAuthority {
     cert: CertificateDer<'static>,
     /// Certificates above this CA up to, not including, the root; empty for a root CA.
     chain: Vec<CertificateDer<'static>>,
+    /// Self-issued (subject = issuer): a root, which its leaves do not present.
+    is_root: bool,
     not_after: OffsetDateTime,
     issuer: Issuer<'static, KeyPair>,
 }
@@ -201,6 +203,7 @@ impl CertificateAuthority {
             trust_domain: trust_domain.clone(),
             cert: cert.der().clone(),
             chain: Vec::new(),
+            is_root: true,
             not_after: params.not_after,
             issuer: Issuer::new(params, key),
         })
@@ -241,12 +244,14 @@ impl CertificateAuthority {
             .filter(|id| !id.has_path())
             .map(|id| id.trust_domain().clone())
             .ok_or(IssueError::CaWithoutTrustDomain)?;
+        let is_root = parsed.subject().as_raw() == parsed.issuer().as_raw();
         let not_after = parsed.validity().not_after.to_datetime();
         let issuer = Issuer::from_ca_cert_der(&cert, key).map_err(IssueError::Crypto)?;
         Ok(CertificateAuthority {
             trust_domain,
             cert,
             chain,
+            is_root,
             not_after,
             issuer,
         })
@@ -347,7 +352,12 @@ impl CertificateAuthority {
             .map_err(IssueError::Crypto)?;
         Ok(IssuedCert {
             cert: cert.der().clone(),
-            chain: self.chain.clone(),
+            // The leaf's issuer first: this CA, unless it is a root, then those above it.
+            chain: (!self.is_root)
+                .then(|| self.cert.clone())
+                .into_iter()
+                .chain(self.chain.iter().cloned())
+                .collect(),
             not_before: params.not_before,
             not_after: params.not_after,
             serial: serial.to_bytes(),

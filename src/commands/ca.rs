@@ -15,8 +15,10 @@ use crate::output::rfc3339;
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
     /// Create a new root CA for a trust domain in a directory.
-    #[command(after_help = "Example:\n  palisade ca init --dir /etc/palisade/ca --trust-domain example.org\n\n\
-Writes ca-key.pem (0600), ca-cert.pem and bundle.pem (the trust bundle to give every workload).")]
+    #[command(
+        after_help = "Example:\n  palisade ca init --dir /etc/palisade/ca --trust-domain example.org\n\n\
+Writes ca-key.pem (0600), ca-cert.pem and bundle.pem (the trust bundle to give every workload)."
+    )]
     Init(InitArgs),
 }
 

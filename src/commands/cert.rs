@@ -24,8 +24,10 @@ palisade cert issue --ca-dir ca --spiffe-id spiffe://example.org/ns/shop/sa/paym
 Writes key.pem (0600, unless --csr), cert.pem (the certificate, then its chain) and bundle.pem, each atomically.")]
     Issue(IssueArgs),
     /// Show a certificate's SPIFFE ID, issuer, serial and validity, and check it.
-    #[command(after_help = "Example:\n  palisade cert inspect frontend/cert.pem --bundle frontend/bundle.pem\n\n\
-Exit code 0 when the certificate is a valid X.509-SVID (and chains to the bundle, if given); 1 otherwise.")]
+    #[command(
+        after_help = "Example:\n  palisade cert inspect frontend/cert.pem --bundle frontend/bundle.pem\n\n\
+Exit code 0 when the certificate is a valid X.509-SVID (and chains to the bundle, if given); 1 otherwise."
+    )]
     Inspect(InspectArgs),
 }
 
@@ -162,7 +164,11 @@ fn verdict_against_bundle(
     }
     let pem = std::fs::read(bundle_path)
         .with_context(|| format!("cannot read {}", bundle_path.display()))?;
-    let Some(id) = info.spiffe_id.as_deref().and_then(|s| SpiffeId::parse(s).ok()) else {
+    let Some(id) = info
+        .spiffe_id
+        .as_deref()
+        .and_then(|s| SpiffeId::parse(s).ok())
+    else {
         return Ok(info.verdict.clone());
     };
     let bundle = match TrustBundle::from_pem(id.trust_domain().clone(), &pem) {
@@ -184,7 +190,11 @@ fn print_info(info: &CertInfo, args: &InspectArgs, out: &mut dyn Write) -> anyho
         n => format!("{n} certificates"),
     };
     writeln!(out, "file         {} ({chain_note})", args.file.display())?;
-    writeln!(out, "spiffe id    {}", info.spiffe_id.clone().unwrap_or_else(dash))?;
+    writeln!(
+        out,
+        "spiffe id    {}",
+        info.spiffe_id.clone().unwrap_or_else(dash)
+    )?;
     if !info.dns_names.is_empty() {
         writeln!(out, "dns names    {}", info.dns_names.join(", "))?;
     }
@@ -197,7 +207,11 @@ fn print_info(info: &CertInfo, args: &InspectArgs, out: &mut dyn Write) -> anyho
     } else {
         format!("expired {} ago", human_seconds(-info.remaining_seconds))
     };
-    writeln!(out, "valid until  {} ({remaining})", rfc3339(info.not_after))?;
+    writeln!(
+        out,
+        "valid until  {} ({remaining})",
+        rfc3339(info.not_after)
+    )?;
     let verdict = match (&info.verdict, &args.bundle) {
         (Verdict::Valid, Some(bundle)) => {
             format!("valid X.509-SVID, chains to {}", bundle.display())

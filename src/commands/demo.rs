@@ -36,12 +36,18 @@ pub fn run(args: DemoArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let frontend = SpiffeId::from_segments(&td, &["ns", "shop", "sa", "frontend"])?;
     let payments = SpiffeId::from_segments(&td, &["ns", "shop", "sa", "payments"])?;
 
-    writeln!(out, "Palisade demo: workload identity, from CA to verified certificate.")?;
+    writeln!(
+        out,
+        "Palisade demo: workload identity, from CA to verified certificate."
+    )?;
     writeln!(out, "Working in {}\n", dir.path().display())?;
     writeln!(out, "$ cd {}", dir.path().display())?;
 
     step(out, "1. A certificate authority for the trust domain. Its bundle.pem is what every workload trusts.")?;
-    command(out, &format!("palisade ca init --dir ca --trust-domain {td}"))?;
+    command(
+        out,
+        &format!("palisade ca init --dir ca --trust-domain {td}"),
+    )?;
     ca::init(
         &InitArgs {
             dir: "ca".into(),
@@ -62,17 +68,26 @@ pub fn run(args: DemoArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         cert::issue(&issue_args("ca", id, name), out)?;
     }
 
-    step(out, "3. Inspect and verify them against the trust bundle (exit code 0 = valid).")?;
+    step(
+        out,
+        "3. Inspect and verify them against the trust bundle (exit code 0 = valid).",
+    )?;
     for name in ["frontend", "payments"] {
         command(
             out,
             &format!("palisade cert inspect {name}/cert.pem --bundle ca/bundle.pem"),
         )?;
-        expect_valid(true, cert::inspect(&inspect_args(name, "ca/bundle.pem"), out)?)?;
+        expect_valid(
+            true,
+            cert::inspect(&inspect_args(name, "ca/bundle.pem"), out)?,
+        )?;
     }
 
     step(out, "4. An intruder runs a CA of its own for the same trust domain and issues itself frontend's ID.\n   The certificate looks right, but it does not chain to our bundle, so it is refused (exit code 1).")?;
-    command(out, &format!("palisade ca init --dir intruder-ca --trust-domain {td}"))?;
+    command(
+        out,
+        &format!("palisade ca init --dir intruder-ca --trust-domain {td}"),
+    )?;
     ca::init(
         &InitArgs {
             dir: "intruder-ca".into(),
@@ -88,15 +103,28 @@ pub fn run(args: DemoArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         &format!("palisade cert issue --ca-dir intruder-ca --spiffe-id {frontend} --out intruder --ttl 1h"),
     )?;
     cert::issue(&issue_args("intruder-ca", &frontend, "intruder"), out)?;
-    command(out, "palisade cert inspect intruder/cert.pem --bundle ca/bundle.pem")?;
-    expect_valid(false, cert::inspect(&inspect_args("intruder", "ca/bundle.pem"), out)?)?;
+    command(
+        out,
+        "palisade cert inspect intruder/cert.pem --bundle ca/bundle.pem",
+    )?;
+    expect_valid(
+        false,
+        cert::inspect(&inspect_args("intruder", "ca/bundle.pem"), out)?,
+    )?;
 
-    writeln!(out, "\nDone: one CA, two workload identities verified, one forgery refused.")?;
+    writeln!(
+        out,
+        "\nDone: one CA, two workload identities verified, one forgery refused."
+    )?;
     if args.keep {
         let kept: PathBuf = dir.keep();
         writeln!(out, "Kept {} for you to look at.", kept.display())?;
     } else {
-        writeln!(out, "Removed {} (pass --keep to look at the files).", dir.path().display())?;
+        writeln!(
+            out,
+            "Removed {} (pass --keep to look at the files).",
+            dir.path().display()
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
