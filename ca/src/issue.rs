@@ -46,6 +46,18 @@ impl KeyType {
         }
     }
 
+    /// The key type of a public key, if it is one we issue for.
+    pub fn of_spki(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Option<KeyType> {
+        use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_SIG_ED25519};
+        let algorithm = &spki.algorithm;
+        if algorithm.algorithm == OID_SIG_ED25519 {
+            return Some(KeyType::Ed25519);
+        }
+        let curve = algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok());
+        (algorithm.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY && curve == Some(OID_EC_P256))
+            .then_some(KeyType::EcdsaP256)
+    }
+
     /// Generates a fresh private key of this type.
     pub fn generate(self) -> Result<KeyPair, IssueError> {
         KeyPair::generate_for(self.algorithm()).map_err(IssueError::Crypto)
@@ -291,9 +303,12 @@ impl CertificateAuthority {
             X509CertificationRequest::from_der(csr_der).map_err(|_| IssueError::BadCsr)?;
         csr.verify_signature()
             .map_err(|_| IssueError::CsrSignature)?;
+        let spki = &csr.certification_request_info.subject_pki;
+        if KeyType::of_spki(spki).is_none() {
+            return Err(IssueError::CsrKeyType);
+        }
         let public_key =
-            rcgen::SubjectPublicKeyInfo::from_der(csr.certification_request_info.subject_pki.raw)
-                .map_err(|_| IssueError::CsrKeyType)?;
+            rcgen::SubjectPublicKeyInfo::from_der(spki.raw).map_err(|_| IssueError::CsrKeyType)?;
         self.issue_for_key(&public_key, request)
     }
 

@@ -279,7 +279,7 @@ fn palisade_leaf_verifies_for_both_roles() {
             for role in ROLES {
                 assert_eq!(
                     verify_svid(
-                        &[issued.cert.clone()],
+                        std::slice::from_ref(&issued.cert),
                         &bundle_of(&ca),
                         role,
                         UnixTime::now()
@@ -417,7 +417,7 @@ fn csr_gets_exactly_the_requested_id() {
     assert!(!cert.is_ca());
     assert_eq!(
         verify_svid(
-            &[issued.cert.clone()],
+            std::slice::from_ref(&issued.cert),
             &bundle_of(&ca),
             PeerRole::Client,
             UnixTime::now()
@@ -436,6 +436,19 @@ fn csr_with_bad_signature_is_refused() {
         ca.issue_from_csr(&csr, &request),
         Err(IssueError::CsrSignature)
     ));
+}
+
+#[test]
+fn csr_for_a_key_type_we_do_not_issue_for_is_refused() {
+    let ca = root(KeyType::EcdsaP256);
+    let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("P-384 key");
+    let request = LeafRequest::new(id(WORKLOAD), HOUR);
+    assert!(matches!(
+        ca.issue_from_csr(&greedy_csr(&p384), &request),
+        Err(IssueError::CsrKeyType)
+    ));
+    let ed25519 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("Ed25519 key");
+    assert!(ca.issue_from_csr(&greedy_csr(&ed25519), &request).is_ok());
 }
 
 #[test]

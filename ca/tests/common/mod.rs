@@ -179,7 +179,7 @@ impl LeafBuilder<'_> {
         self
     }
 
-    pub fn is_ca(mut self, is_ca: IsCa) -> Self {
+    pub fn basic_constraints(mut self, is_ca: IsCa) -> Self {
         self.params.is_ca = is_ca;
         self
     }
@@ -329,7 +329,7 @@ pub fn negative_cases(w: &World) -> Vec<BadCase> {
         case(
             "leaf with CA:true",
             w.ca.leaf(WORKLOAD)
-                .is_ca(IsCa::Ca(BasicConstraints::Unconstrained))
+                .basic_constraints(IsCa::Ca(BasicConstraints::Unconstrained))
                 .build(),
             SvidError::LeafIsCa,
         ),
@@ -349,7 +349,7 @@ pub fn negative_cases(w: &World) -> Vec<BadCase> {
         ),
         case(
             "leaf without basic constraints",
-            w.ca.leaf(WORKLOAD).is_ca(IsCa::NoCa).build(),
+            w.ca.leaf(WORKLOAD).basic_constraints(IsCa::NoCa).build(),
             SvidError::LeafMissingBasicConstraints,
         ),
         case(
