@@ -38,6 +38,9 @@ enum Command {
     /// Issue and inspect workload certificates (X.509-SVIDs).
     #[command(subcommand)]
     Cert(commands::cert::CertCommand),
+    /// Run the mTLS sidecar of one workload.
+    #[command(subcommand)]
+    Sidecar(commands::sidecar::SidecarCommand),
     /// Run the whole story on this machine in a temporary directory, printing each step.
     Demo(commands::demo::DemoArgs),
 }
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ca(cmd) => commands::ca::run(cmd, &mut stdout),
         Command::Cert(cmd) => commands::cert::run(cmd, &mut stdout),
+        Command::Sidecar(cmd) => commands::sidecar::run(cmd, &mut stdout),
         Command::Demo(args) => commands::demo::run(args, &mut stdout),
     };
     match result {
@@ -66,7 +70,8 @@ fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("PALISADE_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

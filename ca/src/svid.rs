@@ -316,6 +316,13 @@ pub fn check_leaf(leaf: &X509Certificate<'_>) -> Result<SpiffeId, SvidError> {
     Ok(id)
 }
 
+/// A certificate's NotAfter.
+pub fn not_after(der: &CertificateDer<'_>) -> Result<OffsetDateTime, SvidError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|_| SvidError::BadCertificate { index: 0 })?;
+    Ok(cert.validity().not_after.to_datetime())
+}
+
 /// The SPIFFE ID in a certificate's single URI SAN.
 pub fn spiffe_id_of(cert: &X509Certificate<'_>) -> Result<SpiffeId, SvidError> {
     let uris = uri_sans(cert)?;

@@ -1,5 +1,208 @@
 //! The Palisade sidecar: the mTLS data plane beside each workload.
 //!
-//! Not built yet (issue #3). It will terminate and originate mutual TLS with the verifiers of
-//! `palisade_ca` ([`palisade_ca::SpiffeClientVerifier`], [`palisade_ca::SpiffeServerVerifier`]) and
-//! admit peers by SPIFFE ID.
+//! One process per workload. Inbound listeners terminate mTLS and admit a peer by the SPIFFE ID
+//! in its certificate ([`AllowList`] of [`IdPattern`]s), then forward plaintext to the app;
+//! outbound listeners take plaintext from the app and originate mTLS to a peer whose ID must
+//! match what is expected. Certificate, key and bundle are re-read from files and swapped in
+//! without touching open connections.
+//!
+//! - [`SidecarConfig`]: the YAML configuration.
+//! - [`Sidecar`]: bind with [`Sidecar::bind`], then [`BoundSidecar::run`] until shutdown.
+//!
+//! Where a connection travels: `accept.rs` (cap, tracking) → `inbound.rs` / `outbound.rs`
+//! (handshake with the verifiers of `palisade_ca`, refusals in `refusal.rs`) → `relay.rs`
+//! (bytes both ways). `identity.rs` keeps the TLS configs current; `admin.rs` and `metrics.rs`
+//! report.
+
+mod accept;
+mod admin;
+pub mod config;
+mod identity;
+mod inbound;
+pub mod metrics;
+mod outbound;
+pub mod pattern;
+mod refusal;
+pub mod relay;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{ConfigError, SidecarConfig};
+pub use identity::{CredentialError, Credentials, ReloadOutcome};
+pub use pattern::{AllowList, IdPattern, PatternError};
+
+use crate::accept::Shared;
+use crate::identity::{IdentityWatcher, TlsStore};
+use crate::metrics::{Direction, Metrics};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SidecarError {
+    #[error("cannot listen on {address} for {listener}: {error}")]
+    Bind {
+        listener: String,
+        address: SocketAddr,
+        error: std::io::Error,
+    },
+}
+
+/// Entry point: binds every listener of a configuration.
+pub struct Sidecar;
+
+impl Sidecar {
+    /// Binds the admin server and every listener, so that a bad address fails here, before
+    /// anything runs, and port 0 can be used (see [`BoundSidecar::addresses`]).
+    pub async fn bind(config: SidecarConfig) -> Result<BoundSidecar, SidecarError> {
+        let bind = |listener: String, address: SocketAddr| async move {
+            TcpListener::bind(address)
+                .await
+                .map_err(|error| SidecarError::Bind {
+                    listener,
+                    address,
+                    error,
+                })
+        };
+        let admin = bind("the admin server".into(), config.admin.listen).await?;
+        let mut inbound = Vec::new();
+        for l in &config.inbound {
+            inbound.push(bind(format!("inbound listener \"{}\"", l.name), l.listen).await?);
+        }
+        let mut outbound = Vec::new();
+        for l in &config.outbound {
+            outbound.push(bind(format!("outbound listener \"{}\"", l.name), l.listen).await?);
+        }
+        Ok(BoundSidecar {
+            config: Arc::new(config),
+            admin,
+            inbound,
+            outbound,
+            metrics: Arc::new(Metrics::new()),
+        })
+    }
+}
+
+/// The addresses a bound sidecar listens on, by listener name.
+#[derive(Debug, Clone)]
+pub struct Addresses {
+    pub admin: SocketAddr,
+    pub inbound: Vec<(String, SocketAddr)>,
+    pub outbound: Vec<(String, SocketAddr)>,
+}
+
+/// A sidecar whose sockets are bound; [`BoundSidecar::run`] serves until shutdown.
+pub struct BoundSidecar {
+    config: Arc<SidecarConfig>,
+    admin: TcpListener,
+    inbound: Vec<TcpListener>,
+    outbound: Vec<TcpListener>,
+    metrics: Arc<Metrics>,
+}
+
+impl BoundSidecar {
+    pub fn addresses(&self) -> Addresses {
+        let addr = |l: &TcpListener| l.local_addr().expect("bound socket has an address");
+        Addresses {
+            admin: addr(&self.admin),
+            inbound: self
+                .config
+                .inbound
+                .iter()
+                .zip(&self.inbound)
+                .map(|(c, l)| (c.name.clone(), addr(l)))
+                .collect(),
+            outbound: self
+                .config
+                .outbound
+                .iter()
+                .zip(&self.outbound)
+                .map(|(c, l)| (c.name.clone(), addr(l)))
+                .collect(),
+        }
+    }
+
+    /// Serves until `shutdown` completes or POST /shutdown is called, then stops accepting, lets
+    /// open connections finish for up to `limits.drain_grace`, and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let BoundSidecar {
+            config,
+            admin,
+            inbound,
+            outbound,
+            metrics,
+        } = self;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let store: TlsStore = Default::default();
+        let shutdown_requested = CancellationToken::new();
+        let stop_background = CancellationToken::new();
+
+        // Load the identity before the first accept, so that a sidecar whose files are in
+        // place is ready at once; if they are not, it keeps trying and stays not ready.
+        let mut watcher =
+            IdentityWatcher::new(config.clone(), provider, store.clone(), metrics.clone());
+        watcher.check().await;
+        tokio::spawn(watcher.run(stop_background.clone()));
+
+        let admin_state = Arc::new(admin::AdminState {
+            metrics: metrics.clone(),
+            store: store.clone(),
+            shutdown: shutdown_requested.clone(),
+        });
+        tokio::spawn(admin::serve(admin, admin_state, stop_background.clone()));
+
+        let shared = Arc::new(Shared {
+            store,
+            limits: config.limits.clone(),
+            permits: Arc::new(Semaphore::new(config.limits.max_connections)),
+            tracker: TaskTracker::new(),
+            stop_accepting: CancellationToken::new(),
+        });
+        let listeners = TaskTracker::new();
+        for (index, (listener, c)) in inbound.into_iter().zip(&config.inbound).enumerate() {
+            let m = metrics.listener(&c.name, Direction::Inbound);
+            tracing::info!(listener = c.name, address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), forward_to = %c.forward_to, "inbound listening");
+            listeners.spawn(inbound::serve(listener, index, c.clone(), shared.clone(), m));
+        }
+        for (index, (listener, c)) in outbound.into_iter().zip(&config.outbound).enumerate() {
+            let m = metrics.listener(&c.name, Direction::Outbound);
+            tracing::info!(listener = c.name, address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), connect_to = c.connect_to, "outbound listening");
+            listeners.spawn(outbound::serve(listener, index, c.clone(), shared.clone(), m));
+        }
+        listeners.close();
+
+        tokio::select! {
+            _ = shutdown => {}
+            _ = shutdown_requested.cancelled() => {}
+        }
+        shutdown_requested.cancel();
+        metrics.draining.set(1);
+        let open = shared.permits_in_use();
+        tracing::info!(open_connections = open, grace = ?config.limits.drain_grace, "shutting down: no new connections; draining");
+        shared.stop_accepting.cancel();
+        listeners.wait().await;
+        shared.tracker.close();
+        if tokio::time::timeout(config.limits.drain_grace, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open_connections = shared.permits_in_use(),
+                "drain grace period over; closing the connections still open"
+            );
+        } else {
+            tracing::info!("drained: every connection finished");
+        }
+        stop_background.cancel();
+    }
+}
+
+impl Shared {
+    fn permits_in_use(&self) -> usize {
+        self.limits.max_connections - self.permits.available_permits()
+    }
+}

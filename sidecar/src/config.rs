@@ -1,0 +1,349 @@
+//! The sidecar's YAML configuration, documented in docs/SIDECAR.md.
+//!
+//! Unknown fields are errors, and every error names the file, line and column. Checks that span
+//! several fields (unique listener names, a loopback admin address) run after parsing and name the
+//! listener instead.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::pattern::IdPattern;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {error}")]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The whole configuration of one sidecar.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarConfig {
+    /// This workload's certificate, key and trust bundle.
+    pub identity: IdentityConfig,
+    /// mTLS in, plaintext to the app.
+    #[serde(default)]
+    pub inbound: Vec<InboundConfig>,
+    /// Plaintext from the app, mTLS out.
+    #[serde(default)]
+    pub outbound: Vec<OutboundConfig>,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub tls: TlsSettings,
+    /// Runtime worker threads; default: one per CPU. 1 runs everything on one thread.
+    #[serde(default)]
+    pub workers: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// PEM: this workload's certificate, then its chain.
+    pub cert: PathBuf,
+    /// PEM: the certificate's private key (PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+    /// PEM: the roots trusted for this workload's trust domain.
+    pub bundle: PathBuf,
+    /// How often the three files are re-read to pick up rotations.
+    #[serde(default = "defaults::reload_interval", with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundConfig {
+    pub name: String,
+    /// Where peers connect with mTLS.
+    pub listen: SocketAddr,
+    /// The app, in plaintext; normally on loopback.
+    pub forward_to: SocketAddr,
+    /// SPIFFE ID patterns of the peers admitted (see docs/SIDECAR.md for `*` and `/**`).
+    pub allow: Vec<IdPattern>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundConfig {
+    pub name: String,
+    /// Where the app connects in plaintext; normally on loopback.
+    pub listen: SocketAddr,
+    /// The peer's sidecar, `host:port`.
+    pub connect_to: String,
+    /// SPIFFE ID patterns the peer's certificate must match.
+    pub expect: Vec<IdPattern>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Loopback only: /live, /ready, /metrics, POST /shutdown.
+    #[serde(default = "defaults::admin_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: defaults::admin_listen(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// From accept to a finished TLS handshake.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Connecting to the app (inbound) or to the peer (outbound).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// A connection with no byte in either direction for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// After one side has finished sending, how long the other may stay quiet before both close.
+    #[serde(with = "humantime_serde")]
+    pub half_close_timeout: Duration,
+    /// Open connections over every listener; beyond it new ones are refused and counted.
+    pub max_connections: usize,
+    /// On SIGTERM or POST /shutdown, how long open connections may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub drain_grace: Duration,
+    /// Bytes buffered per direction per connection.
+    pub buffer_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(3600),
+            half_close_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            drain_grace: Duration::from_secs(30),
+            buffer_size: 32 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// TLS session resumption. Off by default: a resumed session skips certificate verification,
+    /// so a peer could outlive a bundle rotation that should have cut it off.
+    #[serde(default)]
+    pub resumption: bool,
+}
+
+mod defaults {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    pub fn reload_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+
+    pub fn admin_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 15000))
+    }
+}
+
+impl SidecarConfig {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// Parses and checks configuration text; `path` is only used in error messages.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: SidecarConfig = serde_yaml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                line,
+                column,
+                message: strip_location(&e.to_string()),
+            }
+        })?;
+        config.check().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.inbound.is_empty() && self.outbound.is_empty() {
+            return Err("no listener: add at least one entry under inbound or outbound".into());
+        }
+        let mut names = HashSet::new();
+        let mut addresses = HashSet::new();
+        let listeners = self
+            .inbound
+            .iter()
+            .map(|l| (&l.name, l.listen, "inbound"))
+            .chain(self.outbound.iter().map(|l| (&l.name, l.listen, "outbound")));
+        for (name, listen, kind) in listeners {
+            if name.is_empty() {
+                return Err(format!("an {kind} listener has an empty name"));
+            }
+            if !names.insert(name.clone()) {
+                return Err(format!("two listeners are named \"{name}\""));
+            }
+            if listen.port() != 0 && !addresses.insert(listen) {
+                return Err(format!("{kind} listener \"{name}\": {listen} is already used by another listener"));
+            }
+        }
+        for l in &self.inbound {
+            if l.allow.is_empty() {
+                return Err(format!(
+                    "inbound listener \"{}\": allow is empty, so it would admit nobody",
+                    l.name
+                ));
+            }
+        }
+        for l in &self.outbound {
+            if l.expect.is_empty() {
+                return Err(format!(
+                    "outbound listener \"{}\": expect is empty, so no peer could be reached",
+                    l.name
+                ));
+            }
+            if l.connect_to.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                return Err(format!(
+                    "outbound listener \"{}\": connect_to \"{}\" is not host:port",
+                    l.name, l.connect_to
+                ));
+            }
+        }
+        if !self.admin.listen.ip().is_loopback() {
+            return Err(format!(
+                "admin listen address {} is not a loopback address; the admin server (with POST /shutdown) must not be reachable from the network",
+                self.admin.listen
+            ));
+        }
+        let limits = &self.limits;
+        if limits.max_connections == 0 {
+            return Err("limits.max_connections must be at least 1".into());
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&limits.buffer_size) {
+            return Err("limits.buffer_size must be between 1024 and 16777216 bytes".into());
+        }
+        for (name, d) in [
+            ("handshake_timeout", limits.handshake_timeout),
+            ("connect_timeout", limits.connect_timeout),
+            ("idle_timeout", limits.idle_timeout),
+            ("half_close_timeout", limits.half_close_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(format!("limits.{name} must be longer than zero"));
+            }
+        }
+        if self.identity.reload_interval.is_zero() {
+            return Err("identity.reload_interval must be longer than zero".into());
+        }
+        if self.workers == Some(0) {
+            return Err("workers must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// serde_yaml appends " at line L column C" to its messages; we print the location first.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "\
+identity:
+  cert: /c.pem
+  key: /k.pem
+  bundle: /b.pem
+inbound:
+  - name: api
+    listen: 0.0.0.0:8443
+    forward_to: 127.0.0.1:8080
+    allow: [spiffe://td/ns/shop/sa/frontend]
+";
+
+    fn parse(text: &str) -> Result<SidecarConfig, ConfigError> {
+        SidecarConfig::from_yaml(text, Path::new("sidecar.yaml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.limits.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.identity.reload_interval, Duration::from_secs(1));
+        assert_eq!(c.admin.listen.to_string(), "127.0.0.1:15000");
+        assert!(!c.tls.resumption);
+    }
+
+    #[test]
+    fn errors_carry_file_line_and_column() {
+        let text = MINIMAL.replace("    allow:", "    alow:");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.starts_with("sidecar.yaml:9:5: inbound[0]: unknown field `alow`"), "{e}");
+        let text = MINIMAL.replace("spiffe://td/ns/shop/sa/frontend", "spiffe://td/ns/front*");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.starts_with("sidecar.yaml:9:"), "{e}");
+        assert!(e.contains("whole path segment"), "{e}");
+        let text = MINIMAL.replace("0.0.0.0:8443", "0.0.0.0:84430");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.starts_with("sidecar.yaml:7:"), "{e}");
+        let text = format!("{MINIMAL}limits:\n  idle_timeout: forever\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.starts_with("sidecar.yaml:11:"), "{e}");
+    }
+
+    #[test]
+    fn cross_field_checks_name_the_listener() {
+        let text = MINIMAL.replace("allow: [spiffe://td/ns/shop/sa/frontend]", "allow: []");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("\"api\"") && e.contains("admit nobody"), "{e}");
+        let text = format!("{MINIMAL}admin:\n  listen: 0.0.0.0:15000\n");
+        assert!(parse(&text).unwrap_err().to_string().contains("not a loopback"));
+        let text = format!(
+            "{MINIMAL}outbound:\n  - name: api\n    listen: 127.0.0.1:1\n    connect_to: x:1\n    expect: [spiffe://td/x]\n"
+        );
+        assert!(parse(&text).unwrap_err().to_string().contains("two listeners"));
+        let text = format!(
+            "{MINIMAL}outbound:\n  - name: out\n    listen: 127.0.0.1:1\n    connect_to: nohost\n    expect: [spiffe://td/x]\n"
+        );
+        assert!(parse(&text).unwrap_err().to_string().contains("not host:port"));
+    }
+}

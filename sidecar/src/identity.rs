@@ -1,0 +1,308 @@
+//! This workload's identity as the sidecar holds it: certificate, key and trust bundle read from
+//! files ([`Credentials`]), turned into one rustls config per listener ([`TlsConfigs`]) and kept
+//! current by [`watch_identity_files`], which swaps in new material only when all of it checks out.
+//!
+//! Swapping is an `ArcSwap` store: each new handshake takes the configs current at its accept;
+//! open connections keep the ones they started with.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use palisade_ca::{
+    verify_svid, BundleError, PeerRole, SpiffeClientVerifier, SpiffeId,
+    SpiffeServerVerifier, SvidError, TrustBundle, TrustBundleSet,
+};
+use rustls::client::Resumption;
+use rustls::crypto::CryptoProvider;
+use rustls::server::NoServerSessionStorage;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::{ClientConfig, ServerConfig};
+use rustls_pki_types::UnixTime;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{IdentityConfig, SidecarConfig};
+use crate::metrics::Metrics;
+use crate::pattern::AllowList;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("cannot read {path}: {error}")]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("the certificate file holds no PEM certificate")]
+    NoCertificate,
+    #[error("the key file holds no PEM private key")]
+    NoKey,
+    #[error("the private key cannot be used: {0}")]
+    BadKey(rustls::Error),
+    #[error("the private key does not belong to the certificate")]
+    KeyMismatch,
+    #[error("our own certificate is not an X.509-SVID: {0}")]
+    NotAnSvid(SvidError),
+    #[error("the trust bundle is not usable: {0}")]
+    Bundle(BundleError),
+    #[error("our own certificate does not verify against the trust bundle: {0}")]
+    Untrusted(SvidError),
+}
+
+/// Certificate, key and bundle that belong together and check out.
+#[derive(Debug)]
+pub struct Credentials {
+    pub id: SpiffeId,
+    pub certified_key: Arc<CertifiedKey>,
+    pub bundles: Arc<TrustBundleSet>,
+    pub not_after: OffsetDateTime,
+    pub roots: usize,
+}
+
+impl Credentials {
+    /// Builds credentials from the three files' contents. Our own chain must verify against the
+    /// bundle: a new bundle that would not trust us, or a key that does not match, is refused.
+    pub fn from_pem(
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        bundle_pem: &[u8],
+        provider: &CryptoProvider,
+        now: UnixTime,
+    ) -> Result<Self, CredentialError> {
+        let chain = palisade_ca::pem::certificates_from_pem(cert_pem)
+            .map_err(|_| CredentialError::NoCertificate)?;
+        let key =
+            palisade_ca::pem::private_key_from_pem(key_pem).ok_or(CredentialError::NoKey)?;
+        let signing_key = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(CredentialError::BadKey)?;
+        let certified_key = CertifiedKey::new(chain.clone(), signing_key);
+        if let Err(rustls::Error::InconsistentKeys(_)) = certified_key.keys_match() {
+            return Err(CredentialError::KeyMismatch);
+        }
+        let leaf = &chain[0];
+        let id = palisade_ca::peer_spiffe_id(Some(std::slice::from_ref(leaf)))
+            .ok_or(CredentialError::NotAnSvid(SvidError::NoUriSan))?;
+        let not_after = palisade_ca::not_after(leaf).map_err(CredentialError::NotAnSvid)?;
+        let bundle = TrustBundle::from_pem(id.trust_domain().clone(), bundle_pem)
+            .map_err(CredentialError::Bundle)?;
+        let roots = bundle.roots().len();
+        let bundles = Arc::new(TrustBundleSet::from(bundle));
+        verify_svid(&chain, &bundles, PeerRole::Server, now).map_err(CredentialError::Untrusted)?;
+        Ok(Credentials {
+            id,
+            certified_key: Arc::new(certified_key),
+            bundles,
+            not_after,
+            roots,
+        })
+    }
+}
+
+/// The rustls configs of every listener, built from one set of credentials. Index `i` of
+/// `inbound` belongs to `config.inbound[i]`, and likewise for `outbound`.
+pub struct TlsConfigs {
+    pub credentials: Arc<Credentials>,
+    pub inbound: Vec<Arc<ServerConfig>>,
+    pub outbound: Vec<Arc<ClientConfig>>,
+}
+
+impl TlsConfigs {
+    pub fn build(
+        credentials: Arc<Credentials>,
+        config: &SidecarConfig,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<Self, rustls::Error> {
+        let own_cert = Arc::new(SingleCertAndKey::from(credentials.certified_key.clone()));
+        // TLS 1.3 only: every client we talk to has it, and it keeps the certificate encrypted.
+        let versions = &[&rustls::version::TLS13];
+        let inbound = config
+            .inbound
+            .iter()
+            .map(|listener| {
+                let verifier = SpiffeClientVerifier::new(
+                    credentials.bundles.clone(),
+                    Arc::new(AllowList::new(listener.allow.clone())),
+                );
+                let mut server = ServerConfig::builder_with_provider(provider.clone())
+                    .with_protocol_versions(versions)?
+                    .with_client_cert_verifier(verifier)
+                    .with_cert_resolver(own_cert.clone());
+                if !config.tls.resumption {
+                    server.session_storage = Arc::new(NoServerSessionStorage {});
+                    server.send_tls13_tickets = 0;
+                }
+                Ok(Arc::new(server))
+            })
+            .collect::<Result<_, rustls::Error>>()?;
+        let outbound = config
+            .outbound
+            .iter()
+            .map(|listener| {
+                let verifier = SpiffeServerVerifier::new(
+                    credentials.bundles.clone(),
+                    Arc::new(AllowList::new(listener.expect.clone())),
+                );
+                let mut client = ClientConfig::builder_with_provider(provider.clone())
+                    .with_protocol_versions(versions)?
+                    .dangerous()
+                    .with_custom_certificate_verifier(verifier)
+                    .with_client_cert_resolver(own_cert.clone());
+                if !config.tls.resumption {
+                    client.resumption = Resumption::disabled();
+                }
+                Ok(Arc::new(client))
+            })
+            .collect::<Result<_, rustls::Error>>()?;
+        Ok(TlsConfigs {
+            credentials,
+            inbound,
+            outbound,
+        })
+    }
+}
+
+/// Where the listeners find the current configs; empty until a first valid identity is loaded.
+pub type TlsStore = Arc<ArcSwapOption<TlsConfigs>>;
+
+/// Whether a valid, unexpired certificate is in use now.
+pub fn holds_valid_certificate(store: &TlsStore) -> bool {
+    store
+        .load()
+        .as_ref()
+        .is_some_and(|c| OffsetDateTime::now_utc() < c.credentials.not_after)
+}
+
+/// Keeps the store equal to what the identity files say, as long as what they say checks out.
+/// Polling the contents (not inotify) catches every way files change, Kubernetes' symlink swaps
+/// included, and costs three small reads per interval.
+pub struct IdentityWatcher {
+    files: IdentityConfig,
+    config: Arc<SidecarConfig>,
+    provider: Arc<CryptoProvider>,
+    store: TlsStore,
+    metrics: Arc<Metrics>,
+    /// The file contents last tried, loaded or refused, so a refusal is logged once, not per poll.
+    last_seen: Option<[Vec<u8>; 3]>,
+}
+
+/// What one look at the files did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    Unchanged,
+    Loaded,
+    Refused,
+    Unreadable,
+}
+
+/// Pause before trying a second time when the new files do not belong together: cert and key are
+/// renamed into place one after the other, so the first look can catch one new and one old.
+const PAIR_SETTLE: Duration = Duration::from_millis(200);
+
+impl IdentityWatcher {
+    pub fn new(
+        config: Arc<SidecarConfig>,
+        provider: Arc<CryptoProvider>,
+        store: TlsStore,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        IdentityWatcher {
+            files: config.identity.clone(),
+            config,
+            provider,
+            store,
+            metrics,
+            last_seen: None,
+        }
+    }
+
+    /// Reads the files and swaps in new configs if they changed and check out.
+    pub async fn check(&mut self) -> ReloadOutcome {
+        let mut outcome = self.check_once().await;
+        if outcome == ReloadOutcome::Refused {
+            tokio::time::sleep(PAIR_SETTLE).await;
+            self.last_seen = None;
+            outcome = self.check_once().await;
+        }
+        outcome
+    }
+
+    async fn check_once(&mut self) -> ReloadOutcome {
+        let contents = match self.read_all().await {
+            Ok(contents) => contents,
+            Err(error) => {
+                // A missing file mid-rotation is normal for a moment; say it once per change.
+                if self.last_seen.take().is_some() || self.store.load().is_none() {
+                    tracing::warn!(%error, "cannot read the identity files; keeping the certificate in use");
+                }
+                return ReloadOutcome::Unreadable;
+            }
+        };
+        if self.last_seen.as_ref() == Some(&contents) {
+            return ReloadOutcome::Unchanged;
+        }
+        let [cert, key, bundle] = &contents;
+        let result = Credentials::from_pem(cert, key, bundle, &self.provider, UnixTime::now())
+            .map_err(|e| e.to_string())
+            .and_then(|credentials| {
+                TlsConfigs::build(Arc::new(credentials), &self.config, &self.provider)
+                    .map_err(|e| format!("cannot build the TLS configuration: {e}"))
+            });
+        self.last_seen = Some(contents);
+        match result {
+            Ok(configs) => {
+                let c = &configs.credentials;
+                tracing::info!(
+                    spiffe_id = %c.id,
+                    not_after = %c.not_after,
+                    bundle_roots = c.roots,
+                    "loaded identity; new handshakes use it"
+                );
+                self.metrics
+                    .certificate_expiry_seconds
+                    .set(c.not_after.unix_timestamp());
+                self.metrics.bundle_roots.set(c.roots as i64);
+                self.metrics.reloads.get_or_create(&crate::metrics::ResultLabels { result: "success" }).inc();
+                self.store.store(Some(Arc::new(configs)));
+                ReloadOutcome::Loaded
+            }
+            Err(reason) => {
+                let keeping = if self.store.load().is_some() {
+                    "keeping the certificate in use"
+                } else {
+                    "no certificate loaded yet, so not ready"
+                };
+                tracing::warn!(%reason, "refused new identity files; {keeping}");
+                self.metrics.reloads.get_or_create(&crate::metrics::ResultLabels { result: "failure" }).inc();
+                ReloadOutcome::Refused
+            }
+        }
+    }
+
+    async fn read_all(&self) -> Result<[Vec<u8>; 3], CredentialError> {
+        let read = |path: PathBuf| async move {
+            tokio::fs::read(&path)
+                .await
+                .map_err(|error| CredentialError::Read { path, error })
+        };
+        Ok([
+            read(self.files.cert.clone()).await?,
+            read(self.files.key.clone()).await?,
+            read(self.files.bundle.clone()).await?,
+        ])
+    }
+
+    /// Checks the files every `reload_interval` until cancelled.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(self.files.reload_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => { self.check().await; }
+            }
+        }
+    }
+}

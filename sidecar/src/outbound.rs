@@ -1,0 +1,105 @@
+//! Outbound: the app connects in plaintext on loopback; the sidecar connects to the peer's
+//! sidecar at once (so server-speaks-first protocols work), originates mTLS with this workload's
+//! certificate, checks that the peer's SPIFFE ID is one this listener expects, then relays.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustls_pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
+
+use crate::accept::{accept_loop, refuse, ActiveGuard, Shared};
+use crate::config::OutboundConfig;
+use crate::metrics::ListenerMetrics;
+use crate::refusal::Refusal;
+use crate::relay::Relay;
+
+pub(crate) async fn serve(
+    listener: TcpListener,
+    index: usize,
+    config: OutboundConfig,
+    shared: Arc<Shared>,
+    metrics: ListenerMetrics,
+) {
+    let server_name = server_name_of(&config.connect_to);
+    let config = Arc::new(config);
+    let name = config.name.clone();
+    accept_loop(listener, name, shared.clone(), metrics.clone(), move |app, peer, permit| {
+        let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
+        let server_name = server_name.clone();
+        async move {
+            let _active = ActiveGuard::new(&metrics);
+            if let Err(refusal) =
+                handle(app, index, server_name, &config, &shared, &metrics).await
+            {
+                refuse(&metrics, &config.name, peer, &refusal);
+            }
+            drop(permit);
+        }
+    })
+    .await;
+}
+
+async fn handle(
+    mut app: TcpStream,
+    index: usize,
+    server_name: ServerName<'static>,
+    config: &OutboundConfig,
+    shared: &Shared,
+    metrics: &ListenerMetrics,
+) -> Result<(), Refusal> {
+    let configs = shared.store.load_full().ok_or(Refusal::NoCertificate)?;
+    let connector = TlsConnector::from(configs.outbound[index].clone());
+    let target = &config.connect_to;
+    let started = Instant::now();
+    let tcp = timeout(shared.limits.connect_timeout, connect(target))
+        .await
+        .map_err(|_| Refusal::ConnectTimeout(target.clone()))?
+        .map_err(|e| Refusal::ConnectFailed(target.clone(), e))?;
+    let _ = tcp.set_nodelay(true);
+    let mut tls = timeout(
+        shared.limits.handshake_timeout,
+        connector.connect(server_name, tcp),
+    )
+    .await
+    .map_err(|_| Refusal::HandshakeTimeout)?
+    .map_err(Refusal::Handshake)?;
+    metrics
+        .handshake_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let end = Relay::new(
+        &mut app,
+        &mut tls,
+        shared.relay_limits(),
+        metrics.app_to_peer.clone(),
+        metrics.peer_to_app.clone(),
+    )
+    .await;
+    metrics.closed(end.reason());
+    tracing::debug!(listener = config.name, end = end.reason(), "closed");
+    Ok(())
+}
+
+/// `host:port` with a literal address connects without a lookup; a name is resolved each time,
+/// so DNS changes are followed.
+async fn connect(target: &str) -> std::io::Result<TcpStream> {
+    match target.parse::<SocketAddr>() {
+        Ok(addr) => TcpStream::connect(addr).await,
+        Err(_) => TcpStream::connect(target).await,
+    }
+}
+
+/// The TLS server name sent as SNI. SVIDs are checked by SPIFFE ID, not by this name, so it only
+/// has to be well-formed: the host of `connect_to`, or a fixed name when that is not usable.
+fn server_name_of(connect_to: &str) -> ServerName<'static> {
+    let host = connect_to
+        .rsplit_once(':')
+        .map_or(connect_to, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    ServerName::try_from(host.to_owned())
+        .unwrap_or_else(|_| ServerName::try_from("palisade.invalid").expect("valid DNS name"))
+}

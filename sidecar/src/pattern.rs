@@ -1,0 +1,251 @@
+//! Which peers a listener admits: SPIFFE ID patterns and the allow-lists made of them.
+//!
+//! A pattern is a SPIFFE ID in which
+//! - a path segment that is exactly `*` matches any one segment (never empty, never crossing `/`);
+//! - a final `/**` matches one or more further segments (so `spiffe://td/ns/shop/**` matches
+//!   `spiffe://td/ns/shop/sa/a` but not `spiffe://td/ns/shop` itself, which is another workload);
+//! - everything else matches itself exactly, case-sensitively.
+//!
+//! The trust domain is always literal: a pattern never admits another trust domain. `*` inside a
+//! segment (`front*`) and `**` anywhere but at the end are errors, not literal text, so that a
+//! typo cannot silently admit nothing or everything.
+
+use std::fmt;
+
+use palisade_ca::{AuthorizeId, IdError, SpiffeId, TrustDomain};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("\"{0}\": \"*\" must be a whole path segment (\"/*/\"), not part of one")]
+    PartialWildcard(String),
+    #[error("\"{0}\": \"**\" may only be the last segment")]
+    InnerDoubleWildcard(String),
+    #[error("\"{0}\": wildcards are not allowed in the trust domain")]
+    WildcardTrustDomain(String),
+    #[error("\"{0}\" names a trust domain, not a workload: add a path, or \"/**\" for all of it")]
+    NoPath(String),
+    #[error("\"{pattern}\" is not a valid SPIFFE ID pattern: {reason}")]
+    Invalid { pattern: String, reason: IdError },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    AnyOne,
+}
+
+/// One SPIFFE ID pattern.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IdPattern {
+    text: String,
+    trust_domain: TrustDomain,
+    segments: Vec<Segment>,
+    /// Ends in `/**`: one or more further segments.
+    any_suffix: bool,
+}
+
+impl IdPattern {
+    pub fn parse(text: &str) -> Result<Self, PatternError> {
+        let invalid = |reason| PatternError::Invalid {
+            pattern: text.to_owned(),
+            reason,
+        };
+        let (base, any_suffix) = match text.strip_suffix("/**") {
+            Some(base) => (base, true),
+            None => (text, false),
+        };
+        let authority_end = base
+            .strip_prefix("spiffe://")
+            .map(|rest| rest.find('/').map_or(base.len(), |i| i + "spiffe://".len()))
+            .unwrap_or(base.len());
+        if base[..authority_end].contains('*') {
+            return Err(PatternError::WildcardTrustDomain(text.to_owned()));
+        }
+        // Validate the pattern as an ID in which every `*` segment is a placeholder segment.
+        let mut segments = Vec::new();
+        let mut placeholder = String::from(&base[..authority_end]);
+        for segment in base[authority_end..].split('/').skip(1) {
+            placeholder.push('/');
+            match segment {
+                "**" => return Err(PatternError::InnerDoubleWildcard(text.to_owned())),
+                "*" => {
+                    placeholder.push('x');
+                    segments.push(Segment::AnyOne);
+                }
+                s if s.contains('*') => {
+                    return Err(PatternError::PartialWildcard(text.to_owned()));
+                }
+                s => {
+                    placeholder.push_str(s);
+                    segments.push(Segment::Literal(s.to_owned()));
+                }
+            }
+        }
+        let id = SpiffeId::parse(&placeholder).map_err(invalid)?;
+        if !id.has_path() && !any_suffix {
+            // A bare trust domain ID names the CA, never a workload that could connect.
+            return Err(PatternError::NoPath(text.to_owned()));
+        }
+        Ok(IdPattern {
+            text: text.to_owned(),
+            trust_domain: id.trust_domain().clone(),
+            segments,
+            any_suffix,
+        })
+    }
+
+    pub fn matches(&self, id: &SpiffeId) -> bool {
+        if id.trust_domain() != &self.trust_domain {
+            return false;
+        }
+        let mut path = id.segments();
+        for segment in &self.segments {
+            match (segment, path.next()) {
+                (Segment::Literal(want), Some(got)) if want == got => {}
+                (Segment::AnyOne, Some(_)) => {}
+                _ => return false,
+            }
+        }
+        let rest = path.count();
+        if self.any_suffix {
+            rest >= 1
+        } else {
+            rest == 0
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for IdPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Debug for IdPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IdPattern({})", self.text)
+    }
+}
+
+impl std::str::FromStr for IdPattern {
+    type Err = PatternError;
+    fn from_str(s: &str) -> Result<Self, PatternError> {
+        IdPattern::parse(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for IdPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        IdPattern::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The peers a listener admits: any ID that matches one of the patterns.
+#[derive(Debug, Clone, Default)]
+pub struct AllowList(Vec<IdPattern>);
+
+impl AllowList {
+    pub fn new(patterns: Vec<IdPattern>) -> Self {
+        AllowList(patterns)
+    }
+
+    pub fn patterns(&self) -> &[IdPattern] {
+        &self.0
+    }
+}
+
+impl AuthorizeId for AllowList {
+    fn authorize(&self, peer: &SpiffeId) -> bool {
+        self.0.iter().any(|p| p.matches(peer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> SpiffeId {
+        SpiffeId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn exact_patterns_match_only_themselves() {
+        let p = IdPattern::parse("spiffe://td/ns/shop/sa/frontend").unwrap();
+        assert!(p.matches(&id("spiffe://td/ns/shop/sa/frontend")));
+        for other in [
+            "spiffe://td/ns/shop/sa/frontend2",
+            "spiffe://td/ns/shop/sa/Frontend",
+            "spiffe://td/ns/shop/sa/frontend/x",
+            "spiffe://td/ns/shop/sa",
+            "spiffe://other/ns/shop/sa/frontend",
+        ] {
+            assert!(!p.matches(&id(other)), "{other}");
+        }
+    }
+
+    #[test]
+    fn star_matches_exactly_one_segment() {
+        let p = IdPattern::parse("spiffe://td/ns/*/sa/frontend").unwrap();
+        assert!(p.matches(&id("spiffe://td/ns/shop/sa/frontend")));
+        assert!(p.matches(&id("spiffe://td/ns/a.b-c_d/sa/frontend")));
+        assert!(!p.matches(&id("spiffe://td/ns/shop/x/sa/frontend")), "never two segments");
+        assert!(!p.matches(&id("spiffe://td/ns/sa/frontend")), "never zero segments");
+        let last = IdPattern::parse("spiffe://td/ns/shop/sa/*").unwrap();
+        assert!(last.matches(&id("spiffe://td/ns/shop/sa/anything")));
+        assert!(!last.matches(&id("spiffe://td/ns/shop/sa")));
+        assert!(!last.matches(&id("spiffe://td/ns/shop/sa/a/b")));
+    }
+
+    #[test]
+    fn double_star_matches_one_or_more_trailing_segments() {
+        let p = IdPattern::parse("spiffe://td/ns/shop/**").unwrap();
+        assert!(p.matches(&id("spiffe://td/ns/shop/sa")));
+        assert!(p.matches(&id("spiffe://td/ns/shop/sa/frontend")));
+        assert!(p.matches(&id("spiffe://td/ns/shop/a/b/c/d")));
+        assert!(!p.matches(&id("spiffe://td/ns/shop")), "the prefix itself is another ID");
+        assert!(!p.matches(&id("spiffe://td/ns/shopping/sa/x")), "segments, not prefixes");
+        let all = IdPattern::parse("spiffe://td/**").unwrap();
+        assert!(all.matches(&id("spiffe://td/x")));
+        assert!(!all.matches(&id("spiffe://td")));
+        assert!(!all.matches(&id("spiffe://other/x")), "never another trust domain");
+        let mixed = IdPattern::parse("spiffe://td/ns/*/sa/**").unwrap();
+        assert!(mixed.matches(&id("spiffe://td/ns/a/sa/b/c")));
+        assert!(!mixed.matches(&id("spiffe://td/ns/a/xx/b")));
+    }
+
+    #[test]
+    fn malformed_patterns_are_errors() {
+        for bad in [
+            "spiffe://td/ns/front*",
+            "spiffe://td/ns/*end",
+            "spiffe://td/**/sa/x",
+            "spiffe://td/ns/**/x",
+            "spiffe://*.td/x",
+            "spiffe://td/ns//x",
+            "spiffe://td/ns/x/",
+            "spiffe://td",
+            "https://td/x",
+            "*",
+            "spiffe://td/***",
+        ] {
+            assert!(IdPattern::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn allow_list_admits_any_matching_pattern() {
+        let list = AllowList::new(vec![
+            IdPattern::parse("spiffe://td/a").unwrap(),
+            IdPattern::parse("spiffe://td/b/**").unwrap(),
+        ]);
+        assert!(list.authorize(&id("spiffe://td/a")));
+        assert!(list.authorize(&id("spiffe://td/b/c")));
+        assert!(!list.authorize(&id("spiffe://td/c")));
+        assert!(!AllowList::default().authorize(&id("spiffe://td/a")), "empty admits nobody");
+    }
+}

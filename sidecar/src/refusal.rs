@@ -1,0 +1,107 @@
+//! Why a connection was refused before any byte was forwarded: one reason label for metrics, one
+//! sentence for the log, and the peer's SPIFFE ID when the refusal was about who it is.
+
+use std::io;
+
+use palisade_ca::{peer_error, PeerError, SpiffeId, SvidError};
+
+#[derive(Debug)]
+pub enum Refusal {
+    /// Every slot of `limits.max_connections` is taken.
+    ConnectionLimit,
+    /// No valid certificate has been loaded yet.
+    NoCertificate,
+    /// The first byte was not a TLS handshake record: plaintext on an mTLS port.
+    NotTls,
+    /// The peer closed before sending anything.
+    ClosedEarly,
+    HandshakeTimeout,
+    /// The handshake failed; the rustls error inside says why.
+    Handshake(io::Error),
+    ConnectTimeout(String),
+    ConnectFailed(String, io::Error),
+}
+
+impl Refusal {
+    /// The `reason` label of `palisade_sidecar_connections_refused_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::ConnectionLimit => "connection_limit",
+            Refusal::NoCertificate => "no_certificate_loaded",
+            Refusal::NotTls => "not_tls",
+            Refusal::ClosedEarly => "closed_before_handshake",
+            Refusal::HandshakeTimeout => "handshake_timeout",
+            Refusal::ConnectTimeout(_) => "connect_timeout",
+            Refusal::ConnectFailed(..) => "connect_failed",
+            Refusal::Handshake(e) => match rustls_error(e) {
+                Some(rustls::Error::NoCertificatesPresented) => "no_client_certificate",
+                Some(rustls::Error::AlertReceived(_)) => "alert_received",
+                Some(e) => match peer_error(e) {
+                    Some(PeerError::NotAdmitted(_)) => "not_admitted",
+                    Some(PeerError::Invalid(svid)) => svid_reason(svid),
+                    None => "handshake_failed",
+                },
+                None => "handshake_failed",
+            },
+        }
+    }
+
+    /// The peer's SPIFFE ID, when the refusal was made knowing it (not admitted).
+    pub fn peer_id(&self) -> Option<&SpiffeId> {
+        match self {
+            Refusal::Handshake(e) => match rustls_error(e).and_then(peer_error) {
+                Some(PeerError::NotAdmitted(id)) => Some(id),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Refusals that say something about a peer's identity, as opposed to load or network trouble.
+    pub fn is_about_identity(&self) -> bool {
+        matches!(
+            self.reason(),
+            "not_admitted" | "untrusted" | "expired" | "not_yet_valid" | "invalid_certificate"
+                | "no_client_certificate" | "not_tls"
+        )
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::ConnectionLimit => f.write_str("the connection limit is reached"),
+            Refusal::NoCertificate => f.write_str("no valid certificate is loaded yet"),
+            Refusal::NotTls => f.write_str("the peer did not start a TLS handshake (plaintext?)"),
+            Refusal::ClosedEarly => f.write_str("the peer closed before the handshake"),
+            Refusal::HandshakeTimeout => f.write_str("the TLS handshake did not finish in time"),
+            Refusal::ConnectTimeout(to) => write!(f, "connecting to {to} timed out"),
+            Refusal::ConnectFailed(to, e) => write!(f, "cannot connect to {to}: {e}"),
+            Refusal::Handshake(e) => match rustls_error(e) {
+                Some(rustls::Error::NoCertificatesPresented) => {
+                    f.write_str("the peer presented no client certificate")
+                }
+                Some(e) => match peer_error(e) {
+                    Some(peer) => write!(f, "{peer}"),
+                    None => write!(f, "TLS handshake failed: {e}"),
+                },
+                None => write!(f, "TLS handshake failed: {e}"),
+            },
+        }
+    }
+}
+
+fn rustls_error(e: &io::Error) -> Option<&rustls::Error> {
+    e.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+fn svid_reason(e: &SvidError) -> &'static str {
+    match e {
+        SvidError::Expired(_) => "expired",
+        SvidError::NotYetValid(_) => "not_yet_valid",
+        SvidError::UnknownIssuer(_)
+        | SvidError::NoBundleForTrustDomain(_)
+        | SvidError::BadSignature => "untrusted",
+        _ => "invalid_certificate",
+    }
+}

@@ -1,0 +1,322 @@
+//! Moving bytes both ways between two connections: bounded buffers (a full buffer stops reading,
+//! which is TCP backpressure), a half-close passed on each way (one side's EOF becomes a shutdown
+//! of the other side's write half, while the reverse direction keeps flowing), an idle timeout,
+//! and a half-close timeout once one direction has finished.
+//!
+//! One future polls both directions, so no locks or extra tasks sit on the data path.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+#[derive(Debug, Clone, Copy)]
+pub struct RelayLimits {
+    pub idle_timeout: Duration,
+    pub half_close_timeout: Duration,
+    pub buffer_size: usize,
+}
+
+/// How a relay ended.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// Both sides finished sending; everything was delivered.
+    Finished,
+    IdleTimeout,
+    HalfCloseTimeout,
+    Error(io::Error),
+}
+
+impl RelayEnd {
+    /// The label used in metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RelayEnd::Finished => "finished",
+            RelayEnd::IdleTimeout => "idle_timeout",
+            RelayEnd::HalfCloseTimeout => "half_close_timeout",
+            RelayEnd::Error(_) => "error",
+        }
+    }
+}
+
+/// One direction: read from one side into a buffer, write the buffer to the other.
+struct Pipe {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    read_eof: bool,
+    unflushed: bool,
+    finished: bool,
+    counter: Counter,
+}
+
+impl Pipe {
+    fn new(size: usize, counter: Counter) -> Self {
+        Pipe {
+            buf: vec![0; size].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            read_eof: false,
+            unflushed: false,
+            finished: false,
+            counter,
+        }
+    }
+
+    /// Moves bytes until the reader has nothing more right now (Pending) or has finished and the
+    /// writer has been shut down (Ready). Sets `active` whenever a byte moved.
+    fn poll_transfer<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut reader: Pin<&mut R>,
+        mut writer: Pin<&mut W>,
+        active: &mut bool,
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        loop {
+            if self.start == self.end && !self.read_eof {
+                let mut read_buf = ReadBuf::new(&mut self.buf);
+                match reader.as_mut().poll_read(cx, &mut read_buf) {
+                    Poll::Ready(Ok(())) => {
+                        let n = read_buf.filled().len();
+                        if n == 0 {
+                            self.read_eof = true;
+                        } else {
+                            self.start = 0;
+                            self.end = n;
+                            *active = true;
+                        }
+                    }
+                    // A TLS peer that closes TCP without close_notify ends its stream like a
+                    // plain TCP peer would; a byte stream proxy passes that on as an EOF.
+                    Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        self.read_eof = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        // Nothing more to read for now: push out what the writer buffered.
+                        if self.unflushed {
+                            ready!(writer.as_mut().poll_flush(cx))?;
+                            self.unflushed = false;
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            while self.start < self.end {
+                let n =
+                    ready!(writer.as_mut().poll_write(cx, &self.buf[self.start..self.end]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.start += n;
+                self.counter.inc_by(n as u64);
+                self.unflushed = true;
+                *active = true;
+            }
+            if self.read_eof {
+                // Flushes, then half-closes: a FIN (and a TLS close_notify) for the other side.
+                ready!(writer.as_mut().poll_shutdown(cx))?;
+                self.finished = true;
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+/// Relays between `a` (the side that connected to us) and `b` (the side we connected to) until
+/// both directions finish, a timeout fires, or an error occurs.
+pub struct Relay<'s, A: ?Sized, B: ?Sized> {
+    a: &'s mut A,
+    b: &'s mut B,
+    a_to_b: Pipe,
+    b_to_a: Pipe,
+    limits: RelayLimits,
+    last_activity: Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl<'s, A, B> Relay<'s, A, B>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    /// `a_to_b` and `b_to_a` count the bytes moved each way.
+    pub fn new(
+        a: &'s mut A,
+        b: &'s mut B,
+        limits: RelayLimits,
+        a_to_b: Counter,
+        b_to_a: Counter,
+    ) -> Self {
+        let now = Instant::now();
+        Relay {
+            a,
+            b,
+            a_to_b: Pipe::new(limits.buffer_size, a_to_b),
+            b_to_a: Pipe::new(limits.buffer_size, b_to_a),
+            limits,
+            last_activity: now,
+            timer: Box::pin(tokio::time::sleep_until(now + limits.idle_timeout)),
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        if self.a_to_b.finished || self.b_to_a.finished {
+            self.limits.half_close_timeout.min(self.limits.idle_timeout)
+        } else {
+            self.limits.idle_timeout
+        }
+    }
+}
+
+impl<A, B> Future for Relay<'_, A, B>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    type Output = RelayEnd;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<RelayEnd> {
+        let this = self.get_mut();
+        let mut active = false;
+        let was_half_closed = this.a_to_b.finished || this.b_to_a.finished;
+        if !this.a_to_b.finished {
+            if let Poll::Ready(Err(e)) = this.a_to_b.poll_transfer(
+                cx,
+                Pin::new(&mut *this.a),
+                Pin::new(&mut *this.b),
+                &mut active,
+            ) {
+                return Poll::Ready(RelayEnd::Error(e));
+            }
+        }
+        if !this.b_to_a.finished {
+            if let Poll::Ready(Err(e)) = this.b_to_a.poll_transfer(
+                cx,
+                Pin::new(&mut *this.b),
+                Pin::new(&mut *this.a),
+                &mut active,
+            ) {
+                return Poll::Ready(RelayEnd::Error(e));
+            }
+        }
+        if this.a_to_b.finished && this.b_to_a.finished {
+            return Poll::Ready(RelayEnd::Finished);
+        }
+        let half_closed = this.a_to_b.finished || this.b_to_a.finished;
+        if active {
+            // Only note the time here; the timer is re-armed lazily when it fires, so busy
+            // connections do not touch the timer wheel for every chunk.
+            this.last_activity = Instant::now();
+        }
+        if half_closed != was_half_closed {
+            // The half-close timeout is shorter than the idle one: re-arm now.
+            this.last_activity = Instant::now();
+            let deadline = this.last_activity + this.timeout();
+            this.timer.as_mut().reset(deadline);
+        }
+        loop {
+            if this.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let deadline = this.last_activity + this.timeout();
+            if Instant::now() >= deadline {
+                return Poll::Ready(if half_closed {
+                    RelayEnd::HalfCloseTimeout
+                } else {
+                    RelayEnd::IdleTimeout
+                });
+            }
+            this.timer.as_mut().reset(deadline);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
+
+    fn limits(idle_ms: u64, half_close_ms: u64) -> RelayLimits {
+        RelayLimits {
+            idle_timeout: Duration::from_millis(idle_ms),
+            half_close_timeout: Duration::from_millis(half_close_ms),
+            buffer_size: 1024,
+        }
+    }
+
+    #[tokio::test]
+    async fn moves_bytes_both_ways_and_passes_half_close_on() {
+        let (mut client, mut a) = duplex(64);
+        let (mut b, mut server) = duplex(64);
+        let (up, down) = (Counter::default(), Counter::default());
+        let relay = tokio::spawn({
+            let (up, down) = (up.clone(), down.clone());
+            async move { Relay::new(&mut a, &mut b, limits(5000, 5000), up, down).await }
+        });
+        let payload: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let sent = payload.clone();
+        let writer = tokio::spawn(async move {
+            client.write_all(&sent).await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut reply = Vec::new();
+            client.read_to_end(&mut reply).await.unwrap();
+            reply
+        });
+        let mut received = Vec::new();
+        server.read_to_end(&mut received).await.unwrap();
+        assert_eq!(received, payload, "EOF arrives only after every byte");
+        server.write_all(b"reply after the client's FIN").await.unwrap();
+        server.shutdown().await.unwrap();
+        assert_eq!(writer.await.unwrap(), b"reply after the client's FIN");
+        assert!(matches!(relay.await.unwrap(), RelayEnd::Finished));
+        assert_eq!(up.get(), 100_000);
+        assert_eq!(down.get(), 28);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_time_out() {
+        let (_client, mut a) = duplex(64);
+        let (mut b, _server) = duplex(64);
+        let end = Relay::new(&mut a, &mut b, limits(1000, 500), Counter::default(), Counter::default()).await;
+        assert!(matches!(end, RelayEnd::IdleTimeout), "{end:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_half_closed_connection_times_out_sooner() {
+        let (mut client, mut a) = duplex(64);
+        let (mut b, _server) = duplex(64);
+        client.shutdown().await.unwrap();
+        let started = Instant::now();
+        let end = Relay::new(&mut a, &mut b, limits(10_000, 500), Counter::default(), Counter::default()).await;
+        assert!(matches!(end, RelayEnd::HalfCloseTimeout), "{end:?}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn traffic_keeps_a_connection_alive() {
+        let (mut client, mut a) = duplex(64);
+        let (mut b, mut server) = duplex(64);
+        let relay = tokio::spawn(async move {
+            Relay::new(&mut a, &mut b, limits(1000, 1000), Counter::default(), Counter::default()).await
+        });
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            client.write_all(b"x").await.unwrap();
+            let mut one = [0u8; 1];
+            server.read_exact(&mut one).await.unwrap();
+        }
+        assert!(!relay.is_finished(), "3 s of traffic every 0.6 s outlives a 1 s idle timeout");
+        let end = relay.await.unwrap();
+        assert!(matches!(end, RelayEnd::IdleTimeout));
+    }
+}

@@ -1,0 +1,74 @@
+//! `palisade sidecar run`: one workload's mTLS sidecar, until SIGTERM, SIGINT or POST /shutdown.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use palisade_sidecar::{Sidecar, SidecarConfig};
+
+#[derive(Debug, Subcommand)]
+pub enum SidecarCommand {
+    /// Run a sidecar: mTLS in and out for one workload, configured by a YAML file.
+    #[command(after_help = "Example:\n  palisade sidecar run --config /etc/palisade/sidecar.yaml --log-format json\n\n\
+The configuration is described in docs/SIDECAR.md; examples/sidecar/ holds working ones.\n\
+SIGTERM (or POST /shutdown on the admin server) stops accepting, lets open connections finish\n\
+within limits.drain_grace, then exits 0.")]
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The sidecar's YAML configuration.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+pub fn run(cmd: SidecarCommand, _out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SidecarCommand::Run(args) => run_sidecar(&args),
+    }
+}
+
+fn run_sidecar(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let config = SidecarConfig::load(&args.config).inspect_err(|e| {
+        tracing::error!(error = %e, "invalid sidecar configuration");
+    })?;
+    // Two descriptors per proxied connection: make room for limits.max_connections.
+    if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(%error, "cannot raise the open-file limit");
+    }
+    let runtime = match config.workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        workers => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = workers {
+                builder.worker_threads(n);
+            }
+            builder.enable_all().build()
+        }
+    }
+    .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let sidecar = Sidecar::bind(config).await.inspect_err(|e| {
+            tracing::error!(error = %e, "cannot start the sidecar");
+        })?;
+        sidecar.run(shutdown_signal()).await;
+        anyhow::Ok(())
+    })?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
