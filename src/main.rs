@@ -47,7 +47,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Services say what they do at info; one-shot commands only warn, their output is stdout.
+    let is_service = matches!(cli.command, Command::Sidecar(_));
+    init_logging(cli.log_format, if is_service { "info" } else { "warn" });
     let mut stdout = std::io::stdout().lock();
     let result = match cli.command {
         Command::Ca(cmd) => commands::ca::run(cmd, &mut stdout),
@@ -65,9 +67,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("PALISADE_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter =
+        EnvFilter::try_from_env("PALISADE_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

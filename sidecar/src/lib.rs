@@ -148,6 +148,7 @@ impl BoundSidecar {
         watcher.check().await;
         tokio::spawn(watcher.run(stop_background.clone()));
 
+        tracing::info!(address = %admin.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin listening");
         let admin_state = Arc::new(admin::AdminState {
             metrics: metrics.clone(),
             store: store.clone(),
