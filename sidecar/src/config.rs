@@ -57,7 +57,8 @@ pub struct SidecarConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
-    /// PEM: this workload's certificate, then its chain.
+    /// PEM: this workload's certificate, then its chain. Relative paths are relative to the
+    /// configuration file.
     pub cert: PathBuf,
     /// PEM: the certificate's private key (PKCS#8, SEC1 or PKCS#1).
     pub key: PathBuf,
@@ -175,7 +176,21 @@ impl SidecarConfig {
             path: path.to_owned(),
             error,
         })?;
-        Self::from_yaml(&text, path)
+        let mut config = Self::from_yaml(&text, path)?;
+        // Relative file names are relative to the configuration file, not to wherever the
+        // sidecar happens to be started from.
+        if let Some(dir) = path.parent() {
+            for file in [
+                &mut config.identity.cert,
+                &mut config.identity.key,
+                &mut config.identity.bundle,
+            ] {
+                if file.is_relative() {
+                    *file = dir.join(&*file);
+                }
+            }
+        }
+        Ok(config)
     }
 
     /// Parses and checks configuration text; `path` is only used in error messages.
