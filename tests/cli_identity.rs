@@ -567,18 +567,3 @@ fn every_command_has_help_with_an_example() {
         );
     }
 }
-
-#[test]
-fn demo_runs_the_story_and_exits_zero() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = ok(&palisade(&["demo"], tmp.path()));
-    assert!(out.contains("$ palisade ca init"), "{out}");
-    assert!(
-        out.contains("valid X.509-SVID, chains to ca/bundle.pem"),
-        "{out}"
-    );
-    assert!(
-        out.contains("INVALID: the chain does not lead to a root"),
-        "{out}"
-    );
-}

@@ -25,8 +25,8 @@ pub use issue::{
 };
 pub use spiffe_id::{IdError, SpiffeId, TrustDomain, MAX_ID_LEN, MAX_TRUST_DOMAIN_LEN};
 pub use svid::{
-    check_leaf, not_after, spiffe_id_of, verify_svid, BundleError, PeerRole, SvidError, TrustBundle,
-    TrustBundleSet,
+    check_leaf, not_after, spiffe_id_of, verify_svid, BundleError, PeerRole, SvidError,
+    TrustBundle, TrustBundleSet,
 };
 pub use tls::{
     peer_error, peer_spiffe_id, AnyTrustedId, AuthorizeId, ExactId, PeerError,

@@ -54,7 +54,12 @@ impl Drop for ActiveGuard {
 
 /// Logs and counts a refusal. Identity refusals are warnings (someone is knocking who should not
 /// be); load and network trouble is for debugging, since an attack would otherwise flood the log.
-pub(crate) fn refuse(metrics: &ListenerMetrics, listener: &str, peer: SocketAddr, refusal: &Refusal) {
+pub(crate) fn refuse(
+    metrics: &ListenerMetrics,
+    listener: &str,
+    peer: SocketAddr,
+    refusal: &Refusal,
+) {
     metrics.refused(refusal.reason());
     let spiffe_id = refusal.peer_id().map(|id| id.to_string());
     if refusal.is_about_identity() {

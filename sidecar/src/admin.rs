@@ -56,7 +56,10 @@ fn route(req: Request<Incoming>, remote: SocketAddr, state: &AdminState) -> Resp
         (&Method::GET | &Method::HEAD, "/live") => text(StatusCode::OK, "live\n"),
         (&Method::GET | &Method::HEAD, "/ready") => {
             if state.shutdown.is_cancelled() {
-                text(StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down\n")
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: shutting down\n",
+                )
             } else if holds_valid_certificate(&state.store) {
                 text(StatusCode::OK, "ready\n")
             } else {
@@ -75,14 +78,24 @@ fn route(req: Request<Incoming>, remote: SocketAddr, state: &AdminState) -> Resp
             .expect("static response"),
         (&Method::POST, "/shutdown") => {
             if !remote.ip().is_loopback() {
-                return text(StatusCode::FORBIDDEN, "shutdown is accepted from loopback only\n");
+                return text(
+                    StatusCode::FORBIDDEN,
+                    "shutdown is accepted from loopback only\n",
+                );
             }
             tracing::info!(%remote, "shutdown requested through the admin server");
             state.shutdown.cancel();
-            text(StatusCode::ACCEPTED, "shutting down: draining connections\n")
+            text(
+                StatusCode::ACCEPTED,
+                "shutting down: draining connections\n",
+            )
         }
         (_, "/live" | "/ready" | "/metrics" | "/shutdown") => {
-            let allow = if req.uri().path() == "/shutdown" { "POST" } else { "GET, HEAD" };
+            let allow = if req.uri().path() == "/shutdown" {
+                "POST"
+            } else {
+                "GET, HEAD"
+            };
             let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
             response
                 .headers_mut()

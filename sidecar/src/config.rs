@@ -224,7 +224,11 @@ impl SidecarConfig {
             .inbound
             .iter()
             .map(|l| (&l.name, l.listen, "inbound"))
-            .chain(self.outbound.iter().map(|l| (&l.name, l.listen, "outbound")));
+            .chain(
+                self.outbound
+                    .iter()
+                    .map(|l| (&l.name, l.listen, "outbound")),
+            );
         for (name, listen, kind) in listeners {
             if name.is_empty() {
                 return Err(format!("an {kind} listener has an empty name"));
@@ -233,7 +237,9 @@ impl SidecarConfig {
                 return Err(format!("two listeners are named \"{name}\""));
             }
             if listen.port() != 0 && !addresses.insert(listen) {
-                return Err(format!("{kind} listener \"{name}\": {listen} is already used by another listener"));
+                return Err(format!(
+                    "{kind} listener \"{name}\": {listen} is already used by another listener"
+                ));
             }
         }
         for l in &self.inbound {
@@ -251,7 +257,11 @@ impl SidecarConfig {
                     l.name
                 ));
             }
-            if l.connect_to.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            if l.connect_to
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
                 return Err(format!(
                     "outbound listener \"{}\": connect_to \"{}\" is not host:port",
                     l.name, l.connect_to
@@ -332,7 +342,10 @@ inbound:
     fn errors_carry_file_line_and_column() {
         let text = MINIMAL.replace("    allow:", "    alow:");
         let e = parse(&text).unwrap_err().to_string();
-        assert!(e.starts_with("sidecar.yaml:9:5: inbound[0]: unknown field `alow`"), "{e}");
+        assert!(
+            e.starts_with("sidecar.yaml:9:5: inbound[0]: unknown field `alow`"),
+            "{e}"
+        );
         let text = MINIMAL.replace("spiffe://td/ns/shop/sa/frontend", "spiffe://td/ns/front*");
         let e = parse(&text).unwrap_err().to_string();
         assert!(e.starts_with("sidecar.yaml:9:"), "{e}");
@@ -351,14 +364,23 @@ inbound:
         let e = parse(&text).unwrap_err().to_string();
         assert!(e.contains("\"api\"") && e.contains("admit nobody"), "{e}");
         let text = format!("{MINIMAL}admin:\n  listen: 0.0.0.0:15000\n");
-        assert!(parse(&text).unwrap_err().to_string().contains("not a loopback"));
+        assert!(parse(&text)
+            .unwrap_err()
+            .to_string()
+            .contains("not a loopback"));
         let text = format!(
             "{MINIMAL}outbound:\n  - name: api\n    listen: 127.0.0.1:1\n    connect_to: x:1\n    expect: [spiffe://td/x]\n"
         );
-        assert!(parse(&text).unwrap_err().to_string().contains("two listeners"));
+        assert!(parse(&text)
+            .unwrap_err()
+            .to_string()
+            .contains("two listeners"));
         let text = format!(
             "{MINIMAL}outbound:\n  - name: out\n    listen: 127.0.0.1:1\n    connect_to: nohost\n    expect: [spiffe://td/x]\n"
         );
-        assert!(parse(&text).unwrap_err().to_string().contains("not host:port"));
+        assert!(parse(&text)
+            .unwrap_err()
+            .to_string()
+            .contains("not host:port"));
     }
 }

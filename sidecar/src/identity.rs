@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use palisade_ca::{
-    verify_svid, BundleError, PeerRole, SpiffeClientVerifier, SpiffeId,
-    SpiffeServerVerifier, SvidError, TrustBundle, TrustBundleSet,
+    verify_svid, BundleError, PeerRole, SpiffeClientVerifier, SpiffeId, SpiffeServerVerifier,
+    SvidError, TrustBundle, TrustBundleSet,
 };
 use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
@@ -72,8 +72,7 @@ impl Credentials {
     ) -> Result<Self, CredentialError> {
         let chain = palisade_ca::pem::certificates_from_pem(cert_pem)
             .map_err(|_| CredentialError::NoCertificate)?;
-        let key =
-            palisade_ca::pem::private_key_from_pem(key_pem).ok_or(CredentialError::NoKey)?;
+        let key = palisade_ca::pem::private_key_from_pem(key_pem).ok_or(CredentialError::NoKey)?;
         let signing_key = provider
             .key_provider
             .load_private_key(key)
@@ -264,7 +263,10 @@ impl IdentityWatcher {
                     .certificate_expiry_seconds
                     .set(c.not_after.unix_timestamp());
                 self.metrics.bundle_roots.set(c.roots as i64);
-                self.metrics.reloads.get_or_create(&crate::metrics::ResultLabels { result: "success" }).inc();
+                self.metrics
+                    .reloads
+                    .get_or_create(&crate::metrics::ResultLabels { result: "success" })
+                    .inc();
                 self.store.store(Some(Arc::new(configs)));
                 ReloadOutcome::Loaded
             }
@@ -275,7 +277,10 @@ impl IdentityWatcher {
                     "no certificate loaded yet, so not ready"
                 };
                 tracing::warn!(%reason, "refused new identity files; {keeping}");
-                self.metrics.reloads.get_or_create(&crate::metrics::ResultLabels { result: "failure" }).inc();
+                self.metrics
+                    .reloads
+                    .get_or_create(&crate::metrics::ResultLabels { result: "failure" })
+                    .inc();
                 ReloadOutcome::Refused
             }
         }

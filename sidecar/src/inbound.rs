@@ -28,16 +28,22 @@ pub(crate) async fn serve(
 ) {
     let config = Arc::new(config);
     let name = config.name.clone();
-    accept_loop(listener, name, shared.clone(), metrics.clone(), move |tcp, peer, permit| {
-        let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
-        async move {
-            let _active = ActiveGuard::new(&metrics);
-            if let Err(refusal) = handle(tcp, peer, index, &config, &shared, &metrics).await {
-                refuse(&metrics, &config.name, peer, &refusal);
+    accept_loop(
+        listener,
+        name,
+        shared.clone(),
+        metrics.clone(),
+        move |tcp, peer, permit| {
+            let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
+            async move {
+                let _active = ActiveGuard::new(&metrics);
+                if let Err(refusal) = handle(tcp, peer, index, &config, &shared, &metrics).await {
+                    refuse(&metrics, &config.name, peer, &refusal);
+                }
+                drop(permit);
             }
-            drop(permit);
-        }
-    })
+        },
+    )
     .await;
 }
 

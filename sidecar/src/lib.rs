@@ -167,12 +167,24 @@ impl BoundSidecar {
         for (index, (listener, c)) in inbound.into_iter().zip(&config.inbound).enumerate() {
             let m = metrics.listener(&c.name, Direction::Inbound);
             tracing::info!(listener = c.name, address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), forward_to = %c.forward_to, "inbound listening");
-            listeners.spawn(inbound::serve(listener, index, c.clone(), shared.clone(), m));
+            listeners.spawn(inbound::serve(
+                listener,
+                index,
+                c.clone(),
+                shared.clone(),
+                m,
+            ));
         }
         for (index, (listener, c)) in outbound.into_iter().zip(&config.outbound).enumerate() {
             let m = metrics.listener(&c.name, Direction::Outbound);
             tracing::info!(listener = c.name, address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), connect_to = c.connect_to, "outbound listening");
-            listeners.spawn(outbound::serve(listener, index, c.clone(), shared.clone(), m));
+            listeners.spawn(outbound::serve(
+                listener,
+                index,
+                c.clone(),
+                shared.clone(),
+                m,
+            ));
         }
         listeners.close();
 

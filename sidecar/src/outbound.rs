@@ -27,19 +27,25 @@ pub(crate) async fn serve(
     let server_name = server_name_of(&config.connect_to);
     let config = Arc::new(config);
     let name = config.name.clone();
-    accept_loop(listener, name, shared.clone(), metrics.clone(), move |app, peer, permit| {
-        let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
-        let server_name = server_name.clone();
-        async move {
-            let _active = ActiveGuard::new(&metrics);
-            if let Err(refusal) =
-                handle(app, index, server_name, &config, &shared, &metrics).await
-            {
-                refuse(&metrics, &config.name, peer, &refusal);
+    accept_loop(
+        listener,
+        name,
+        shared.clone(),
+        metrics.clone(),
+        move |app, peer, permit| {
+            let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
+            let server_name = server_name.clone();
+            async move {
+                let _active = ActiveGuard::new(&metrics);
+                if let Err(refusal) =
+                    handle(app, index, server_name, &config, &shared, &metrics).await
+                {
+                    refuse(&metrics, &config.name, peer, &refusal);
+                }
+                drop(permit);
             }
-            drop(permit);
-        }
-    })
+        },
+    )
     .await;
 }
 

@@ -193,8 +193,14 @@ mod tests {
         let p = IdPattern::parse("spiffe://td/ns/*/sa/frontend").unwrap();
         assert!(p.matches(&id("spiffe://td/ns/shop/sa/frontend")));
         assert!(p.matches(&id("spiffe://td/ns/a.b-c_d/sa/frontend")));
-        assert!(!p.matches(&id("spiffe://td/ns/shop/x/sa/frontend")), "never two segments");
-        assert!(!p.matches(&id("spiffe://td/ns/sa/frontend")), "never zero segments");
+        assert!(
+            !p.matches(&id("spiffe://td/ns/shop/x/sa/frontend")),
+            "never two segments"
+        );
+        assert!(
+            !p.matches(&id("spiffe://td/ns/sa/frontend")),
+            "never zero segments"
+        );
         let last = IdPattern::parse("spiffe://td/ns/shop/sa/*").unwrap();
         assert!(last.matches(&id("spiffe://td/ns/shop/sa/anything")));
         assert!(!last.matches(&id("spiffe://td/ns/shop/sa")));
@@ -207,12 +213,21 @@ mod tests {
         assert!(p.matches(&id("spiffe://td/ns/shop/sa")));
         assert!(p.matches(&id("spiffe://td/ns/shop/sa/frontend")));
         assert!(p.matches(&id("spiffe://td/ns/shop/a/b/c/d")));
-        assert!(!p.matches(&id("spiffe://td/ns/shop")), "the prefix itself is another ID");
-        assert!(!p.matches(&id("spiffe://td/ns/shopping/sa/x")), "segments, not prefixes");
+        assert!(
+            !p.matches(&id("spiffe://td/ns/shop")),
+            "the prefix itself is another ID"
+        );
+        assert!(
+            !p.matches(&id("spiffe://td/ns/shopping/sa/x")),
+            "segments, not prefixes"
+        );
         let all = IdPattern::parse("spiffe://td/**").unwrap();
         assert!(all.matches(&id("spiffe://td/x")));
         assert!(!all.matches(&id("spiffe://td")));
-        assert!(!all.matches(&id("spiffe://other/x")), "never another trust domain");
+        assert!(
+            !all.matches(&id("spiffe://other/x")),
+            "never another trust domain"
+        );
         let mixed = IdPattern::parse("spiffe://td/ns/*/sa/**").unwrap();
         assert!(mixed.matches(&id("spiffe://td/ns/a/sa/b/c")));
         assert!(!mixed.matches(&id("spiffe://td/ns/a/xx/b")));
@@ -246,6 +261,9 @@ mod tests {
         assert!(list.authorize(&id("spiffe://td/a")));
         assert!(list.authorize(&id("spiffe://td/b/c")));
         assert!(!list.authorize(&id("spiffe://td/c")));
-        assert!(!AllowList::default().authorize(&id("spiffe://td/a")), "empty admits nobody");
+        assert!(
+            !AllowList::default().authorize(&id("spiffe://td/a")),
+            "empty admits nobody"
+        );
     }
 }

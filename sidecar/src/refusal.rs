@@ -61,8 +61,13 @@ impl Refusal {
     pub fn is_about_identity(&self) -> bool {
         matches!(
             self.reason(),
-            "not_admitted" | "untrusted" | "expired" | "not_yet_valid" | "invalid_certificate"
-                | "no_client_certificate" | "not_tls"
+            "not_admitted"
+                | "untrusted"
+                | "expired"
+                | "not_yet_valid"
+                | "invalid_certificate"
+                | "no_client_certificate"
+                | "not_tls"
         )
     }
 }

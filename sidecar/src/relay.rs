@@ -112,8 +112,9 @@ impl Pipe {
                 }
             }
             while self.start < self.end {
-                let n =
-                    ready!(writer.as_mut().poll_write(cx, &self.buf[self.start..self.end]))?;
+                let n = ready!(writer
+                    .as_mut()
+                    .poll_write(cx, &self.buf[self.start..self.end]))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
@@ -275,7 +276,10 @@ mod tests {
         let mut received = Vec::new();
         server.read_to_end(&mut received).await.unwrap();
         assert_eq!(received, payload, "EOF arrives only after every byte");
-        server.write_all(b"reply after the client's FIN").await.unwrap();
+        server
+            .write_all(b"reply after the client's FIN")
+            .await
+            .unwrap();
         server.shutdown().await.unwrap();
         assert_eq!(writer.await.unwrap(), b"reply after the client's FIN");
         assert!(matches!(relay.await.unwrap(), RelayEnd::Finished));
@@ -287,7 +291,14 @@ mod tests {
     async fn idle_connections_time_out() {
         let (_client, mut a) = duplex(64);
         let (mut b, _server) = duplex(64);
-        let end = Relay::new(&mut a, &mut b, limits(1000, 500), Counter::default(), Counter::default()).await;
+        let end = Relay::new(
+            &mut a,
+            &mut b,
+            limits(1000, 500),
+            Counter::default(),
+            Counter::default(),
+        )
+        .await;
         assert!(matches!(end, RelayEnd::IdleTimeout), "{end:?}");
     }
 
@@ -297,7 +308,14 @@ mod tests {
         let (mut b, _server) = duplex(64);
         client.shutdown().await.unwrap();
         let started = Instant::now();
-        let end = Relay::new(&mut a, &mut b, limits(10_000, 500), Counter::default(), Counter::default()).await;
+        let end = Relay::new(
+            &mut a,
+            &mut b,
+            limits(10_000, 500),
+            Counter::default(),
+            Counter::default(),
+        )
+        .await;
         assert!(matches!(end, RelayEnd::HalfCloseTimeout), "{end:?}");
         assert!(started.elapsed() < Duration::from_secs(1));
     }
@@ -307,7 +325,14 @@ mod tests {
         let (mut client, mut a) = duplex(64);
         let (mut b, mut server) = duplex(64);
         let relay = tokio::spawn(async move {
-            Relay::new(&mut a, &mut b, limits(1000, 1000), Counter::default(), Counter::default()).await
+            Relay::new(
+                &mut a,
+                &mut b,
+                limits(1000, 1000),
+                Counter::default(),
+                Counter::default(),
+            )
+            .await
         });
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_millis(600)).await;
@@ -315,7 +340,10 @@ mod tests {
             let mut one = [0u8; 1];
             server.read_exact(&mut one).await.unwrap();
         }
-        assert!(!relay.is_finished(), "3 s of traffic every 0.6 s outlives a 1 s idle timeout");
+        assert!(
+            !relay.is_finished(),
+            "3 s of traffic every 0.6 s outlives a 1 s idle timeout"
+        );
         let end = relay.await.unwrap();
         assert!(matches!(end, RelayEnd::IdleTimeout));
     }

@@ -11,10 +11,12 @@ use palisade_sidecar::{Sidecar, SidecarConfig};
 #[derive(Debug, Subcommand)]
 pub enum SidecarCommand {
     /// Run a sidecar: mTLS in and out for one workload, configured by a YAML file.
-    #[command(after_help = "Example:\n  palisade sidecar run --config /etc/palisade/sidecar.yaml --log-format json\n\n\
+    #[command(
+        after_help = "Example:\n  palisade sidecar run --config /etc/palisade/sidecar.yaml --log-format json\n\n\
 The configuration is described in docs/SIDECAR.md; examples/sidecar/ holds working ones.\n\
 SIGTERM (or POST /shutdown on the admin server) stops accepting, lets open connections finish\n\
-within limits.drain_grace, then exits 0.")]
+within limits.drain_grace, then exits 0."
+    )]
     Run(RunArgs),
 }
 

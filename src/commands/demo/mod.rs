@@ -1,0 +1,330 @@
+//! `palisade demo`: the whole story on one machine, in a temporary directory, no root needed.
+//! Each step prints the command an operator would type, then runs that same command's code (the
+//! sidecars run in this process, on loopback ports the kernel picks) and checks the outcome: the
+//! demo fails loudly if the story does not happen as told.
+
+mod toy_http;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use clap::Args;
+use palisade_ca::{SpiffeId, TrustDomain};
+use palisade_sidecar::{Addresses, Sidecar, SidecarConfig};
+
+use super::ca::{self, InitArgs};
+use super::cert::{self, InspectArgs, IssueArgs};
+use super::KeyTypeArg;
+use toy_http::{admin_get, sample, Client};
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  cargo run --release -- demo\n  palisade demo --keep")]
+pub struct DemoArgs {
+    /// Keep the demo's directory (CA, certificates, sidecar configs) instead of removing it.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+const TRUST_DOMAIN: &str = "demo.palisade.internal";
+
+pub fn run(args: DemoArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let dir = tempfile::Builder::new()
+        .prefix("palisade-demo-")
+        .tempdir()
+        .context("cannot create a temporary directory")?;
+    std::env::set_current_dir(dir.path())
+        .with_context(|| format!("cannot enter {}", dir.path().display()))?;
+    let td: TrustDomain = TRUST_DOMAIN.parse()?;
+    let frontend = SpiffeId::from_segments(&td, &["ns", "shop", "sa", "frontend"])?;
+    let payments = SpiffeId::from_segments(&td, &["ns", "shop", "sa", "payments"])?;
+    let intruder = SpiffeId::from_segments(&td, &["ns", "guest", "sa", "scanner"])?;
+
+    writeln!(
+        out,
+        "Palisade demo: workload identity and the mTLS sidecar, on this machine, no root needed."
+    )?;
+    writeln!(out, "\n$ cd {}", dir.path().display())?;
+
+    step(
+        out,
+        "1. A certificate authority for the trust domain. Its bundle.pem is what every workload trusts.",
+    )?;
+    command(
+        out,
+        &format!("palisade ca init --dir ca --trust-domain {td}"),
+    )?;
+    ca::init(
+        &InitArgs {
+            dir: "ca".into(),
+            trust_domain: td.clone(),
+            key_type: KeyTypeArg::EcdsaP256,
+            ttl: Duration::from_secs(365 * 86_400),
+            force: false,
+        },
+        out,
+    )?;
+
+    step(
+        out,
+        "2. Three workloads get short-lived X.509-SVIDs (their SPIFFE ID is the one URI SAN).\n   \
+The scanner's certificate is perfectly valid, it just names another workload.",
+    )?;
+    for (id, name) in [
+        (&frontend, "frontend"),
+        (&payments, "payments"),
+        (&intruder, "scanner"),
+    ] {
+        command(
+            out,
+            &format!("palisade cert issue --ca-dir ca --spiffe-id {id} --out {name} --ttl 1h"),
+        )?;
+        cert::issue(&issue_args("1h", id, name), out)?;
+    }
+    command(
+        out,
+        "palisade cert inspect payments/cert.pem --bundle ca/bundle.pem",
+    )?;
+    expect_valid(
+        true,
+        cert::inspect(&inspect_args("payments", "ca/bundle.pem"), out)?,
+    )?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(sidecar_story(out, &frontend, &payments, &intruder))?;
+
+    writeln!(
+        out,
+        "\nDone: the frontend reached payments over mTLS, the scanner was refused for who it is,\n\
+and payments rotated its certificate without dropping a connection."
+    )?;
+    if args.keep {
+        let kept: PathBuf = dir.keep();
+        writeln!(out, "Kept {} for you to look at.", kept.display())?;
+    } else {
+        writeln!(
+            out,
+            "Removed {} (pass --keep to look at the files).",
+            dir.path().display()
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn sidecar_story(
+    out: &mut dyn Write,
+    frontend: &SpiffeId,
+    payments: &SpiffeId,
+    intruder: &SpiffeId,
+) -> anyhow::Result<()> {
+    let app = toy_http::spawn_app("payments: charge accepted\n").await?;
+    step(
+        out,
+        &format!(
+            "3. Payments' sidecar terminates mTLS and forwards to the payments app ({app}), admitting\n   \
+only the frontend. Its configuration (ports are 0 here: the kernel picks free ones):"
+        ),
+    )?;
+    let payments_yaml = format!(
+        "identity: {{ cert: payments/cert.pem, key: payments/key.pem, bundle: payments/bundle.pem, reload_interval: 200ms }}\n\
+inbound:\n  - name: payments-api\n    listen: 127.0.0.1:0\n    forward_to: {app}\n    allow: [\"{frontend}\"]\n\
+admin: {{ listen: 127.0.0.1:0 }}\n"
+    );
+    let payments_sidecar = start_sidecar(out, "payments.yaml", &payments_yaml).await?;
+    let payments_port = payments_sidecar.inbound[0].1;
+
+    step(
+        out,
+        "4. The frontend's and the scanner's sidecars originate mTLS to payments and expect its ID.",
+    )?;
+    let outbound_yaml = |name: &str| {
+        format!(
+            "identity: {{ cert: {name}/cert.pem, key: {name}/key.pem, bundle: {name}/bundle.pem }}\n\
+outbound:\n  - name: to-payments\n    listen: 127.0.0.1:0\n    connect_to: {payments_port}\n    expect: [\"{payments}\"]\n\
+admin: {{ listen: 127.0.0.1:0 }}\n"
+        )
+    };
+    let frontend_sidecar = start_sidecar(out, "frontend.yaml", &outbound_yaml("frontend")).await?;
+    let scanner_sidecar = start_sidecar(out, "scanner.yaml", &outbound_yaml("scanner")).await?;
+    let frontend_out = frontend_sidecar.outbound[0].1;
+    let scanner_out = scanner_sidecar.outbound[0].1;
+
+    step(
+        out,
+        "5. The frontend app speaks plain HTTP to its sidecar; mTLS carries it to payments.",
+    )?;
+    command(
+        out,
+        &format!("curl http://{frontend_out}/charge   # as the frontend app"),
+    )?;
+    let mut kept_open = Client::connect(frontend_out).await?;
+    let (status, body) = kept_open
+        .get("/charge")
+        .await
+        .context("the frontend's request should have reached payments")?;
+    writeln!(out, "{status}\n{}", body.trim_end())?;
+
+    step(
+        out,
+        &format!("6. The scanner tries the same. Its certificate verifies, but {intruder}\n   is not on payments' allow-list: the handshake is refused and the app never sees it."),
+    )?;
+    command(
+        out,
+        &format!("curl http://{scanner_out}/charge   # as the scanner"),
+    )?;
+    let refused = match Client::connect(scanner_out).await?.get("/charge").await {
+        Ok((status, _)) => bail!("the scanner should have been refused, got {status}"),
+        Err(e) => e,
+    };
+    writeln!(out, "-> {refused}")?;
+    let admin = payments_sidecar.admin;
+    let not_admitted = wait_for_sample(
+        admin,
+        "palisade_sidecar_connections_refused_total{listener=\"payments-api\",direction=\"inbound\",reason=\"not_admitted\"}",
+        |v| v >= 1.0,
+    )
+    .await?;
+    command(
+        out,
+        &format!("curl -s http://{admin}/metrics | grep refused"),
+    )?;
+    writeln!(
+        out,
+        "palisade_sidecar_connections_refused_total{{listener=\"payments-api\",direction=\"inbound\",reason=\"not_admitted\"}} {not_admitted}"
+    )?;
+    writeln!(
+        out,
+        "(payments' sidecar also logged a warning naming {intruder}; it is on stderr)"
+    )?;
+
+    step(
+        out,
+        "7. Rotation: payments gets a new certificate while the frontend's connection stays open.\n   \
+The sidecar re-reads its files, checks them, and serves new handshakes with the new one.",
+    )?;
+    let expiry_before = sample(
+        &admin_get(admin, "/metrics").await?,
+        "palisade_sidecar_certificate_expiry_timestamp_seconds",
+    );
+    command(
+        out,
+        &format!("palisade cert issue --ca-dir ca --spiffe-id {payments} --out payments --ttl 2h"),
+    )?;
+    cert::issue(&issue_args("2h", payments, "payments"), out)?;
+    let expiry_after = wait_for_sample(
+        admin,
+        "palisade_sidecar_certificate_expiry_timestamp_seconds",
+        |v| v > expiry_before,
+    )
+    .await?;
+    writeln!(
+        out,
+        "payments' sidecar reloaded: certificate expiry {} -> {} (metric palisade_sidecar_certificate_expiry_timestamp_seconds)",
+        timestamp(expiry_before),
+        timestamp(expiry_after)
+    )?;
+    let (status, _) = kept_open
+        .get("/charge")
+        .await
+        .context("the connection opened before the rotation should still work")?;
+    writeln!(out, "the connection opened before the rotation: {status}")?;
+    let (status, _) = Client::connect(frontend_out).await?.get("/charge").await?;
+    writeln!(out, "a new connection, with the new certificate: {status}")?;
+    Ok(())
+}
+
+/// A sidecar started in this process; its addresses are what the kernel picked.
+async fn start_sidecar(out: &mut dyn Write, file: &str, yaml: &str) -> anyhow::Result<Addresses> {
+    std::fs::write(file, yaml).with_context(|| format!("cannot write {file}"))?;
+    if file == "payments.yaml" {
+        for line in yaml.lines() {
+            writeln!(out, "    {line}")?;
+        }
+    }
+    command(out, &format!("palisade sidecar run --config {file} &"))?;
+    let config = SidecarConfig::load(file.as_ref())?;
+    let sidecar = Sidecar::bind(config).await?;
+    let addresses = sidecar.addresses();
+    tokio::spawn(sidecar.run(std::future::pending()));
+    // Ready means it holds a valid certificate.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while admin_get(addresses.admin, "/ready").await.ok().as_deref() != Some("ready\n") {
+        ensure!(
+            Instant::now() < deadline,
+            "the sidecar of {file} did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(addresses)
+}
+
+/// Polls a metric until `done` holds (up to 5 s); returns its value.
+async fn wait_for_sample(
+    admin: std::net::SocketAddr,
+    series: &str,
+    done: impl Fn(f64) -> bool,
+) -> anyhow::Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let value = sample(&admin_get(admin, "/metrics").await?, series);
+        if done(value) {
+            return Ok(value);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{series} did not reach the expected value (it is {value})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn timestamp(seconds: f64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(seconds as i64)
+        .map(crate::output::rfc3339)
+        .unwrap_or_else(|_| seconds.to_string())
+}
+
+fn issue_args(ttl: &str, id: &SpiffeId, out_dir: &str) -> IssueArgs {
+    IssueArgs {
+        ca_dir: "ca".into(),
+        spiffe_id: id.clone(),
+        out: out_dir.into(),
+        ttl: super::parse_duration(ttl).expect("the demo's lifetimes are valid"),
+        dns_names: Vec::new(),
+        csr: None,
+        key_type: KeyTypeArg::EcdsaP256,
+    }
+}
+
+fn inspect_args(dir: &str, bundle: &str) -> InspectArgs {
+    InspectArgs {
+        file: PathBuf::from(dir).join("cert.pem"),
+        bundle: Some(bundle.into()),
+        json: false,
+    }
+}
+
+fn expect_valid(expected: bool, code: ExitCode) -> anyhow::Result<()> {
+    let valid = code == ExitCode::SUCCESS;
+    if valid != expected {
+        bail!(
+            "the demo expected this certificate to be {}, but it was not",
+            if expected { "valid" } else { "refused" }
+        );
+    }
+    Ok(())
+}
+
+fn step(out: &mut dyn Write, text: &str) -> std::io::Result<()> {
+    writeln!(out, "\n{text}")
+}
+
+fn command(out: &mut dyn Write, cmd: &str) -> std::io::Result<()> {
+    writeln!(out, "$ {cmd}")
+}

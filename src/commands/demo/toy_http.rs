@@ -1,0 +1,107 @@
+//! Just enough HTTP/1.1 for the demo's pretend workloads: an app that answers every request on a
+//! keep-alive connection, and a client that sends a request and reads one response.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Serves `body` to every request on 127.0.0.1:0, in the background; returns the address.
+pub async fn spawn_app(body: &'static str) -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve(stream, body));
+        }
+    });
+    Ok(addr)
+}
+
+async fn serve(stream: TcpStream, body: &'static str) -> io::Result<()> {
+    let mut stream = BufReader::new(stream);
+    loop {
+        // Read one request head; the demo's requests have no body.
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if stream.read_line(&mut line).await? == 0 {
+                return Ok(());
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}",
+            body.len()
+        );
+        stream.get_mut().write_all(response.as_bytes()).await?;
+    }
+}
+
+/// A client connection that can send several requests (keep-alive).
+pub struct Client {
+    stream: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> io::Result<Client> {
+        Ok(Client {
+            stream: BufReader::new(TcpStream::connect(addr).await?),
+        })
+    }
+
+    /// Sends `GET path` and returns the status line and body of the response.
+    pub async fn get(&mut self, path: &str) -> io::Result<(String, String)> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: demo\r\n\r\n");
+        self.stream.get_mut().write_all(request.as_bytes()).await?;
+        let mut status = String::new();
+        if self.stream.read_line(&mut status).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "the connection was closed without a response",
+            ));
+        }
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            if self.stream.read_line(&mut line).await? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        self.stream.read_exact(&mut body).await?;
+        Ok((
+            status.trim_end().to_owned(),
+            String::from_utf8_lossy(&body).into_owned(),
+        ))
+    }
+}
+
+/// GET a path on an admin server; returns the body.
+pub async fn admin_get(admin: SocketAddr, path: &str) -> io::Result<String> {
+    Client::connect(admin)
+        .await?
+        .get(path)
+        .await
+        .map(|(_, body)| body)
+}
+
+/// The value of one sample in a Prometheus text exposition (the first whose line starts with
+/// `series`), or 0.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0.0)
+}
