@@ -69,7 +69,14 @@ impl Pki {
     pub fn issue(&self, name: &str, id_path: &str, extra: &[&str]) -> PathBuf {
         let id = format!("spiffe://{TD}/{id_path}");
         let mut args = vec![
-            "cert", "issue", "--ca-dir", "ca", "--spiffe-id", &id, "--out", name,
+            "cert",
+            "issue",
+            "--ca-dir",
+            "ca",
+            "--spiffe-id",
+            &id,
+            "--out",
+            name,
         ];
         args.extend_from_slice(extra);
         ok(palisade(&args, self.path()));
@@ -85,7 +92,16 @@ impl Pki {
         ));
         let id = format!("spiffe://{TD}/{id_path}");
         ok(palisade(
-            &["cert", "issue", "--ca-dir", &ca, "--spiffe-id", &id, "--out", name],
+            &[
+                "cert",
+                "issue",
+                "--ca-dir",
+                &ca,
+                "--spiffe-id",
+                &id,
+                "--out",
+                name,
+            ],
             self.path(),
         ));
         self.path().join(name)
@@ -166,9 +182,16 @@ impl SidecarProcess {
                 }
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("sidecar exited with {status} before listening:\n{}", lines.join("\n"));
+                panic!(
+                    "sidecar exited with {status} before listening:\n{}",
+                    lines.join("\n")
+                );
             }
-            assert!(Instant::now() < deadline, "sidecar did not start:\n{}", lines.join("\n"));
+            assert!(
+                Instant::now() < deadline,
+                "sidecar did not start:\n{}",
+                lines.join("\n")
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -298,19 +321,24 @@ pub fn echo(mut stream: TcpStream) {
     let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
-/// Answers each HTTP request (read up to the blank line) with a fixed body, keep-alive.
+/// Answers each HTTP request (read up to the blank line) with a fixed body; keeps the connection
+/// open unless the request says `Connection: close`.
 pub fn http_ok(stream: TcpStream) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     let mut writer = stream;
     loop {
         let mut line = String::new();
         let mut saw_request = false;
+        let mut close = false;
         loop {
             line.clear();
             match reader.read_line(&mut line) {
                 Ok(0) | Err(_) => return,
                 Ok(_) if line == "\r\n" || line == "\n" => break,
-                Ok(_) => saw_request = true,
+                Ok(_) => {
+                    saw_request = true;
+                    close |= line.trim().eq_ignore_ascii_case("connection: close");
+                }
             }
         }
         if !saw_request {
@@ -323,7 +351,9 @@ pub fn http_ok(stream: TcpStream) {
             body.len()
         )
         .is_err()
+            || close
         {
+            let _ = writer.shutdown(std::net::Shutdown::Both);
             return;
         }
     }
