@@ -185,6 +185,8 @@ pub struct IdentityWatcher {
     metrics: Arc<Metrics>,
     /// The file contents last tried, loaded or refused, so a refusal is logged once, not per poll.
     last_seen: Option<[Vec<u8>; 3]>,
+    /// The last read error logged, so that a missing file is reported once, not every poll.
+    last_read_error: Option<String>,
 }
 
 /// What one look at the files did.
@@ -214,31 +216,44 @@ impl IdentityWatcher {
             store,
             metrics,
             last_seen: None,
+            last_read_error: None,
         }
     }
 
     /// Reads the files and swaps in new configs if they changed and check out.
     pub async fn check(&mut self) -> ReloadOutcome {
-        let mut outcome = self.check_once().await;
+        // The first look at files that do not check out is tentative: it is neither logged nor
+        // counted, since the second look may find the rest of the rotation in place.
+        let mut outcome = self.check_once(false).await;
         if outcome == ReloadOutcome::Refused {
             tokio::time::sleep(PAIR_SETTLE).await;
             self.last_seen = None;
-            outcome = self.check_once().await;
+            outcome = self.check_once(true).await;
         }
         outcome
     }
 
-    async fn check_once(&mut self) -> ReloadOutcome {
+    /// One look at the files; a refusal is logged and counted only when `final_look`.
+    async fn check_once(&mut self, final_look: bool) -> ReloadOutcome {
         let contents = match self.read_all().await {
             Ok(contents) => contents,
             Err(error) => {
                 // A missing file mid-rotation is normal for a moment; say it once per change.
-                if self.last_seen.take().is_some() || self.store.load().is_none() {
-                    tracing::warn!(%error, "cannot read the identity files; keeping the certificate in use");
+                self.last_seen = None;
+                let message = error.to_string();
+                if self.last_read_error.as_ref() != Some(&message) {
+                    self.last_read_error = Some(message);
+                    let keeping = if self.store.load().is_some() {
+                        "keeping the certificate in use"
+                    } else {
+                        "no certificate loaded yet, so not ready"
+                    };
+                    tracing::warn!(%error, "cannot read the identity files; {keeping}");
                 }
                 return ReloadOutcome::Unreadable;
             }
         };
+        self.last_read_error = None;
         if self.last_seen.as_ref() == Some(&contents) {
             return ReloadOutcome::Unchanged;
         }
@@ -270,6 +285,7 @@ impl IdentityWatcher {
                 self.store.store(Some(Arc::new(configs)));
                 ReloadOutcome::Loaded
             }
+            Err(_) if !final_look => ReloadOutcome::Refused,
             Err(reason) => {
                 let keeping = if self.store.load().is_some() {
                     "keeping the certificate in use"
