@@ -529,10 +529,14 @@ fn outbound_reaches_expected_server_and_refuses_another_id() {
         1.0,
     );
     let impostor = id("ns/shop/sa/billing");
-    assert!(
+    // The count is taken just before the line is logged; the log arrives through a pipe.
+    let named = wait_until(Duration::from_secs(5), || {
         log_json(&frontend)
             .iter()
-            .any(|v| v["fields"]["spiffe_id"] == impostor.as_str()),
+            .any(|v| v["fields"]["spiffe_id"] == impostor.as_str())
+    });
+    assert!(
+        named,
         "the outbound refusal should name {impostor}:\n{}",
         frontend.log_text()
     );

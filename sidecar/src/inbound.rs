@@ -13,6 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::accept::{accept_loop, refuse, ActiveGuard, Shared};
 use crate::config::InboundConfig;
 use crate::metrics::ListenerMetrics;
+use crate::read_ahead::ReadAhead;
 use crate::refusal::Refusal;
 use crate::relay::Relay;
 
@@ -85,7 +86,10 @@ async fn handle(
     Ok(())
 }
 
-async fn handshake(tcp: TcpStream, acceptor: TlsAcceptor) -> Result<TlsStream<TcpStream>, Refusal> {
+async fn handshake(
+    tcp: TcpStream,
+    acceptor: TlsAcceptor,
+) -> Result<TlsStream<ReadAhead<TcpStream>>, Refusal> {
     let mut first = [0u8; 1];
     match tcp.peek(&mut first).await {
         Ok(0) => return Err(Refusal::ClosedEarly),
@@ -93,5 +97,8 @@ async fn handshake(tcp: TcpStream, acceptor: TlsAcceptor) -> Result<TlsStream<Tc
         Ok(_) => {}
         Err(e) => return Err(Refusal::Handshake(e)),
     }
-    acceptor.accept(tcp).await.map_err(Refusal::Handshake)
+    acceptor
+        .accept(ReadAhead::new(tcp))
+        .await
+        .map_err(Refusal::Handshake)
 }

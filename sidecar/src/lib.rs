@@ -22,6 +22,7 @@ mod inbound;
 pub mod metrics;
 mod outbound;
 pub mod pattern;
+mod read_ahead;
 mod refusal;
 pub mod relay;
 
@@ -60,13 +61,11 @@ impl Sidecar {
     /// anything runs, and port 0 can be used (see [`BoundSidecar::addresses`]).
     pub async fn bind(config: SidecarConfig) -> Result<BoundSidecar, SidecarError> {
         let bind = |listener: String, address: SocketAddr| async move {
-            TcpListener::bind(address)
-                .await
-                .map_err(|error| SidecarError::Bind {
-                    listener,
-                    address,
-                    error,
-                })
+            listen(address).map_err(|error| SidecarError::Bind {
+                listener,
+                address,
+                error,
+            })
         };
         let admin = bind("the admin server".into(), config.admin.listen).await?;
         let mut inbound = Vec::new();
@@ -85,6 +84,22 @@ impl Sidecar {
             metrics: Arc::new(Metrics::new()),
         })
     }
+}
+
+/// Connections the kernel may hold for a listener before we accept them. `TcpListener::bind`
+/// asks for 128 (the standard library's value): a burst beyond that, while the accept loop waits
+/// for a busy runtime, has its SYNs dropped, and the peer retries only after 1 s, which is the
+/// whole default `connect_timeout` of a peer sidecar. The kernel caps this at `somaxconn`.
+const LISTEN_BACKLOG: u32 = 1024;
+
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The addresses a bound sidecar listens on, by listener name.
@@ -136,7 +151,7 @@ impl BoundSidecar {
             outbound,
             metrics,
         } = self;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = identity::crypto_provider();
         let store: TlsStore = Default::default();
         let shutdown_requested = CancellationToken::new();
         let stop_background = CancellationToken::new();

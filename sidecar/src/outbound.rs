@@ -14,6 +14,7 @@ use tokio_rustls::TlsConnector;
 use crate::accept::{accept_loop, refuse, ActiveGuard, Shared};
 use crate::config::OutboundConfig;
 use crate::metrics::ListenerMetrics;
+use crate::read_ahead::ReadAhead;
 use crate::refusal::Refusal;
 use crate::relay::Relay;
 
@@ -68,7 +69,7 @@ async fn handle(
     let _ = tcp.set_nodelay(true);
     let mut tls = timeout(
         shared.limits.handshake_timeout,
-        connector.connect(server_name, tcp),
+        connector.connect(server_name, ReadAhead::new(tcp)),
     )
     .await
     .map_err(|_| Refusal::HandshakeTimeout)?

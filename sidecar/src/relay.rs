@@ -44,9 +44,11 @@ impl RelayEnd {
     }
 }
 
-/// One direction: read from one side into a buffer, write the buffer to the other.
+/// One direction: read from one side into a buffer, write the buffer to the other. The buffer is
+/// allocated on the first read, so a direction that never carries a byte costs no memory.
 struct Pipe {
-    buf: Box<[u8]>,
+    buf: Option<Box<[u8]>>,
+    size: usize,
     start: usize,
     end: usize,
     read_eof: bool,
@@ -58,7 +60,8 @@ struct Pipe {
 impl Pipe {
     fn new(size: usize, counter: Counter) -> Self {
         Pipe {
-            buf: vec![0; size].into_boxed_slice(),
+            buf: None,
+            size,
             start: 0,
             end: 0,
             read_eof: false,
@@ -83,7 +86,11 @@ impl Pipe {
     {
         loop {
             if self.start == self.end && !self.read_eof {
-                let mut read_buf = ReadBuf::new(&mut self.buf);
+                let size = self.size;
+                let buf = self
+                    .buf
+                    .get_or_insert_with(|| vec![0; size].into_boxed_slice());
+                let mut read_buf = ReadBuf::new(buf);
                 match reader.as_mut().poll_read(cx, &mut read_buf) {
                     Poll::Ready(Ok(())) => {
                         let n = read_buf.filled().len();
@@ -112,9 +119,11 @@ impl Pipe {
                 }
             }
             while self.start < self.end {
-                let n = ready!(writer
-                    .as_mut()
-                    .poll_write(cx, &self.buf[self.start..self.end]))?;
+                let buf = self
+                    .buf
+                    .as_deref()
+                    .expect("unwritten bytes live in the buffer");
+                let n = ready!(writer.as_mut().poll_write(cx, &buf[self.start..self.end]))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
@@ -127,6 +136,7 @@ impl Pipe {
                 // Flushes, then half-closes: a FIN (and a TLS close_notify) for the other side.
                 ready!(writer.as_mut().poll_shutdown(cx))?;
                 self.finished = true;
+                self.buf = None;
                 return Poll::Ready(Ok(()));
             }
         }
