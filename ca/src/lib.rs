@@ -17,6 +17,7 @@ pub mod pem;
 mod spiffe_id;
 mod svid;
 mod tls;
+mod verify_cache;
 
 pub use ca_dir::{CaDir, CaDirError};
 pub use inspect::{CertInfo, Verdict};

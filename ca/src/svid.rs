@@ -223,7 +223,16 @@ pub fn verify_svid(
     now: UnixTime,
 ) -> Result<SpiffeId, SvidError> {
     let (leaf, intermediates) = chain.split_first().ok_or(SvidError::NoCertificate)?;
-    verify_svid_parts(leaf, intermediates, bundles, role, now)
+    verify_svid_parts(leaf, intermediates, bundles, role, now).map(|verified| verified.id)
+}
+
+/// A chain that passed [`verify_svid`], and the span of time in which it would pass again: the
+/// overlap of the validity of every certificate on the verified path.
+#[derive(Debug, Clone)]
+pub(crate) struct VerifiedSvid {
+    pub id: SpiffeId,
+    pub valid_from: i64,
+    pub valid_until: i64,
 }
 
 /// [`verify_svid`] for a leaf and its intermediates held apart, as rustls hands them over.
@@ -233,7 +242,7 @@ pub(crate) fn verify_svid_parts(
     bundles: &TrustBundleSet,
     role: PeerRole,
     now: UnixTime,
-) -> Result<SpiffeId, SvidError> {
+) -> Result<VerifiedSvid, SvidError> {
     let (_, leaf) =
         X509Certificate::from_der(leaf_der).map_err(|_| SvidError::BadCertificate { index: 0 })?;
     let id = check_leaf(&leaf)?;
@@ -248,13 +257,24 @@ pub(crate) fn verify_svid_parts(
         PeerRole::Client => webpki::KeyUsage::client_auth(),
         PeerRole::Server => webpki::KeyUsage::server_auth(),
     };
+    let validity = leaf.validity();
+    let window = RefCell::new((
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    ));
     // webpki reports only its own error from the path callback; keep ours aside to return it.
     let path_error: RefCell<Option<SvidError>> = RefCell::new(None);
     let check_path = |path: &webpki::VerifiedPath<'_>| -> Result<(), webpki::Error> {
         for (offset, cert) in path.intermediate_certificates().enumerate() {
-            if let Err(e) = check_intermediate(&cert.der(), offset + 1, id.trust_domain()) {
-                *path_error.borrow_mut() = Some(e);
-                return Err(webpki::Error::CaUsedAsEndEntity);
+            match check_intermediate(&cert.der(), offset + 1, id.trust_domain()) {
+                Ok((from, until)) => {
+                    let mut w = window.borrow_mut();
+                    *w = (w.0.max(from), w.1.min(until));
+                }
+                Err(e) => {
+                    *path_error.borrow_mut() = Some(e);
+                    return Err(webpki::Error::CaUsedAsEndEntity);
+                }
             }
         }
         Ok(())
@@ -269,7 +289,14 @@ pub(crate) fn verify_svid_parts(
         Some(&check_path),
     );
     match result {
-        Ok(_) => Ok(id),
+        Ok(_) => {
+            let (valid_from, valid_until) = window.into_inner();
+            Ok(VerifiedSvid {
+                id,
+                valid_from,
+                valid_until,
+            })
+        }
         Err(e) => Err(path_error
             .into_inner()
             .unwrap_or_else(|| chain_error(e, id.trust_domain()))),
@@ -372,19 +399,23 @@ fn check_validity(cert: &X509Certificate<'_>, now: UnixTime) -> Result<(), SvidE
 }
 
 /// X509-SVID §3.2 and §4 for a signing certificate on the verified path: it can sign, and if it
-/// carries a SPIFFE ID, that ID is its trust domain's own.
+/// carries a SPIFFE ID, that ID is its trust domain's own. Returns its validity (Unix seconds).
 fn check_intermediate(
     der: &[u8],
     index: usize,
     trust_domain: &TrustDomain,
-) -> Result<(), SvidError> {
+) -> Result<(i64, i64), SvidError> {
     let (_, cert) =
         X509Certificate::from_der(der).map_err(|_| SvidError::BadCertificate { index })?;
     if !is_signing_cert(&cert) {
         return Err(SvidError::SigningCertCannotSign { index });
     }
+    let validity = (
+        cert.validity().not_before.timestamp(),
+        cert.validity().not_after.timestamp(),
+    );
     match signing_cert_id(&cert) {
-        Ok(None) => Ok(()),
+        Ok(None) => Ok(validity),
         Ok(Some(id)) if id.has_path() => Err(SvidError::SigningCertIdHasPath { index, id }),
         Ok(Some(id)) if id.trust_domain() != trust_domain => {
             Err(SvidError::SigningCertOtherTrustDomain {
@@ -393,7 +424,7 @@ fn check_intermediate(
                 expected: trust_domain.clone(),
             })
         }
-        Ok(Some(_)) => Ok(()),
+        Ok(Some(_)) => Ok(validity),
         Err(_) => Err(SvidError::BadCertificate { index }),
     }
 }

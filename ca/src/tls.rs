@@ -16,6 +16,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Signatu
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::svid::{verify_svid_parts, PeerRole, SvidError, TrustBundleSet};
+use crate::verify_cache::VerifyCache;
 use crate::SpiffeId;
 
 /// Decides whether a peer that holds a valid SVID may connect.
@@ -80,6 +81,7 @@ pub fn peer_spiffe_id(peer_certificates: Option<&[CertificateDer<'_>]>) -> Optio
 /// What both verifiers share: the bundles, who is admitted, and the signature algorithms.
 struct Checker {
     bundles: Arc<TrustBundleSet>,
+    verified: VerifyCache,
     authorizer: Arc<dyn AuthorizeId>,
     provider: Arc<CryptoProvider>,
 }
@@ -91,6 +93,7 @@ impl Checker {
             .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
         Checker {
             bundles,
+            verified: VerifyCache::default(),
             authorizer,
             provider,
         }
@@ -103,8 +106,18 @@ impl Checker {
         role: PeerRole,
         now: UnixTime,
     ) -> Result<SpiffeId, rustls::Error> {
-        let id = verify_svid_parts(end_entity, intermediates, &self.bundles, role, now)
-            .map_err(|e| to_rustls(PeerError::Invalid(e)))?;
+        let key = VerifyCache::key(end_entity, intermediates, role);
+        let id = match self.verified.get(&key, now) {
+            Some(id) => id,
+            None => {
+                let verified =
+                    verify_svid_parts(end_entity, intermediates, &self.bundles, role, now)
+                        .map_err(|e| to_rustls(PeerError::Invalid(e)))?;
+                let id = verified.id.clone();
+                self.verified.insert(key, verified);
+                id
+            }
+        };
         if !self.authorizer.authorize(&id) {
             return Err(to_rustls(PeerError::NotAdmitted(id)));
         }

@@ -338,3 +338,47 @@ async fn client_refuses_a_server_without_server_auth() {
         PeerError::Invalid(SvidError::ExtendedKeyUsage),
     );
 }
+
+/// The verifiers remember chains they accepted; what they remember must not outlive the chain's
+/// validity, and must not lend an intermediate's acceptance to another chain.
+#[test]
+fn remembered_chains_still_expire_and_are_not_shared() {
+    use rustls::server::danger::ClientCertVerifier;
+    use rustls_pki_types::UnixTime;
+
+    let ca = TestCa::root("example.org");
+    let mut bundles = TrustBundleSet::new();
+    bundles.insert(ca.bundle("example.org"));
+    let verifier = SpiffeClientVerifier::new(Arc::new(bundles), Arc::new(AnyTrustedId));
+    let svid = ca.leaf("spiffe://example.org/ns/a/sa/b").build();
+    let at = |offset_secs: i64| {
+        UnixTime::since_unix_epoch(Duration::from_secs(
+            (now().unix_timestamp() + offset_secs) as u64,
+        ))
+    };
+    let check = |t| verifier.verify_client_cert(&svid.chain[0], &svid.chain[1..], t);
+
+    assert!(check(at(0)).is_ok(), "fresh and valid");
+    assert!(check(at(60)).is_ok(), "remembered, still valid");
+    let later = check(at(2 * 3600)).expect_err("the leaf expired an hour ago");
+    assert!(
+        matches!(
+            peer_error(&later),
+            Some(PeerError::Invalid(SvidError::Expired(_)))
+        ),
+        "{later:?}"
+    );
+    let before = check(at(-2 * 3600)).expect_err("not valid yet two hours ago");
+    assert!(
+        matches!(
+            peer_error(&before),
+            Some(PeerError::Invalid(SvidError::NotYetValid(_)))
+        ),
+        "{before:?}"
+    );
+    // A tampered copy of the accepted leaf is a different chain: verified afresh, refused.
+    let tampered = ca.leaf("spiffe://example.org/ns/a/sa/b").build().tampered();
+    assert!(verifier
+        .verify_client_cert(&tampered.chain[0], &[], at(0))
+        .is_err());
+}
