@@ -316,16 +316,20 @@ impl IdentityWatcher {
         }
     }
 
+    /// Reads the three files on the runtime thread. They are a few kilobytes on a local or tmpfs
+    /// volume (a Kubernetes Secret), so this takes microseconds; going through tokio::fs would
+    /// keep a blocking-pool thread (and its malloc arena) alive for a read every second.
     async fn read_all(&self) -> Result<[Vec<u8>; 3], CredentialError> {
-        let read = |path: PathBuf| async move {
-            tokio::fs::read(&path)
-                .await
-                .map_err(|error| CredentialError::Read { path, error })
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|error| CredentialError::Read {
+                path: path.clone(),
+                error,
+            })
         };
         Ok([
-            read(self.files.cert.clone()).await?,
-            read(self.files.key.clone()).await?,
-            read(self.files.bundle.clone()).await?,
+            read(&self.files.cert)?,
+            read(&self.files.key)?,
+            read(&self.files.bundle)?,
         ])
     }
 
