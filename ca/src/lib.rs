@@ -6,6 +6,7 @@
 //!   ([`CertificateAuthority::issue_from_csr`]) or with a key made for the caller.
 //! - [`verify_svid`]: the one check of a presented chain against a [`TrustBundleSet`], returning the
 //!   peer's ID; [`SpiffeServerVerifier`] and [`SpiffeClientVerifier`] are the same check for rustls.
+//! - [`IdPattern`], [`AllowList`]: SPIFFE ID patterns (`*`, trailing `/**`) saying who is admitted.
 //! - [`CaDir`]: a CA's state on disk (key 0600, written atomically).
 //! - [`CertInfo`]: what `palisade cert inspect` reports about a certificate.
 
@@ -13,6 +14,7 @@ mod ca_dir;
 pub mod files;
 mod inspect;
 mod issue;
+mod pattern;
 pub mod pem;
 mod spiffe_id;
 mod svid;
@@ -24,6 +26,7 @@ pub use inspect::{CertInfo, Verdict};
 pub use issue::{
     CertificateAuthority, IssueError, IssuedCert, KeyType, LeafRequest, CLOCK_SKEW_ALLOWANCE,
 };
+pub use pattern::{AllowList, IdPattern, PatternError};
 pub use spiffe_id::{IdError, SpiffeId, TrustDomain, MAX_ID_LEN, MAX_TRUST_DOMAIN_LEN};
 pub use svid::{
     check_leaf, not_after, spiffe_id_of, verify_svid, BundleError, PeerRole, SvidError,

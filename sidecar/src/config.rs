@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::pattern::IdPattern;
+use palisade_ca::IdPattern;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{IdentityConfig, SidecarConfig};
 use crate::metrics::Metrics;
-use crate::pattern::AllowList;
+use palisade_ca::AllowList;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {

@@ -1,7 +1,7 @@
 //! The Palisade sidecar: the mTLS data plane beside each workload.
 //!
 //! One process per workload. Inbound listeners terminate mTLS and admit a peer by the SPIFFE ID
-//! in its certificate ([`AllowList`] of [`IdPattern`]s), then forward plaintext to the app;
+//! in its certificate ([`AllowList`] of [`IdPattern`]s, from `palisade_ca`), then forward plaintext to the app;
 //! outbound listeners take plaintext from the app and originate mTLS to a peer whose ID must
 //! match what is expected. Certificate, key and bundle are re-read from files and swapped in
 //! without touching open connections.
@@ -21,7 +21,6 @@ mod identity;
 mod inbound;
 pub mod metrics;
 mod outbound;
-pub mod pattern;
 mod read_ahead;
 mod refusal;
 pub mod relay;
@@ -37,7 +36,7 @@ use tokio_util::task::TaskTracker;
 
 pub use config::{ConfigError, SidecarConfig};
 pub use identity::{CredentialError, Credentials, ReloadOutcome};
-pub use pattern::{AllowList, IdPattern, PatternError};
+pub use palisade_ca::{AllowList, IdPattern, PatternError};
 
 use crate::accept::Shared;
 use crate::identity::{IdentityWatcher, TlsStore};

@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use palisade_ca::{AuthorizeId, IdError, SpiffeId, TrustDomain};
+use crate::{AuthorizeId, IdError, SpiffeId, TrustDomain};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PatternError {
