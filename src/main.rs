@@ -38,6 +38,9 @@ enum Command {
     /// Issue and inspect workload certificates (X.509-SVIDs).
     #[command(subcommand)]
     Cert(commands::cert::CertCommand),
+    /// Check, compile and explain a segmentation policy.
+    #[command(subcommand)]
+    Policy(commands::policy::PolicyCommand),
     /// Run the mTLS sidecar of one workload.
     #[command(subcommand)]
     Sidecar(commands::sidecar::SidecarCommand),
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Ca(cmd) => commands::ca::run(cmd, &mut stdout),
         Command::Cert(cmd) => commands::cert::run(cmd, &mut stdout),
         Command::Sidecar(cmd) => commands::sidecar::run(cmd, &mut stdout),
+        Command::Policy(cmd) => commands::policy::run(cmd, &mut stdout),
         Command::Demo(args) => commands::demo::run(args, &mut stdout),
     };
     match result {

@@ -117,6 +117,11 @@ impl IdPattern {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+
+    /// The (literal) trust domain every matching ID is in.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
 }
 
 impl fmt::Display for IdPattern {

@@ -3,6 +3,7 @@
 pub mod ca;
 pub mod cert;
 pub mod demo;
+pub mod policy;
 pub mod sidecar;
 
 use std::time::Duration;

@@ -1,0 +1,400 @@
+//! Compiling a policy into a host's `inet palisade` table.
+//!
+//! The address space of each family is cut into *atoms*: maximal ranges whose addresses belong to
+//! exactly the same segments (addresses in no segment form the `outside` atoms). Every rule, the
+//! same-segment allowance and `egress_to_outside` then become tuples (source atom, destination
+//! atom, match), where a match is "any protocol", "this protocol" or "this protocol and port
+//! range". Per (source, destination, protocol) the port ranges are merged, so the elements of each
+//! set are disjoint, which the kernel's concatenated-interval sets require.
+//!
+//! The chain then decides with a fixed number of set lookups, whatever the number of rules:
+//! deny sets first (deny beats allow), then allow sets, then a default drop of anything touching a
+//! local segment. Only tuples with an end in one of the host's segments are kept.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::addrs::{AddrSet, Addrs, Family};
+use crate::model::{Action, Policy, PortRange, Protocol, SegmentRef};
+
+/// The table's name; the family is `inet`.
+pub const TABLE: &str = "palisade";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error("there is no host `{host}` in the policy (hosts: {known})")]
+    UnknownHost { host: String, known: String },
+}
+
+/// What a set's elements are keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Key {
+    /// Source address only (`local`).
+    Addr,
+    /// Source and destination.
+    Pair,
+    /// Source, destination and protocol.
+    Proto,
+    /// Source, destination, protocol and destination port.
+    Port,
+}
+
+/// One element of a set. `dst`, `proto` and `ports` are used as `key` says.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Element {
+    pub src: (u128, u128),
+    pub dst: (u128, u128),
+    pub proto: u8,
+    pub ports: PortRange,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetDef {
+    pub name: String,
+    pub family: Family,
+    pub key: Key,
+    pub elements: Vec<Element>,
+}
+
+/// Which sets the decision chain consults, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Log the packet (no verdict) with this prefix.
+    Log(&'static str),
+    Deny,
+    Allow,
+}
+
+/// A compiled table: what the renderers turn into nft text or JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruleset {
+    pub host: Option<String>,
+    /// A hash of the whole table, stamped into it so that a live table can be compared cheaply.
+    pub generation: String,
+    pub sets: Vec<SetDef>,
+    /// (set name, lookup) in chain order.
+    pub lookups: Vec<(String, Lookup)>,
+}
+
+/// The protocol numbers nft matches with `meta l4proto`.
+pub fn proto_number(p: Protocol) -> u8 {
+    match p {
+        Protocol::Icmp => 1,
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+        Protocol::Icmpv6 => 58,
+        Protocol::Sctp => 132,
+        Protocol::Any => 0,
+    }
+}
+
+pub fn proto_name(n: u8) -> &'static str {
+    match n {
+        1 => "icmp",
+        6 => "tcp",
+        17 => "udp",
+        58 => "ipv6-icmp",
+        132 => "sctp",
+        _ => "any",
+    }
+}
+
+/// An atom: a range of addresses with one membership.
+#[derive(Debug, Clone)]
+struct Atom {
+    range: (u128, u128),
+    segments: BTreeSet<usize>,
+}
+
+fn atoms(policy: &Policy, family: Family) -> Vec<Atom> {
+    let sets: Vec<&AddrSet> = policy
+        .segments
+        .iter()
+        .map(|s| s.members.get(family))
+        .collect();
+    let mut cuts: BTreeSet<u128> = BTreeSet::new();
+    cuts.insert(0);
+    for set in &sets {
+        for &(a, b) in set.ranges() {
+            cuts.insert(a);
+            if let Some(next) = b.checked_add(1) {
+                cuts.insert(next);
+            }
+        }
+    }
+    let max = AddrSet::full(family).ranges()[0].1;
+    let cuts: Vec<u128> = cuts.into_iter().filter(|c| *c <= max).collect();
+    let mut out: Vec<Atom> = Vec::new();
+    for (i, &start) in cuts.iter().enumerate() {
+        let end = cuts.get(i + 1).map_or(max, |next| next - 1);
+        let segments: BTreeSet<usize> = (0..sets.len())
+            .filter(|&s| sets[s].contains(start))
+            .collect();
+        match out.last_mut() {
+            Some(last) if last.segments == segments => last.range.1 = end,
+            _ => out.push(Atom {
+                range: (start, end),
+                segments,
+            }),
+        }
+    }
+    out
+}
+
+/// Whether a rule's `from`/`to` list covers an atom.
+fn covers(refs: &[SegmentRef], atom: &Atom) -> bool {
+    refs.iter().any(|r| match r {
+        SegmentRef::Segment(i) => atom.segments.contains(i),
+        SegmentRef::Outside => atom.segments.is_empty(),
+    })
+}
+
+/// What is matched between two atoms: every protocol, some protocols, some ports.
+#[derive(Debug, Default, Clone)]
+struct Matches {
+    any: bool,
+    protos: BTreeSet<u8>,
+    ports: BTreeMap<u8, Vec<PortRange>>,
+}
+
+impl Matches {
+    fn add(&mut self, protocol: Protocol, ports: &[PortRange]) {
+        match protocol {
+            Protocol::Any => self.any = true,
+            p if ports.is_empty() || !p.has_ports() => {
+                self.protos.insert(proto_number(p));
+            }
+            p => self
+                .ports
+                .entry(proto_number(p))
+                .or_default()
+                .extend_from_slice(ports),
+        }
+    }
+}
+
+/// Tuples between atom pairs (indices into the family's atom list).
+type Table = BTreeMap<(usize, usize), Matches>;
+
+fn family_covers(family: Family, protocol: Protocol) -> bool {
+    !matches!(
+        (family, protocol),
+        (Family::V4, Protocol::Icmpv6) | (Family::V6, Protocol::Icmp)
+    )
+}
+
+/// Compiles the table for `host`, or for every host (all segments local) when `host` is None.
+pub fn compile(policy: &Policy, host: Option<&str>) -> Result<Ruleset, CompileError> {
+    let local_segments: BTreeSet<usize> = match host {
+        None => (0..policy.segments.len()).collect(),
+        Some(name) => match policy.host(name) {
+            Some(h) => h.segments.iter().copied().collect(),
+            None => {
+                return Err(CompileError::UnknownHost {
+                    host: name.to_owned(),
+                    known: policy
+                        .hosts
+                        .iter()
+                        .map(|h| h.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
+            }
+        },
+    };
+    let local: Addrs = local_segments.iter().fold(Addrs::default(), |acc, &i| {
+        acc.union(&policy.segments[i].members)
+    });
+    let any_log = policy.rules.iter().any(|r| r.log);
+    let mut sets = Vec::new();
+    for family in [Family::V4, Family::V6] {
+        let suffix = match family {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+        };
+        let atoms = atoms(policy, family);
+        let is_local = |a: &Atom| a.segments.iter().any(|s| local_segments.contains(s));
+        let relevant = |s: &Atom, d: &Atom| is_local(s) || is_local(d);
+
+        let mut deny = Table::new();
+        let mut allow = Table::new();
+        let mut log_deny = Table::new();
+        let mut log_allow = Table::new();
+        for rule in &policy.rules {
+            if !family_covers(family, rule.protocol) {
+                continue;
+            }
+            for (si, s) in atoms.iter().enumerate() {
+                if !covers(&rule.from, s) {
+                    continue;
+                }
+                for (di, d) in atoms.iter().enumerate() {
+                    if !covers(&rule.to, d) || !relevant(s, d) {
+                        continue;
+                    }
+                    let (table, log_table) = match rule.action {
+                        Action::Deny => (&mut deny, &mut log_deny),
+                        Action::Allow => (&mut allow, &mut log_allow),
+                    };
+                    table
+                        .entry((si, di))
+                        .or_default()
+                        .add(rule.protocol, &rule.ports);
+                    if rule.log {
+                        log_table
+                            .entry((si, di))
+                            .or_default()
+                            .add(rule.protocol, &rule.ports);
+                    }
+                }
+            }
+        }
+        for (si, s) in atoms.iter().enumerate() {
+            for (di, d) in atoms.iter().enumerate() {
+                if !relevant(s, d) {
+                    continue;
+                }
+                let same_segment = s.segments.intersection(&d.segments).next().is_some();
+                let egress = d.segments.is_empty()
+                    && s.segments
+                        .iter()
+                        .any(|&i| policy.segments[i].egress_to_outside);
+                if same_segment || egress {
+                    allow.entry((si, di)).or_default().any = true;
+                }
+            }
+        }
+        let local_set = SetDef {
+            name: format!("local_{suffix}"),
+            family,
+            key: Key::Addr,
+            elements: local
+                .get(family)
+                .ranges()
+                .iter()
+                .map(|&r| Element {
+                    src: r,
+                    dst: (0, 0),
+                    proto: 0,
+                    ports: PortRange::ALL,
+                })
+                .collect(),
+        };
+        sets.push(local_set);
+        let mut emit = |prefix: &str, table: &Table| {
+            sets.extend(sets_of(prefix, suffix, family, &atoms, table));
+        };
+        if any_log {
+            emit("log_deny", &log_deny);
+            emit("log_allow", &log_allow);
+        }
+        emit("deny", &deny);
+        emit("allow", &allow);
+    }
+    let mut lookups = Vec::new();
+    for (prefix, lookup) in [
+        ("log_deny", Lookup::Log("palisade deny: ")),
+        ("log_allow", Lookup::Log("palisade allow: ")),
+        ("deny", Lookup::Deny),
+        ("allow", Lookup::Allow),
+    ] {
+        if prefix.starts_with("log") && !any_log {
+            continue;
+        }
+        for suffix in ["v4", "v6"] {
+            for key in ["any", "proto", "port"] {
+                lookups.push((format!("{prefix}_{key}_{suffix}"), lookup));
+            }
+        }
+    }
+    let mut ruleset = Ruleset {
+        host: host.map(str::to_owned),
+        generation: String::new(),
+        sets,
+        lookups,
+    };
+    ruleset.generation = generation_of(&crate::render::nft_text(&ruleset));
+    Ok(ruleset)
+}
+
+/// The three sets (any, proto, port) of one table of tuples.
+fn sets_of(
+    prefix: &str,
+    suffix: &str,
+    family: Family,
+    atoms: &[Atom],
+    table: &Table,
+) -> Vec<SetDef> {
+    let mut any = Vec::new();
+    let mut proto = Vec::new();
+    let mut port = Vec::new();
+    for (&(si, di), m) in table {
+        let element = |proto: u8, ports: PortRange| Element {
+            src: atoms[si].range,
+            dst: atoms[di].range,
+            proto,
+            ports,
+        };
+        if m.any {
+            // Every protocol is covered: more specific entries would only duplicate it.
+            any.push(element(0, PortRange::ALL));
+            continue;
+        }
+        for &p in &m.protos {
+            proto.push(element(p, PortRange::ALL));
+        }
+        for (&p, ranges) in &m.ports {
+            if m.protos.contains(&p) {
+                continue;
+            }
+            for r in merge_ports(ranges) {
+                port.push(element(p, r));
+            }
+        }
+    }
+    vec![
+        SetDef {
+            name: format!("{prefix}_any_{suffix}"),
+            family,
+            key: Key::Pair,
+            elements: any,
+        },
+        SetDef {
+            name: format!("{prefix}_proto_{suffix}"),
+            family,
+            key: Key::Proto,
+            elements: proto,
+        },
+        SetDef {
+            name: format!("{prefix}_port_{suffix}"),
+            family,
+            key: Key::Port,
+            elements: port,
+        },
+    ]
+}
+
+/// Sorted, disjoint, non-adjacent port ranges covering the same ports.
+pub fn merge_ports(ranges: &[PortRange]) -> Vec<PortRange> {
+    let mut sorted = ranges.to_vec();
+    sorted.sort();
+    let mut out: Vec<PortRange> = Vec::new();
+    for r in sorted {
+        match out.last_mut() {
+            Some(last) if r.first <= last.last.saturating_add(1) => {
+                last.last = last.last.max(r.last)
+            }
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// A short, stable hash of the table's text (FNV-1a, 64 bits): the generation stamped into it.
+fn generation_of(text: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        hash ^= b as u64;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}

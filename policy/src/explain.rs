@@ -1,0 +1,134 @@
+//! The policy's meaning, as one function: may this source reach this destination with this
+//! protocol and port, and which rule (or default) decides? `palisade policy explain` prints it,
+//! and the end-to-end tests compare the kernel's behaviour against it, cell by cell.
+//!
+//! Order of decision (docs/POLICY.md):
+//! 1. a matching `deny` rule denies (deny beats allow);
+//! 2. two ends that share a segment are allowed (a segment trusts its members);
+//! 3. a matching `allow` rule allows;
+//! 4. a destination outside every segment is allowed if a source segment has `egress_to_outside`;
+//! 5. traffic with both ends outside every segment is not governed by the policy: allowed;
+//! 6. everything else is denied.
+
+use std::fmt;
+
+use crate::model::{Action, Endpoint, Policy, Protocol, SegmentRef};
+
+/// What decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    Rule { name: String, line: usize },
+    SameSegment(String),
+    EgressToOutside(String),
+    NotGoverned,
+    DefaultDeny,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub reason: Reason,
+    /// Segments of each end (`outside` when in none).
+    pub from_segments: Vec<String>,
+    pub to_segments: Vec<String>,
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = if self.allowed { "allowed" } else { "denied" };
+        let why = match &self.reason {
+            Reason::Rule { name, line } => format!("by rule `{name}` (line {line})"),
+            Reason::SameSegment(s) => format!("within segment `{s}`"),
+            Reason::EgressToOutside(s) => {
+                format!("because segment `{s}` may reach addresses outside every segment")
+            }
+            Reason::NotGoverned => "because neither end is in a segment".into(),
+            Reason::DefaultDeny => "by default: no rule allows it".into(),
+        };
+        write!(f, "{verdict} {why}")
+    }
+}
+
+/// Decides one connection. `port` is ignored for protocols without ports.
+pub fn decide(
+    policy: &Policy,
+    from: &Endpoint,
+    to: &Endpoint,
+    protocol: Protocol,
+    port: Option<u16>,
+) -> Decision {
+    let src = policy.segments_of(from);
+    let dst = policy.segments_of(to);
+    let (allowed, reason) = decide_segments(policy, &src, &dst, protocol, port);
+    let names = |segs: &[usize]| -> Vec<String> {
+        if segs.is_empty() {
+            vec![crate::OUTSIDE.to_owned()]
+        } else {
+            segs.iter()
+                .map(|&i| policy.segments[i].name.clone())
+                .collect()
+        }
+    };
+    Decision {
+        allowed,
+        reason,
+        from_segments: names(&src),
+        to_segments: names(&dst),
+    }
+}
+
+/// The decision for traffic from an end in segments `src` to an end in segments `dst` (empty:
+/// outside every segment).
+pub fn decide_segments(
+    policy: &Policy,
+    src: &[usize],
+    dst: &[usize],
+    protocol: Protocol,
+    port: Option<u16>,
+) -> (bool, Reason) {
+    let refs = |segs: &[usize]| -> Vec<SegmentRef> {
+        if segs.is_empty() {
+            vec![SegmentRef::Outside]
+        } else {
+            segs.iter().map(|&i| SegmentRef::Segment(i)).collect()
+        }
+    };
+    let (src_refs, dst_refs) = (refs(src), refs(dst));
+    let port = if protocol.has_ports() { port } else { None };
+    let matching = |action: Action| {
+        policy.rules.iter().find(|r| {
+            r.action == action
+                && r.from.iter().any(|f| src_refs.contains(f))
+                && r.to.iter().any(|t| dst_refs.contains(t))
+                && r.matches_traffic(protocol, port)
+        })
+    };
+    let by_rule = |rule: &crate::model::Rule| Reason::Rule {
+        name: rule.name.clone(),
+        line: rule.pos.line,
+    };
+    if let Some(rule) = matching(Action::Deny) {
+        return (false, by_rule(rule));
+    }
+    if let Some(&shared) = src.iter().find(|s| dst.contains(s)) {
+        return (
+            true,
+            Reason::SameSegment(policy.segments[shared].name.clone()),
+        );
+    }
+    if let Some(rule) = matching(Action::Allow) {
+        return (true, by_rule(rule));
+    }
+    if dst.is_empty() {
+        if let Some(&s) = src.iter().find(|&&s| policy.segments[s].egress_to_outside) {
+            return (
+                true,
+                Reason::EgressToOutside(policy.segments[s].name.clone()),
+            );
+        }
+        if src.is_empty() {
+            return (true, Reason::NotGoverned);
+        }
+    }
+    (false, Reason::DefaultDeny)
+}

@@ -1,0 +1,145 @@
+//! What is legal but suspicious in a policy: `palisade policy check` prints these as warnings
+//! (exit 0 unless `--strict`).
+
+use std::fmt;
+
+use crate::addrs::Addrs;
+use crate::model::{Action, Policy, Pos, SegmentRef};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub pos: Pos,
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: warning: {}",
+            self.pos.line, self.pos.column, self.message
+        )
+    }
+}
+
+pub fn lint(policy: &Policy) -> Vec<Warning> {
+    let mut out = Vec::new();
+    let warn = |out: &mut Vec<Warning>, pos, message: String| out.push(Warning { pos, message });
+    let segs = &policy.segments;
+
+    // Overlapping segments: an address in two segments is trusted by both.
+    for (i, a) in segs.iter().enumerate() {
+        for b in &segs[i + 1..] {
+            let both = a.members.intersection(&b.members);
+            if !both.is_empty() {
+                warn(
+                    &mut out,
+                    b.pos,
+                    format!(
+                        "segments `{}` and `{}` overlap ({}); their common addresses belong to both",
+                        a.name,
+                        b.name,
+                        describe(&both)
+                    ),
+                );
+            }
+        }
+        if a.members.is_empty() && !a.addresses.is_empty() {
+            warn(
+                &mut out,
+                a.pos,
+                format!("segment `{}`: `except` removes every address", a.name),
+            );
+        }
+    }
+
+    // Rules that can never match, or that a deny above or below always wins over.
+    for rule in &policy.rules {
+        let empty = |refs: &[SegmentRef]| {
+            refs.iter().all(|r| match r {
+                SegmentRef::Segment(i) => {
+                    segs[*i].members.is_empty() && segs[*i].identities.is_empty()
+                }
+                SegmentRef::Outside => false,
+            })
+        };
+        if empty(&rule.from) || empty(&rule.to) {
+            warn(
+                &mut out,
+                rule.pos,
+                format!(
+                    "rule `{}` can never match: one side has no addresses or identities",
+                    rule.name
+                ),
+            );
+            continue;
+        }
+        if rule.action == Action::Allow {
+            if rule.from.iter().all(|f| rule.to.contains(f))
+                && rule.to.len() == rule.from.len()
+                && !rule.from.contains(&SegmentRef::Outside)
+            {
+                warn(
+                    &mut out,
+                    rule.pos,
+                    format!(
+                        "rule `{}` only allows traffic within its own segments, which is allowed anyway",
+                        rule.name
+                    ),
+                );
+            }
+            if let Some(deny) = policy.rules.iter().find(|d| {
+                d.action == Action::Deny
+                    && rule.from.iter().all(|f| d.from.contains(f))
+                    && rule.to.iter().all(|t| d.to.contains(t))
+                    && d.protocol.covers(rule.protocol)
+                    && (d.ports.is_empty()
+                        || (!rule.ports.is_empty()
+                            && rule.ports.iter().all(|p| {
+                                d.ports
+                                    .iter()
+                                    .any(|q| q.first <= p.first && p.last <= q.last)
+                            })))
+            }) {
+                warn(
+                    &mut out,
+                    rule.pos,
+                    format!(
+                        "rule `{}` is shadowed by deny rule `{}` (line {}): it can never allow anything",
+                        rule.name, deny.name, deny.pos.line
+                    ),
+                );
+            }
+        }
+    }
+
+    // Segments no rule, host or egress setting uses.
+    for (i, s) in segs.iter().enumerate() {
+        let r = SegmentRef::Segment(i);
+        let used = policy
+            .rules
+            .iter()
+            .any(|rule| rule.from.contains(&r) || rule.to.contains(&r))
+            || policy.hosts.iter().any(|h| h.segments.contains(&i))
+            || s.egress_to_outside;
+        if !used {
+            warn(
+                &mut out,
+                s.pos,
+                format!("segment `{}` is used by no rule and no host", s.name),
+            );
+        }
+    }
+    out.sort_by_key(|w| w.pos);
+    out
+}
+
+fn describe(addrs: &Addrs) -> String {
+    let mut parts = Vec::new();
+    for family in [crate::addrs::Family::V4, crate::addrs::Family::V6] {
+        for &r in addrs.get(family).ranges().iter().take(3) {
+            parts.push(crate::addrs::range_text(family, r));
+        }
+    }
+    parts.join(", ")
+}

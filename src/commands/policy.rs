@@ -1,0 +1,168 @@
+//! `palisade policy ...`: check, compile and explain a segmentation policy.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use palisade_policy::{decide, load_file, Endpoint, Protocol};
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Load a policy, report every error with file:line:column, and lint what is suspicious.
+    #[command(
+        after_help = "Example:\n  palisade policy check examples/policy/shop.yaml --strict\n\n\
+Exit code 1 on errors (and on warnings with --strict), 0 otherwise."
+    )]
+    Check(CheckArgs),
+    /// Compile a host's nftables table (`inet palisade`).
+    #[command(
+        after_help = "Examples:\n  palisade policy compile examples/policy/shop.yaml --host node-a\n  \
+palisade policy compile examples/policy/shop.yaml --all-hosts --format json"
+    )]
+    Compile(CompileArgs),
+    /// Say whether the policy lets one endpoint reach another, and which rule decides.
+    #[command(
+        after_help = "Examples:\n  palisade policy explain examples/policy/shop.yaml --from 10.10.1.5 --to 10.10.2.7 --port 443\n  \
+palisade policy explain examples/policy/shop.yaml --from spiffe://example.org/ns/shop/sa/frontend \\\n      --to spiffe://example.org/ns/shop/sa/payments --port 443"
+    )]
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Treat warnings as errors.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Nft,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The host whose table to compile (see `hosts:` in the policy).
+    #[arg(long, value_name = "NAME", required_unless_present = "all_hosts")]
+    pub host: Option<String>,
+    /// Compile as if every segment lived on this host.
+    #[arg(long, conflicts_with = "host")]
+    pub all_hosts: bool,
+    #[arg(long, value_enum, default_value = "nft")]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ProtocolArg {
+    Tcp,
+    Udp,
+    Sctp,
+    Icmp,
+    Icmpv6,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Source: an IP address or a SPIFFE ID.
+    #[arg(long, value_name = "ADDR|SPIFFE_ID")]
+    pub from: Endpoint,
+    /// Destination: an IP address or a SPIFFE ID.
+    #[arg(long, value_name = "ADDR|SPIFFE_ID")]
+    pub to: Endpoint,
+    /// Destination port (tcp, udp and sctp).
+    #[arg(long, value_name = "P")]
+    pub port: Option<u16>,
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub protocol: ProtocolArg,
+}
+
+pub fn run(cmd: PolicyCommand, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PolicyCommand::Check(args) => check(&args, out),
+        PolicyCommand::Compile(args) => compile(&args, out),
+        PolicyCommand::Explain(args) => explain(&args, out),
+    }
+}
+
+fn check(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let policy = load_file(&args.file)?;
+    let warnings = palisade_policy::lint(&policy);
+    for w in &warnings {
+        writeln!(
+            out,
+            "{}:{}:{}: warning: {}",
+            args.file.display(),
+            w.pos.line,
+            w.pos.column,
+            w.message
+        )?;
+    }
+    writeln!(
+        out,
+        "{}: {} segments, {} rules, {} hosts; {} warning{}",
+        args.file.display(),
+        policy.segments.len(),
+        policy.rules.len(),
+        policy.hosts.len(),
+        warnings.len(),
+        if warnings.len() == 1 { "" } else { "s" }
+    )?;
+    Ok(if args.strict && !warnings.is_empty() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn compile(args: &CompileArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let policy = load_file(&args.file)?;
+    let ruleset = palisade_policy::compile(&policy, args.host.as_deref())?;
+    match args.format {
+        Format::Nft => out.write_all(palisade_policy::nft_text(&ruleset).as_bytes())?,
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, &palisade_policy::nft_json(&ruleset))
+                .context("cannot write JSON")?;
+            writeln!(out)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn explain(args: &ExplainArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let policy = load_file(&args.file)?;
+    let protocol = match args.protocol {
+        ProtocolArg::Tcp => Protocol::Tcp,
+        ProtocolArg::Udp => Protocol::Udp,
+        ProtocolArg::Sctp => Protocol::Sctp,
+        ProtocolArg::Icmp => Protocol::Icmp,
+        ProtocolArg::Icmpv6 => Protocol::Icmpv6,
+    };
+    if protocol.has_ports() && args.port.is_none() {
+        anyhow::bail!("--port is needed for {}", protocol.name());
+    }
+    let decision = decide(&policy, &args.from, &args.to, protocol, args.port);
+    let port = args.port.map(|p| format!(" port {p}")).unwrap_or_default();
+    writeln!(
+        out,
+        "{} ({}) -> {} ({}) {}{port}: {decision}",
+        args.from,
+        decision.from_segments.join(", "),
+        args.to,
+        decision.to_segments.join(", "),
+        protocol.name(),
+    )?;
+    Ok(if decision.allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
