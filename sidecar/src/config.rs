@@ -78,7 +78,23 @@ pub struct InboundConfig {
     /// The app, in plaintext; normally on loopback.
     pub forward_to: SocketAddr,
     /// SPIFFE ID patterns of the peers admitted (see docs/SIDECAR.md for `*` and `/**`).
+    #[serde(default)]
     pub allow: Vec<IdPattern>,
+    /// Or: admit whom the segmentation policy lets reach this workload on this port.
+    #[serde(default)]
+    pub policy: Option<PolicyAdmission>,
+}
+
+/// Admission decided by a policy file (docs/POLICY.md): the peers whose identities are in a
+/// segment that may reach this workload's segment on `port` over TCP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyAdmission {
+    /// The policy file; re-read with the identity files, and swapped in when it loads.
+    pub file: PathBuf,
+    /// The port peers are checked for; default: the listener's port.
+    #[serde(default)]
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,11 +196,18 @@ impl SidecarConfig {
         // Relative file names are relative to the configuration file, not to wherever the
         // sidecar happens to be started from.
         if let Some(dir) = path.parent() {
+            let policies = config
+                .inbound
+                .iter_mut()
+                .filter_map(|l| l.policy.as_mut().map(|p| &mut p.file));
             for file in [
                 &mut config.identity.cert,
                 &mut config.identity.key,
                 &mut config.identity.bundle,
-            ] {
+            ]
+            .into_iter()
+            .chain(policies)
+            {
                 if file.is_relative() {
                     *file = dir.join(&*file);
                 }
@@ -243,11 +266,28 @@ impl SidecarConfig {
             }
         }
         for l in &self.inbound {
-            if l.allow.is_empty() {
-                return Err(format!(
-                    "inbound listener \"{}\": allow is empty, so it would admit nobody",
-                    l.name
-                ));
+            match (l.allow.is_empty(), &l.policy) {
+                (true, None) => {
+                    return Err(format!(
+                        "inbound listener \"{}\": allow is empty and no policy is named, so it would admit nobody",
+                        l.name
+                    ))
+                }
+                (false, Some(_)) => {
+                    return Err(format!(
+                        "inbound listener \"{}\": give either allow or policy, not both",
+                        l.name
+                    ))
+                }
+                _ => {}
+            }
+            if let Some(p) = &l.policy {
+                if p.port.is_none() && l.listen.port() == 0 {
+                    return Err(format!(
+                        "inbound listener \"{}\": listens on port 0, so policy.port must say which port the policy speaks of",
+                        l.name
+                    ));
+                }
             }
         }
         for l in &self.outbound {

@@ -23,7 +23,11 @@ use rustls_pki_types::UnixTime;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{IdentityConfig, SidecarConfig};
+use std::collections::HashMap;
+
+use palisade_policy::Policy;
+
+use crate::config::{IdentityConfig, InboundConfig, SidecarConfig};
 use crate::metrics::Metrics;
 use palisade_ca::AllowList;
 
@@ -112,6 +116,7 @@ impl TlsConfigs {
     pub fn build(
         credentials: Arc<Credentials>,
         config: &SidecarConfig,
+        policies: &HashMap<PathBuf, Policy>,
         provider: &Arc<CryptoProvider>,
     ) -> Result<Self, rustls::Error> {
         let own_cert = Arc::new(SingleCertAndKey::from(credentials.certified_key.clone()));
@@ -123,7 +128,7 @@ impl TlsConfigs {
             .map(|listener| {
                 let verifier = SpiffeClientVerifier::new(
                     credentials.bundles.clone(),
-                    Arc::new(AllowList::new(listener.allow.clone())),
+                    Arc::new(admitted(listener, &credentials.id, policies)),
                 );
                 let mut server = ServerConfig::builder_with_provider(provider.clone())
                     .with_protocol_versions(versions)?
@@ -163,6 +168,32 @@ impl TlsConfigs {
     }
 }
 
+/// Who an inbound listener admits: its `allow` list, or what its policy file says about this
+/// workload's own identity and the listener's port.
+fn admitted(
+    listener: &InboundConfig,
+    own: &palisade_ca::SpiffeId,
+    policies: &HashMap<PathBuf, Policy>,
+) -> AllowList {
+    match &listener.policy {
+        None => AllowList::new(listener.allow.clone()),
+        Some(p) => {
+            let port = p.port.unwrap_or(listener.listen.port());
+            let patterns = policies
+                .get(&p.file)
+                .map(|policy| palisade_policy::admitted_identities(policy, own, port))
+                .unwrap_or_default();
+            tracing::info!(
+                listener = listener.name,
+                port,
+                admitted = ?patterns.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+                "admission from the policy"
+            );
+            AllowList::new(patterns)
+        }
+    }
+}
+
 /// rustls with aws-lc-rs, preferring AES-128-GCM: both ends are ours, it is the fastest suite on
 /// CPUs with AES instructions, and 128-bit keys are ample for hour-long sessions.
 pub fn crypto_provider() -> Arc<CryptoProvider> {
@@ -198,7 +229,7 @@ pub struct IdentityWatcher {
     store: TlsStore,
     metrics: Arc<Metrics>,
     /// The file contents last tried, loaded or refused, so a refusal is logged once, not per poll.
-    last_seen: Option<[Vec<u8>; 3]>,
+    last_seen: Option<Vec<Vec<u8>>>,
     /// The last read error logged, so that a missing file is reported once, not every poll.
     last_read_error: Option<String>,
 }
@@ -271,13 +302,19 @@ impl IdentityWatcher {
         if self.last_seen.as_ref() == Some(&contents) {
             return ReloadOutcome::Unchanged;
         }
-        let [cert, key, bundle] = &contents;
-        let result = Credentials::from_pem(cert, key, bundle, &self.provider, UnixTime::now())
-            .map_err(|e| e.to_string())
-            .and_then(|credentials| {
-                TlsConfigs::build(Arc::new(credentials), &self.config, &self.provider)
-                    .map_err(|e| format!("cannot build the TLS configuration: {e}"))
-            });
+        let (cert, key, bundle) = (&contents[0], &contents[1], &contents[2]);
+        let result = self.policies(&contents[3..]).and_then(|policies| {
+            let credentials =
+                Credentials::from_pem(cert, key, bundle, &self.provider, UnixTime::now())
+                    .map_err(|e| e.to_string())?;
+            TlsConfigs::build(
+                Arc::new(credentials),
+                &self.config,
+                &policies,
+                &self.provider,
+            )
+            .map_err(|e| format!("cannot build the TLS configuration: {e}"))
+        });
         self.last_seen = Some(contents);
         match result {
             Ok(configs) => {
@@ -316,21 +353,51 @@ impl IdentityWatcher {
         }
     }
 
-    /// Reads the three files on the runtime thread. They are a few kilobytes on a local or tmpfs
-    /// volume (a Kubernetes Secret), so this takes microseconds; going through tokio::fs would
-    /// keep a blocking-pool thread (and its malloc arena) alive for a read every second.
-    async fn read_all(&self) -> Result<[Vec<u8>; 3], CredentialError> {
+    /// Reads the identity files and the policy files on the runtime thread. They are a few
+    /// kilobytes on a local or tmpfs volume (a Kubernetes Secret or ConfigMap), so this takes
+    /// microseconds; going through tokio::fs would keep a blocking-pool thread (and its malloc
+    /// arena) alive for a read every second.
+    async fn read_all(&self) -> Result<Vec<Vec<u8>>, CredentialError> {
         let read = |path: &PathBuf| {
             std::fs::read(path).map_err(|error| CredentialError::Read {
                 path: path.clone(),
                 error,
             })
         };
-        Ok([
+        let mut contents = vec![
             read(&self.files.cert)?,
             read(&self.files.key)?,
             read(&self.files.bundle)?,
-        ])
+        ];
+        for file in self.policy_files() {
+            contents.push(read(&file)?);
+        }
+        Ok(contents)
+    }
+
+    /// The policy files named by inbound listeners, each once, in listener order.
+    fn policy_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = Vec::new();
+        for l in &self.config.inbound {
+            if let Some(p) = &l.policy {
+                if !files.contains(&p.file) {
+                    files.push(p.file.clone());
+                }
+            }
+        }
+        files
+    }
+
+    /// Loads the policy files whose contents were just read.
+    fn policies(&self, contents: &[Vec<u8>]) -> Result<HashMap<PathBuf, Policy>, String> {
+        let mut out = HashMap::new();
+        for (file, bytes) in self.policy_files().into_iter().zip(contents) {
+            let text = std::str::from_utf8(bytes)
+                .map_err(|_| format!("{}: the policy is not UTF-8 text", file.display()))?;
+            let policy = palisade_policy::load_str(text, &file).map_err(|e| e.to_string())?;
+            out.insert(file, policy);
+        }
+        Ok(out)
     }
 
     /// Checks the files every `reload_interval` until cancelled.
