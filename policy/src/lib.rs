@@ -13,6 +13,7 @@
 
 pub mod addrs;
 mod admission;
+pub mod apply;
 mod compile;
 mod explain;
 mod json;

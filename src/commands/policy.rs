@@ -22,6 +22,14 @@ Exit code 1 on errors (and on warnings with --strict), 0 otherwise."
 palisade policy compile examples/policy/shop.yaml --all-hosts --format json"
     )]
     Compile(CompileArgs),
+    /// Replace this host's `inet palisade` table with the compiled policy, in one transaction.
+    #[command(
+        after_help = "Examples:\n  palisade policy apply /etc/palisade/policy.yaml --host node-a --dry-run\n  \
+palisade policy apply /etc/palisade/policy.yaml --host node-a\n\n\
+Only the `inet palisade` table is read or written. A policy that does not load, or a transaction\n\
+nft refuses, exits 1 and leaves the table in force unchanged."
+    )]
+    Apply(ApplyArgs),
     /// Say whether the policy lets one endpoint reach another, and which rule decides.
     #[command(
         after_help = "Examples:\n  palisade policy explain examples/policy/shop.yaml --from 10.10.1.5 --to 10.10.2.7 --port 443\n  \
@@ -59,6 +67,18 @@ pub struct CompileArgs {
     pub format: Format,
 }
 
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// This host's name in the policy's `hosts:`.
+    #[arg(long, value_name = "NAME")]
+    pub host: String,
+    /// Print what would change in the live table, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ProtocolArg {
     Tcp,
@@ -90,7 +110,39 @@ pub fn run(cmd: PolicyCommand, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
         PolicyCommand::Check(args) => check(&args, out),
         PolicyCommand::Compile(args) => compile(&args, out),
         PolicyCommand::Explain(args) => explain(&args, out),
+        PolicyCommand::Apply(args) => apply(&args, out),
     }
+}
+
+fn apply(args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    use palisade_policy::apply;
+    let policy = load_file(&args.file)?;
+    let ruleset = palisade_policy::compile(&policy, Some(&args.host))?;
+    if args.dry_run {
+        let live = apply::live_table()?;
+        let changes = apply::diff(live.as_ref(), &ruleset);
+        if changes.is_empty() {
+            writeln!(
+                out,
+                "no change: the live table is generation {}",
+                ruleset.generation
+            )?;
+        }
+        for line in &changes {
+            writeln!(out, "{line}")?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    apply::apply(&ruleset)?;
+    tracing::info!(host = args.host, generation = ruleset.generation, "applied");
+    writeln!(
+        out,
+        "applied generation {} to table inet {} for host {}",
+        ruleset.generation,
+        palisade_policy::TABLE,
+        args.host
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {

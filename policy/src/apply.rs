@@ -1,0 +1,180 @@
+//! Putting a compiled table into the kernel, and reading ours back.
+//!
+//! One nft transaction adds, deletes and recreates `inet palisade`: the `add` makes the `delete`
+//! valid on a host without the table, the `delete` drops every old set element (a `flush table`
+//! would keep them), and since it is one transaction the host is never without the table, and a
+//! failed transaction leaves the previous one in force. Only our table is ever listed or changed.
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+
+use nftables::schema::{NfCmd, NfListObject, NfObject, Nftables, Table};
+use nftables::types::NfFamily;
+use serde_json::Value;
+
+use crate::compile::{Ruleset, TABLE};
+use crate::render::element_text;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("nft refused the transaction, the previous table stays in force: {0}")]
+    Refused(String),
+    #[error("cannot run nft: {0}")]
+    Nft(String),
+    #[error("cannot read the live table: {0}")]
+    Read(String),
+}
+
+/// The whole transaction: add + delete + recreate.
+pub fn transaction(ruleset: &Ruleset) -> Nftables<'static> {
+    let table = || {
+        NfListObject::Table(Table {
+            family: NfFamily::INet,
+            name: TABLE.into(),
+            handle: None,
+        })
+    };
+    let mut objects = vec![
+        NfObject::CmdObject(NfCmd::Add(table())),
+        NfObject::CmdObject(NfCmd::Delete(table())),
+    ];
+    objects.extend(crate::json::nft_json(ruleset).objects.iter().cloned());
+    Nftables {
+        objects: Cow::Owned(objects),
+    }
+}
+
+/// Applies the ruleset in one transaction.
+pub fn apply(ruleset: &Ruleset) -> Result<(), ApplyError> {
+    let payload =
+        serde_json::to_string(&transaction(ruleset)).map_err(|e| ApplyError::Nft(e.to_string()))?;
+    nftables::helper::apply_ruleset_raw(&payload, None::<&str>, std::iter::empty::<&str>())
+        .map(|_| ())
+        .map_err(|e| match e {
+            nftables::helper::NftablesError::NftFailed { stderr, .. } => {
+                ApplyError::Refused(stderr.trim().to_owned())
+            }
+            other => ApplyError::Nft(other.to_string()),
+        })
+}
+
+/// Our live table as nft's JSON, or None when there is none.
+pub fn live_table() -> Result<Option<Value>, ApplyError> {
+    match nftables::helper::get_current_ruleset_raw(
+        None::<&str>,
+        ["list", "table", "inet", TABLE].iter(),
+    ) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| ApplyError::Read(e.to_string())),
+        Err(nftables::helper::NftablesError::NftFailed { stderr, .. })
+            if stderr.contains("No such file or directory") =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(ApplyError::Read(e.to_string())),
+    }
+}
+
+/// The generation stamped into a live table, if it carries one.
+pub fn live_generation(live: &Value) -> Option<String> {
+    objects(live)
+        .filter_map(|o| o.get("rule"))
+        .filter_map(|r| r.get("comment")?.as_str())
+        .find_map(|c| c.strip_prefix("palisade generation ").map(str::to_owned))
+}
+
+fn objects(live: &Value) -> impl Iterator<Item = &Value> {
+    live.get("nftables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+/// What applying `ruleset` would change in `live` (None: no table yet), one line per difference,
+/// empty when they are equal.
+pub fn diff(live: Option<&Value>, ruleset: &Ruleset) -> Vec<String> {
+    let Some(live) = live else {
+        return vec![format!(
+            "+ table inet {TABLE} (not present: the whole table is new)"
+        )];
+    };
+    let mut out = Vec::new();
+    let live_gen = live_generation(live);
+    if live_gen.as_deref() != Some(ruleset.generation.as_str()) {
+        out.push(format!(
+            "~ generation {} -> {}",
+            live_gen.as_deref().unwrap_or("(none)"),
+            ruleset.generation
+        ));
+    }
+    let live_sets: Vec<(&str, BTreeSet<String>)> = objects(live)
+        .filter_map(|o| o.get("set"))
+        .filter_map(|s| {
+            let name = s.get("name")?.as_str()?;
+            let elements = s
+                .get("elem")
+                .and_then(Value::as_array)
+                .map(|e| e.iter().map(element_string).collect())
+                .unwrap_or_default();
+            Some((name, elements))
+        })
+        .collect();
+    for set in &ruleset.sets {
+        let wanted: BTreeSet<String> = set
+            .elements
+            .iter()
+            .map(|e| element_text(set.family, set.key, e))
+            .collect();
+        match live_sets.iter().find(|(n, _)| *n == set.name) {
+            None => out.push(format!("+ set {} ({} elements)", set.name, wanted.len())),
+            Some((_, have)) => {
+                for e in wanted.difference(have) {
+                    out.push(format!("+ {}: {e}", set.name));
+                }
+                for e in have.difference(&wanted) {
+                    out.push(format!("- {}: {e}", set.name));
+                }
+            }
+        }
+    }
+    for (name, _) in &live_sets {
+        if !ruleset.sets.iter().any(|s| s.name == *name) {
+            out.push(format!("- set {name}"));
+        }
+    }
+    let live_rules = objects(live).filter(|o| o.get("rule").is_some()).count();
+    let wanted_rules = crate::render::decide_rules(ruleset).len() + crate::render::HOOKS.len();
+    if live_rules != wanted_rules {
+        out.push(format!(
+            "~ rules: {live_rules} live, {wanted_rules} compiled"
+        ));
+    }
+    out
+}
+
+/// A set element of nft's JSON in the notation of `render::element_text`.
+fn element_string(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Object(o) => {
+            if let Some(c) = o.get("concat").and_then(Value::as_array) {
+                c.iter().map(element_string).collect::<Vec<_>>().join(" . ")
+            } else if let Some(p) = o.get("prefix") {
+                format!(
+                    "{}/{}",
+                    p.get("addr").map(element_string).unwrap_or_default(),
+                    p.get("len").map(element_string).unwrap_or_default()
+                )
+            } else if let Some(r) = o.get("range").and_then(Value::as_array) {
+                r.iter().map(element_string).collect::<Vec<_>>().join("-")
+            } else if let Some(e) = o.get("elem") {
+                element_string(e.get("val").unwrap_or(e))
+            } else {
+                v.to_string()
+            }
+        }
+        other => other.to_string(),
+    }
+}
