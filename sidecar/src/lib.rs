@@ -168,7 +168,11 @@ impl BoundSidecar {
             store: store.clone(),
             shutdown: shutdown_requested.clone(),
         });
-        tokio::spawn(admin::serve(admin, admin_state, stop_background.clone()));
+        tokio::spawn(palisade_admin::serve(
+            admin,
+            admin_state,
+            stop_background.clone(),
+        ));
 
         let shared = Arc::new(Shared {
             store,
