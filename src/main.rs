@@ -51,7 +51,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Services say what they do at info; one-shot commands only warn, their output is stdout.
-    let is_service = matches!(cli.command, Command::Sidecar(_));
+    let is_service = matches!(
+        cli.command,
+        Command::Sidecar(_) | Command::Policy(commands::policy::PolicyCommand::Sync(_))
+    );
     init_logging(cli.log_format, if is_service { "info" } else { "warn" });
     let mut stdout = std::io::stdout().lock();
     let result = match cli.command {

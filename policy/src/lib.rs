@@ -21,6 +21,7 @@ mod lint;
 mod load;
 pub mod model;
 mod render;
+pub mod sync;
 
 pub use admission::admitted_identities;
 pub use compile::{compile, CompileError, Ruleset, TABLE};

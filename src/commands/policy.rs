@@ -30,6 +30,14 @@ Only the `inet palisade` table is read or written. A policy that does not load, 
 nft refuses, exits 1 and leaves the table in force unchanged."
     )]
     Apply(ApplyArgs),
+    /// Keep this host's table equal to the policy: re-read, compile, detect drift, reapply.
+    #[command(
+        after_help = "Examples:\n  palisade policy sync --source /etc/palisade/policy.yaml --host node-a --interval 30s\n  \
+palisade policy sync --source http://config.internal/policy.yaml --host node-a --log-format json\n\n\
+A file or directory source is also looked at every second and applied as soon as it changes.\n\
+Stopping never removes the table. See docs/POLICY.md, \"Host sync\"."
+    )]
+    Sync(SyncArgs),
     /// Say whether the policy lets one endpoint reach another, and which rule decides.
     #[command(
         after_help = "Examples:\n  palisade policy explain examples/policy/shop.yaml --from 10.10.1.5 --to 10.10.2.7 --port 443\n  \
@@ -79,6 +87,29 @@ pub struct ApplyArgs {
     pub dry_run: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// A policy file, a directory holding policy.yaml (a ConfigMap mount), or an http:// URL.
+    #[arg(long, value_name = "FILE|DIR|URL")]
+    pub source: String,
+    /// This host's name in the policy's `hosts:`.
+    #[arg(long, value_name = "NAME")]
+    pub host: String,
+    /// How often the source is fetched and the live table checked for drift.
+    #[arg(long, value_name = "DUR", value_parser = super::parse_duration, default_value = "30s")]
+    pub interval: std::time::Duration,
+    /// Admin server (loopback): /live, /ready, /metrics.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15100")]
+    pub admin: std::net::SocketAddr,
+    /// Policy to enforce when none has loaded yet and no table exists (default: isolate
+    /// workloads, drop everything forwarded that is not a reply).
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Cut established flows that a new policy denies (needs the conntrack tool).
+    #[arg(long)]
+    pub revoke_established: bool,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ProtocolArg {
     Tcp,
@@ -111,7 +142,42 @@ pub fn run(cmd: PolicyCommand, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
         PolicyCommand::Compile(args) => compile(&args, out),
         PolicyCommand::Explain(args) => explain(&args, out),
         PolicyCommand::Apply(args) => apply(&args, out),
+        PolicyCommand::Sync(args) => sync(&args),
     }
+}
+
+fn sync(args: &SyncArgs) -> anyhow::Result<ExitCode> {
+    use palisade_policy::sync::{source::Source, Sync, SyncConfig};
+    if !args.admin.ip().is_loopback() {
+        anyhow::bail!("the admin address {} is not a loopback address", args.admin);
+    }
+    let source = Source::parse(&args.source).map_err(anyhow::Error::msg)?;
+    let config = SyncConfig {
+        source,
+        host: args.host.clone(),
+        interval: args.interval,
+        baseline: args.baseline.clone(),
+        revoke_established: args.revoke_established,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let admin = tokio::net::TcpListener::bind(args.admin)
+            .await
+            .with_context(|| format!("cannot listen on {} for the admin server", args.admin))?;
+        tracing::info!(address = %admin.local_addr()?, "admin listening");
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            super::sidecar::shutdown_signal().await;
+            stop.cancel();
+        });
+        Sync::new(config).run(admin, shutdown).await;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn apply(args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {

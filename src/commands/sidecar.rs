@@ -66,7 +66,7 @@ fn run_sidecar(args: &RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install a SIGTERM handler");
     tokio::select! {

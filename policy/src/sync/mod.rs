@@ -1,0 +1,332 @@
+//! `palisade policy sync`: keeps this host's `inet palisade` table equal to what its policy
+//! compiles to.
+//!
+//! Each cycle (every `interval`, and at once when a file source changes): fetch the source, load
+//! and compile it, read our live table back, and write only if they differ: because the policy
+//! changed, or because someone changed the table (drift). A policy that fails to load or compile
+//! keeps the last good one in force; a refused transaction leaves the previous table in force.
+//! Starting with no loadable policy and no table installs a fail-closed baseline. Stopping never
+//! touches the table: a stopped daemon must not open the host.
+
+pub mod source;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use palisade_admin::AdminService;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{self, ApplyError};
+use crate::compile::Ruleset;
+use crate::model::Policy;
+use source::{Fetched, Fetcher, Source};
+
+/// How often a file or directory source is looked at between full cycles.
+const FILE_POLL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub source: Source,
+    pub host: String,
+    pub interval: Duration,
+    /// A policy to enforce when no policy has loaded yet and no table exists.
+    pub baseline: Option<PathBuf>,
+    /// Cut established flows that a new policy denies.
+    pub revoke_established: bool,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GenerationLabels {
+    generation: String,
+}
+
+/// The sync's metrics, registered under `palisade_sync_`.
+struct SyncMetrics {
+    registry: Registry,
+    cycles: Counter,
+    writes: Counter,
+    drift_repairs: Counter,
+    failures: Family<StageLabels, Counter>,
+    last_success: Gauge,
+    generation: Family<GenerationLabels, Gauge>,
+    revoked: Counter,
+}
+
+impl SyncMetrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("palisade_sync");
+        let cycles = Counter::default();
+        registry.register("cycles", "Sync cycles run", cycles.clone());
+        let writes = Counter::default();
+        registry.register(
+            "nft_writes",
+            "Transactions written to the table (a cycle with no change writes none)",
+            writes.clone(),
+        );
+        let drift_repairs = Counter::default();
+        registry.register(
+            "drift_repairs",
+            "Times the live table differed from the policy that was already applied, and was rewritten",
+            drift_repairs.clone(),
+        );
+        let failures = Family::default();
+        registry.register(
+            "failures",
+            "Cycles that failed, by stage (fetch, load, compile, read, apply)",
+            failures.clone(),
+        );
+        let last_success = Gauge::default();
+        registry.register(
+            "last_success_timestamp_seconds",
+            "When the live table was last confirmed or made equal to the policy",
+            last_success.clone(),
+        );
+        let generation = Family::default();
+        registry.register(
+            "generation",
+            "1 for the generation in force (label), from the compiled policy",
+            generation.clone(),
+        );
+        let revoked = Counter::default();
+        registry.register(
+            "revoked_flows",
+            "Established flows cut because a new policy denies them",
+            revoked.clone(),
+        );
+        SyncMetrics {
+            registry,
+            cycles,
+            writes,
+            drift_repairs,
+            failures,
+            last_success,
+            generation,
+            revoked,
+        }
+    }
+
+    fn fail(&self, stage: &'static str) {
+        self.failures.get_or_create(&StageLabels { stage }).inc();
+    }
+}
+
+/// What the sync knows between cycles.
+#[derive(Default)]
+struct State {
+    /// The last policy that loaded and compiled, and its ruleset.
+    good: Option<(Policy, Ruleset)>,
+    /// The generation last confirmed live.
+    live_generation: Option<String>,
+}
+
+pub struct Sync {
+    config: SyncConfig,
+    metrics: SyncMetrics,
+    state: Mutex<State>,
+    ready: AtomicBool,
+}
+
+impl AdminService for Sync {
+    fn ready(&self) -> Result<(), String> {
+        if self.ready.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("the policy has not been applied yet".into())
+        }
+    }
+
+    fn metrics(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.metrics.registry);
+        out
+    }
+}
+
+impl Sync {
+    pub fn new(config: SyncConfig) -> Arc<Sync> {
+        Arc::new(Sync {
+            config,
+            metrics: SyncMetrics::new(),
+            state: Mutex::new(State::default()),
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// Runs cycles until `shutdown`; serves the admin endpoints on `admin` meanwhile.
+    pub async fn run(self: Arc<Self>, admin: TcpListener, shutdown: CancellationToken) {
+        tokio::spawn(palisade_admin::serve(admin, self.clone(), shutdown.clone()));
+        let mut fetcher = Fetcher::new(self.config.source.clone());
+        let poll = match self.config.source {
+            Source::Url(_) => self.config.interval,
+            _ => FILE_POLL.min(self.config.interval),
+        };
+        let mut next_full = tokio::time::Instant::now();
+        loop {
+            let full = tokio::time::Instant::now() >= next_full;
+            let fetched = fetcher.fetch().await;
+            let changed = matches!(fetched, Ok(Fetched::Changed(_)));
+            if full || changed {
+                let this = self.clone();
+                // nft runs as a child process: keep it off the runtime thread.
+                let _ = tokio::task::spawn_blocking(move || this.cycle(fetched)).await;
+                next_full = tokio::time::Instant::now() + self.config.interval;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+        tracing::info!("stopped; the table stays as it is");
+    }
+
+    /// One cycle: use what was fetched (a policy that does not load is reported once, since the
+    /// same bytes are not looked at again), then make the live table equal to the last good one.
+    fn cycle(&self, fetched: Result<Fetched, String>) {
+        self.metrics.cycles.inc();
+        let source = self.config.source.name();
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut policy_changed = false;
+        match fetched {
+            Err(error) => {
+                self.metrics.fail("fetch");
+                tracing::error!(%error, "cannot fetch the policy; the last good ruleset stays in force");
+            }
+            Ok(Fetched::Unchanged) => {}
+            Ok(Fetched::Changed(text)) => match self.compile(&text, &source) {
+                Ok((policy, ruleset)) => {
+                    policy_changed = state
+                        .good
+                        .as_ref()
+                        .is_none_or(|(_, r)| r.generation != ruleset.generation);
+                    state.good = Some((policy, ruleset));
+                }
+                Err(()) => {}
+            },
+        }
+        let live = match apply::live_table() {
+            Ok(live) => live,
+            Err(error) => {
+                self.metrics.fail("read");
+                tracing::error!(%error, "cannot read the live table");
+                return;
+            }
+        };
+        let Some((policy, ruleset)) = state.good.clone() else {
+            if live.is_none() {
+                self.install_baseline();
+            } else {
+                tracing::warn!("no policy has loaded yet; the table in place stays in force");
+            }
+            return;
+        };
+        let changes = apply::diff(live.as_ref(), &ruleset);
+        if changes.is_empty() {
+            self.confirmed(&mut state, &ruleset);
+            return;
+        }
+        let drift = !policy_changed
+            && state.live_generation.as_deref() == Some(ruleset.generation.as_str());
+        if drift {
+            tracing::warn!(
+                differences = changes.len(),
+                first = changes.first().map(String::as_str).unwrap_or(""),
+                "the live table drifted from the policy; rewriting it"
+            );
+        }
+        match apply::apply(&ruleset) {
+            Ok(()) => {
+                self.metrics.writes.inc();
+                if drift {
+                    self.metrics.drift_repairs.inc();
+                }
+                tracing::info!(
+                    generation = ruleset.generation,
+                    host = self.config.host,
+                    "applied"
+                );
+                self.confirmed(&mut state, &ruleset);
+                if policy_changed && self.config.revoke_established {
+                    let cut = crate::sync::revoke::revoke_denied_flows(&policy, &self.config.host);
+                    self.metrics.revoked.inc_by(cut);
+                }
+            }
+            Err(error) => {
+                self.metrics.fail("apply");
+                tracing::error!(%error, "nft refused the transaction; the previous table stays in force");
+            }
+        }
+    }
+
+    fn compile(&self, text: &str, source: &str) -> Result<(Policy, Ruleset), ()> {
+        let policy = crate::load_str(text, source.as_ref()).map_err(|errors| {
+            self.metrics.fail("load");
+            tracing::error!(errors = %errors, "the policy does not load; the last good ruleset stays in force");
+        })?;
+        let ruleset = crate::compile(&policy, Some(&self.config.host)).map_err(|error| {
+            self.metrics.fail("compile");
+            tracing::error!(%error, "the policy does not compile for this host; the last good ruleset stays in force");
+        })?;
+        Ok((policy, ruleset))
+    }
+
+    fn confirmed(&self, state: &mut State, ruleset: &Ruleset) {
+        if state.live_generation.as_deref() != Some(ruleset.generation.as_str()) {
+            if let Some(old) = state.live_generation.take() {
+                self.metrics
+                    .generation
+                    .remove(&GenerationLabels { generation: old });
+            }
+            self.metrics
+                .generation
+                .get_or_create(&GenerationLabels {
+                    generation: ruleset.generation.clone(),
+                })
+                .set(1);
+            state.live_generation = Some(ruleset.generation.clone());
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.metrics.last_success.set(now);
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// No policy and no table: enforce the baseline rather than nothing.
+    fn install_baseline(&self) {
+        let result = match &self.config.baseline {
+            Some(file) => crate::load_file(file)
+                .map_err(|e| ApplyError::Refused(e.to_string()))
+                .and_then(|p| {
+                    crate::compile(&p, Some(&self.config.host))
+                        .map_err(|e| ApplyError::Refused(e.to_string()))
+                })
+                .and_then(|r| apply::apply(&r)),
+            None => apply::apply_text(&apply::builtin_baseline()),
+        };
+        match result {
+            Ok(()) => {
+                self.metrics.writes.inc();
+                tracing::warn!("no policy could be loaded and no table was in place: installed the fail-closed baseline");
+            }
+            Err(error) => {
+                self.metrics.fail("apply");
+                tracing::error!(%error, "cannot install the baseline");
+            }
+        }
+    }
+}
+
+pub mod revoke;
