@@ -7,7 +7,9 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::svid::{check_leaf, spiffe_id_of, uri_sans, verify_svid, PeerRole, SvidError};
+use crate::svid::{
+    check_leaf, check_validity, spiffe_id_of, uri_sans, verify_svid, PeerRole, SvidError,
+};
 use crate::TrustBundleSet;
 
 /// The outcome of the checks.
@@ -108,18 +110,6 @@ impl CertInfo {
             verdict,
         })
     }
-}
-
-fn check_time(leaf: &X509Certificate<'_>, now: UnixTime) -> Result<(), SvidError> {
-    let now = now.as_secs() as i64;
-    let validity = leaf.validity();
-    if now < validity.not_before.timestamp() {
-        return Err(SvidError::NotYetValid(validity.not_before.to_datetime()));
-    }
-    if now > validity.not_after.timestamp() {
-        return Err(SvidError::Expired(validity.not_after.to_datetime()));
-    }
-    Ok(())
 }
 
 fn key_algorithm(cert: &X509Certificate<'_>) -> String {

@@ -386,7 +386,8 @@ pub(crate) fn uri_sans<'a>(cert: &'a X509Certificate<'_>) -> Result<Vec<&'a str>
         .unwrap_or_default())
 }
 
-fn check_validity(cert: &X509Certificate<'_>, now: UnixTime) -> Result<(), SvidError> {
+/// NotBefore <= now <= NotAfter, with the error naming the bound that failed.
+pub(crate) fn check_validity(cert: &X509Certificate<'_>, now: UnixTime) -> Result<(), SvidError> {
     let now = now.as_secs() as i64;
     let validity = cert.validity();
     if now < validity.not_before.timestamp() {
