@@ -68,7 +68,7 @@ impl CertInfo {
                 verify_svid(chain, bundles, PeerRole::Client, now).map(|_| Verdict::Valid)
             }
             None => check_leaf(&leaf)
-                .and_then(|_| check_time(&leaf, now))
+                .and_then(|_| check_validity(&leaf, now))
                 .map(|_| Verdict::ValidUnverified),
         }
         .unwrap_or_else(|e| Verdict::Invalid {
