@@ -3,11 +3,12 @@
 //! and the end-to-end tests compare the kernel's behaviour against it, cell by cell.
 //!
 //! Order of decision (docs/POLICY.md):
-//! 1. a matching `deny` rule denies (deny beats allow);
-//! 2. two ends that share a segment are allowed (a segment trusts its members);
-//! 3. a matching `allow` rule allows;
-//! 4. a destination outside every segment is allowed if a source segment has `egress_to_outside`;
-//! 5. traffic with both ends outside every segment is not governed by the policy: allowed;
+//! 1. traffic with both ends outside every segment is not governed by the policy: allowed (no
+//!    host's table holds rules for it, so no rule may claim it either);
+//! 2. a matching `deny` rule denies (deny beats allow);
+//! 3. two ends that share a segment are allowed (a segment trusts its members);
+//! 4. a matching `allow` rule allows;
+//! 5. a destination outside every segment is allowed if a source segment has `egress_to_outside`;
 //! 6. everything else is denied.
 
 use std::fmt;
@@ -93,6 +94,9 @@ pub fn decide_segments(
             segs.iter().map(|&i| SegmentRef::Segment(i)).collect()
         }
     };
+    if src.is_empty() && dst.is_empty() {
+        return (true, Reason::NotGoverned);
+    }
     let (src_refs, dst_refs) = (refs(src), refs(dst));
     let port = if protocol.has_ports() { port } else { None };
     let matching = |action: Action| {

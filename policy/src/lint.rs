@@ -63,6 +63,18 @@ pub fn lint(policy: &Policy) -> Vec<Warning> {
                 SegmentRef::Outside => false,
             })
         };
+        let only_outside = |refs: &[SegmentRef]| refs.iter().all(|r| *r == SegmentRef::Outside);
+        if only_outside(&rule.from) && only_outside(&rule.to) {
+            warn(
+                &mut out,
+                rule.pos,
+                format!(
+                    "rule `{}` is from `outside` to `outside`: traffic between addresses in no segment is not governed by the policy, so the rule has no effect",
+                    rule.name
+                ),
+            );
+            continue;
+        }
         if empty(&rule.from) || empty(&rule.to) {
             warn(
                 &mut out,
@@ -75,10 +87,9 @@ pub fn lint(policy: &Policy) -> Vec<Warning> {
             continue;
         }
         if rule.action == Action::Allow {
-            if rule.from.iter().all(|f| rule.to.contains(f))
-                && rule.to.len() == rule.from.len()
-                && !rule.from.contains(&SegmentRef::Outside)
-            {
+            // Only `from: [x]` to `to: [x]`: with two segments on a side, the rule also allows
+            // traffic between them, which is not allowed anyway.
+            if rule.from.len() == 1 && rule.from == rule.to && rule.from[0] != SegmentRef::Outside {
                 warn(
                     &mut out,
                     rule.pos,

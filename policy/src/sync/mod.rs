@@ -205,16 +205,15 @@ impl Sync {
                 tracing::error!(%error, "cannot fetch the policy; the last good ruleset stays in force");
             }
             Ok(Fetched::Unchanged) => {}
-            Ok(Fetched::Changed(text)) => match self.compile(&text, &source) {
-                Ok((policy, ruleset)) => {
+            Ok(Fetched::Changed(text)) => {
+                if let Ok((policy, ruleset)) = self.compile(&text, &source) {
                     policy_changed = state
                         .good
                         .as_ref()
                         .is_none_or(|(_, r)| r.generation != ruleset.generation);
                     state.good = Some((policy, ruleset));
                 }
-                Err(()) => {}
-            },
+            }
         }
         let live = match apply::live_table() {
             Ok(live) => live,
