@@ -6,7 +6,7 @@
 //! failed transaction leaves the previous one in force. Only our table is ever listed or changed.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use nftables::schema::{NfCmd, NfListObject, NfObject, Nftables, Table};
 use nftables::types::NfFamily;
@@ -181,14 +181,89 @@ pub fn diff(live: Option<&Value>, ruleset: &Ruleset) -> Vec<String> {
             out.push(format!("- set {name}"));
         }
     }
-    let live_rules = objects(live).filter(|o| o.get("rule").is_some()).count();
-    let wanted_rules = crate::render::decide_rules(ruleset).len() + crate::render::HOOKS.len();
-    if live_rules != wanted_rules {
-        out.push(format!(
-            "~ rules: {live_rules} live, {wanted_rules} compiled"
-        ));
+    // Chains and rules are compared whole: a count would miss a rule replaced by another (a
+    // default drop turned into an accept) or a base chain's policy turned to drop.
+    let wanted = serde_json::to_value(crate::json::nft_json(ruleset)).unwrap_or_default();
+    let wanted_objects = || {
+        wanted
+            .get("nftables")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o.get("add"))
+    };
+    let chains = |objects: &mut dyn Iterator<Item = &Value>| -> BTreeMap<String, Value> {
+        objects
+            .filter_map(|o| o.get("chain"))
+            .filter_map(|c| Some((c.get("name")?.as_str()?.to_owned(), canonical(c))))
+            .collect()
+    };
+    let rules = |objects: &mut dyn Iterator<Item = &Value>| -> BTreeMap<String, Vec<Value>> {
+        let mut by_chain: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for r in objects.filter_map(|o| o.get("rule")) {
+            let chain = r.get("chain").and_then(Value::as_str).unwrap_or_default();
+            by_chain
+                .entry(chain.to_owned())
+                .or_default()
+                .push(canonical(r));
+        }
+        by_chain
+    };
+    let (live_chains, wanted_chains) = (chains(&mut objects(live)), chains(&mut wanted_objects()));
+    for (name, chain) in &wanted_chains {
+        match live_chains.get(name) {
+            None => out.push(format!("+ chain {name}")),
+            Some(have) if have != chain => out.push(format!("~ chain {name}: {have} -> {chain}")),
+            Some(_) => {}
+        }
+    }
+    for name in live_chains
+        .keys()
+        .filter(|n| !wanted_chains.contains_key(*n))
+    {
+        out.push(format!("- chain {name}"));
+    }
+    let (live_rules, wanted_rules) = (rules(&mut objects(live)), rules(&mut wanted_objects()));
+    let names: BTreeSet<&String> = live_rules.keys().chain(wanted_rules.keys()).collect();
+    for name in names {
+        let have = live_rules.get(name).map_or(&[][..], Vec::as_slice);
+        let want = wanted_rules.get(name).map_or(&[][..], Vec::as_slice);
+        if have != want {
+            out.push(format!(
+                "~ rules of chain {name}: {} live, {} compiled, {} differ",
+                have.len(),
+                want.len(),
+                have.iter().filter(|r| !want.contains(r)).count()
+                    + want.iter().filter(|r| !have.contains(r)).count()
+            ));
+        }
     }
     out
+}
+
+/// A chain or rule of nft's JSON as compared: without its handle and its counters' values (state,
+/// not configuration), and with lists of plain values (anonymous sets, flags) in one order, since
+/// nft lists them in its own.
+fn canonical(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| k.as_str() != "handle")
+                .map(|(k, v)| match k.as_str() {
+                    "counter" if !v.is_string() => (k.clone(), Value::Null),
+                    _ => (k.clone(), canonical(v)),
+                })
+                .collect(),
+        ),
+        Value::Array(items) => {
+            let mut items: Vec<Value> = items.iter().map(canonical).collect();
+            if items.iter().all(|i| !i.is_object() && !i.is_array()) {
+                items.sort_by_key(|i| i.to_string());
+            }
+            Value::Array(items)
+        }
+        other => other.clone(),
+    }
 }
 
 /// A set element of nft's JSON in the notation of `render::element_text`.
