@@ -123,12 +123,22 @@ fn atoms(policy: &Policy, family: Family) -> Vec<Atom> {
     }
     let max = AddrSet::full(family).ranges()[0].1;
     let cuts: Vec<u128> = cuts.into_iter().filter(|c| *c <= max).collect();
+    // The segments of each piece between two cuts. Every range starts at a cut and ends just
+    // before one, so it covers a run of consecutive pieces: visiting only those keeps this
+    // proportional to the output, not to pieces × segments.
+    let mut membership: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); cuts.len()];
+    for (s, set) in sets.iter().enumerate() {
+        for &(a, b) in set.ranges() {
+            let mut piece = cuts.partition_point(|&c| c < a);
+            while piece < cuts.len() && cuts[piece] <= b {
+                membership[piece].insert(s);
+                piece += 1;
+            }
+        }
+    }
     let mut out: Vec<Atom> = Vec::new();
-    for (i, &start) in cuts.iter().enumerate() {
+    for (i, (&start, segments)) in cuts.iter().zip(membership).enumerate() {
         let end = cuts.get(i + 1).map_or(max, |next| next - 1);
-        let segments: BTreeSet<usize> = (0..sets.len())
-            .filter(|&s| sets[s].contains(start))
-            .collect();
         match out.last_mut() {
             Some(last) if last.segments == segments => last.range.1 = end,
             _ => out.push(Atom {
@@ -140,12 +150,44 @@ fn atoms(policy: &Policy, family: Family) -> Vec<Atom> {
     out
 }
 
-/// Whether a rule's `from`/`to` list covers an atom.
-fn covers(refs: &[SegmentRef], atom: &Atom) -> bool {
-    refs.iter().any(|r| match r {
-        SegmentRef::Segment(i) => atom.segments.contains(i),
-        SegmentRef::Outside => atom.segments.is_empty(),
-    })
+/// The atoms of each segment, and the `outside` atoms, as sorted indices into the atom list.
+struct AtomIndex {
+    of_segment: Vec<Vec<usize>>,
+    outside: Vec<usize>,
+}
+
+impl AtomIndex {
+    fn new(segments: usize, atoms: &[Atom]) -> AtomIndex {
+        let mut index = AtomIndex {
+            of_segment: vec![Vec::new(); segments],
+            outside: Vec::new(),
+        };
+        for (i, atom) in atoms.iter().enumerate() {
+            if atom.segments.is_empty() {
+                index.outside.push(i);
+            }
+            for &s in &atom.segments {
+                index.of_segment[s].push(i);
+            }
+        }
+        index
+    }
+
+    /// The atoms a rule's `from`/`to` list covers, sorted, each once.
+    fn covered(&self, refs: &[SegmentRef]) -> Vec<usize> {
+        let mut out: Vec<usize> = Vec::new();
+        for r in refs {
+            match r {
+                SegmentRef::Segment(i) => out.extend_from_slice(&self.of_segment[*i]),
+                SegmentRef::Outside => out.extend_from_slice(&self.outside),
+            }
+        }
+        if refs.len() > 1 {
+            out.sort_unstable();
+            out.dedup();
+        }
+        out
+    }
 }
 
 /// What is matched between two atoms: every protocol, some protocols, some ports.
@@ -212,8 +254,31 @@ pub fn compile(policy: &Policy, host: Option<&str>) -> Result<Ruleset, CompileEr
             Family::V6 => "v6",
         };
         let atoms = atoms(policy, family);
-        let is_local = |a: &Atom| a.segments.iter().any(|s| local_segments.contains(s));
-        let relevant = |s: &Atom, d: &Atom| is_local(s) || is_local(d);
+        let index = AtomIndex::new(policy.segments.len(), &atoms);
+        let local_atom: Vec<bool> = atoms
+            .iter()
+            .map(|a| a.segments.iter().any(|s| local_segments.contains(s)))
+            .collect();
+        // Only tuples with an end in a local segment are kept: from a source atom that is not
+        // local, only the local destinations are visited. Every loop below is proportional to
+        // the tuples it produces, not to rules × atoms².
+        let pairs = |sources: &[usize], destinations: &[usize], f: &mut dyn FnMut(usize, usize)| {
+            let local_destinations: Vec<usize> = destinations
+                .iter()
+                .copied()
+                .filter(|&d| local_atom[d])
+                .collect();
+            for &si in sources {
+                let ds = if local_atom[si] {
+                    destinations
+                } else {
+                    &local_destinations
+                };
+                for &di in ds {
+                    f(si, di);
+                }
+            }
+        };
 
         let mut deny = Table::new();
         let mut allow = Table::new();
@@ -223,18 +288,14 @@ pub fn compile(policy: &Policy, host: Option<&str>) -> Result<Ruleset, CompileEr
             if !family_covers(family, rule.protocol) {
                 continue;
             }
-            for (si, s) in atoms.iter().enumerate() {
-                if !covers(&rule.from, s) {
-                    continue;
-                }
-                for (di, d) in atoms.iter().enumerate() {
-                    if !covers(&rule.to, d) || !relevant(s, d) {
-                        continue;
-                    }
-                    let (table, log_table) = match rule.action {
-                        Action::Deny => (&mut deny, &mut log_deny),
-                        Action::Allow => (&mut allow, &mut log_allow),
-                    };
+            let (table, log_table) = match rule.action {
+                Action::Deny => (&mut deny, &mut log_deny),
+                Action::Allow => (&mut allow, &mut log_allow),
+            };
+            pairs(
+                &index.covered(&rule.from),
+                &index.covered(&rule.to),
+                &mut |si, di| {
                     table
                         .entry((si, di))
                         .or_default()
@@ -245,22 +306,17 @@ pub fn compile(policy: &Policy, host: Option<&str>) -> Result<Ruleset, CompileEr
                             .or_default()
                             .add(rule.protocol, &rule.ports);
                     }
-                }
-            }
+                },
+            );
         }
-        for (si, s) in atoms.iter().enumerate() {
-            for (di, d) in atoms.iter().enumerate() {
-                if !relevant(s, d) {
-                    continue;
-                }
-                let same_segment = s.segments.intersection(&d.segments).next().is_some();
-                let egress = d.segments.is_empty()
-                    && s.segments
-                        .iter()
-                        .any(|&i| policy.segments[i].egress_to_outside);
-                if same_segment || egress {
-                    allow.entry((si, di)).or_default().any = true;
-                }
+        // Within a segment, and from a segment with `egress_to_outside` to the outside.
+        for (i, segment) in policy.segments.iter().enumerate() {
+            let own = &index.of_segment[i];
+            let mut allow_any =
+                |si: usize, di: usize| allow.entry((si, di)).or_default().any = true;
+            pairs(own, own, &mut allow_any);
+            if segment.egress_to_outside {
+                pairs(own, &index.outside, &mut allow_any);
             }
         }
         let local_set = SetDef {
