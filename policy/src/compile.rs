@@ -25,17 +25,33 @@ pub enum CompileError {
     UnknownHost { host: String, known: String },
 }
 
-/// What a set's elements are keyed by.
+/// What a set's elements are keyed by: which of source address, destination address, protocol
+/// and destination port, concatenated in that order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Key {
-    /// Source address only (`local`).
-    Addr,
-    /// Source and destination.
-    Pair,
-    /// Source, destination and protocol.
-    Proto,
-    /// Source, destination, protocol and destination port.
-    Port,
+pub struct Key {
+    pub src: bool,
+    pub dst: bool,
+    pub proto: bool,
+    pub port: bool,
+}
+
+impl Key {
+    /// One address (`local_*`, `segmented_*`).
+    pub const ADDR: Key = Key {
+        src: true,
+        dst: false,
+        proto: false,
+        port: false,
+    };
+}
+
+/// The end of a tuple that is any address outside every segment: it is not in the key, and the
+/// chain checks it against `segmented_*` instead, so that `outside` costs one element per rule
+/// rather than one per gap between segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OutsideEnd {
+    Src,
+    Dst,
 }
 
 /// One element of a set. `dst`, `proto` and `ports` are used as `key` says.
@@ -52,6 +68,8 @@ pub struct SetDef {
     pub name: String,
     pub family: Family,
     pub key: Key,
+    /// For tuples with an end outside every segment: which end.
+    pub outside: Option<OutsideEnd>,
     pub elements: Vec<Element>,
 }
 
@@ -150,22 +168,20 @@ fn atoms(policy: &Policy, family: Family) -> Vec<Atom> {
     out
 }
 
-/// The atoms of each segment, and the `outside` atoms, as sorted indices into the atom list.
+/// Stands for every address outside every segment in a tuple (see [`OutsideEnd`]).
+const OUT: usize = usize::MAX;
+
+/// The atoms of each segment, as sorted indices into the atom list.
 struct AtomIndex {
     of_segment: Vec<Vec<usize>>,
-    outside: Vec<usize>,
 }
 
 impl AtomIndex {
     fn new(segments: usize, atoms: &[Atom]) -> AtomIndex {
         let mut index = AtomIndex {
             of_segment: vec![Vec::new(); segments],
-            outside: Vec::new(),
         };
         for (i, atom) in atoms.iter().enumerate() {
-            if atom.segments.is_empty() {
-                index.outside.push(i);
-            }
             for &s in &atom.segments {
                 index.of_segment[s].push(i);
             }
@@ -173,13 +189,13 @@ impl AtomIndex {
         index
     }
 
-    /// The atoms a rule's `from`/`to` list covers, sorted, each once.
+    /// The atoms a rule's `from`/`to` list covers, sorted, each once; `outside` is [`OUT`].
     fn covered(&self, refs: &[SegmentRef]) -> Vec<usize> {
         let mut out: Vec<usize> = Vec::new();
         for r in refs {
             match r {
                 SegmentRef::Segment(i) => out.extend_from_slice(&self.of_segment[*i]),
-                SegmentRef::Outside => out.extend_from_slice(&self.outside),
+                SegmentRef::Outside => out.push(OUT),
             }
         }
         if refs.len() > 1 {
@@ -259,6 +275,7 @@ pub fn compile(policy: &Policy, host: Option<&str>) -> Result<Ruleset, CompileEr
             .iter()
             .map(|a| a.segments.iter().any(|s| local_segments.contains(s)))
             .collect();
+        let local_atom = |i: usize| i != OUT && local_atom[i];
         // Only tuples with an end in a local segment are kept: from a source atom that is not
         // local, only the local destinations are visited. Every loop below is proportional to
         // the tuples it produces, not to rules × atoms².
@@ -266,10 +283,10 @@ pub fn compile(policy: &Policy, host: Option<&str>) -> Result<Ruleset, CompileEr
             let local_destinations: Vec<usize> = destinations
                 .iter()
                 .copied()
-                .filter(|&d| local_atom[d])
+                .filter(|&d| local_atom(d))
                 .collect();
             for &si in sources {
-                let ds = if local_atom[si] {
+                let ds = if local_atom(si) {
                     destinations
                 } else {
                     &local_destinations
@@ -316,14 +333,15 @@ pub fn compile(policy: &Policy, host: Option<&str>) -> Result<Ruleset, CompileEr
                 |si: usize, di: usize| allow.entry((si, di)).or_default().any = true;
             pairs(own, own, &mut allow_any);
             if segment.egress_to_outside {
-                pairs(own, &index.outside, &mut allow_any);
+                pairs(own, &[OUT], &mut allow_any);
             }
         }
-        let local_set = SetDef {
-            name: format!("local_{suffix}"),
+        let address_set = |name: &str, addrs: &Addrs| SetDef {
+            name: format!("{name}_{suffix}"),
             family,
-            key: Key::Addr,
-            elements: local
+            key: Key::ADDR,
+            outside: None,
+            elements: addrs
                 .get(family)
                 .ranges()
                 .iter()
@@ -335,7 +353,8 @@ pub fn compile(policy: &Policy, host: Option<&str>) -> Result<Ruleset, CompileEr
                 })
                 .collect(),
         };
-        sets.push(local_set);
+        sets.push(address_set("local", &local));
+        sets.push(address_set("segmented", &policy.all_members()));
         let mut emit = |prefix: &str, table: &Table| {
             sets.extend(sets_of(prefix, suffix, family, &atoms, table));
         };
@@ -357,11 +376,17 @@ pub fn compile(policy: &Policy, host: Option<&str>) -> Result<Ruleset, CompileEr
             continue;
         }
         for suffix in ["v4", "v6"] {
-            for key in ["any", "proto", "port"] {
-                lookups.push((format!("{prefix}_{key}_{suffix}"), lookup));
+            for ends in ["", "out_", "in_"] {
+                for key in ["any", "proto", "port"] {
+                    lookups.push((format!("{prefix}_{ends}{key}_{suffix}"), lookup));
+                }
             }
         }
     }
+    // Empty tuple sets would only be noise in the table; the address sets stay, since the default
+    // drop and the outside checks refer to them.
+    sets.retain(|s| !s.elements.is_empty() || s.key == Key::ADDR);
+    lookups.retain(|(name, _)| sets.iter().any(|s| &s.name == name));
     let mut ruleset = Ruleset {
         host: host.map(str::to_owned),
         generation: String::new(),
@@ -372,7 +397,8 @@ pub fn compile(policy: &Policy, host: Option<&str>) -> Result<Ruleset, CompileEr
     Ok(ruleset)
 }
 
-/// The three sets (any, proto, port) of one table of tuples.
+/// The sets of one table of tuples: any protocol, protocol, protocol and port; each for tuples
+/// between segments, to outside (`out_`) and from outside (`in_`).
 fn sets_of(
     prefix: &str,
     suffix: &str,
@@ -380,53 +406,67 @@ fn sets_of(
     atoms: &[Atom],
     table: &Table,
 ) -> Vec<SetDef> {
-    let mut any = Vec::new();
-    let mut proto = Vec::new();
-    let mut port = Vec::new();
-    for (&(si, di), m) in table {
-        let element = |proto: u8, ports: PortRange| Element {
-            src: atoms[si].range,
-            dst: atoms[di].range,
-            proto,
-            ports,
+    let range = |i: usize| if i == OUT { (0, 0) } else { atoms[i].range };
+    let groups = [
+        ("", None),
+        ("out_", Some(OutsideEnd::Dst)),
+        ("in_", Some(OutsideEnd::Src)),
+    ];
+    let mut out = Vec::new();
+    for (infix, outside) in groups {
+        let mut any = Vec::new();
+        let mut proto = Vec::new();
+        let mut port = Vec::new();
+        let in_group = |si: usize, di: usize| match outside {
+            None => si != OUT && di != OUT,
+            Some(OutsideEnd::Dst) => di == OUT,
+            Some(OutsideEnd::Src) => si == OUT,
         };
-        if m.any {
-            // Every protocol is covered: more specific entries would only duplicate it.
-            any.push(element(0, PortRange::ALL));
-            continue;
-        }
-        for &p in &m.protos {
-            proto.push(element(p, PortRange::ALL));
-        }
-        for (&p, ranges) in &m.ports {
-            if m.protos.contains(&p) {
+        for (&(si, di), m) in table.iter().filter(|((si, di), _)| in_group(*si, *di)) {
+            let element = |proto: u8, ports: PortRange| Element {
+                src: range(si),
+                dst: range(di),
+                proto,
+                ports,
+            };
+            if m.any {
+                // Every protocol is covered: more specific entries would only duplicate it.
+                any.push(element(0, PortRange::ALL));
                 continue;
             }
-            for r in merge_ports(ranges) {
-                port.push(element(p, r));
+            for &p in &m.protos {
+                proto.push(element(p, PortRange::ALL));
+            }
+            for (&p, ranges) in &m.ports {
+                if m.protos.contains(&p) {
+                    continue;
+                }
+                for r in merge_ports(ranges) {
+                    port.push(element(p, r));
+                }
             }
         }
+        let key = |proto: bool, port: bool| Key {
+            src: outside != Some(OutsideEnd::Src),
+            dst: outside != Some(OutsideEnd::Dst),
+            proto,
+            port,
+        };
+        for (kind, k, elements) in [
+            ("any", key(false, false), any),
+            ("proto", key(true, false), proto),
+            ("port", key(true, true), port),
+        ] {
+            out.push(SetDef {
+                name: format!("{prefix}_{infix}{kind}_{suffix}"),
+                family,
+                key: k,
+                outside,
+                elements,
+            });
+        }
     }
-    vec![
-        SetDef {
-            name: format!("{prefix}_any_{suffix}"),
-            family,
-            key: Key::Pair,
-            elements: any,
-        },
-        SetDef {
-            name: format!("{prefix}_proto_{suffix}"),
-            family,
-            key: Key::Proto,
-            elements: proto,
-        },
-        SetDef {
-            name: format!("{prefix}_port_{suffix}"),
-            family,
-            key: Key::Port,
-            elements: port,
-        },
-    ]
+    out
 }
 
 /// Sorted, disjoint, non-adjacent port ranges covering the same ports.

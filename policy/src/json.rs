@@ -19,7 +19,7 @@ use nftables::stmt::{Counter, JumpTarget, Log, Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use crate::addrs::{from_u128, prefix_len, Family};
-use crate::compile::{proto_name, Element, Key, Lookup, Ruleset, SetDef, TABLE};
+use crate::compile::{proto_name, Element, Key, Lookup, OutsideEnd, Ruleset, SetDef, TABLE};
 use crate::render::{ip_of, suffix, HOOKS};
 
 /// The `add` commands that create the table, its sets and its chains.
@@ -130,16 +130,19 @@ fn counter() -> Statement<'static> {
 
 fn key_expression(family: Family, key: Key) -> Expression<'static> {
     let ip = ip_of(family);
-    let mut parts = vec![payload(ip, "saddr")];
-    if key != Key::Addr {
+    let mut parts = Vec::new();
+    if key.src {
+        parts.push(payload(ip, "saddr"));
+    }
+    if key.dst {
         parts.push(payload(ip, "daddr"));
     }
-    if matches!(key, Key::Proto | Key::Port) {
+    if key.proto {
         parts.push(Expression::Named(NamedExpression::Meta(Meta {
             key: MetaKey::L4proto,
         })));
     }
-    if key == Key::Port {
+    if key.port {
         parts.push(payload("th", "dport"));
     }
     if parts.len() == 1 {
@@ -205,11 +208,23 @@ fn decide_statements(ruleset: &Ruleset) -> Vec<(Vec<Statement<'static>>, Option<
         if set.elements.is_empty() {
             continue;
         }
-        let mut statements = vec![matches(
+        let mut statements = Vec::new();
+        if let Some(end) = set.outside {
+            let field = match end {
+                OutsideEnd::Src => "saddr",
+                OutsideEnd::Dst => "daddr",
+            };
+            statements.push(matches(
+                payload(ip_of(set.family), field),
+                string(&format!("@segmented_{}", suffix(set.family))),
+                Operator::NEQ,
+            ));
+        }
+        statements.push(matches(
             key_expression(set.family, set.key),
             string(&format!("@{name}")),
             Operator::EQ,
-        )];
+        ));
         match lookup {
             Lookup::Log(prefix) => statements.push(Statement::Log(Some(Log {
                 prefix: Some((*prefix).into()),
@@ -251,16 +266,23 @@ fn set_object(set: &SetDef) -> Set<'static> {
         Family::V4 => SetType::Ipv4Addr,
         Family::V6 => SetType::Ipv6Addr,
     };
-    let set_type = match set.key {
-        Key::Addr => SetTypeValue::Single(addr),
-        Key::Pair => SetTypeValue::Concatenated(Cow::Owned(vec![addr, addr])),
-        Key::Proto => SetTypeValue::Concatenated(Cow::Owned(vec![addr, addr, SetType::InetProto])),
-        Key::Port => SetTypeValue::Concatenated(Cow::Owned(vec![
-            addr,
-            addr,
-            SetType::InetProto,
-            SetType::InetService,
-        ])),
+    let mut types = Vec::new();
+    if set.key.src {
+        types.push(addr);
+    }
+    if set.key.dst {
+        types.push(addr);
+    }
+    if set.key.proto {
+        types.push(SetType::InetProto);
+    }
+    if set.key.port {
+        types.push(SetType::InetService);
+    }
+    let set_type = if types.len() == 1 {
+        SetTypeValue::Single(types[0])
+    } else {
+        SetTypeValue::Concatenated(Cow::Owned(types))
     };
     let elements: Vec<Expression<'static>> = set
         .elements
@@ -306,14 +328,17 @@ fn full_len(family: Family) -> u128 {
 }
 
 fn element(family: Family, key: Key, e: &Element) -> Expression<'static> {
-    let mut parts = vec![address(family, e.src)];
-    if key != Key::Addr {
+    let mut parts = Vec::new();
+    if key.src {
+        parts.push(address(family, e.src));
+    }
+    if key.dst {
         parts.push(address(family, e.dst));
     }
-    if matches!(key, Key::Proto | Key::Port) {
+    if key.proto {
         parts.push(string(proto_name(e.proto)));
     }
-    if key == Key::Port {
+    if key.port {
         parts.push(if e.ports.first == e.ports.last {
             Expression::Number(u32::from(e.ports.first))
         } else {

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::addrs::{range_text, Family};
-use crate::compile::{proto_name, Element, Key, Lookup, Ruleset, SetDef, TABLE};
+use crate::compile::{proto_name, Element, Key, Lookup, OutsideEnd, Ruleset, SetDef, TABLE};
 
 /// Base chains: every hook a packet of a local segment can cross, at priority `filter` (0), after
 /// DNAT (-100), so that they see real endpoint addresses.
@@ -58,8 +58,12 @@ pub fn decide_rules(ruleset: &Ruleset) -> Vec<String> {
             Lookup::Deny => "counter drop".to_owned(),
             Lookup::Allow => "accept".to_owned(),
         };
+        let guard = match set.outside {
+            None => String::new(),
+            Some(end) => format!("{} ", outside_guard(set.family, end)),
+        };
         rules.push(format!(
-            "{} @{name} {verdict}",
+            "{guard}{} @{name} {verdict}",
             key_expr(set.family, set.key)
         ));
     }
@@ -99,40 +103,69 @@ fn addr_type(family: Family) -> &'static str {
     }
 }
 
-pub fn key_expr(family: Family, key: Key) -> String {
+/// The condition that an end is outside every segment: it is in no segment's addresses.
+pub fn outside_guard(family: Family, end: OutsideEnd) -> String {
+    let field = match end {
+        OutsideEnd::Src => "saddr",
+        OutsideEnd::Dst => "daddr",
+    };
+    format!("{} {field} != @segmented_{}", ip_of(family), suffix(family))
+}
+
+/// The parts of a key, in concatenation order: (nft expression, nft type).
+fn key_parts(family: Family, key: Key) -> Vec<(String, &'static str)> {
     let ip = ip_of(family);
-    match key {
-        Key::Addr => format!("{ip} saddr"),
-        Key::Pair => format!("{ip} saddr . {ip} daddr"),
-        Key::Proto => format!("{ip} saddr . {ip} daddr . meta l4proto"),
-        Key::Port => format!("{ip} saddr . {ip} daddr . meta l4proto . th dport"),
+    let mut parts = Vec::new();
+    if key.src {
+        parts.push((format!("{ip} saddr"), addr_type(family)));
     }
+    if key.dst {
+        parts.push((format!("{ip} daddr"), addr_type(family)));
+    }
+    if key.proto {
+        parts.push(("meta l4proto".to_owned(), "inet_proto"));
+    }
+    if key.port {
+        parts.push(("th dport".to_owned(), "inet_service"));
+    }
+    parts
+}
+
+pub fn key_expr(family: Family, key: Key) -> String {
+    key_parts(family, key)
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect::<Vec<_>>()
+        .join(" . ")
 }
 
 fn key_type(family: Family, key: Key) -> String {
-    let a = addr_type(family);
-    match key {
-        Key::Addr => a.to_owned(),
-        Key::Pair => format!("{a} . {a}"),
-        Key::Proto => format!("{a} . {a} . inet_proto"),
-        Key::Port => format!("{a} . {a} . inet_proto . inet_service"),
-    }
+    key_parts(family, key)
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect::<Vec<_>>()
+        .join(" . ")
 }
 
 pub fn element_text(family: Family, key: Key, e: &Element) -> String {
-    let src = range_text(family, e.src);
-    let dst = range_text(family, e.dst);
-    let ports = if e.ports.first == e.ports.last {
-        e.ports.first.to_string()
-    } else {
-        format!("{}-{}", e.ports.first, e.ports.last)
-    };
-    match key {
-        Key::Addr => src,
-        Key::Pair => format!("{src} . {dst}"),
-        Key::Proto => format!("{src} . {dst} . {}", proto_name(e.proto)),
-        Key::Port => format!("{src} . {dst} . {} . {ports}", proto_name(e.proto)),
+    let mut parts = Vec::new();
+    if key.src {
+        parts.push(range_text(family, e.src));
     }
+    if key.dst {
+        parts.push(range_text(family, e.dst));
+    }
+    if key.proto {
+        parts.push(proto_name(e.proto).to_owned());
+    }
+    if key.port {
+        parts.push(if e.ports.first == e.ports.last {
+            e.ports.first.to_string()
+        } else {
+            format!("{}-{}", e.ports.first, e.ports.last)
+        });
+    }
+    parts.join(" . ")
 }
 
 fn render_set(out: &mut String, set: &SetDef) {
