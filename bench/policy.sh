@@ -19,8 +19,8 @@
 #
 # Usage: bench/policy.sh [--quick]   (root; about 1.5 minutes with --quick, about 6 without)
 # Knobs (environment): BENCH_CORE (core for client and server, default 1), PP_OUTSIDE_PERCENT and
-# PP_EGRESS_PERCENT (mix of the per-packet and largest-transaction policies, default 0 and 0: with
-# `outside` rules an --all-hosts table grows with rules x segments, see BENCHMARKS.md).
+# PP_EGRESS_PERCENT (mix of the per-packet and largest-transaction policies, default 0 and 0, the
+# "segments only" mix of the recorded run; see BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
