@@ -6,7 +6,7 @@
 //! serde_yaml would stop at the first error and keeps no positions on values, so a semantic error
 //! ("unknown segment") could not say where it is; that is why this file does not use it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -90,12 +90,72 @@ fn pos_of(span: &Span) -> Pos {
 }
 
 fn node_pos(node: &Node) -> Pos {
-    pos_of(node.span())
+    let own = pos_of(node.span());
+    // A block mapping's span starts at its first `:`, not at its first key.
+    match node
+        .as_mapping()
+        .and_then(|m| m.keys().map(|k| pos_of(k.span())).min())
+    {
+        Some(first_key) => own.min(first_key),
+        None => own,
+    }
+}
+
+/// An empty value (`version:` with nothing after it) is placed by the parser at the next token,
+/// often on a later line; place it at its key instead, so that errors about it point there.
+fn place_empty_values(node: &mut Node) {
+    match node {
+        Node::Mapping(map) => {
+            for (key, value) in map.iter_mut() {
+                if let Node::Scalar(s) = value {
+                    if s.as_str().is_empty() && s.may_coerce() {
+                        s.span_mut().set_start(key.span().start().copied());
+                    }
+                }
+                place_empty_values(value);
+            }
+        }
+        Node::Sequence(seq) => seq.iter_mut().for_each(place_empty_values),
+        Node::Scalar(_) => {}
+    }
+}
+
+/// How deep the YAML may nest. A policy needs five levels (the policy, `segments`, a segment,
+/// `addresses`, an address). The YAML parser recurses once per level, and so does dropping the
+/// node tree: a deeply nested file (`- - - - …`, two bytes a level) would overflow the stack and
+/// abort the process (`policy sync` included) instead of being reported.
+const MAX_DEPTH: usize = 64;
+
+/// Where the YAML first nests deeper than [`MAX_DEPTH`], read with the parser's own events (which
+/// do not recurse). Syntax errors are left to the loader, which reports them.
+fn too_deep(text: &str) -> Option<Pos> {
+    use yaml_rust2::parser::{Event, Parser};
+    let mut parser = Parser::new_from_str(text);
+    let mut depth = 0usize;
+    loop {
+        match parser.next_token() {
+            Ok((Event::SequenceStart(..) | Event::MappingStart(..), mark)) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(Pos {
+                        line: mark.line(),
+                        column: mark.col() + 1,
+                    });
+                }
+            }
+            Ok((Event::SequenceEnd | Event::MappingEnd, _)) => depth = depth.saturating_sub(1),
+            // The loader reads the first document only.
+            Ok((Event::DocumentEnd | Event::StreamEnd, _)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
 }
 
 #[derive(Default)]
 struct Loader {
     errors: Vec<Located>,
+    /// Segments declared but refused (with an error): naming them elsewhere is not a second error.
+    refused: HashSet<String>,
 }
 
 /// A mapping's fields, checked against the names a section allows.
@@ -182,13 +242,21 @@ impl Loader {
             .error_on_duplicate_keys(true)
             .prevent_coercion(true)
             .toplevel_mapping();
-        let root = match marked_yaml::parse_yaml_with_options(0, text, options) {
+        if let Some(pos) = too_deep(text) {
+            self.error(
+                pos,
+                format!("the YAML nests deeper than {MAX_DEPTH} levels; a policy needs five"),
+            );
+            return None;
+        }
+        let mut root = match marked_yaml::parse_yaml_with_options(0, text, options) {
             Ok(root) => root,
             Err(e) => {
                 self.yaml_error(e);
                 return None;
             }
         };
+        place_empty_values(&mut root);
         let top = self.fields(
             &root,
             "the policy",
@@ -295,7 +363,8 @@ impl Loader {
                 continue;
             }
             if !valid_name(&name) {
-                self.error(pos, format!("segment name \"{name}\": use lowercase letters, digits, `-` and `_`, starting with a letter"));
+                self.error(pos, format!("segment name \"{}\": use lowercase letters, digits, `-` and `_`, starting with a letter", name.escape_debug()));
+                self.refused.insert(name);
                 continue;
             }
             let what = format!("segment `{name}`");
@@ -304,8 +373,10 @@ impl Loader {
                 &what,
                 &["addresses", "except", "identities", "egress_to_outside"],
             ) else {
+                self.refused.insert(name);
                 continue;
             };
+            let errors_before = self.errors.len();
             let addresses = fields
                 .get("addresses")
                 .map(|n| self.cidrs(n, &format!("{what}: addresses")))
@@ -318,7 +389,8 @@ impl Loader {
                 .get("identities")
                 .map(|n| self.identities(n, td, &what))
                 .unwrap_or_default();
-            if addresses.is_empty() && identities.is_empty() {
+            // Not when its addresses or identities were refused: that error says it already.
+            if addresses.is_empty() && identities.is_empty() && self.errors.len() == errors_before {
                 self.error(pos, format!("{what} has neither addresses nor identities"));
             }
             let egress_to_outside = fields
@@ -405,11 +477,13 @@ impl Loader {
         out
     }
 
+    /// `outside_ok`: whether `outside` may be named (in rules, not in hosts).
     fn segment_refs(
         &mut self,
         node: &Node,
         names: &HashMap<String, usize>,
         what: &str,
+        outside_ok: bool,
     ) -> Vec<SegmentRef> {
         // A single name is accepted for a list of one.
         let items: Vec<&Node> = match node.as_sequence() {
@@ -425,9 +499,17 @@ impl Loader {
                 continue;
             };
             let r = match s.as_str() {
-                OUTSIDE => SegmentRef::Outside,
+                OUTSIDE if outside_ok => SegmentRef::Outside,
+                OUTSIDE => {
+                    self.error(
+                        node_pos(item),
+                        format!("{what}: `{OUTSIDE}` cannot live on a host"),
+                    );
+                    continue;
+                }
                 name => match names.get(name) {
                     Some(&i) => SegmentRef::Segment(i),
+                    None if self.refused.contains(name) => continue,
                     None => {
                         let mut known: Vec<&str> = names.keys().map(String::as_str).collect();
                         known.sort_unstable();
@@ -484,14 +566,14 @@ impl Loader {
             seen.insert(name.clone(), pos);
             let what = format!("rule `{name}`");
             let from = match fields.get("from") {
-                Some(n) => self.segment_refs(n, names, &format!("{what}: from")),
+                Some(n) => self.segment_refs(n, names, &format!("{what}: from"), true),
                 None => {
                     self.error(pos, format!("{what} has no `from`"));
                     Vec::new()
                 }
             };
             let to = match fields.get("to") {
-                Some(n) => self.segment_refs(n, names, &format!("{what}: to")),
+                Some(n) => self.segment_refs(n, names, &format!("{what}: to"), true),
                 None => {
                     self.error(pos, format!("{what} has no `to`"));
                     Vec::new()
@@ -587,23 +669,23 @@ impl Loader {
         let mut out = Vec::new();
         for (key, body) in map.iter() {
             let name = key.as_str().to_owned();
+            // The name is written into the compiled table's header comment: a newline in it
+            // would start an nft command there.
+            if !valid_host_name(&name) {
+                self.error(pos_of(key.span()), format!("host name \"{}\": use letters, digits, `.`, `-` and `_`, starting with a letter or digit", name.escape_debug()));
+                continue;
+            }
             let what = format!("host `{name}`");
             let Some(fields) = self.fields(body, &what, &["segments"]) else {
                 continue;
             };
             let segments = match fields.get("segments") {
                 Some(n) => self
-                    .segment_refs(n, names, &format!("{what}: segments"))
+                    .segment_refs(n, names, &format!("{what}: segments"), false)
                     .into_iter()
                     .filter_map(|r| match r {
                         SegmentRef::Segment(i) => Some(i),
-                        SegmentRef::Outside => {
-                            self.error(
-                                node_pos(n),
-                                format!("{what}: `{OUTSIDE}` cannot live on a host"),
-                            );
-                            None
-                        }
+                        SegmentRef::Outside => None,
                     })
                     .collect(),
                 None => {
@@ -628,6 +710,16 @@ fn valid_name(name: &str) -> bool {
         && name.len() <= 48
 }
 
+fn valid_host_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        && name.len() <= 253
+}
+
 /// `443` or `8000-8100`.
 pub fn parse_port_range(s: &str) -> Result<PortRange, String> {
     let port = |p: &str| {
@@ -635,7 +727,13 @@ pub fn parse_port_range(s: &str) -> Result<PortRange, String> {
             .parse::<u16>()
             .ok()
             .filter(|p| *p > 0)
-            .ok_or_else(|| format!("\"{p}\" is not a port (1 to 65535)"))
+            .ok_or_else(|| {
+                if p == s {
+                    format!("\"{s}\" is not a port (1 to 65535)")
+                } else {
+                    format!("\"{s}\" is not a port range: \"{p}\" is not a port (1 to 65535)")
+                }
+            })
     };
     let range = match s.split_once('-') {
         None => {

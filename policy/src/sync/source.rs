@@ -147,3 +147,47 @@ impl Fetcher {
 fn read(path: &std::path::Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A Kubernetes ConfigMap mount: `policy.yaml -> ..data/policy.yaml`, `..data -> ..<stamp>`,
+    /// swapped by renaming a new `..data` link over the old one.
+    #[tokio::test]
+    async fn a_directory_source_follows_configmap_symlink_swaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("..2026_1")).unwrap();
+        std::fs::write(d.join("..2026_1/policy.yaml"), "first").unwrap();
+        symlink("..2026_1", d.join("..data")).unwrap();
+        symlink("..data/policy.yaml", d.join(DIR_FILE)).unwrap();
+
+        let source = Source::parse(d.to_str().unwrap()).unwrap();
+        assert_eq!(source, Source::Dir(d.to_owned()));
+        let mut fetcher = Fetcher::new(source);
+        assert_eq!(fetcher.fetch().await, Ok(Fetched::Changed("first".into())));
+        assert_eq!(fetcher.fetch().await, Ok(Fetched::Unchanged));
+
+        std::fs::create_dir(d.join("..2026_2")).unwrap();
+        std::fs::write(d.join("..2026_2/policy.yaml"), "second").unwrap();
+        symlink("..2026_2", d.join("..data_tmp")).unwrap();
+        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+        std::fs::remove_dir_all(d.join("..2026_1")).unwrap();
+        assert_eq!(fetcher.fetch().await, Ok(Fetched::Changed("second".into())));
+    }
+
+    #[test]
+    fn sources_are_told_apart() {
+        assert!(matches!(
+            Source::parse("http://cfg.internal/p.yaml"),
+            Ok(Source::Url(_))
+        ));
+        assert!(Source::parse("https://cfg.internal/p.yaml").is_err());
+        assert_eq!(
+            Source::parse("/no/such/policy.yaml"),
+            Ok(Source::File("/no/such/policy.yaml".into()))
+        );
+    }
+}
