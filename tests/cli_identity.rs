@@ -556,6 +556,12 @@ fn every_command_has_help_with_an_example() {
         &["ca", "init"][..],
         &["cert", "issue"],
         &["cert", "inspect"],
+        &["sidecar", "run"],
+        &["policy", "check"],
+        &["policy", "compile"],
+        &["policy", "explain"],
+        &["policy", "apply"],
+        &["policy", "sync"],
         &["demo"],
     ] {
         let mut args = cmd.to_vec();
