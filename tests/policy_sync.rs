@@ -275,43 +275,15 @@ fn python() -> &'static str {
 
 /// Runs `ip netns exec <ns> <args...>` to completion, killing it (and failing) after `limit`.
 fn run_in(ns: &str, args: &[&str], limit: Duration) -> Output {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run ip netns exec");
-    let drain = |mut r: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            v
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("stdout")));
-    let err = drain(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "`{}` in {ns} did not finish within {limit:?}",
-                args.join(" ")
-            );
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    Output {
-        status,
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]).args(args);
+    let (output, timed_out) = common::run_bounded(&mut cmd, b"", limit);
+    assert!(
+        !timed_out,
+        "`{}` in {ns} did not finish within {limit:?}",
+        args.join(" ")
+    );
+    output
 }
 
 /// [`run_in`], failing unless it succeeds; returns stdout.
