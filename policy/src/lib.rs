@@ -7,6 +7,7 @@
 //!   the kernel is tested against.
 //! - [`compile`]: a host's `inet palisade` table, as nft text or JSON.
 //! - [`admitted_identities`]: the peers a sidecar admits, from the same file.
+//! - [`apply`]: one-transaction apply, read-back and diff; [`sync::Sync`]: the `policy sync` service.
 //!
 //! Where a policy rule travels: `load.rs` (YAML, positions) → `model.rs` → `compile.rs`
 //! (address atoms, tuple sets) → `render.rs` (nft text) / `json.rs` (nftables crate).

@@ -8,6 +8,7 @@
 //! Starting with no loadable policy and no table installs a fail-closed baseline. Stopping never
 //! touches the table: a stopped daemon must not open the host.
 
+pub mod revoke;
 pub mod source;
 
 use std::path::PathBuf;
@@ -327,5 +328,3 @@ impl Sync {
         }
     }
 }
-
-pub mod revoke;
