@@ -241,8 +241,8 @@ fn seeds_and_mutations_never_panic() {
     }
     let elapsed = started.elapsed();
     println!(
-        "fuzz_smoke: {runs} inputs ({} seeds, {seeds_loaded} of them valid; {mutations} mutations), \
-{loaded} loaded, no panic, in {:.1} s",
+        "fuzz_smoke: {runs} inputs ({} seeds and examples, {seeds_loaded} of them valid; \
+{mutations} mutations), {loaded} loaded, no panic, in {:.1} s",
         inputs.len(),
         elapsed.as_secs_f64()
     );
