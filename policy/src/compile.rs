@@ -355,6 +355,15 @@ pub fn compile(policy: &Policy, host: Option<&str>) -> Result<Ruleset, CompileEr
         };
         sets.push(address_set("local", &local));
         sets.push(address_set("segmented", &policy.all_members()));
+        // Each local segment's members, by name: not consulted by the chain (the tuple sets hold
+        // atoms), but what an operator lists to see who is in a segment on this host.
+        for &i in &local_segments {
+            let segment = &policy.segments[i];
+            let set = address_set(&format!("seg_{}", segment.name), &segment.members);
+            if !set.elements.is_empty() {
+                sets.push(set);
+            }
+        }
         let mut emit = |prefix: &str, table: &Table| {
             sets.extend(sets_of(prefix, suffix, family, &atoms, table));
         };
