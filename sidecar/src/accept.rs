@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -69,6 +69,9 @@ pub(crate) fn refuse(
     }
 }
 
+/// Accepts until shutdown begins. Each connection runs `handle` in a task the drain waits for,
+/// holding a slot of the connection cap and counted as active; a refusal it returns is logged and
+/// counted here.
 pub(crate) async fn accept_loop<F, Fut>(
     listener: TcpListener,
     name: String,
@@ -76,8 +79,8 @@ pub(crate) async fn accept_loop<F, Fut>(
     metrics: ListenerMetrics,
     handle: F,
 ) where
-    F: Fn(TcpStream, SocketAddr, OwnedSemaphorePermit) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = Result<(), Refusal>> + Send + 'static,
 {
     loop {
         let accepted = tokio::select! {
@@ -100,7 +103,15 @@ pub(crate) async fn accept_loop<F, Fut>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        shared.tracker.spawn(handle(stream, peer, permit));
+        let connection = handle(stream, peer);
+        let (metrics, name) = (metrics.clone(), name.clone());
+        shared.tracker.spawn(async move {
+            let _active = ActiveGuard::new(&metrics);
+            if let Err(refusal) = connection.await {
+                refuse(&metrics, &name, peer, &refusal);
+            }
+            drop(permit);
+        });
     }
     tracing::debug!(listener = name, "stopped accepting");
 }

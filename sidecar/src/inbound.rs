@@ -10,7 +10,7 @@ use tokio::time::timeout;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::accept::{accept_loop, refuse, ActiveGuard, Shared};
+use crate::accept::{accept_loop, Shared};
 use crate::config::InboundConfig;
 use crate::metrics::ListenerMetrics;
 use crate::read_ahead::ReadAhead;
@@ -34,15 +34,9 @@ pub(crate) async fn serve(
         name,
         shared.clone(),
         metrics.clone(),
-        move |tcp, peer, permit| {
+        move |tcp, peer| {
             let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
-            async move {
-                let _active = ActiveGuard::new(&metrics);
-                if let Err(refusal) = handle(tcp, peer, index, &config, &shared, &metrics).await {
-                    refuse(&metrics, &config.name, peer, &refusal);
-                }
-                drop(permit);
-            }
+            async move { handle(tcp, peer, index, &config, &shared, &metrics).await }
         },
     )
     .await;

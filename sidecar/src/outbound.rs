@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 
-use crate::accept::{accept_loop, refuse, ActiveGuard, Shared};
+use crate::accept::{accept_loop, Shared};
 use crate::config::OutboundConfig;
 use crate::metrics::ListenerMetrics;
 use crate::read_ahead::ReadAhead;
@@ -33,18 +33,10 @@ pub(crate) async fn serve(
         name,
         shared.clone(),
         metrics.clone(),
-        move |app, peer, permit| {
+        move |app, _peer| {
             let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
             let server_name = server_name.clone();
-            async move {
-                let _active = ActiveGuard::new(&metrics);
-                if let Err(refusal) =
-                    handle(app, index, server_name, &config, &shared, &metrics).await
-                {
-                    refuse(&metrics, &config.name, peer, &refusal);
-                }
-                drop(permit);
-            }
+            async move { handle(app, index, server_name, &config, &shared, &metrics).await }
         },
     )
     .await;
