@@ -11,8 +11,11 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 HARNESS=${PEERS_HARNESS:-$ROOT/../shared/peers}
 [[ -x $HARNESS/run.sh ]] || { echo "the peer harness is not at $HARNESS (set PEERS_HARNESS)" >&2; exit 1; }
 
-cargo build --release -q --manifest-path "$ROOT/Cargo.toml" --bin palisade
-export PALISADE_BIN=$ROOT/target/release/palisade
+# The build a sidecar image ships: without the policy commands (compiler, apply, sync), in a target
+# directory of its own so that it does not replace the full CLI in target/release.
+cargo build --release -q --manifest-path "$ROOT/Cargo.toml" --bin palisade \
+    --no-default-features --target-dir "$ROOT/target/sidecar"
+export PALISADE_BIN=$ROOT/target/sidecar/release/palisade
 export EXTRA_PEERS_DIR=$ROOT/bench/peers
 export WORK_DIR=${WORK_DIR:-${TMPDIR:-/tmp}/palisade-bench-peers}
 results=$WORK_DIR

@@ -38,7 +38,8 @@ enum Command {
     /// Issue and inspect workload certificates (X.509-SVIDs).
     #[command(subcommand)]
     Cert(commands::cert::CertCommand),
-    /// Check, compile and explain a segmentation policy.
+    /// Check, compile, explain, apply and sync a segmentation policy.
+    #[cfg(feature = "policy-commands")]
     #[command(subcommand)]
     Policy(commands::policy::PolicyCommand),
     /// Run the mTLS sidecar of one workload.
@@ -51,16 +52,19 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Services say what they do at info; one-shot commands only warn, their output is stdout.
-    let is_service = matches!(
-        cli.command,
-        Command::Sidecar(_) | Command::Policy(commands::policy::PolicyCommand::Sync(_))
-    );
+    let is_service = match &cli.command {
+        Command::Sidecar(_) => true,
+        #[cfg(feature = "policy-commands")]
+        Command::Policy(commands::policy::PolicyCommand::Sync(_)) => true,
+        _ => false,
+    };
     init_logging(cli.log_format, if is_service { "info" } else { "warn" });
     let mut stdout = std::io::stdout().lock();
     let result = match cli.command {
         Command::Ca(cmd) => commands::ca::run(cmd, &mut stdout),
         Command::Cert(cmd) => commands::cert::run(cmd, &mut stdout),
         Command::Sidecar(cmd) => commands::sidecar::run(cmd, &mut stdout),
+        #[cfg(feature = "policy-commands")]
         Command::Policy(cmd) => commands::policy::run(cmd, &mut stdout),
         Command::Demo(args) => commands::demo::run(args, &mut stdout),
     };

@@ -4,7 +4,7 @@
 # and execs `palisade sidecar run` in the foreground, as the harness requires.
 register_peer palisade "Palisade sidecar (rustls + aws-lc-rs, tokio)"
 
-PALISADE_BIN=${PALISADE_BIN:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/target/release/palisade}
+PALISADE_BIN=${PALISADE_BIN:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/target/sidecar/release/palisade}
 
 peer_palisade_available() { [[ -x $PALISADE_BIN ]]; }
 

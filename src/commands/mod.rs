@@ -3,6 +3,7 @@
 pub mod ca;
 pub mod cert;
 pub mod demo;
+#[cfg(feature = "policy-commands")]
 pub mod policy;
 pub mod sidecar;
 
