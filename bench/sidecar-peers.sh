@@ -11,7 +11,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 HARNESS=${PEERS_HARNESS:-$ROOT/../shared/peers}
 [[ -x $HARNESS/run.sh ]] || { echo "the peer harness is not at $HARNESS (set PEERS_HARNESS)" >&2; exit 1; }
 
-# The build a sidecar image ships: without the policy commands (compiler, apply, sync), in a target
+# The build a sidecar image ships: `sidecar run` only (no CA, policy or demo commands), in a target
 # directory of its own so that it does not replace the full CLI in target/release.
 cargo build --release -q --manifest-path "$ROOT/Cargo.toml" --bin palisade \
     --no-default-features --target-dir "$ROOT/target/sidecar"

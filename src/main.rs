@@ -2,6 +2,7 @@
 //! and calls a library crate; the sentences users read on failure are made here.
 
 mod commands;
+#[cfg(feature = "tools")]
 mod output;
 
 use std::process::ExitCode;
@@ -33,19 +34,22 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Manage a certificate authority (one per trust domain).
+    #[cfg(feature = "tools")]
     #[command(subcommand)]
     Ca(commands::ca::CaCommand),
     /// Issue and inspect workload certificates (X.509-SVIDs).
+    #[cfg(feature = "tools")]
     #[command(subcommand)]
     Cert(commands::cert::CertCommand),
     /// Check, compile, explain, apply and sync a segmentation policy.
-    #[cfg(feature = "policy-commands")]
+    #[cfg(feature = "tools")]
     #[command(subcommand)]
     Policy(commands::policy::PolicyCommand),
     /// Run the mTLS sidecar of one workload.
     #[command(subcommand)]
     Sidecar(commands::sidecar::SidecarCommand),
     /// Run the whole story on this machine in a temporary directory, printing each step.
+    #[cfg(feature = "tools")]
     Demo(commands::demo::DemoArgs),
 }
 
@@ -54,18 +58,22 @@ fn main() -> ExitCode {
     // Services say what they do at info; one-shot commands only warn, their output is stdout.
     let is_service = match &cli.command {
         Command::Sidecar(_) => true,
-        #[cfg(feature = "policy-commands")]
+        #[cfg(feature = "tools")]
         Command::Policy(commands::policy::PolicyCommand::Sync(_)) => true,
+        #[cfg(feature = "tools")]
         _ => false,
     };
     init_logging(cli.log_format, if is_service { "info" } else { "warn" });
     let mut stdout = std::io::stdout().lock();
     let result = match cli.command {
+        #[cfg(feature = "tools")]
         Command::Ca(cmd) => commands::ca::run(cmd, &mut stdout),
+        #[cfg(feature = "tools")]
         Command::Cert(cmd) => commands::cert::run(cmd, &mut stdout),
         Command::Sidecar(cmd) => commands::sidecar::run(cmd, &mut stdout),
-        #[cfg(feature = "policy-commands")]
+        #[cfg(feature = "tools")]
         Command::Policy(cmd) => commands::policy::run(cmd, &mut stdout),
+        #[cfg(feature = "tools")]
         Command::Demo(args) => commands::demo::run(args, &mut stdout),
     };
     match result {

@@ -1,14 +1,19 @@
 //! One module per top-level subcommand.
 
+#[cfg(feature = "tools")]
 pub mod ca;
+#[cfg(feature = "tools")]
 pub mod cert;
+#[cfg(feature = "tools")]
 pub mod demo;
-#[cfg(feature = "policy-commands")]
+#[cfg(feature = "tools")]
 pub mod policy;
 pub mod sidecar;
 
+#[cfg(feature = "tools")]
 use std::time::Duration;
 
+#[cfg(feature = "tools")]
 /// Parses `90s`, `15m`, `24h`, `30d`, `1y` (and combinations such as `1h30m`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s)
@@ -20,12 +25,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// The key types a command accepts, as clap lists them in `--help` and in errors.
+#[cfg(feature = "tools")]
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum KeyTypeArg {
     EcdsaP256,
     Ed25519,
 }
 
+#[cfg(feature = "tools")]
 impl From<KeyTypeArg> for palisade_ca::KeyType {
     fn from(k: KeyTypeArg) -> Self {
         match k {
