@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest::{Context, SHA256};
-use common::{banner_then_echo, echo, spawn_app, Pki, SidecarProcess};
+use common::{banner_then_echo, echo, spawn_app, wait_until, Pki, SidecarProcess};
 
 /// The two CPU-heavy tests (100 MB each way, the flood) take this so they do not run at the same
 /// time on a 2-core machine, where each would distort the other's timeouts.
@@ -91,20 +91,6 @@ fn connect(addr: SocketAddr, io_timeout: Duration) -> TcpStream {
     s.set_read_timeout(Some(io_timeout)).unwrap();
     s.set_write_timeout(Some(io_timeout)).unwrap();
     s
-}
-
-/// Polls `check` every 50 ms until it holds or `limit` has passed.
-fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{have, http_ok, spawn_app, Pki, SidecarProcess, TD};
+use common::{have, http_ok, spawn_app, wait_until, Pki, SidecarProcess, TD};
 
 const REFUSED: &str = "palisade_sidecar_connections_refused_total";
 const RELOADS: &str = "palisade_sidecar_reloads_total";
@@ -30,20 +30,6 @@ const APP_BODY: &str = "hello from the app\n";
 
 fn id(path: &str) -> String {
     format!("spiffe://{TD}/{path}")
-}
-
-/// Polls `condition` every 20 ms for at most `limit`; whether it became true.
-fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Waits (up to 5 s) until a metric reaches at least `want`; panics with the log otherwise.

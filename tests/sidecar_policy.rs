@@ -6,10 +6,9 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{have, spawn_app, Pki, SidecarProcess};
+use common::{have, spawn_app, wait_until, Pki, SidecarProcess};
 
 const POLICY: &str = "\
 version: 1
@@ -68,17 +67,6 @@ fn replace(path: &Path, contents: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
 #[test]
 fn admission_follows_the_policy_file_and_its_changes() {
     if !have("curl") {
@@ -118,7 +106,7 @@ fn admission_follows_the_policy_file_and_its_changes() {
     // The policy now lets guests in: the sidecar picks it up without a restart.
     replace(&policy, &format!("{POLICY}{GUESTS_TOO}"));
     assert!(
-        eventually(Duration::from_secs(5), || curl_as(&pki, "scanner", port)),
+        wait_until(Duration::from_secs(5), || curl_as(&pki, "scanner", port)),
         "the changed policy was not applied:\n{}",
         sidecar.log_text()
     );
@@ -128,7 +116,7 @@ fn admission_follows_the_policy_file_and_its_changes() {
     let failures =
         |s: &SidecarProcess| s.metric("palisade_sidecar_reloads_total", &[("result", "failure")]);
     replace(&policy, "version: 1\nsegments: [not, a, mapping]\n");
-    assert!(eventually(Duration::from_secs(5), || failures(&sidecar) >= 1.0));
+    assert!(wait_until(Duration::from_secs(5), || failures(&sidecar) >= 1.0));
     assert!(
         curl_as(&pki, "scanner", port),
         "the last good policy still admits guests"

@@ -549,3 +549,17 @@ pub fn run_bounded(cmd: &mut Command, input: &[u8], limit: Duration) -> (Output,
     };
     (output, timed_out)
 }
+
+/// Polls `check` every 20 ms until it holds (true) or `limit` has passed (false).
+pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
