@@ -1,19 +1,37 @@
 //! The admin server every Palisade service runs on loopback: `GET /live`, `GET /ready`,
 //! `GET /metrics` (Prometheus text) and, for services that support it, `POST /shutdown` (accepted
 //! from loopback only). A service describes itself with [`AdminService`]; [`serve`] does the HTTP.
+//!
+//! Trust model: every local process can reach a loopback port, and so can a web page open in a
+//! browser on the same host (by a plain cross-origin request, or by DNS rebinding a name of its own
+//! to 127.0.0.1). So the server answers only requests whose `Host` is a loopback address or
+//! `localhost` (rebinding sends the attacker's name) and that carry no `Origin` header (browsers
+//! add one to cross-origin requests and to every POST; curl, Prometheus and kubelet probes do
+//! not). Local processes are trusted: whoever can run code as a local user can signal the process
+//! anyway. A connection must send its request head within [`HEADER_TIMEOUT`], is closed after one
+//! response, and at most [`MAX_CONNECTIONS`] are open at once.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONTENT_TYPE};
+use hyper::header::{ALLOW, CONTENT_TYPE, HOST, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+/// How long a client may take to send its request line and headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Admin connections open at once; more are closed at accept.
+pub const MAX_CONNECTIONS: usize = 32;
+/// Longest a connection may live, whatever it does (one request, then it is closed).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 
 /// What a service tells its admin server.
 pub trait AdminService: Send + Sync + 'static {
@@ -29,6 +47,18 @@ pub trait AdminService: Send + Sync + 'static {
 
 /// Serves the admin endpoints until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, service: Arc<dyn AdminService>, stop: CancellationToken) {
+    serve_with(listener, service, stop, HEADER_TIMEOUT, MAX_CONNECTIONS).await
+}
+
+/// [`serve`] with other limits (tests use short ones).
+pub async fn serve_with(
+    listener: TcpListener,
+    service: Arc<dyn AdminService>,
+    stop: CancellationToken,
+    header_timeout: Duration,
+    max_connections: usize,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
     loop {
         let (stream, remote) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -41,17 +71,42 @@ pub async fn serve(listener: TcpListener, service: Arc<dyn AdminService>, stop: 
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%remote, "admin connection refused: too many open");
+            continue;
+        };
         let service = service.clone();
         tokio::spawn(async move {
             let handler = hyper::service::service_fn(move |req| {
                 let service = service.clone();
                 async move { Ok::<_, Infallible>(route(req, remote, service.as_ref())) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), handler)
-                .await;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), handler);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            drop(slot);
         });
     }
+}
+
+/// Whether a request may have come from a web page (see the crate's trust model): a `Host` that
+/// is not a loopback address or `localhost`, or any `Origin`.
+fn from_a_browser(req: &Request<Incoming>) -> Option<&'static str> {
+    if req.headers().contains_key(ORIGIN) {
+        return Some("requests with an Origin header (from web pages) are refused\n");
+    }
+    let host = req.headers().get(HOST)?.to_str().unwrap_or("");
+    // host[:port], [v6][:port]
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or("", |(h, _)| h),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    let loopback = name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then_some("the Host header must be a loopback address or localhost\n")
 }
 
 fn route(
@@ -59,6 +114,9 @@ fn route(
     remote: SocketAddr,
     service: &dyn AdminService,
 ) -> Response<Full<Bytes>> {
+    if let Some(why) = from_a_browser(&req) {
+        return text(StatusCode::FORBIDDEN, why.into());
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/live") => text(StatusCode::OK, "live\n".into()),
         (&Method::GET | &Method::HEAD, "/ready") => match service.ready() {
@@ -124,4 +182,110 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         .header(CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Full::new(Bytes::from(body)))
         .expect("static response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    struct Fake;
+    impl AdminService for Fake {
+        fn ready(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn metrics(&self) -> String {
+            String::new()
+        }
+        fn shutdown(&self) -> Option<()> {
+            Some(())
+        }
+    }
+
+    /// Starts a server on a runtime of its own; returns its address.
+    fn start(header_timeout: Duration, max_connections: usize) -> SocketAddr {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                serve_with(
+                    listener,
+                    Arc::new(Fake),
+                    CancellationToken::new(),
+                    header_timeout,
+                    max_connections,
+                )
+                .await;
+            });
+        });
+        rx.recv().unwrap()
+    }
+
+    fn request(addr: SocketAddr, head: &str) -> String {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+
+    /// Review finding 10: a request head that never ends is cut off, not kept open.
+    #[test]
+    fn a_partial_request_is_closed_after_the_header_timeout() {
+        let addr = start(Duration::from_millis(300), 8);
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow:")
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut out = Vec::new();
+        let read = s.read_to_end(&mut out);
+        assert!(
+            read.is_ok() && started.elapsed() < Duration::from_secs(4),
+            "the connection stayed open: {read:?}"
+        );
+    }
+
+    #[test]
+    fn connections_beyond_the_cap_are_closed_at_once() {
+        let addr = start(Duration::from_secs(30), 2);
+        let _held: Vec<_> = (0..2)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let reply = request(addr, "GET /live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        assert_eq!(reply, "", "a third connection must be closed unanswered");
+        drop(_held);
+        std::thread::sleep(Duration::from_millis(200));
+        let reply = request(addr, "GET /live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+
+    #[test]
+    fn requests_a_web_page_could_send_are_refused() {
+        let addr = start(Duration::from_secs(5), 8);
+        for head in [
+            "POST /shutdown HTTP/1.1\r\nHost: 127.0.0.1:15000\r\nOrigin: http://evil.example\r\nContent-Length: 0\r\n\r\n",
+            "POST /shutdown HTTP/1.1\r\nHost: rebind.evil.example:15000\r\nContent-Length: 0\r\n\r\n",
+            "GET /metrics HTTP/1.1\r\nHost: 10.0.0.1\r\n\r\n",
+        ] {
+            let reply = request(addr, head);
+            assert!(reply.starts_with("HTTP/1.1 403"), "{head:?}: {reply}");
+        }
+        for host in ["127.0.0.1:15000", "localhost", "[::1]:15000", "LOCALHOST:1"] {
+            let reply = request(addr, &format!("GET /live HTTP/1.1\r\nHost: {host}\r\n\r\n"));
+            assert!(reply.starts_with("HTTP/1.1 200"), "{host}: {reply}");
+        }
+        let reply = request(
+            addr,
+            "POST /shutdown HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert!(reply.starts_with("HTTP/1.1 202"), "{reply}");
+    }
 }

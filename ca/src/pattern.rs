@@ -118,6 +118,42 @@ impl IdPattern {
         &self.text
     }
 
+    /// The path's segments before any final `/**`: `Some(literal)`, or `None` for `*`.
+    pub fn path_segments(&self) -> impl Iterator<Item = Option<&str>> {
+        self.segments.iter().map(|s| match s {
+            Segment::Literal(l) => Some(l.as_str()),
+            Segment::AnyOne => None,
+        })
+    }
+
+    /// Whether the pattern ends in `/**` (one or more further segments).
+    pub fn has_any_suffix(&self) -> bool {
+        self.any_suffix
+    }
+
+    /// Whether some SPIFFE ID matches both patterns.
+    pub fn overlaps(&self, other: &IdPattern) -> bool {
+        if self.trust_domain != other.trust_domain {
+            return false;
+        }
+        let clash = self
+            .segments
+            .iter()
+            .zip(&other.segments)
+            .any(|pair| matches!(pair, (Segment::Literal(a), Segment::Literal(b)) if a != b));
+        if clash {
+            return false;
+        }
+        let (n, m) = (self.segments.len(), other.segments.len());
+        // Past the shorter fixed part, a `/**` takes the other's remaining segments (at least one).
+        match (self.any_suffix, other.any_suffix) {
+            (false, false) => n == m,
+            (true, false) => m > n,
+            (false, true) => n > m,
+            (true, true) => true,
+        }
+    }
+
     /// The (literal) trust domain every matching ID is in.
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.trust_domain
@@ -254,6 +290,43 @@ mod tests {
             "spiffe://td/***",
         ] {
             assert!(IdPattern::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    /// `overlaps` against brute force: every ID of up to four segments over a small alphabet.
+    #[test]
+    fn overlap_is_exactly_a_common_matching_id() {
+        let alphabet = ["a", "b", "*"];
+        let mut patterns = Vec::new();
+        let mut ids = Vec::new();
+        for len in 0..=3usize {
+            for combo in 0..alphabet.len().pow(len as u32) {
+                let segs: Vec<&str> = (0..len)
+                    .map(|i| alphabet[combo / alphabet.len().pow(i as u32) % alphabet.len()])
+                    .collect();
+                let path: String = segs.iter().map(|s| format!("/{s}")).collect();
+                for suffix in ["", "/**"] {
+                    if let Ok(p) = IdPattern::parse(&format!("spiffe://td{path}{suffix}")) {
+                        patterns.push(p);
+                    }
+                }
+            }
+        }
+        for len in 1..=4usize {
+            for combo in 0..2usize.pow(len as u32) {
+                let path: String = (0..len).map(|i| ["/a", "/b"][combo >> i & 1]).collect();
+                ids.push(id(&format!("spiffe://td{path}")));
+            }
+        }
+        let other_td = IdPattern::parse("spiffe://other/a").unwrap();
+        for p in &patterns {
+            assert!(!p.overlaps(&other_td));
+            for q in &patterns {
+                // Fixed parts have at most three segments, so a common ID, if any, has at most
+                // four, and `a` and `b` are the only literals.
+                let common = ids.iter().any(|i| p.matches(i) && q.matches(i));
+                assert_eq!(p.overlaps(q), common, "{p} and {q}");
+            }
         }
     }
 

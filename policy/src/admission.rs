@@ -1,31 +1,153 @@
-//! The sidecar's half of the policy: which peer identities a workload admits on a port.
+//! The sidecar's half of the policy: may this peer open a TCP connection to this workload on this
+//! port?
 //!
-//! A peer is admitted to workload W on port P when some segment holding the peer's identity may
-//! reach some segment holding W's identity on P over TCP, by the same decision as `explain`.
-//! Because identities are patterns, the answer is a list of patterns: those of every segment whose
-//! members may connect.
+//! The answer is [`decide`] for the two identities, nothing else: a peer whose ID sits in two
+//! segments is denied when a deny rule matches either of them, exactly as `palisade policy explain`
+//! says. (An earlier version turned the policy into a list of admitted patterns, segment by
+//! segment, and so admitted IDs that a deny rule of another of their segments refused.)
+//!
+//! Deciding walks every segment's patterns and the rules, so [`Admission`] remembers each peer ID's
+//! answer. An `Admission` belongs to one loaded policy (one generation): a new policy gets a new
+//! `Admission` and so an empty memory.
 
-use palisade_ca::{IdPattern, SpiffeId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use crate::explain::decide_segments;
+use palisade_ca::{AuthorizeId, SpiffeId};
+
+use crate::explain::{decide, Decision};
 use crate::model::{Endpoint, Policy, Protocol};
 
-/// The identity patterns admitted to `own` on TCP `port`, in policy order, without duplicates.
-pub fn admitted_identities(policy: &Policy, own: &SpiffeId, port: u16) -> Vec<IdPattern> {
-    let own_segments = policy.segments_of(&Endpoint::Identity(own.clone()));
-    let mut out: Vec<IdPattern> = Vec::new();
-    for (index, segment) in policy.segments.iter().enumerate() {
-        let admitted = own_segments
-            .iter()
-            .any(|&dst| decide_segments(policy, &[index], &[dst], Protocol::Tcp, Some(port)).0);
-        if !admitted {
-            continue;
-        }
-        for (pattern, _) in &segment.identities {
-            if !out.contains(pattern) {
-                out.push(pattern.clone());
-            }
+/// Peer IDs remembered per admission. Only peers whose chain verified reach the question, so the
+/// memory fills only with IDs our CA issued; past this many it starts over rather than grow.
+const REMEMBERED_PEERS: usize = 4096;
+
+/// Who may reach workload `own` on TCP `port`, by one policy.
+pub struct Admission {
+    policy: Arc<Policy>,
+    own: SpiffeId,
+    port: u16,
+    decided: Mutex<HashMap<SpiffeId, bool>>,
+}
+
+impl Admission {
+    pub fn new(policy: Arc<Policy>, own: SpiffeId, port: u16) -> Self {
+        Admission {
+            policy,
+            own,
+            port,
+            decided: Mutex::new(HashMap::new()),
         }
     }
-    out
+
+    /// The policy this admission decides by.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    pub fn own(&self) -> &SpiffeId {
+        &self.own
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The full decision, with the rule that made it (not remembered).
+    pub fn decide(&self, peer: &SpiffeId) -> Decision {
+        decide(
+            &self.policy,
+            &Endpoint::Identity(peer.clone()),
+            &Endpoint::Identity(self.own.clone()),
+            Protocol::Tcp,
+            Some(self.port),
+        )
+    }
+
+    /// Whether `peer` is admitted; the same answer as [`Admission::decide`], remembered.
+    pub fn admits(&self, peer: &SpiffeId) -> bool {
+        if let Some(&known) = self.remembered().get(peer) {
+            return known;
+        }
+        let allowed = self.decide(peer).allowed;
+        let mut decided = self.remembered();
+        if decided.len() >= REMEMBERED_PEERS {
+            decided.clear();
+        }
+        decided.insert(peer.clone(), allowed);
+        allowed
+    }
+}
+
+impl Admission {
+    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<SpiffeId, bool>> {
+        // A panic elsewhere while holding the lock leaves a map that is still correct.
+        self.decided
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("own", &self.own.as_str())
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthorizeId for Admission {
+    fn authorize(&self, peer: &SpiffeId) -> bool {
+        self.admits(peer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> SpiffeId {
+        SpiffeId::parse(s).unwrap()
+    }
+
+    /// The review's reproduction: an ID in `frontend` (allowed) and in `ops` (denied) is denied.
+    #[test]
+    fn deny_of_one_segment_beats_allow_of_another() {
+        let policy = crate::load_str(
+            "version: 1
+trust_domain: example.org
+segments:
+  frontend: { identities: [\"spiffe://example.org/ns/*/sa/frontend\"] }
+  ops: { identities: [\"spiffe://example.org/ns/ops/**\"] }
+  payments: { identities: [spiffe://example.org/ns/shop/sa/payments] }
+rules:
+  - { name: web, from: frontend, to: payments, protocol: tcp, ports: [7443] }
+  - { name: no-ops, from: ops, to: payments, action: deny }
+",
+            "p.yaml".as_ref(),
+        )
+        .unwrap();
+        let admission = Admission::new(
+            Arc::new(policy),
+            id("spiffe://example.org/ns/shop/sa/payments"),
+            7443,
+        );
+        assert!(admission.admits(&id("spiffe://example.org/ns/shop/sa/frontend")));
+        let both = id("spiffe://example.org/ns/ops/sa/frontend");
+        assert!(!admission.admits(&both));
+        assert!(!admission.admits(&both), "remembered the same way");
+        assert!(admission.decide(&both).to_string().contains("no-ops"));
+    }
+
+    #[test]
+    fn identities_in_no_segment_are_refused() {
+        let policy = crate::load_str(
+            "version: 1\ntrust_domain: example.org\nsegments:\n  a: { identities: [spiffe://example.org/a] }\n",
+            "p.yaml".as_ref(),
+        )
+        .unwrap();
+        let admission = Admission::new(Arc::new(policy), id("spiffe://example.org/me"), 1);
+        assert!(!admission.admits(&id("spiffe://example.org/you")));
+    }
 }

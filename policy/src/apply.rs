@@ -92,7 +92,7 @@ pub fn apply_text(table: &str) -> Result<(), ApplyError> {
 /// neighbour discovery keep working.
 pub fn builtin_baseline() -> String {
     format!(
-        "table inet {TABLE} {{\n\tchain forward {{\n\t\ttype filter hook forward priority filter; policy drop;\n\t\tct state established,related accept comment \"palisade baseline\"\n\t\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert }} accept\n\t}}\n}}\n"
+        "table inet {TABLE} {{\n\tchain forward {{\n\t\ttype filter hook forward priority filter; policy drop;\n\t\tct state established,related accept comment \"{BASELINE_MARK}\"\n\t\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert }} accept\n\t}}\n}}\n"
     )
 }
 
@@ -114,12 +114,24 @@ pub fn live_table() -> Result<Option<Value>, ApplyError> {
     }
 }
 
-/// The generation stamped into a live table, if it carries one.
-pub fn live_generation(live: &Value) -> Option<String> {
+/// The comment that marks the built-in baseline's first rule.
+pub const BASELINE_MARK: &str = "palisade baseline";
+
+/// Whether a live `inet palisade` table is one we wrote: it carries a generation or the
+/// baseline's mark. A table someone else made under our name (even an empty one) is not.
+pub fn is_ours(live: &Value) -> bool {
+    live_generation(live).is_some() || rule_comments(live).any(|c| c == BASELINE_MARK)
+}
+
+fn rule_comments(live: &Value) -> impl Iterator<Item = &str> {
     objects(live)
         .filter_map(|o| o.get("rule"))
         .filter_map(|r| r.get("comment")?.as_str())
-        .find_map(|c| c.strip_prefix("palisade generation ").map(str::to_owned))
+}
+
+/// The generation stamped into a live table, if it carries one.
+pub fn live_generation(live: &Value) -> Option<String> {
+    rule_comments(live).find_map(|c| c.strip_prefix("palisade generation ").map(str::to_owned))
 }
 
 fn objects(live: &Value) -> impl Iterator<Item = &Value> {

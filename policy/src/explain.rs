@@ -3,8 +3,10 @@
 //! and the end-to-end tests compare the kernel's behaviour against it, cell by cell.
 //!
 //! Order of decision (docs/POLICY.md):
-//! 1. traffic with both ends outside every segment is not governed by the policy: allowed (no
-//!    host's table holds rules for it, so no rule may claim it either);
+//! 1. traffic between two addresses outside every segment is not governed by the policy: allowed
+//!    (no host's table holds rules for it, so no rule may claim it either); between two
+//!    identities in no segment it is denied (a sidecar admitting by the policy governs every
+//!    identity it is asked about, and admits only whom the policy places and allows);
 //! 2. a matching `deny` rule denies (deny beats allow);
 //! 3. two ends that share a segment are allowed (a segment trusts its members);
 //! 4. a matching `allow` rule allows;
@@ -18,10 +20,15 @@ use crate::model::{Action, Endpoint, Policy, Protocol, SegmentRef};
 /// What decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
-    Rule { name: String, line: usize },
+    Rule {
+        name: String,
+        line: usize,
+    },
     SameSegment(String),
     EgressToOutside(String),
     NotGoverned,
+    /// Neither identity is in a segment: a sidecar that admits by the policy refuses it.
+    IdentitiesInNoSegment,
     DefaultDeny,
 }
 
@@ -44,6 +51,9 @@ impl fmt::Display for Decision {
                 format!("because segment `{s}` may reach addresses outside every segment")
             }
             Reason::NotGoverned => "because neither end is in a segment".into(),
+            Reason::IdentitiesInNoSegment => {
+                "because neither identity is in a segment (a sidecar admits only whom the policy places)".into()
+            }
             Reason::DefaultDeny => "by default: no rule allows it".into(),
         };
         write!(f, "{verdict} {why}")
@@ -60,7 +70,12 @@ pub fn decide(
 ) -> Decision {
     let src = policy.segments_of(from);
     let dst = policy.segments_of(to);
-    let (allowed, reason) = decide_segments(policy, &src, &dst, protocol, port);
+    let identities = matches!(from, Endpoint::Identity(_)) || matches!(to, Endpoint::Identity(_));
+    let (allowed, reason) = if identities && src.is_empty() && dst.is_empty() {
+        (false, Reason::IdentitiesInNoSegment)
+    } else {
+        decide_segments(policy, &src, &dst, protocol, port)
+    };
     let names = |segs: &[usize]| -> Vec<String> {
         if segs.is_empty() {
             vec![crate::OUTSIDE.to_owned()]
@@ -78,8 +93,8 @@ pub fn decide(
     }
 }
 
-/// The decision for traffic from an end in segments `src` to an end in segments `dst` (empty:
-/// outside every segment).
+/// The decision for traffic from an address in segments `src` to an address in segments `dst`
+/// (empty: outside every segment). [`decide`] adds the one rule that differs for identities.
 pub fn decide_segments(
     policy: &Policy,
     src: &[usize],

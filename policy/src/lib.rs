@@ -6,7 +6,7 @@
 //! - [`decide`]: the policy's meaning for one connection (`palisade policy explain`), and the oracle
 //!   the kernel is tested against.
 //! - [`compile`]: a host's `inet palisade` table, as nft text or JSON.
-//! - [`admitted_identities`]: the peers a sidecar admits, from the same file.
+//! - [`Admission`]: whether a sidecar admits a peer's SPIFFE ID, by the same decision as `explain`.
 //! - [`apply`]: one-transaction apply, read-back and diff; [`sync::Sync`]: the `policy sync` service.
 //!
 //! Where a policy rule travels: `load.rs` (YAML, positions) → `model.rs` → `compile.rs`
@@ -21,10 +21,11 @@ mod json;
 mod lint;
 mod load;
 pub mod model;
+mod overlap;
 mod render;
 pub mod sync;
 
-pub use admission::admitted_identities;
+pub use admission::Admission;
 pub use compile::{compile, CompileError, Ruleset, TABLE};
 pub use explain::{decide, decide_segments, Decision, Reason};
 pub use json::nft_json;

@@ -27,23 +27,31 @@ pub fn lint(policy: &Policy) -> Vec<Warning> {
     let warn = |out: &mut Vec<Warning>, pos, message: String| out.push(Warning { pos, message });
     let segs = &policy.segments;
 
-    // Overlapping segments: an address in two segments is trusted by both.
-    for (i, a) in segs.iter().enumerate() {
-        for b in &segs[i + 1..] {
-            let both = a.members.intersection(&b.members);
-            if !both.is_empty() {
-                warn(
-                    &mut out,
-                    b.pos,
-                    format!(
-                        "segments `{}` and `{}` overlap ({}); their common addresses belong to both",
-                        a.name,
-                        b.name,
-                        describe(&both)
-                    ),
-                );
-            }
-        }
+    // Overlapping segments: an address or identity in two segments is trusted by both, and
+    // a deny rule of either applies to it.
+    for ((i, j), both) in crate::overlap::address_overlaps(policy) {
+        warn(
+            &mut out,
+            segs[j].pos,
+            format!(
+                "segments `{}` and `{}` overlap ({}); their common addresses belong to both",
+                segs[i].name,
+                segs[j].name,
+                describe(&both)
+            ),
+        );
+    }
+    for ((i, j), (p, q)) in crate::overlap::identity_overlaps(policy) {
+        warn(
+            &mut out,
+            segs[j].pos,
+            format!(
+                "segments `{}` and `{}` have overlapping identity patterns (`{p}` and `{q}`); an identity matching both belongs to both, and a deny rule of either applies to it",
+                segs[i].name, segs[j].name
+            ),
+        );
+    }
+    for a in segs {
         if a.members.is_empty() && !a.addresses.is_empty() {
             warn(
                 &mut out,

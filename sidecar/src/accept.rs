@@ -1,5 +1,11 @@
-//! The accept loop every listener shares: count the connection, apply the connection cap, hand
-//! the socket to a task that the drain waits for, and stop when shutdown begins.
+//! The accept loop every listener shares: count the connection, take a slot of its direction's
+//! connection cap (and, inbound, of the handshake budget), hand the socket to a task that the
+//! drain waits for, and stop when shutdown begins.
+//!
+//! Inbound and outbound connections have separate caps, so peers flooding the inbound port cannot
+//! take the app's own outbound connections away; inbound connections still in their handshake
+//! (not yet authenticated) also hold one of `max_handshakes` slots, given back when the handshake
+//! ends, so unauthenticated sockets cannot fill the inbound cap either.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -15,15 +21,26 @@ use crate::config::Limits;
 use crate::identity::TlsStore;
 use crate::metrics::ListenerMetrics;
 use crate::refusal::Refusal;
+use crate::refusal_log::RefusalLog;
 use crate::relay::RelayLimits;
 
 /// What every connection task needs, shared by all listeners.
 pub(crate) struct Shared {
     pub store: TlsStore,
     pub limits: Limits,
-    pub permits: Arc<Semaphore>,
+    pub inbound_slots: Arc<Semaphore>,
+    pub outbound_slots: Arc<Semaphore>,
+    pub handshake_slots: Arc<Semaphore>,
+    pub refusal_log: RefusalLog,
     pub tracker: TaskTracker,
     pub stop_accepting: CancellationToken,
+}
+
+/// The slots a listener's connections take.
+pub(crate) struct Slots {
+    pub connections: Arc<Semaphore>,
+    /// Held from accept to the end of the handshake (inbound only).
+    pub handshakes: Option<Arc<Semaphore>>,
 }
 
 impl Shared {
@@ -52,34 +69,18 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// Logs and counts a refusal. Identity refusals are warnings (someone is knocking who should not
-/// be); load and network trouble is for debugging, since an attack would otherwise flood the log.
-pub(crate) fn refuse(
-    metrics: &ListenerMetrics,
-    listener: &str,
-    peer: SocketAddr,
-    refusal: &Refusal,
-) {
-    metrics.refused(refusal.reason());
-    let spiffe_id = refusal.peer_id().map(|id| id.to_string());
-    if refusal.is_about_identity() {
-        tracing::warn!(listener, %peer, spiffe_id, reason = refusal.reason(), "refused: {refusal}");
-    } else {
-        tracing::debug!(listener, %peer, reason = refusal.reason(), "refused: {refusal}");
-    }
-}
-
 /// Accepts until shutdown begins. Each connection runs `handle` in a task the drain waits for,
-/// holding a slot of the connection cap and counted as active; a refusal it returns is logged and
-/// counted here.
+/// holding a slot of `slots` and counted as active; `handle` gets the handshake slot, if any, to
+/// give back when its handshake ends. A refusal it returns is logged and counted here.
 pub(crate) async fn accept_loop<F, Fut>(
     listener: TcpListener,
     name: String,
     shared: Arc<Shared>,
     metrics: ListenerMetrics,
+    slots: Slots,
     handle: F,
 ) where
-    F: Fn(TcpStream, SocketAddr) -> Fut,
+    F: Fn(TcpStream, SocketAddr, Option<OwnedSemaphorePermit>) -> Fut,
     Fut: Future<Output = Result<(), Refusal>> + Send + 'static,
 {
     loop {
@@ -98,17 +99,33 @@ pub(crate) async fn accept_loop<F, Fut>(
             }
         };
         metrics.opened.inc();
-        let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
-            refuse(&metrics, &name, peer, &Refusal::ConnectionLimit);
+        let Ok(permit) = slots.connections.clone().try_acquire_owned() else {
+            shared
+                .refusal_log
+                .refuse(&metrics, &name, peer, &Refusal::ConnectionLimit);
             continue;
         };
+        let handshake = match &slots.handshakes {
+            None => None,
+            Some(handshakes) => match handshakes.clone().try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => {
+                    shared
+                        .refusal_log
+                        .refuse(&metrics, &name, peer, &Refusal::HandshakeLimit);
+                    continue;
+                }
+            },
+        };
         let _ = stream.set_nodelay(true);
-        let connection = handle(stream, peer);
-        let (metrics, name) = (metrics.clone(), name.clone());
+        let connection = handle(stream, peer, handshake);
+        let (metrics, name, task_shared) = (metrics.clone(), name.clone(), shared.clone());
         shared.tracker.spawn(async move {
             let _active = ActiveGuard::new(&metrics);
             if let Err(refusal) = connection.await {
-                refuse(&metrics, &name, peer, &refusal);
+                task_shared
+                    .refusal_log
+                    .refuse(&metrics, &name, peer, &refusal);
             }
             drop(permit);
         });

@@ -1,5 +1,6 @@
 //! What the sidecar tells its admin server (the HTTP is `palisade_admin`): ready only while a
-//! valid, unexpired certificate is loaded and shutdown has not begun; POST /shutdown starts the
+//! valid, unexpired certificate is loaded, every policy file it admits by has loaded once, and
+//! shutdown has not begun; POST /shutdown starts the
 //! same drain as SIGTERM.
 
 use std::sync::Arc;
@@ -7,12 +8,14 @@ use std::sync::Arc;
 use palisade_admin::AdminService;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::PolicyFiles;
 use crate::identity::{holds_valid_certificate, TlsStore};
 use crate::metrics::Metrics;
 
 pub(crate) struct AdminState {
     pub metrics: Arc<Metrics>,
     pub store: TlsStore,
+    pub policies: Arc<PolicyFiles>,
     /// Cancelled when shutdown begins, by a signal or by POST /shutdown.
     pub shutdown: CancellationToken,
 }
@@ -21,10 +24,12 @@ impl AdminService for AdminState {
     fn ready(&self) -> Result<(), String> {
         if self.shutdown.is_cancelled() {
             Err("shutting down".into())
-        } else if holds_valid_certificate(&self.store) {
-            Ok(())
-        } else {
+        } else if !holds_valid_certificate(&self.store) {
             Err("no valid certificate loaded".into())
+        } else if let Some(file) = self.policies.not_loaded() {
+            Err(format!("no policy loaded from {} yet", file.display()))
+        } else {
+            Ok(())
         }
     }
 

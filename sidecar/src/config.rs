@@ -107,6 +107,10 @@ pub struct OutboundConfig {
     pub connect_to: String,
     /// SPIFFE ID patterns the peer's certificate must match.
     pub expect: Vec<IdPattern>,
+    /// Whoever reaches an outbound listener connects with this workload's identity, so it must
+    /// listen on loopback unless this says otherwise, knowingly.
+    #[serde(default)]
+    pub allow_non_loopback: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,6 +135,9 @@ pub struct Limits {
     /// From accept to a finished TLS handshake.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// From accept to the peer's first byte (inbound): silent sockets are closed sooner.
+    #[serde(with = "humantime_serde")]
+    pub first_byte_timeout: Duration,
     /// Connecting to the app (inbound) or to the peer (outbound).
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -140,8 +147,12 @@ pub struct Limits {
     /// After one side has finished sending, how long the other may stay quiet before both close.
     #[serde(with = "humantime_serde")]
     pub half_close_timeout: Duration,
-    /// Open connections over every listener; beyond it new ones are refused and counted.
+    /// Open connections per direction (inbound listeners together, outbound listeners
+    /// together); beyond it new ones are refused and counted.
     pub max_connections: usize,
+    /// Inbound connections whose TLS handshake has not finished (peers not yet authenticated);
+    /// beyond it new inbound connections are refused and counted.
+    pub max_handshakes: usize,
     /// On SIGTERM or POST /shutdown, how long open connections may take to finish.
     #[serde(with = "humantime_serde")]
     pub drain_grace: Duration,
@@ -153,10 +164,12 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             handshake_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(3600),
             half_close_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            max_handshakes: 1_000,
             drain_grace: Duration::from_secs(30),
             buffer_size: 32 * 1024,
         }
@@ -166,8 +179,8 @@ impl Default for Limits {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
-    /// TLS session resumption. Off by default: a resumed session skips certificate verification,
-    /// so a peer could outlive a bundle rotation that should have cut it off.
+    /// TLS session resumption. Off by default. When on, a resumed session's certificate is
+    /// verified again (chain, validity, admission) as a full handshake would.
     #[serde(default)]
     pub resumption: bool,
 }
@@ -297,6 +310,12 @@ impl SidecarConfig {
                     l.name
                 ));
             }
+            if !l.listen.ip().is_loopback() && !l.allow_non_loopback {
+                return Err(format!(
+                    "outbound listener \"{}\": {} is not a loopback address; whoever reaches it connects with this workload's identity (set allow_non_loopback: true if that is meant)",
+                    l.name, l.listen
+                ));
+            }
             if l.connect_to
                 .rsplit_once(':')
                 .and_then(|(_, p)| p.parse::<u16>().ok())
@@ -318,11 +337,15 @@ impl SidecarConfig {
         if limits.max_connections == 0 {
             return Err("limits.max_connections must be at least 1".into());
         }
+        if limits.max_handshakes == 0 {
+            return Err("limits.max_handshakes must be at least 1".into());
+        }
         if !(1024..=16 * 1024 * 1024).contains(&limits.buffer_size) {
             return Err("limits.buffer_size must be between 1024 and 16777216 bytes".into());
         }
         for (name, d) in [
             ("handshake_timeout", limits.handshake_timeout),
+            ("first_byte_timeout", limits.first_byte_timeout),
             ("connect_timeout", limits.connect_timeout),
             ("idle_timeout", limits.idle_timeout),
             ("half_close_timeout", limits.half_close_timeout),
@@ -422,5 +445,27 @@ inbound:
             .unwrap_err()
             .to_string()
             .contains("not host:port"));
+    }
+
+    /// Review finding 8: an outbound listener on a non-loopback address lends this workload's
+    /// identity to anyone who reaches it; it takes an explicit opt-in.
+    #[test]
+    fn outbound_listeners_are_loopback_unless_opted_out() {
+        let outbound = |listen: &str, extra: &str| {
+            format!(
+                "{MINIMAL}outbound:\n  - name: out\n    listen: {listen}\n    connect_to: x:1\n    expect: [spiffe://td/x]\n{extra}"
+            )
+        };
+        for listen in ["0.0.0.0:7001", "10.1.2.3:7001", "\"[::]:7001\""] {
+            let e = parse(&outbound(listen, "")).unwrap_err().to_string();
+            assert!(
+                e.contains("\"out\"") && e.contains("not a loopback address"),
+                "{e}"
+            );
+            assert!(parse(&outbound(listen, "    allow_non_loopback: true\n")).is_ok());
+        }
+        for listen in ["127.0.0.1:7001", "127.0.0.2:7001", "\"[::1]:7001\""] {
+            assert!(parse(&outbound(listen, "")).is_ok(), "{listen}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! This workload's identity as the sidecar holds it: certificate, key and trust bundle read from
 //! files ([`Credentials`]), turned into one rustls config per listener ([`TlsConfigs`]) and kept
-//! current by [`watch_identity_files`], which swaps in new material only when all of it checks out.
+//! current by [`IdentityWatcher`], which swaps in new material only when all of it checks out.
+//! Policy files are watched apart (`admission.rs`), so a bad policy never holds up a rotation.
 //!
 //! Swapping is an `ArcSwap` store: each new handshake takes the configs current at its accept;
 //! open connections keep the ones they started with.
@@ -11,8 +12,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use palisade_ca::{
-    verify_svid, BundleError, PeerRole, SpiffeClientVerifier, SpiffeId, SpiffeServerVerifier,
-    SvidError, TrustBundle, TrustBundleSet,
+    verify_svid, AllowList, BundleError, PeerRole, SpiffeClientVerifier, SpiffeId,
+    SpiffeServerVerifier, SvidError, TrustBundle, TrustBundleSet,
 };
 use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
@@ -21,15 +22,10 @@ use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, ServerConfig};
 use rustls_pki_types::UnixTime;
 use time::OffsetDateTime;
-use tokio_util::sync::CancellationToken;
 
-use std::collections::HashMap;
-
-use palisade_policy::Policy;
-
-use crate::config::{IdentityConfig, InboundConfig, SidecarConfig};
-use crate::metrics::Metrics;
-use palisade_ca::AllowList;
+use crate::admission::PolicyFiles;
+use crate::config::{IdentityConfig, SidecarConfig};
+use crate::metrics::{Metrics, ReloadLabels};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
@@ -105,18 +101,29 @@ impl Credentials {
 }
 
 /// The rustls configs of every listener, built from one set of credentials. Index `i` of
-/// `inbound` belongs to `config.inbound[i]`, and likewise for `outbound`.
+/// `inbound` belongs to `config.inbound[i]`, and likewise for `outbound`. Each keeps its verifier,
+/// so that a resumed session (which skips certificate verification in TLS) can be checked again.
 pub struct TlsConfigs {
     pub credentials: Arc<Credentials>,
-    pub inbound: Vec<Arc<ServerConfig>>,
-    pub outbound: Vec<Arc<ClientConfig>>,
+    pub inbound: Vec<InboundTls>,
+    pub outbound: Vec<OutboundTls>,
+}
+
+pub struct InboundTls {
+    pub config: Arc<ServerConfig>,
+    pub verifier: Arc<SpiffeClientVerifier>,
+}
+
+pub struct OutboundTls {
+    pub config: Arc<ClientConfig>,
+    pub verifier: Arc<SpiffeServerVerifier>,
 }
 
 impl TlsConfigs {
-    pub fn build(
+    pub(crate) fn build(
         credentials: Arc<Credentials>,
         config: &SidecarConfig,
-        policies: &HashMap<PathBuf, Policy>,
+        policies: &PolicyFiles,
         provider: &Arc<CryptoProvider>,
     ) -> Result<Self, rustls::Error> {
         let own_cert = Arc::new(SingleCertAndKey::from(credentials.certified_key.clone()));
@@ -128,17 +135,20 @@ impl TlsConfigs {
             .map(|listener| {
                 let verifier = SpiffeClientVerifier::new(
                     credentials.bundles.clone(),
-                    Arc::new(admitted(listener, &credentials.id, policies)),
+                    policies.authorizer(listener, &credentials.id),
                 );
                 let mut server = ServerConfig::builder_with_provider(provider.clone())
                     .with_protocol_versions(versions)?
-                    .with_client_cert_verifier(verifier)
+                    .with_client_cert_verifier(verifier.clone())
                     .with_cert_resolver(own_cert.clone());
                 if !config.tls.resumption {
                     server.session_storage = Arc::new(NoServerSessionStorage {});
                     server.send_tls13_tickets = 0;
                 }
-                Ok(Arc::new(server))
+                Ok(InboundTls {
+                    config: Arc::new(server),
+                    verifier,
+                })
             })
             .collect::<Result<_, rustls::Error>>()?;
         let outbound = config
@@ -152,12 +162,15 @@ impl TlsConfigs {
                 let mut client = ClientConfig::builder_with_provider(provider.clone())
                     .with_protocol_versions(versions)?
                     .dangerous()
-                    .with_custom_certificate_verifier(verifier)
+                    .with_custom_certificate_verifier(verifier.clone())
                     .with_client_cert_resolver(own_cert.clone());
                 if !config.tls.resumption {
                     client.resumption = Resumption::disabled();
                 }
-                Ok(Arc::new(client))
+                Ok(OutboundTls {
+                    config: Arc::new(client),
+                    verifier,
+                })
             })
             .collect::<Result<_, rustls::Error>>()?;
         Ok(TlsConfigs {
@@ -165,32 +178,6 @@ impl TlsConfigs {
             inbound,
             outbound,
         })
-    }
-}
-
-/// Who an inbound listener admits: its `allow` list, or what its policy file says about this
-/// workload's own identity and the listener's port.
-fn admitted(
-    listener: &InboundConfig,
-    own: &palisade_ca::SpiffeId,
-    policies: &HashMap<PathBuf, Policy>,
-) -> AllowList {
-    match &listener.policy {
-        None => AllowList::new(listener.allow.clone()),
-        Some(p) => {
-            let port = p.port.unwrap_or(listener.listen.port());
-            let patterns = policies
-                .get(&p.file)
-                .map(|policy| palisade_policy::admitted_identities(policy, own, port))
-                .unwrap_or_default();
-            tracing::info!(
-                listener = listener.name,
-                port,
-                admitted = ?patterns.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
-                "admission from the policy"
-            );
-            AllowList::new(patterns)
-        }
     }
 }
 
@@ -227,6 +214,7 @@ pub struct IdentityWatcher {
     config: Arc<SidecarConfig>,
     provider: Arc<CryptoProvider>,
     store: TlsStore,
+    policies: Arc<PolicyFiles>,
     metrics: Arc<Metrics>,
     /// The file contents last tried, loaded or refused, so a refusal is logged once, not per poll.
     last_seen: Option<Vec<Vec<u8>>>,
@@ -248,10 +236,11 @@ pub enum ReloadOutcome {
 const PAIR_SETTLE: Duration = Duration::from_millis(200);
 
 impl IdentityWatcher {
-    pub fn new(
+    pub(crate) fn new(
         config: Arc<SidecarConfig>,
         provider: Arc<CryptoProvider>,
         store: TlsStore,
+        policies: Arc<PolicyFiles>,
         metrics: Arc<Metrics>,
     ) -> Self {
         IdentityWatcher {
@@ -259,6 +248,7 @@ impl IdentityWatcher {
             config,
             provider,
             store,
+            policies,
             metrics,
             last_seen: None,
             last_read_error: None,
@@ -294,6 +284,13 @@ impl IdentityWatcher {
                         "no certificate loaded yet, so not ready"
                     };
                     tracing::warn!(%error, "cannot read the identity files; {keeping}");
+                    self.metrics
+                        .reloads
+                        .get_or_create(&ReloadLabels {
+                            files: "identity",
+                            result: "failure",
+                        })
+                        .inc();
                 }
                 return ReloadOutcome::Unreadable;
             }
@@ -303,18 +300,17 @@ impl IdentityWatcher {
             return ReloadOutcome::Unchanged;
         }
         let (cert, key, bundle) = (&contents[0], &contents[1], &contents[2]);
-        let result = self.policies(&contents[3..]).and_then(|policies| {
-            let credentials =
-                Credentials::from_pem(cert, key, bundle, &self.provider, UnixTime::now())
-                    .map_err(|e| e.to_string())?;
-            TlsConfigs::build(
-                Arc::new(credentials),
-                &self.config,
-                &policies,
-                &self.provider,
-            )
-            .map_err(|e| format!("cannot build the TLS configuration: {e}"))
-        });
+        let result = Credentials::from_pem(cert, key, bundle, &self.provider, UnixTime::now())
+            .map_err(|e| e.to_string())
+            .and_then(|credentials| {
+                TlsConfigs::build(
+                    Arc::new(credentials),
+                    &self.config,
+                    &self.policies,
+                    &self.provider,
+                )
+                .map_err(|e| format!("cannot build the TLS configuration: {e}"))
+            });
         self.last_seen = Some(contents);
         match result {
             Ok(configs) => {
@@ -331,7 +327,10 @@ impl IdentityWatcher {
                 self.metrics.bundle_roots.set(c.roots as i64);
                 self.metrics
                     .reloads
-                    .get_or_create(&crate::metrics::ResultLabels { result: "success" })
+                    .get_or_create(&ReloadLabels {
+                        files: "identity",
+                        result: "success",
+                    })
                     .inc();
                 self.store.store(Some(Arc::new(configs)));
                 ReloadOutcome::Loaded
@@ -346,14 +345,17 @@ impl IdentityWatcher {
                 tracing::warn!(%reason, "refused new identity files; {keeping}");
                 self.metrics
                     .reloads
-                    .get_or_create(&crate::metrics::ResultLabels { result: "failure" })
+                    .get_or_create(&ReloadLabels {
+                        files: "identity",
+                        result: "failure",
+                    })
                     .inc();
                 ReloadOutcome::Refused
             }
         }
     }
 
-    /// Reads the identity files and the policy files on the runtime thread. They are a few
+    /// Reads the identity files on the runtime thread. They are a few
     /// kilobytes on a local or tmpfs volume (a Kubernetes Secret or ConfigMap), so this takes
     /// microseconds; going through tokio::fs would keep a blocking-pool thread (and its malloc
     /// arena) alive for a read every second.
@@ -364,51 +366,11 @@ impl IdentityWatcher {
                 error,
             })
         };
-        let mut contents = vec![
+        let contents = vec![
             read(&self.files.cert)?,
             read(&self.files.key)?,
             read(&self.files.bundle)?,
         ];
-        for file in self.policy_files() {
-            contents.push(read(&file)?);
-        }
         Ok(contents)
-    }
-
-    /// The policy files named by inbound listeners, each once, in listener order.
-    fn policy_files(&self) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = Vec::new();
-        for l in &self.config.inbound {
-            if let Some(p) = &l.policy {
-                if !files.contains(&p.file) {
-                    files.push(p.file.clone());
-                }
-            }
-        }
-        files
-    }
-
-    /// Loads the policy files whose contents were just read.
-    fn policies(&self, contents: &[Vec<u8>]) -> Result<HashMap<PathBuf, Policy>, String> {
-        let mut out = HashMap::new();
-        for (file, bytes) in self.policy_files().into_iter().zip(contents) {
-            let text = std::str::from_utf8(bytes)
-                .map_err(|_| format!("{}: the policy is not UTF-8 text", file.display()))?;
-            let policy = palisade_policy::load_str(text, &file).map_err(|e| e.to_string())?;
-            out.insert(file, policy);
-        }
-        Ok(out)
-    }
-
-    /// Checks the files every `reload_interval` until cancelled.
-    pub async fn run(mut self, cancel: CancellationToken) {
-        let mut tick = tokio::time::interval(self.files.reload_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tick.tick() => { self.check().await; }
-            }
-        }
     }
 }

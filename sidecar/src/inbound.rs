@@ -1,24 +1,39 @@
 //! Inbound: a peer's sidecar connects with mTLS; its SPIFFE ID is checked against this listener's
-//! allow-list during the handshake; admitted, it is relayed in plaintext to the app on loopback.
+//! admission during the handshake; admitted, it is relayed in plaintext to the app on loopback.
+//!
+//! Until the handshake is over the peer is a stranger: it holds one of `max_handshakes` slots,
+//! must send its first byte within `first_byte_timeout` and finish within `handshake_timeout`,
+//! may send at most [`HANDSHAKE_BUDGET`] bytes, and gets no read-ahead or relay buffer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use rustls::server::danger::ClientCertVerifier;
+use rustls::HandshakeKind;
+use rustls_pki_types::UnixTime;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::timeout;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::accept::{accept_loop, Shared};
+use crate::accept::{accept_loop, Shared, Slots};
 use crate::config::InboundConfig;
+use crate::identity::InboundTls;
 use crate::metrics::ListenerMetrics;
 use crate::read_ahead::ReadAhead;
 use crate::refusal::Refusal;
-use crate::relay::Relay;
+use crate::relay::{Relay, RelayEnd};
 
 /// First byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Most bytes a peer may send before its handshake is done. A TLS 1.3 client sends a ClientHello
+/// (under 2 KiB, a little more with a post-quantum key share), its certificate chain (an SVID and
+/// an intermediate are about 1.5 KiB) and two short messages; this leaves room for long chains
+/// while keeping what rustls buffers for a stranger small.
+pub const HANDSHAKE_BUDGET: usize = 32 * 1024;
 
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -29,14 +44,21 @@ pub(crate) async fn serve(
 ) {
     let config = Arc::new(config);
     let name = config.name.clone();
+    let slots = Slots {
+        connections: shared.inbound_slots.clone(),
+        handshakes: Some(shared.handshake_slots.clone()),
+    };
     accept_loop(
         listener,
         name,
         shared.clone(),
         metrics.clone(),
-        move |tcp, peer| {
+        slots,
+        move |tcp, peer, handshake_slot| {
             let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
-            async move { handle(tcp, peer, index, &config, &shared, &metrics).await }
+            async move {
+                handle(tcp, peer, index, &config, &shared, &metrics, handshake_slot).await
+            }
         },
     )
     .await;
@@ -49,13 +71,20 @@ async fn handle(
     config: &InboundConfig,
     shared: &Shared,
     metrics: &ListenerMetrics,
+    handshake_slot: Option<OwnedSemaphorePermit>,
 ) -> Result<(), Refusal> {
     let started = Instant::now();
     let configs = shared.store.load_full().ok_or(Refusal::NoCertificate)?;
-    let acceptor = TlsAcceptor::from(configs.inbound[index].clone());
-    let mut tls = timeout(shared.limits.handshake_timeout, handshake(tcp, acceptor))
-        .await
-        .map_err(|_| Refusal::HandshakeTimeout)??;
+    let tls_config = &configs.inbound[index];
+    let mut tls = timeout(
+        shared.limits.handshake_timeout,
+        handshake(tcp, tls_config, shared),
+    )
+    .await
+    .map_err(|_| Refusal::HandshakeTimeout)??;
+    // The peer is authenticated: its slot goes back, and reads may use large buffers.
+    drop(handshake_slot);
+    tls.get_mut().0.handshake_done();
     metrics
         .handshake_seconds
         .observe(started.elapsed().as_secs_f64());
@@ -75,6 +104,10 @@ async fn handle(
         metrics.app_to_peer.clone(),
     )
     .await;
+    if matches!(end, RelayEnd::Truncated) {
+        // Reset rather than finish: the app must not take a cut-short stream for a whole one.
+        let _ = app.set_zero_linger();
+    }
     metrics.closed(end.reason());
     tracing::debug!(listener = config.name, %peer, end = end.reason(), "closed");
     Ok(())
@@ -82,17 +115,48 @@ async fn handle(
 
 async fn handshake(
     tcp: TcpStream,
-    acceptor: TlsAcceptor,
+    tls_config: &InboundTls,
+    shared: &Shared,
 ) -> Result<TlsStream<ReadAhead<TcpStream>>, Refusal> {
     let mut first = [0u8; 1];
-    match tcp.peek(&mut first).await {
-        Ok(0) => return Err(Refusal::ClosedEarly),
-        Ok(_) if first[0] != TLS_HANDSHAKE_RECORD => return Err(Refusal::NotTls),
-        Ok(_) => {}
-        Err(e) => return Err(Refusal::Handshake(e)),
+    match timeout(shared.limits.first_byte_timeout, tcp.peek(&mut first)).await {
+        Err(_) => return Err(Refusal::FirstByteTimeout),
+        Ok(Ok(0)) => return Err(Refusal::ClosedEarly),
+        Ok(Ok(_)) if first[0] != TLS_HANDSHAKE_RECORD => return Err(Refusal::NotTls),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(Refusal::Handshake(e)),
     }
-    acceptor
-        .accept(ReadAhead::new(tcp))
+    let acceptor = TlsAcceptor::from(tls_config.config.clone());
+    let tls = acceptor
+        .accept(ReadAhead::handshaking(tcp, HANDSHAKE_BUDGET))
         .await
-        .map_err(Refusal::Handshake)
+        .map_err(Refusal::Handshake)?;
+    recheck_resumed(&tls, tls_config)?;
+    Ok(tls)
+}
+
+/// A resumed TLS session skips certificate verification: the peer proves it holds the session's
+/// secret, not that its certificate is still valid and admitted. Check the certificate the session
+/// was made with again, as a full handshake would now, so a session never outlives its
+/// certificate's NotAfter, a bundle rotation or a policy change.
+fn recheck_resumed(
+    tls: &TlsStream<ReadAhead<TcpStream>>,
+    tls_config: &InboundTls,
+) -> Result<(), Refusal> {
+    let conn = tls.get_ref().1;
+    if conn.handshake_kind() != Some(HandshakeKind::Resumed) {
+        return Ok(());
+    }
+    let refused = |e: rustls::Error| {
+        Refusal::Handshake(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    };
+    let chain = conn
+        .peer_certificates()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| refused(rustls::Error::NoCertificatesPresented))?;
+    tls_config
+        .verifier
+        .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
+        .map_err(refused)?;
+    Ok(())
 }

@@ -16,6 +16,7 @@
 
 mod accept;
 mod admin;
+mod admission;
 pub mod config;
 mod identity;
 mod inbound;
@@ -23,6 +24,7 @@ pub mod metrics;
 mod outbound;
 mod read_ahead;
 mod refusal;
+mod refusal_log;
 pub mod relay;
 
 use std::future::Future;
@@ -39,6 +41,7 @@ pub use identity::{CredentialError, Credentials, ReloadOutcome};
 pub use palisade_ca::{AllowList, IdPattern, PatternError};
 
 use crate::accept::Shared;
+use crate::admission::{PolicyFiles, PolicyWatcher};
 use crate::identity::{IdentityWatcher, TlsStore};
 use crate::metrics::{Direction, Metrics};
 
@@ -155,17 +158,33 @@ impl BoundSidecar {
         let shutdown_requested = CancellationToken::new();
         let stop_background = CancellationToken::new();
 
-        // Load the identity before the first accept, so that a sidecar whose files are in
-        // place is ready at once; if they are not, it keeps trying and stays not ready.
-        let mut watcher =
-            IdentityWatcher::new(config.clone(), provider, store.clone(), metrics.clone());
-        watcher.check().await;
-        tokio::spawn(watcher.run(stop_background.clone()));
+        // Load the policies and the identity before the first accept, so that a sidecar whose
+        // files are in place is ready at once; if they are not, it keeps trying and stays not
+        // ready. The two are watched apart: a policy that does not load never holds up a
+        // certificate rotation.
+        let policies = Arc::new(PolicyFiles::of(&config));
+        let mut policy_watcher = PolicyWatcher::new(policies.clone(), metrics.clone());
+        policy_watcher.check();
+        let mut identity_watcher = IdentityWatcher::new(
+            config.clone(),
+            provider,
+            store.clone(),
+            policies.clone(),
+            metrics.clone(),
+        );
+        identity_watcher.check().await;
+        tokio::spawn(watch_files(
+            identity_watcher,
+            policy_watcher,
+            config.identity.reload_interval,
+            stop_background.clone(),
+        ));
 
         tracing::info!(address = %admin.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin listening");
         let admin_state = Arc::new(admin::AdminState {
             metrics: metrics.clone(),
             store: store.clone(),
+            policies,
             shutdown: shutdown_requested.clone(),
         });
         tokio::spawn(palisade_admin::serve(
@@ -174,10 +193,14 @@ impl BoundSidecar {
             stop_background.clone(),
         ));
 
+        let limits = &config.limits;
         let shared = Arc::new(Shared {
             store,
-            limits: config.limits.clone(),
-            permits: Arc::new(Semaphore::new(config.limits.max_connections)),
+            limits: limits.clone(),
+            inbound_slots: Arc::new(Semaphore::new(limits.max_connections)),
+            outbound_slots: Arc::new(Semaphore::new(limits.max_connections)),
+            handshake_slots: Arc::new(Semaphore::new(limits.max_handshakes)),
+            refusal_log: Default::default(),
             tracker: TaskTracker::new(),
             stop_accepting: CancellationToken::new(),
         });
@@ -232,8 +255,30 @@ impl BoundSidecar {
     }
 }
 
+/// Re-reads the identity and policy files every `interval` until cancelled.
+async fn watch_files(
+    mut identity: IdentityWatcher,
+    mut policies: PolicyWatcher,
+    interval: std::time::Duration,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {
+                policies.check();
+                identity.check().await;
+            }
+        }
+    }
+}
+
 impl Shared {
     fn permits_in_use(&self) -> usize {
-        self.limits.max_connections - self.permits.available_permits()
+        2 * self.limits.max_connections
+            - self.inbound_slots.available_permits()
+            - self.outbound_slots.available_permits()
     }
 }

@@ -47,8 +47,10 @@ pub struct BytesLabels {
     pub flow: &'static str,
 }
 
+/// `files`: `identity` (certificate, key and bundle, loaded together) or `policy`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
+pub struct ReloadLabels {
+    pub files: &'static str,
     pub result: &'static str,
 }
 
@@ -69,7 +71,7 @@ pub struct Metrics {
     bytes: Family<BytesLabels, Counter>,
     handshake_seconds: HistogramFamily,
     pub certificate_expiry_seconds: Gauge,
-    pub reloads: Family<ResultLabels, Counter>,
+    pub reloads: Family<ReloadLabels, Counter>,
     pub bundle_roots: Gauge,
     pub draining: Gauge,
 }
@@ -120,7 +122,7 @@ impl Metrics {
         let reloads = Family::default();
         registry.register(
             "reloads",
-            "Attempts to load new certificate, key or bundle files, by result",
+            "Attempts to load changed files, by which (identity: certificate, key and bundle; policy) and result",
             reloads.clone(),
         );
         let bundle_roots = Gauge::default();

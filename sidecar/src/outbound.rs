@@ -6,17 +6,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rustls_pki_types::ServerName;
+use rustls::client::danger::ServerCertVerifier;
+use rustls::HandshakeKind;
+use rustls_pki_types::{ServerName, UnixTime};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
+use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::accept::{accept_loop, Shared};
+use crate::accept::{accept_loop, Shared, Slots};
 use crate::config::OutboundConfig;
+use crate::identity::OutboundTls;
+use crate::inbound::HANDSHAKE_BUDGET;
 use crate::metrics::ListenerMetrics;
 use crate::read_ahead::ReadAhead;
 use crate::refusal::Refusal;
-use crate::relay::Relay;
+use crate::relay::{Relay, RelayEnd};
 
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -28,12 +33,17 @@ pub(crate) async fn serve(
     let server_name = server_name_of(&config.connect_to);
     let config = Arc::new(config);
     let name = config.name.clone();
+    let slots = Slots {
+        connections: shared.outbound_slots.clone(),
+        handshakes: None,
+    };
     accept_loop(
         listener,
         name,
         shared.clone(),
         metrics.clone(),
-        move |app, _peer| {
+        slots,
+        move |app, _peer, _no_handshake_slot| {
             let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
             let server_name = server_name.clone();
             async move { handle(app, index, server_name, &config, &shared, &metrics).await }
@@ -51,7 +61,8 @@ async fn handle(
     metrics: &ListenerMetrics,
 ) -> Result<(), Refusal> {
     let configs = shared.store.load_full().ok_or(Refusal::NoCertificate)?;
-    let connector = TlsConnector::from(configs.outbound[index].clone());
+    let tls_config = &configs.outbound[index];
+    let connector = TlsConnector::from(tls_config.config.clone());
     let target = &config.connect_to;
     let started = Instant::now();
     let tcp = timeout(shared.limits.connect_timeout, connect(target))
@@ -61,11 +72,16 @@ async fn handle(
     let _ = tcp.set_nodelay(true);
     let mut tls = timeout(
         shared.limits.handshake_timeout,
-        connector.connect(server_name, ReadAhead::new(tcp)),
+        connector.connect(
+            server_name.clone(),
+            ReadAhead::handshaking(tcp, HANDSHAKE_BUDGET),
+        ),
     )
     .await
     .map_err(|_| Refusal::HandshakeTimeout)?
     .map_err(Refusal::Handshake)?;
+    recheck_resumed(&tls, tls_config, &server_name)?;
+    tls.get_mut().0.handshake_done();
     metrics
         .handshake_seconds
         .observe(started.elapsed().as_secs_f64());
@@ -77,8 +93,37 @@ async fn handle(
         metrics.peer_to_app.clone(),
     )
     .await;
+    if matches!(end, RelayEnd::Truncated) {
+        // Reset rather than finish: the app must not take a cut-short stream for a whole one.
+        let _ = app.set_zero_linger();
+    }
     metrics.closed(end.reason());
     tracing::debug!(listener = config.name, end = end.reason(), "closed");
+    Ok(())
+}
+
+/// A resumed session skips the server's certificate: check the one it was made with again, as a
+/// full handshake would now (see `inbound::recheck_resumed`).
+fn recheck_resumed(
+    tls: &TlsStream<ReadAhead<TcpStream>>,
+    tls_config: &OutboundTls,
+    server_name: &ServerName<'static>,
+) -> Result<(), Refusal> {
+    let conn = tls.get_ref().1;
+    if conn.handshake_kind() != Some(HandshakeKind::Resumed) {
+        return Ok(());
+    }
+    let refused = |e: rustls::Error| {
+        Refusal::Handshake(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    };
+    let chain = conn
+        .peer_certificates()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| refused(rustls::Error::NoCertificatesPresented))?;
+    tls_config
+        .verifier
+        .verify_server_cert(&chain[0], &chain[1..], server_name, &[], UnixTime::now())
+        .map_err(refused)?;
     Ok(())
 }
 

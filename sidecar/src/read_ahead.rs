@@ -3,8 +3,12 @@
 //! at once turns those into one call and a few copies from memory. Writes pass straight through
 //! (vectored, so rustls can send several records in one call).
 //!
-//! The buffer is allocated on the first read, so connections that never receive anything cost
-//! nothing, and released at end of stream.
+//! Until the handshake is over the peer is not authenticated, so the wrapper starts out reading
+//! straight through, without a buffer of its own, and counts what the peer sends: past
+//! `handshake_budget` bytes the read fails with [`HandshakeTooLarge`], which bounds what rustls
+//! buffers for an unauthenticated peer. [`ReadAhead::handshake_done`] lifts the budget and turns
+//! reading ahead on. The buffer is allocated on the first read after that, so connections that
+//! never receive anything cost nothing, and released at end of stream.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -15,21 +19,41 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// How much is read from the socket at once.
 pub const READ_AHEAD: usize = 64 * 1024;
 
+/// Largest single read during the handshake: what rustls asks for at once.
+const HANDSHAKE_READ: usize = 4096;
+
+/// What a peer sent beyond its budget before finishing the handshake.
+#[derive(Debug, thiserror::Error)]
+#[error("the peer sent more than {0} bytes without finishing its TLS handshake")]
+pub struct HandshakeTooLarge(pub usize);
+
 pub struct ReadAhead<S> {
     inner: S,
     buf: Option<Box<[u8]>>,
     start: usize,
     end: usize,
+    /// Bytes the peer may still send before the handshake is done; `None` once it is.
+    handshake_budget: Option<usize>,
+    budget: usize,
 }
 
 impl<S> ReadAhead<S> {
-    pub fn new(inner: S) -> Self {
+    /// Wraps a socket whose TLS handshake has not happened yet: reads go straight through, at
+    /// most `handshake_budget` bytes of them, until [`ReadAhead::handshake_done`].
+    pub fn handshaking(inner: S, handshake_budget: usize) -> Self {
         ReadAhead {
             inner,
             buf: None,
             start: 0,
             end: 0,
+            handshake_budget: Some(handshake_budget),
+            budget: handshake_budget,
         }
+    }
+
+    /// The peer is authenticated: no budget from now on, and read ahead.
+    pub fn handshake_done(&mut self) {
+        self.handshake_budget = None;
     }
 }
 
@@ -40,6 +64,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(left) = this.handshake_budget {
+            // Straight through (a small copy: handshakes are a few kilobytes), no more than what
+            // is left of the budget plus one byte, to tell "used up" from "over".
+            let mut chunk = [0u8; HANDSHAKE_READ];
+            let want = out.remaining().min(left + 1).min(HANDSHAKE_READ);
+            let mut read = ReadBuf::new(&mut chunk[..want]);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+            let n = read.filled().len();
+            if n > left {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    HandshakeTooLarge(this.budget),
+                )));
+            }
+            out.put_slice(read.filled());
+            this.handshake_budget = Some(left - n);
+            return Poll::Ready(Ok(()));
+        }
         if this.start == this.end {
             // A caller that asks for as much as we would read ahead gains nothing from a copy.
             if out.remaining() >= READ_AHEAD {
@@ -112,7 +154,8 @@ mod tests {
         tokio::spawn(async move {
             writer.write_all(&sent).await.unwrap();
         });
-        let mut reader = ReadAhead::new(reader);
+        let mut reader = ReadAhead::handshaking(reader, 10);
+        reader.handshake_done();
         let mut got = Vec::new();
         let mut chunk = [0u8; 4096];
         loop {
@@ -129,7 +172,44 @@ mod tests {
     #[tokio::test]
     async fn nothing_is_allocated_before_the_first_read() {
         let (_writer, reader) = duplex(64);
-        let reader = ReadAhead::new(reader);
+        let reader = ReadAhead::handshaking(reader, 10);
         assert!(reader.buf.is_none());
+    }
+
+    #[tokio::test]
+    async fn before_the_handshake_reads_go_straight_through_within_the_budget() {
+        let (mut writer, reader) = duplex(64 * 1024);
+        writer.write_all(&[7u8; 10_000]).await.unwrap();
+        let mut reader = ReadAhead::handshaking(reader, 9_000);
+        let mut chunk = [0u8; 4096];
+        let mut got = 0;
+        let error = loop {
+            match reader.read(&mut chunk).await {
+                Ok(n) => {
+                    assert!(
+                        reader.buf.is_none(),
+                        "no read-ahead buffer before the handshake"
+                    );
+                    got += n;
+                }
+                Err(e) => break e,
+            }
+        };
+        assert!(got <= 9_000, "{got} bytes passed a 9,000-byte budget");
+        assert!(
+            error.get_ref().unwrap().is::<HandshakeTooLarge>(),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_budget_used_exactly_is_not_exceeded() {
+        let (mut writer, reader) = duplex(64 * 1024);
+        writer.write_all(&[1u8; 5_000]).await.unwrap();
+        drop(writer);
+        let mut reader = ReadAhead::handshaking(reader, 5_000);
+        let mut all = Vec::new();
+        reader.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all.len(), 5_000);
     }
 }

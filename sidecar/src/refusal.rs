@@ -5,10 +5,16 @@ use std::io;
 
 use palisade_ca::{peer_error, PeerError, SpiffeId, SvidError};
 
+use crate::read_ahead::HandshakeTooLarge;
+
 #[derive(Debug)]
 pub enum Refusal {
-    /// Every slot of `limits.max_connections` is taken.
+    /// Every slot of `limits.max_connections` of this direction is taken.
     ConnectionLimit,
+    /// `limits.max_handshakes` inbound connections are already in their handshake.
+    HandshakeLimit,
+    /// The peer sent nothing within `limits.first_byte_timeout`.
+    FirstByteTimeout,
     /// No valid certificate has been loaded yet.
     NoCertificate,
     /// The first byte was not a TLS handshake record: plaintext on an mTLS port.
@@ -27,6 +33,8 @@ impl Refusal {
     pub fn reason(&self) -> &'static str {
         match self {
             Refusal::ConnectionLimit => "connection_limit",
+            Refusal::HandshakeLimit => "handshake_limit",
+            Refusal::FirstByteTimeout => "first_byte_timeout",
             Refusal::NoCertificate => "no_certificate_loaded",
             Refusal::NotTls => "not_tls",
             Refusal::ClosedEarly => "closed_before_handshake",
@@ -41,6 +49,7 @@ impl Refusal {
                     Some(PeerError::Invalid(svid)) => svid_reason(svid),
                     None => "handshake_failed",
                 },
+                None if too_large(e) => "handshake_too_large",
                 None => "handshake_failed",
             },
         }
@@ -76,6 +85,10 @@ impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Refusal::ConnectionLimit => f.write_str("the connection limit is reached"),
+            Refusal::HandshakeLimit => {
+                f.write_str("too many connections are in their TLS handshake already")
+            }
+            Refusal::FirstByteTimeout => f.write_str("the peer sent nothing in time"),
             Refusal::NoCertificate => f.write_str("no valid certificate is loaded yet"),
             Refusal::NotTls => f.write_str("the peer did not start a TLS handshake (plaintext?)"),
             Refusal::ClosedEarly => f.write_str("the peer closed before the handshake"),
@@ -94,6 +107,11 @@ impl std::fmt::Display for Refusal {
             },
         }
     }
+}
+
+fn too_large(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<HandshakeTooLarge>())
 }
 
 fn rustls_error(e: &io::Error) -> Option<&rustls::Error> {

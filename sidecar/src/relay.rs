@@ -29,6 +29,9 @@ pub enum RelayEnd {
     Finished,
     IdleTimeout,
     HalfCloseTimeout,
+    /// A TLS side ended without close_notify: what it sent may have been cut short by someone
+    /// on the path, so the relay stops instead of passing on a clean end of stream.
+    Truncated,
     Error(io::Error),
 }
 
@@ -39,7 +42,18 @@ impl RelayEnd {
             RelayEnd::Finished => "finished",
             RelayEnd::IdleTimeout => "idle_timeout",
             RelayEnd::HalfCloseTimeout => "half_close_timeout",
+            RelayEnd::Truncated => "truncated",
             RelayEnd::Error(_) => "error",
+        }
+    }
+}
+
+impl From<io::Error> for RelayEnd {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            RelayEnd::Truncated
+        } else {
+            RelayEnd::Error(e)
         }
     }
 }
@@ -102,11 +116,8 @@ impl Pipe {
                             *active = true;
                         }
                     }
-                    // A TLS peer that closes TCP without close_notify ends its stream like a
-                    // plain TCP peer would; a byte stream proxy passes that on as an EOF.
-                    Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                        self.read_eof = true;
-                    }
+                    // rustls's word for a TCP end without close_notify (plain sockets never say
+                    // it): not a clean end, so not passed on as one.
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {
                         // Nothing more to read for now: push out what the writer buffered.
@@ -207,7 +218,7 @@ where
                 Pin::new(&mut *this.b),
                 &mut active,
             ) {
-                return Poll::Ready(RelayEnd::Error(e));
+                return Poll::Ready(RelayEnd::from(e));
             }
         }
         if !this.b_to_a.finished {
@@ -217,7 +228,7 @@ where
                 Pin::new(&mut *this.a),
                 &mut active,
             ) {
-                return Poll::Ready(RelayEnd::Error(e));
+                return Poll::Ready(RelayEnd::from(e));
             }
         }
         if this.a_to_b.finished && this.b_to_a.finished {

@@ -105,9 +105,13 @@ pub struct SyncArgs {
     /// workloads, drop everything forwarded that is not a reply).
     #[arg(long, value_name = "FILE")]
     pub baseline: Option<PathBuf>,
-    /// Cut established flows that a new policy denies (needs the conntrack tool).
+    /// Cut established flows that a new policy denies, and those a repaired drift had let
+    /// through (needs the conntrack tool).
     #[arg(long)]
     pub revoke_established: bool,
+    /// A fetched or read policy larger than this many bytes is refused (the last good one stays).
+    #[arg(long, value_name = "BYTES", default_value_t = palisade_policy::sync::source::DEFAULT_MAX_POLICY_BYTES)]
+    pub max_policy_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -154,6 +158,7 @@ fn sync(args: &SyncArgs) -> anyhow::Result<ExitCode> {
     let source = Source::parse(&args.source).map_err(anyhow::Error::msg)?;
     let config = SyncConfig {
         source,
+        max_policy_bytes: args.max_policy_bytes,
         host: args.host.clone(),
         interval: args.interval,
         baseline: args.baseline.clone(),

@@ -36,11 +36,14 @@ const FILE_POLL: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
     pub source: Source,
+    /// A policy larger than this is refused (see `source.rs`).
+    pub max_policy_bytes: u64,
     pub host: String,
     pub interval: Duration,
     /// A policy to enforce when no policy has loaded yet and no table exists.
     pub baseline: Option<PathBuf>,
-    /// Cut established flows that a new policy denies.
+    /// Cut established flows that the policy denies, after a new policy is applied and after a
+    /// drift is repaired (flows opened while the table was tampered with).
     pub revoke_established: bool,
 }
 
@@ -169,7 +172,7 @@ impl Sync {
     /// Runs cycles until `shutdown`; serves the admin endpoints on `admin` meanwhile.
     pub async fn run(self: Arc<Self>, admin: TcpListener, shutdown: CancellationToken) {
         tokio::spawn(palisade_admin::serve(admin, self.clone(), shutdown.clone()));
-        let mut fetcher = Fetcher::new(self.config.source.clone());
+        let mut fetcher = Fetcher::new(self.config.source.clone(), self.config.max_policy_bytes);
         let poll = match self.config.source {
             Source::Url(_) => self.config.interval,
             _ => FILE_POLL.min(self.config.interval),
@@ -225,10 +228,15 @@ impl Sync {
             }
         };
         let Some((policy, ruleset)) = state.good.clone() else {
-            if live.is_none() {
-                self.install_baseline();
+            // Only a table we wrote (a generation or the baseline) counts as in force: an empty
+            // or foreign `inet palisade` made by someone else would otherwise keep the host open.
+            if live.as_ref().is_some_and(apply::is_ours) {
+                tracing::warn!("no policy has loaded yet; our table in place stays in force");
             } else {
-                tracing::warn!("no policy has loaded yet; the table in place stays in force");
+                if live.is_some() {
+                    tracing::warn!("an `inet palisade` table that we did not write is in place; replacing it with the baseline");
+                }
+                self.install_baseline();
             }
             return;
         };
@@ -258,7 +266,9 @@ impl Sync {
                     "applied"
                 );
                 self.confirmed(&mut state, &ruleset);
-                if policy_changed && self.config.revoke_established {
+                // After a drift, too: flows opened while the table was tampered with are in
+                // conntrack and would pass the repaired table as established.
+                if (policy_changed || drift) && self.config.revoke_established {
                     let cut = crate::sync::revoke::revoke_denied_flows(&policy, &self.config.host);
                     self.metrics.revoked.inc_by(cut);
                 }

@@ -1,19 +1,25 @@
 //! Where `policy sync` reads its policy: a file, a directory holding `policy.yaml` (a Kubernetes
 //! ConfigMap mount, whose `..data` symlink swaps are followed), or an `http://` URL fetched with
 //! `If-None-Match`, so an unchanged policy costs a 304.
+//!
+//! Whatever the source, a policy larger than the limit is refused before it is held in memory
+//! whole: a `Content-Length` over it is refused at once, and a body is read only up to it.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::header::{ETAG, HOST, IF_NONE_MATCH};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::header::{CONTENT_LENGTH, ETAG, HOST, IF_NONE_MATCH};
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 
 /// The file a directory source must hold.
 pub const DIR_FILE: &str = "policy.yaml";
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default limit on a policy's size: a 10,000-rule policy is about 1 MiB of YAML, and loading
+/// needs several times the text's size, within the DaemonSet example's 128 MiB.
+pub const DEFAULT_MAX_POLICY_BYTES: u64 = 8 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -61,14 +67,16 @@ pub enum Fetched {
 /// Reads a source, remembering what it last saw so that "unchanged" is cheap to tell.
 pub struct Fetcher {
     source: Source,
+    max_bytes: u64,
     last: Option<String>,
     etag: Option<String>,
 }
 
 impl Fetcher {
-    pub fn new(source: Source) -> Self {
+    pub fn new(source: Source, max_bytes: u64) -> Self {
         Fetcher {
             source,
+            max_bytes,
             last: None,
             etag: None,
         }
@@ -80,8 +88,8 @@ impl Fetcher {
 
     pub async fn fetch(&mut self) -> Result<Fetched, String> {
         let text = match self.source.clone() {
-            Source::File(p) => read(&p)?,
-            Source::Dir(d) => read(&d.join(DIR_FILE))?,
+            Source::File(p) => read(&p, self.max_bytes)?,
+            Source::Dir(d) => read(&d.join(DIR_FILE), self.max_bytes)?,
             Source::Url(uri) => match tokio::time::timeout(FETCH_TIMEOUT, self.get(uri.clone()))
                 .await
                 .map_err(|_| format!("fetching {uri} timed out"))??
@@ -123,18 +131,33 @@ impl Fetcher {
         match response.status() {
             StatusCode::NOT_MODIFIED => Ok(None),
             StatusCode::OK => {
+                let too_large =
+                    || format!("{uri}: the policy is larger than {} bytes", self.max_bytes);
+                let declared = response
+                    .headers()
+                    .get(CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                if declared.is_some_and(|n| n > self.max_bytes) {
+                    return Err(too_large());
+                }
                 let etag = response
                     .headers()
                     .get(ETAG)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                let body = response
-                    .into_body()
+                let limit = usize::try_from(self.max_bytes).unwrap_or(usize::MAX);
+                let body = Limited::new(response.into_body(), limit)
                     .collect()
                     .await
-                    .map_err(|e| format!("{uri}: {e}"))?
+                    .map_err(|e| {
+                        if e.is::<http_body_util::LengthLimitError>() {
+                            too_large()
+                        } else {
+                            format!("{uri}: {e}")
+                        }
+                    })?
                     .to_bytes();
-                let text = String::from_utf8(body.to_vec())
+                let text = String::from_utf8(Vec::from(body))
                     .map_err(|_| format!("{uri}: the policy is not UTF-8 text"))?;
                 self.etag = etag;
                 Ok(Some(text))
@@ -144,8 +167,23 @@ impl Fetcher {
     }
 }
 
-fn read(path: &std::path::Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+fn read(path: &std::path::Path, max_bytes: u64) -> Result<String, String> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(cannot)?
+        .take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(format!(
+            "{}: the policy is larger than {max_bytes} bytes",
+            path.display()
+        ));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| format!("{}: the policy is not UTF-8 text", path.display()))
 }
 
 #[cfg(test)]
@@ -166,7 +204,7 @@ mod tests {
 
         let source = Source::parse(d.to_str().unwrap()).unwrap();
         assert_eq!(source, Source::Dir(d.to_owned()));
-        let mut fetcher = Fetcher::new(source);
+        let mut fetcher = Fetcher::new(source, DEFAULT_MAX_POLICY_BYTES);
         assert_eq!(fetcher.fetch().await, Ok(Fetched::Changed("first".into())));
         assert_eq!(fetcher.fetch().await, Ok(Fetched::Unchanged));
 
@@ -176,6 +214,63 @@ mod tests {
         std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
         std::fs::remove_dir_all(d.join("..2026_1")).unwrap();
         assert_eq!(fetcher.fetch().await, Ok(Fetched::Changed("second".into())));
+    }
+
+    /// Review finding 5: a policy server that sends without end (or announces 1.5 GB) is cut off
+    /// at the limit instead of being read whole.
+    #[tokio::test]
+    async fn an_http_policy_over_the_limit_is_refused_without_reading_it_whole() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = sent.clone();
+        tokio::spawn(async move {
+            for content_length in [Some(1_500_000_000u64), None] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut head = [0u8; 1024];
+                let _ = s.read(&mut head).await;
+                let header = match content_length {
+                    Some(n) => format!("HTTP/1.1 200 OK\r\ncontent-length: {n}\r\n\r\n"),
+                    None => "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".into(),
+                };
+                s.write_all(header.as_bytes()).await.unwrap();
+                // At most 64 MiB, so the test ends even if the client never stops reading.
+                let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+                for _ in 0..1024 {
+                    let data = if content_length.is_some() {
+                        &chunk.as_bytes()[chunk.find('\n').unwrap() + 1..][..64 * 1024]
+                    } else {
+                        chunk.as_bytes()
+                    };
+                    if s.write_all(data).await.is_err() {
+                        break;
+                    }
+                    counter.fetch_add(64 * 1024, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        let source = Source::parse(&format!("http://{addr}/policy.yaml")).unwrap();
+        let mut fetcher = Fetcher::new(source, 1024 * 1024);
+        let declared = fetcher.fetch().await.unwrap_err();
+        assert!(declared.contains("larger than 1048576 bytes"), "{declared}");
+        let streamed = fetcher.fetch().await.unwrap_err();
+        assert!(streamed.contains("larger than 1048576 bytes"), "{streamed}");
+        let total = sent.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            total < 32 * 1024 * 1024,
+            "the fetcher kept reading: {total} bytes sent"
+        );
+    }
+
+    #[test]
+    fn a_file_over_the_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("policy.yaml");
+        std::fs::write(&file, "x".repeat(2000)).unwrap();
+        let e = read(&file, 1000).unwrap_err();
+        assert!(e.contains("larger than 1000 bytes"), "{e}");
+        assert_eq!(read(&file, 2000).unwrap().len(), 2000);
     }
 
     #[test]

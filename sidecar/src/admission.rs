@@ -1,0 +1,215 @@
+//! Who an inbound listener admits: its `allow` list, or what a policy file decides
+//! ([`palisade_policy::Admission`], the same decision as `palisade policy explain`).
+//!
+//! Policy files are watched apart from the certificate files ([`PolicyWatcher`]): a policy that
+//! does not load, or goes missing, keeps the last good one in force and never holds up a
+//! certificate rotation. Each file's current policy lives in a [`PolicyFile`]; the verifier of each
+//! listener asks a [`PolicyAuthorizer`], which reads the current policy on every handshake, so a
+//! new policy applies to the next handshake without rebuilding any TLS configuration.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
+use palisade_ca::{AllowList, AuthorizeId, SpiffeId};
+use palisade_policy::{Admission, Policy};
+
+use crate::config::{InboundConfig, SidecarConfig};
+use crate::metrics::{Metrics, ReloadLabels};
+
+/// Policy files larger than this are refused: a policy is a few kilobytes to a few megabytes.
+const MAX_POLICY_BYTES: u64 = 16 * 1024 * 1024;
+
+/// One policy file and the last policy that loaded from it.
+pub(crate) struct PolicyFile {
+    pub path: PathBuf,
+    current: ArcSwapOption<Policy>,
+}
+
+/// Every policy file the inbound listeners name, each once.
+#[derive(Default)]
+pub(crate) struct PolicyFiles(Vec<Arc<PolicyFile>>);
+
+impl PolicyFiles {
+    pub fn of(config: &SidecarConfig) -> Self {
+        let mut files: Vec<Arc<PolicyFile>> = Vec::new();
+        for p in config.inbound.iter().filter_map(|l| l.policy.as_ref()) {
+            if !files.iter().any(|f| f.path == p.file) {
+                files.push(Arc::new(PolicyFile {
+                    path: p.file.clone(),
+                    current: ArcSwapOption::empty(),
+                }));
+            }
+        }
+        PolicyFiles(files)
+    }
+
+    fn get(&self, path: &Path) -> Option<&Arc<PolicyFile>> {
+        self.0.iter().find(|f| f.path == path)
+    }
+
+    /// The first file no policy has loaded from yet, if any.
+    pub fn not_loaded(&self) -> Option<&Path> {
+        self.0
+            .iter()
+            .find(|f| f.current.load().is_none())
+            .map(|f| f.path.as_path())
+    }
+
+    /// Who `listener` admits, for a workload whose own ID is `own`.
+    pub fn authorizer(&self, listener: &InboundConfig, own: &SpiffeId) -> Arc<dyn AuthorizeId> {
+        match &listener.policy {
+            None => Arc::new(AllowList::new(listener.allow.clone())),
+            Some(p) => Arc::new(PolicyAuthorizer {
+                file: self
+                    .get(&p.file)
+                    .expect("every policy file of the configuration is watched")
+                    .clone(),
+                own: own.clone(),
+                port: p.port.unwrap_or(listener.listen.port()),
+                admission: Mutex::new(None),
+            }),
+        }
+    }
+}
+
+/// Admits by the current policy of one file, for one workload ID and port. Nobody is admitted
+/// while no policy has loaded (fail closed).
+pub(crate) struct PolicyAuthorizer {
+    file: Arc<PolicyFile>,
+    own: SpiffeId,
+    port: u16,
+    /// The admission of the policy last seen, with what it remembered; replaced when the
+    /// file's policy changes (a new generation starts with an empty memory).
+    admission: Mutex<Option<Arc<Admission>>>,
+}
+
+impl std::fmt::Debug for PolicyAuthorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyAuthorizer")
+            .field("file", &self.file.path)
+            .field("own", &self.own.as_str())
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+impl AuthorizeId for PolicyAuthorizer {
+    fn authorize(&self, peer: &SpiffeId) -> bool {
+        let Some(policy) = self.file.current.load_full() else {
+            return false;
+        };
+        let admission = {
+            let mut slot = self
+                .admission
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match &*slot {
+                Some(a) if Arc::ptr_eq(a.policy(), &policy) => a.clone(),
+                _ => {
+                    let a = Arc::new(Admission::new(policy, self.own.clone(), self.port));
+                    *slot = Some(a.clone());
+                    a
+                }
+            }
+        };
+        admission.admits(peer)
+    }
+}
+
+/// Re-reads the policy files and swaps in each one that loads.
+pub(crate) struct PolicyWatcher {
+    files: Arc<PolicyFiles>,
+    metrics: Arc<Metrics>,
+    /// Per file: the bytes last tried (loaded or refused), so a refusal is logged once, and the
+    /// last read error logged.
+    last_seen: Vec<Option<Vec<u8>>>,
+    last_read_error: Vec<Option<String>>,
+}
+
+impl PolicyWatcher {
+    pub fn new(files: Arc<PolicyFiles>, metrics: Arc<Metrics>) -> Self {
+        let n = files.0.len();
+        PolicyWatcher {
+            files,
+            metrics,
+            last_seen: vec![None; n],
+            last_read_error: vec![None; n],
+        }
+    }
+
+    /// One look at every policy file.
+    pub fn check(&mut self) {
+        for (i, file) in self.files.0.iter().enumerate() {
+            let keeping = if file.current.load().is_some() {
+                "keeping the last good policy"
+            } else {
+                "no policy loaded from it yet, so this listener admits nobody"
+            };
+            let bytes = match read_bounded(&file.path) {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    self.last_seen[i] = None;
+                    if self.last_read_error[i].as_ref() != Some(&error) {
+                        tracing::warn!(file = %file.path.display(), %error, "cannot read the policy file; {keeping}");
+                        self.count("failure");
+                        self.last_read_error[i] = Some(error);
+                    }
+                    continue;
+                }
+            };
+            self.last_read_error[i] = None;
+            if self.last_seen[i].as_ref() == Some(&bytes) {
+                continue;
+            }
+            let loaded = std::str::from_utf8(&bytes)
+                .map_err(|_| "the policy is not UTF-8 text".to_owned())
+                .and_then(|text| {
+                    palisade_policy::load_str(text, &file.path).map_err(|e| e.to_string())
+                });
+            self.last_seen[i] = Some(bytes);
+            match loaded {
+                Ok(policy) => {
+                    tracing::info!(
+                        file = %file.path.display(),
+                        segments = policy.segments.len(),
+                        rules = policy.rules.len(),
+                        "loaded policy; new handshakes are admitted by it"
+                    );
+                    file.current.store(Some(Arc::new(policy)));
+                    self.count("success");
+                }
+                Err(errors) => {
+                    tracing::warn!(file = %file.path.display(), %errors, "refused the new policy; {keeping}");
+                    self.count("failure");
+                }
+            }
+        }
+    }
+
+    fn count(&self, result: &'static str) {
+        self.metrics
+            .reloads
+            .get_or_create(&ReloadLabels {
+                files: "policy",
+                result,
+            })
+            .inc();
+    }
+}
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_POLICY_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_POLICY_BYTES {
+        return Err(format!(
+            "the file is larger than {} MiB",
+            MAX_POLICY_BYTES >> 20
+        ));
+    }
+    Ok(bytes)
+}
