@@ -24,7 +24,7 @@ use crate::identity::InboundTls;
 use crate::metrics::ListenerMetrics;
 use crate::read_ahead::ReadAhead;
 use crate::refusal::Refusal;
-use crate::relay::{Relay, RelayEnd};
+use crate::relay::{end_connections, Relay};
 
 /// First byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -104,10 +104,7 @@ async fn handle(
         metrics.app_to_peer.clone(),
     )
     .await;
-    if matches!(end, RelayEnd::Truncated) {
-        // Reset rather than finish: the app must not take a cut-short stream for a whole one.
-        let _ = app.set_zero_linger();
-    }
+    end_connections(&end, &mut tls, &app).await;
     metrics.closed(end.reason());
     tracing::debug!(listener = config.name, %peer, end = end.reason(), "closed");
     Ok(())

@@ -21,7 +21,7 @@ use crate::inbound::HANDSHAKE_BUDGET;
 use crate::metrics::ListenerMetrics;
 use crate::read_ahead::ReadAhead;
 use crate::refusal::Refusal;
-use crate::relay::{Relay, RelayEnd};
+use crate::relay::{end_connections, Relay};
 
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -93,10 +93,7 @@ async fn handle(
         metrics.peer_to_app.clone(),
     )
     .await;
-    if matches!(end, RelayEnd::Truncated) {
-        // Reset rather than finish: the app must not take a cut-short stream for a whole one.
-        let _ = app.set_zero_linger();
-    }
+    end_connections(&end, &mut tls, &app).await;
     metrics.closed(end.reason());
     tracing::debug!(listener = config.name, end = end.reason(), "closed");
     Ok(())

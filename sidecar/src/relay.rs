@@ -48,6 +48,28 @@ impl RelayEnd {
     }
 }
 
+/// Closes both sides the way `end` calls for. Our own timeouts end the TLS side with a
+/// close_notify, so the peer's sidecar can tell them from a truncation; a truncation resets the
+/// plaintext side, so the app cannot take a cut-short stream for a whole one.
+pub(crate) async fn end_connections<T>(end: &RelayEnd, tls: &mut T, plain: &tokio::net::TcpStream)
+where
+    T: AsyncWrite + Unpin + ?Sized,
+{
+    use tokio::io::AsyncWriteExt;
+    match end {
+        RelayEnd::IdleTimeout | RelayEnd::HalfCloseTimeout => {
+            let _ = tokio::time::timeout(CLOSE_NOTIFY_TIMEOUT, tls.shutdown()).await;
+        }
+        RelayEnd::Truncated => {
+            let _ = plain.set_zero_linger();
+        }
+        RelayEnd::Finished | RelayEnd::Error(_) => {}
+    }
+}
+
+/// How long sending a close_notify may take before the connection is dropped anyway.
+const CLOSE_NOTIFY_TIMEOUT: Duration = Duration::from_secs(1);
+
 impl From<io::Error> for RelayEnd {
     fn from(e: io::Error) -> Self {
         if e.kind() == io::ErrorKind::UnexpectedEof {

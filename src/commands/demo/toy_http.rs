@@ -44,18 +44,21 @@ async fn serve(stream: TcpStream, body: &'static str) -> io::Result<()> {
 /// A client connection that can send several requests (keep-alive).
 pub struct Client {
     stream: BufReader<TcpStream>,
+    /// The Host header: the address connected to (admin servers accept only loopback hosts).
+    host: String,
 }
 
 impl Client {
     pub async fn connect(addr: SocketAddr) -> io::Result<Client> {
         Ok(Client {
             stream: BufReader::new(TcpStream::connect(addr).await?),
+            host: addr.to_string(),
         })
     }
 
     /// Sends `GET path` and returns the status line and body of the response.
     pub async fn get(&mut self, path: &str) -> io::Result<(String, String)> {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: demo\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
         self.stream.get_mut().write_all(request.as_bytes()).await?;
         let mut status = String::new();
         if self.stream.read_line(&mut status).await? == 0 {
