@@ -31,9 +31,9 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// Most bytes a peer may send before its handshake is done. A TLS 1.3 client sends a ClientHello
 /// (under 2 KiB, a little more with a post-quantum key share), its certificate chain (an SVID and
-/// an intermediate are about 1.5 KiB) and two short messages; this leaves room for long chains
-/// while keeping what rustls buffers for a stranger small.
-pub const HANDSHAKE_BUDGET: usize = 32 * 1024;
+/// an intermediate are about 1.5 KiB) and two short messages; this leaves room for chains of
+/// several certificates while keeping what rustls buffers for a stranger small.
+pub const HANDSHAKE_BUDGET: usize = 16 * 1024;
 
 pub(crate) async fn serve(
     listener: TcpListener,
