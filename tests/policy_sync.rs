@@ -1265,6 +1265,94 @@ fn revoke_scenario(revoke: bool) {
     lab.assert_other_unchanged();
 }
 
+/// Review finding 11: with --revoke-established, a flow that was opened while the table had been
+/// tampered with (a rule that accepts port 5432 put first) is cut when the sync repairs the drift,
+/// not only when the policy changes. Before the fix it survived the repair as an established flow.
+#[test]
+fn revoke_established_cuts_a_flow_a_repaired_drift_had_let_through() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let text = small_policy("5433");
+    let source = lab.file("policy.yaml", &text);
+    // A long interval: the repair happens when the test touches the source, not before.
+    let daemon = Daemon::start(
+        &lab,
+        source.to_str().unwrap(),
+        "60s",
+        &["--revoke-established"],
+    );
+    daemon.wait_ready(Duration::from_secs(5));
+    lab.assert_ports(5433, 5432);
+
+    run_ok(
+        &lab.srv,
+        &[
+            "nft", "insert", "rule", "inet", "palisade", "decide", "tcp", "dport", "5432",
+            "accept",
+        ],
+    );
+    let mut client = Proc::spawn(&lab.cli, &[python(), "-c", KEEP_PY, SRV_ADDR, "5432"]);
+    client.wait_out("three exchanges", Duration::from_secs(10), |l| l == "ok 3");
+
+    // The same policy, touched: the cycle finds the drift, repairs it and revokes.
+    lab.file("policy.yaml", &format!("{text}# touched\n"));
+    daemon.wait_metric(REPAIRS, &[], 1.0, Duration::from_secs(5));
+    client.wait_out("the connection to fail", Duration::from_secs(6), |l| {
+        l.starts_with("fail")
+    });
+    assert!(daemon.metric(REVOKED, &[]) >= 1.0, "{}", daemon.metrics());
+    assert!(lab.is_live(&source));
+    assert_eq!(lab.probe(5432), "timeout");
+    lab.assert_other_unchanged();
+}
+
+/// Review finding 9: an `inet palisade` table that we did not write (an empty one, or one that
+/// accepts everything) does not count as our table in force: with no loadable policy the sync
+/// replaces it with the fail-closed baseline. Before the fix it was left in place.
+#[test]
+fn a_table_we_did_not_write_is_replaced_by_the_baseline() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let missing = lab.dir.path().join("missing.yaml");
+    let foreign = lab.file(
+        "foreign.nft",
+        "table inet palisade {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t}\n}\n",
+    );
+    for (what, make) in [
+        ("an empty table", vec!["nft", "add", "table", "inet", "palisade"]),
+        ("an accepting table", vec!["nft", "-f", foreign.to_str().unwrap()]),
+    ] {
+        let _ = run_in(
+            &lab.srv,
+            &["nft", "delete", "table", "inet", "palisade"],
+            COMMAND_LIMIT,
+        );
+        run_ok(&lab.srv, &make);
+        let daemon = Daemon::start(&lab, missing.to_str().unwrap(), "1s", &[]);
+        let baseline = wait_until(
+            &format!("the baseline over {what}"),
+            Duration::from_secs(5),
+            Duration::from_millis(100),
+            || {
+                list_table(&lab.srv, "palisade").filter(|t| {
+                    rule_comments(t).iter().any(|c| c == "palisade baseline")
+                })
+            },
+        );
+        assert!(
+            !rule_comments(&baseline).is_empty(),
+            "{what}: {baseline}"
+        );
+        assert_eq!(daemon.metric(WRITES, &[]), 1.0, "{what}");
+        drop(daemon);
+    }
+    lab.assert_other_unchanged();
+}
+
 /// Acceptance 7: no loadable policy and no table installs the fail-closed baseline; SIGTERM
 /// leaves the table in place; a later sync with a bad policy leaves it in place too, and puts it
 /// back when it disappears; one-shot apply for a host not in the policy fails.

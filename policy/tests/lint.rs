@@ -96,6 +96,35 @@ fn overlapping_segments() {
     );
 }
 
+/// Review finding 1: an identity that matches patterns of two segments is in both, and a deny rule
+/// of either applies to it; `check` says so as it does for addresses.
+#[test]
+fn overlapping_identity_patterns() {
+    let p = policy(&[
+        "version: 1",
+        "trust_domain: example.org",
+        "segments:",
+        "  frontend:",
+        "    identities: [\"spiffe://example.org/ns/*/sa/frontend\"]",
+        "  ops:",
+        "    identities: [\"spiffe://example.org/ns/ops/**\"]",
+        "  payments:",
+        "    identities: [spiffe://example.org/ns/shop/sa/payments]",
+        "hosts:",
+        "  node-a: { segments: [frontend, ops, payments] }",
+    ]);
+    assert_one(
+        &p,
+        6,
+        3,
+        &[
+            "segments `frontend` and `ops` have overlapping identity patterns",
+            "`spiffe://example.org/ns/*/sa/frontend` and `spiffe://example.org/ns/ops/**`",
+            "a deny rule of either applies",
+        ],
+    );
+}
+
 #[test]
 fn except_that_removes_every_address() {
     let p = with_head(&[
