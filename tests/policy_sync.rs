@@ -1289,8 +1289,7 @@ fn revoke_established_cuts_a_flow_a_repaired_drift_had_let_through() {
     run_ok(
         &lab.srv,
         &[
-            "nft", "insert", "rule", "inet", "palisade", "decide", "tcp", "dport", "5432",
-            "accept",
+            "nft", "insert", "rule", "inet", "palisade", "decide", "tcp", "dport", "5432", "accept",
         ],
     );
     let mut client = Proc::spawn(&lab.cli, &[python(), "-c", KEEP_PY, SRV_ADDR, "5432"]);
@@ -1323,8 +1322,14 @@ fn a_table_we_did_not_write_is_replaced_by_the_baseline() {
         "table inet palisade {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t}\n}\n",
     );
     for (what, make) in [
-        ("an empty table", vec!["nft", "add", "table", "inet", "palisade"]),
-        ("an accepting table", vec!["nft", "-f", foreign.to_str().unwrap()]),
+        (
+            "an empty table",
+            vec!["nft", "add", "table", "inet", "palisade"],
+        ),
+        (
+            "an accepting table",
+            vec!["nft", "-f", foreign.to_str().unwrap()],
+        ),
     ] {
         let _ = run_in(
             &lab.srv,
@@ -1338,15 +1343,11 @@ fn a_table_we_did_not_write_is_replaced_by_the_baseline() {
             Duration::from_secs(5),
             Duration::from_millis(100),
             || {
-                list_table(&lab.srv, "palisade").filter(|t| {
-                    rule_comments(t).iter().any(|c| c == "palisade baseline")
-                })
+                list_table(&lab.srv, "palisade")
+                    .filter(|t| rule_comments(t).iter().any(|c| c == "palisade baseline"))
             },
         );
-        assert!(
-            !rule_comments(&baseline).is_empty(),
-            "{what}: {baseline}"
-        );
+        assert!(!rule_comments(&baseline).is_empty(), "{what}: {baseline}");
         assert_eq!(daemon.metric(WRITES, &[]), 1.0, "{what}");
         drop(daemon);
     }

@@ -14,6 +14,8 @@
 //! (bytes both ways). `identity.rs` keeps the TLS configs current; `admin.rs` and `metrics.rs`
 //! report.
 
+#![forbid(unsafe_code)]
+
 mod accept;
 mod admin;
 mod admission;
