@@ -132,16 +132,20 @@ pub fn lint(policy: &Policy) -> Vec<Warning> {
         }
     }
 
-    // Segments no rule, host or egress setting uses.
-    for (i, s) in segs.iter().enumerate() {
-        let r = SegmentRef::Segment(i);
-        let used = policy
-            .rules
-            .iter()
-            .any(|rule| rule.from.contains(&r) || rule.to.contains(&r))
-            || policy.hosts.iter().any(|h| h.segments.contains(&i))
-            || s.egress_to_outside;
-        if !used {
+    // Segments no rule, host or egress setting uses (marked in one pass: asking every rule and
+    // host about every segment is quadratic at many segments).
+    let mut used = vec![false; segs.len()];
+    let refs = policy.rules.iter().flat_map(|r| r.from.iter().chain(&r.to));
+    for r in refs {
+        if let SegmentRef::Segment(i) = r {
+            used[*i] = true;
+        }
+    }
+    for &i in policy.hosts.iter().flat_map(|h| &h.segments) {
+        used[i] = true;
+    }
+    for (s, used) in segs.iter().zip(used) {
+        if !used && !s.egress_to_outside {
             warn(
                 &mut out,
                 s.pos,

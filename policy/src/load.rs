@@ -494,6 +494,8 @@ impl Loader {
             self.error(node_pos(node), format!("{what} is empty"));
         }
         let mut out = Vec::new();
+        // A host may list thousands of segments: duplicates are found by hash, not by a scan.
+        let mut seen = HashSet::new();
         for item in items {
             let Some(s) = self.scalar(item, what) else {
                 continue;
@@ -524,7 +526,7 @@ impl Loader {
                     }
                 },
             };
-            if !out.contains(&r) {
+            if seen.insert(r) {
                 out.push(r);
             }
         }

@@ -37,7 +37,7 @@ fn run_sidecar(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let config = SidecarConfig::load(&args.config).inspect_err(|e| {
         tracing::error!(error = %e, "invalid sidecar configuration");
     })?;
-    // Two descriptors per proxied connection: make room for limits.max_connections.
+    // Two descriptors per proxied connection, max_connections in each direction: as many as allowed.
     if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(%error, "cannot raise the open-file limit");
     }
