@@ -62,7 +62,7 @@ pub fn address_overlaps(policy: &Policy) -> BTreeMap<(usize, usize), Addrs> {
 }
 
 /// Pairs of segments (first < second) holding patterns that some SPIFFE ID matches both of, with
-/// the first such pair of patterns found.
+/// a pair of such patterns (the first in policy order).
 pub fn identity_overlaps(policy: &Policy) -> BTreeMap<(usize, usize), (IdPattern, IdPattern)> {
     let patterns: Vec<(usize, &IdPattern)> = policy
         .segments
@@ -70,34 +70,36 @@ pub fn identity_overlaps(policy: &Policy) -> BTreeMap<(usize, usize), (IdPattern
         .enumerate()
         .flat_map(|(i, s)| s.identities.iter().map(move |(p, _)| (i, p)))
         .collect();
-    let mut tries: HashMap<&str, Trie> = HashMap::new();
+    let mut tries: BTreeMap<&str, Trie> = BTreeMap::new();
     for (index, (_, pattern)) in patterns.iter().enumerate() {
         tries
             .entry(pattern.trust_domain().as_str())
             .or_default()
             .insert(pattern, index);
     }
-    let mut out = BTreeMap::new();
-    for (index, &(segment, pattern)) in patterns.iter().enumerate() {
-        let trie = &tries[pattern.trust_domain().as_str()];
-        trie.overlapping(pattern, &mut |other| {
-            let (other_segment, other_pattern) = patterns[other];
-            if other > index && other_segment != segment {
-                let pair = (segment.min(other_segment), segment.max(other_segment));
-                out.entry(pair).or_insert_with(|| {
-                    if segment < other_segment {
-                        (pattern.clone(), other_pattern.clone())
-                    } else {
-                        (other_pattern.clone(), pattern.clone())
-                    }
-                });
+    let mut first: BTreeMap<(usize, usize), (usize, usize)> = BTreeMap::new();
+    for trie in tries.values() {
+        trie.overlapping_pairs(&mut |p, q| {
+            let (sp, sq) = (patterns[p].0, patterns[q].0);
+            if sp == sq {
+                return;
             }
+            let (pair, example) = if sp < sq {
+                ((sp, sq), (p, q))
+            } else {
+                ((sq, sp), (q, p))
+            };
+            let kept = first.entry(pair).or_insert(example);
+            *kept = (*kept).min(example);
         });
     }
-    out
+    first
+        .into_iter()
+        .map(|(pair, (p, q))| (pair, (patterns[p].1.clone(), patterns[q].1.clone())))
+        .collect()
 }
 
-/// Patterns of one trust domain by path segment; `None` is the `*` edge.
+/// Patterns of one trust domain by path segment.
 #[derive(Default)]
 struct Trie {
     nodes: Vec<Node>,
@@ -105,10 +107,20 @@ struct Trie {
 
 #[derive(Default)]
 struct Node {
-    children: HashMap<Option<String>, usize>,
+    /// By literal segment (looked up by `&str`, without allocating).
+    children: HashMap<String, usize>,
+    /// The `*` edge.
+    any: Option<usize>,
     /// Patterns whose fixed part ends here, without and with a final `/**`.
     exact: Vec<usize>,
     suffix: Vec<usize>,
+}
+
+impl Node {
+    /// Every child: literal edges and the `*` edge.
+    fn edges(&self) -> impl Iterator<Item = usize> + '_ {
+        self.children.values().copied().chain(self.any)
+    }
 }
 
 impl Trie {
@@ -118,13 +130,21 @@ impl Trie {
         }
         let mut node = 0;
         for segment in pattern.path_segments() {
-            let key = segment.map(str::to_owned);
-            node = match self.nodes[node].children.get(&key) {
-                Some(&child) => child,
+            let existing = match segment {
+                Some(literal) => self.nodes[node].children.get(literal).copied(),
+                None => self.nodes[node].any,
+            };
+            node = match existing {
+                Some(child) => child,
                 None => {
                     self.nodes.push(Node::default());
                     let child = self.nodes.len() - 1;
-                    self.nodes[node].children.insert(key, child);
+                    match segment {
+                        Some(literal) => {
+                            self.nodes[node].children.insert(literal.to_owned(), child);
+                        }
+                        None => self.nodes[node].any = Some(child),
+                    }
                     child
                 }
             };
@@ -137,43 +157,61 @@ impl Trie {
         }
     }
 
-    /// Calls `found` with every pattern that overlaps `pattern` (itself included).
-    fn overlapping(&self, pattern: &IdPattern, found: &mut impl FnMut(usize)) {
-        let fixed: Vec<Option<&str>> = pattern.path_segments().collect();
-        let suffix = pattern.has_any_suffix();
+    /// Calls `found(p, q)` for every two patterns that some ID matches both of (each pair at
+    /// least once, in either order, and a pattern with itself). The trie is walked against itself,
+    /// node pair by node pair, so a `*` meets all the literals beside it once, not once per
+    /// pattern that has it.
+    fn overlapping_pairs(&self, found: &mut impl FnMut(usize, usize)) {
+        if self.nodes.is_empty() {
+            return;
+        }
+        // Node pairs at the same depth whose paths some ID prefix matches both of.
         let mut stack = vec![(0usize, 0usize)];
-        while let Some((node, depth)) = stack.pop() {
-            let n = &self.nodes[node];
-            // A stored `/**` ending here takes what is left of `pattern`, if anything is.
-            if depth < fixed.len() || suffix {
-                n.suffix.iter().for_each(|&i| found(i));
+        while let Some((a, b)) = stack.pop() {
+            let (na, nb) = (&self.nodes[a], &self.nodes[b]);
+            for (&p, &q) in pairs(&na.exact, &nb.exact).chain(pairs(&na.suffix, &nb.suffix)) {
+                found(p, q);
             }
-            if depth == fixed.len() {
-                if suffix {
-                    // Our `/**` takes every longer stored pattern below.
-                    let mut below: Vec<usize> = n.children.values().copied().collect();
-                    while let Some(b) = below.pop() {
-                        let bn = &self.nodes[b];
-                        bn.exact.iter().chain(&bn.suffix).for_each(|&i| found(i));
-                        below.extend(bn.children.values());
-                    }
-                } else {
-                    n.exact.iter().for_each(|&i| found(i));
+            // A `/**` ending here takes every longer pattern below the other node.
+            if !na.suffix.is_empty() {
+                for q in self.below(b) {
+                    na.suffix.iter().for_each(|&p| found(p, q));
                 }
-                continue;
             }
-            match fixed[depth] {
-                Some(literal) => {
-                    for key in [Some(literal.to_owned()), None] {
-                        if let Some(&child) = n.children.get(&key) {
-                            stack.push((child, depth + 1));
-                        }
-                    }
+            if !nb.suffix.is_empty() {
+                for p in self.below(a) {
+                    nb.suffix.iter().for_each(|&q| found(p, q));
                 }
-                None => stack.extend(n.children.values().map(|&c| (c, depth + 1))),
+            }
+            for (literal, &ca) in &na.children {
+                if let Some(&cb) = nb.children.get(literal) {
+                    stack.push((ca, cb));
+                }
+            }
+            if let Some(any_b) = nb.any {
+                stack.extend(na.edges().map(|ca| (ca, any_b)));
+            }
+            if let Some(any_a) = na.any {
+                stack.extend(nb.children.values().map(|&cb| (any_a, cb)));
             }
         }
     }
+
+    /// Every pattern whose fixed part goes further than `node`.
+    fn below(&self, node: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut todo: Vec<usize> = self.nodes[node].edges().collect();
+        while let Some(n) = todo.pop() {
+            let n = &self.nodes[n];
+            out.extend(n.exact.iter().chain(&n.suffix));
+            todo.extend(n.edges());
+        }
+        out
+    }
+}
+
+fn pairs<'a>(a: &'a [usize], b: &'a [usize]) -> impl Iterator<Item = (&'a usize, &'a usize)> {
+    a.iter().flat_map(move |p| b.iter().map(move |q| (p, q)))
 }
 
 #[cfg(test)]
