@@ -1,7 +1,8 @@
 //! The Palisade sidecar: the mTLS data plane beside each workload.
 //!
 //! One process per workload. Inbound listeners terminate mTLS and admit a peer by the SPIFFE ID
-//! in its certificate ([`AllowList`] of [`IdPattern`]s, from `palisade_ca`), then forward plaintext to the app;
+//! in its certificate ([`AllowList`] of [`IdPattern`]s, from `palisade_ca`, or the policy file's
+//! decision, `palisade_policy::Admission`), then forward plaintext to the app;
 //! outbound listeners take plaintext from the app and originate mTLS to a peer whose ID must
 //! match what is expected. Certificate, key and bundle are re-read from files and swapped in
 //! without touching open connections.
@@ -9,10 +10,11 @@
 //! - [`SidecarConfig`]: the YAML configuration.
 //! - [`Sidecar`]: bind with [`Sidecar::bind`], then [`BoundSidecar::run`] until shutdown.
 //!
-//! Where a connection travels: `accept.rs` (cap, tracking) → `inbound.rs` / `outbound.rs`
-//! (handshake with the verifiers of `palisade_ca`, refusals in `refusal.rs`) → `relay.rs`
-//! (bytes both ways). `identity.rs` keeps the TLS configs current; `admin.rs` and `metrics.rs`
-//! report.
+//! Where a connection travels: `accept.rs` (caps, handshake slots, tracking) → `inbound.rs` /
+//! `outbound.rs` (handshake with the verifiers of `palisade_ca` and the admission of
+//! `admission.rs`; refusals in `refusal.rs`, logged by `refusal_log.rs`) → `relay.rs` (bytes both
+//! ways). `identity.rs` keeps the TLS configs current, `admission.rs` the policies; `admin.rs` and
+//! `metrics.rs` report.
 
 #![forbid(unsafe_code)]
 
