@@ -1,8 +1,6 @@
 //! `palisade`: one command line for every part of Palisade. Each subcommand parses its arguments
 //! and calls a library crate; the sentences users read on failure are made here.
 
-#![forbid(unsafe_code)]
-
 mod commands;
 #[cfg(feature = "tools")]
 mod output;

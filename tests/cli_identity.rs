@@ -1,6 +1,8 @@
 //! End-to-end tests of the identity commands: the real `palisade` binary, checked by a tool that
 //! is not ours (`openssl verify`, `openssl x509 -text`, `openssl req`).
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -41,7 +43,7 @@ fn openssl_available() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
-        eprintln!("SKIP: openssl is not installed (scripts/test installs it)");
+        common::skipping("openssl is not installed (scripts/test installs it)");
     }
     found
 }

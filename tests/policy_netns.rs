@@ -499,7 +499,7 @@ fn segments(policy: &Policy, addr: IpAddr) -> String {
 #[test]
 fn kernel_matches_explain_cell_for_cell() {
     if let Some(reason) = skip_reason() {
-        eprintln!("SKIP: {reason}");
+        common::skipping(&reason);
         return;
     }
     let started = Instant::now();
@@ -643,7 +643,7 @@ fn generation(nft_text: &str) -> String {
 #[test]
 fn the_json_form_applies_and_lists_like_the_text_form() {
     if let Some(reason) = skip_reason() {
-        eprintln!("SKIP: {reason}");
+        common::skipping(&reason);
         return;
     }
     let dir: &Path = &root_dir();

@@ -246,13 +246,11 @@ fn generation_of(file: &Path) -> String {
 
 fn skip() -> bool {
     if !is_root() {
-        eprintln!("SKIP: needs root (network namespaces and nftables)");
-        return true;
+        return common::skipping("needs root (network namespaces and nftables)");
     }
     for tool in ["ip", "nft"] {
         if !on_path(tool) {
-            eprintln!("SKIP: {tool} is not installed");
-            return true;
+            return common::skipping(&format!("{tool} is not installed"));
         }
     }
     false

@@ -10,8 +10,6 @@
 //! - [`CaDir`]: a CA's state on disk (key 0600, written atomically).
 //! - [`CertInfo`]: what `palisade cert inspect` reports about a certificate.
 
-#![forbid(unsafe_code)]
-
 mod ca_dir;
 pub mod files;
 mod inspect;

@@ -12,8 +12,6 @@
 //! Where a policy rule travels: `load.rs` (YAML, positions) → `model.rs` → `compile.rs`
 //! (address atoms, tuple sets) → `render.rs` (nft text) / `json.rs` (nftables crate).
 
-#![forbid(unsafe_code)]
-
 pub mod addrs;
 mod admission;
 pub mod apply;

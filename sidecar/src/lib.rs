@@ -16,8 +16,6 @@
 //! ways). `identity.rs` keeps the TLS configs current, `admission.rs` the policies; `admin.rs` and
 //! `metrics.rs` report.
 
-#![forbid(unsafe_code)]
-
 mod accept;
 mod admin;
 mod admission;

@@ -34,14 +34,33 @@ pub fn ok(output: Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Whether a tool is on PATH; prints why a test skips when it is not.
+/// Whether a test must fail, not skip, when it lacks root or a tool: `scripts/test` sets
+/// `PALISADE_TEST_STRICT=1` when it runs as root (as CI does), after installing every tool.
+pub fn strict() -> bool {
+    std::env::var("PALISADE_TEST_STRICT").is_ok_and(|v| v == "1")
+}
+
+/// A test that cannot run here: fails under [`strict`], otherwise says why it skips. Returns true
+/// so that callers can write `if cannot_run { return }`.
+pub fn skipping(reason: &str) -> bool {
+    assert!(
+        !strict(),
+        "cannot run: {reason} (PALISADE_TEST_STRICT=1: nothing may skip)"
+    );
+    eprintln!("SKIP: {reason}");
+    true
+}
+
+/// Whether a tool is on PATH; when it is not, the test skips, or fails under [`strict`].
 pub fn have(tool: &str) -> bool {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
-        eprintln!("SKIP: {tool} is not installed (scripts/test installs it as root)");
+        skipping(&format!(
+            "{tool} is not installed (scripts/test installs it as root)"
+        ));
     }
     found
 }

@@ -19,8 +19,6 @@
 //! Every loop is bounded: the number of repetitions is capped, and repetitions stop early once
 //! `--budget` seconds have been spent (at least one always runs).
 
-#![forbid(unsafe_code)]
-
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
