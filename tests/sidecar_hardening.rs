@@ -165,11 +165,12 @@ fn memory_held_for_unauthenticated_connections_is_bounded() {
     assert!(curl_as(&pki, "frontend", addr), "still serves");
 }
 
-/// A peer that sends more than the handshake budget without finishing is refused and counted.
+/// A peer that sends more than the handshake budget without finishing is read no further, and
+/// refused and counted when its handshake time is up.
 #[test]
 fn a_handshake_larger_than_the_budget_is_refused() {
     let pki = pki();
-    let sidecar = payments(&pki, "");
+    let sidecar = payments(&pki, "limits:\n  handshake_timeout: 1s\n");
     let mut s = TcpStream::connect(sidecar.addr("api")).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     // Two full records of a 64 KiB ClientHello: more than the 16 KiB budget.

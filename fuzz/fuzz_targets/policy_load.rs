@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = palisade_policy::lint(&policy);
             let ruleset = palisade_policy::compile(&policy, None).expect("no host named");
             let _ = palisade_policy::nft_text(&ruleset);
-            let _ = palisade_policy::nft_json(&ruleset);
+            let _ = palisade_nft::nft_json(&ruleset);
         }
         Err(errors) => {
             assert!(!errors.errors.is_empty(), "an error without a message");

@@ -1,34 +1,32 @@
-//! Palisade's segmentation policy: one YAML file, compiled to an nftables ruleset per host and to
-//! the admitted SPIFFE IDs of each sidecar.
+//! Palisade's segmentation policy, pure: one YAML file, its meaning, and what it compiles to. No
+//! nftables, no runtime, no I/O but reading the policy file: the sidecar links this crate, and
+//! `palisade-nft` (applying a ruleset) and `palisade-sync` (the host daemon) build on it.
 //!
 //! - [`load_file`] / [`load_str`]: YAML to a checked [`Policy`], every error with file:line:column.
 //! - [`lint`]: what is legal but suspicious.
 //! - [`decide`]: the policy's meaning for one connection (`palisade policy explain`), and the oracle
 //!   the kernel is tested against.
-//! - [`compile`]: a host's `inet palisade` table, as nft text or JSON.
+//! - [`compile`]: a host's `inet palisade` table as a [`Ruleset`]; [`nft_text`] prints it
+//!   (`palisade_nft::nft_json` is its JSON form).
 //! - [`Admission`]: whether a sidecar admits a peer's SPIFFE ID, by the same decision as `explain`.
-//! - [`apply`]: one-transaction apply, read-back and diff; [`sync::Sync`]: the `policy sync` service.
 //!
 //! Where a policy rule travels: `load.rs` (YAML, positions) → `model.rs` → `compile.rs`
-//! (address atoms, tuple sets) → `render.rs` (nft text) / `json.rs` (nftables crate).
+//! (address atoms, tuple sets) → `render.rs` (nft text); `explain.rs` decides, `lint.rs` and
+//! `overlap.rs` warn, `admission.rs` answers the sidecar.
 
 pub mod addrs;
 mod admission;
-pub mod apply;
-mod compile;
+pub mod compile;
 mod explain;
-mod json;
 mod lint;
 mod load;
 pub mod model;
 mod overlap;
-mod render;
-pub mod sync;
+pub mod render;
 
 pub use admission::Admission;
 pub use compile::{compile, CompileError, Ruleset, TABLE};
 pub use explain::{decide, decide_segments, Decision, Reason};
-pub use json::nft_json;
 pub use lint::{lint, Warning};
 pub use load::{load_file, load_str, parse_port_range, LoadErrors, Located};
 pub use model::{Action, Endpoint, Policy, Protocol, Rule, Segment, SegmentRef};

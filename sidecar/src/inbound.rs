@@ -6,6 +6,7 @@
 //! may send at most [`HANDSHAKE_BUDGET`] bytes, and gets no read-ahead or relay buffer.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,10 +30,11 @@ use crate::relay::{end_connections, Relay};
 /// First byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
-/// Most bytes a peer may send before its handshake is done. A TLS 1.3 client sends a ClientHello
+/// Most bytes read from a peer before its handshake is done. A TLS 1.3 client sends a ClientHello
 /// (under 2 KiB, a little more with a post-quantum key share), its certificate chain (an SVID and
 /// an intermediate are about 1.5 KiB) and two short messages; this leaves room for chains of
-/// several certificates while keeping what rustls buffers for a stranger small.
+/// several certificates while keeping what rustls buffers for a stranger small. (Application data
+/// right behind the Finished message may fill the rest; the handshake completes all the same.)
 pub const HANDSHAKE_BUDGET: usize = 16 * 1024;
 
 pub(crate) async fn serve(
@@ -76,12 +78,20 @@ async fn handle(
     let started = Instant::now();
     let configs = shared.store.load_full().ok_or(Refusal::NoCertificate)?;
     let tls_config = &configs.inbound[index];
+    let transport = ReadAhead::handshaking(tcp, HANDSHAKE_BUDGET);
+    let exhausted = transport.budget_exhausted();
     let mut tls = timeout(
         shared.limits.handshake_timeout,
-        handshake(tcp, tls_config, shared),
+        handshake(transport, tls_config, shared),
     )
     .await
-    .map_err(|_| Refusal::HandshakeTimeout)??;
+    .map_err(|_| {
+        if exhausted.load(Ordering::Relaxed) {
+            Refusal::HandshakeTooLarge(HANDSHAKE_BUDGET)
+        } else {
+            Refusal::HandshakeTimeout
+        }
+    })??;
     // The peer is authenticated: its slot goes back, and reads may use large buffers.
     drop(handshake_slot);
     tls.get_mut().0.handshake_done();
@@ -111,12 +121,13 @@ async fn handle(
 }
 
 async fn handshake(
-    tcp: TcpStream,
+    transport: ReadAhead<TcpStream>,
     tls_config: &InboundTls,
     shared: &Shared,
 ) -> Result<TlsStream<ReadAhead<TcpStream>>, Refusal> {
     let mut first = [0u8; 1];
-    match timeout(shared.limits.first_byte_timeout, tcp.peek(&mut first)).await {
+    let peek = transport.get_ref().peek(&mut first);
+    match timeout(shared.limits.first_byte_timeout, peek).await {
         Err(_) => return Err(Refusal::FirstByteTimeout),
         Ok(Ok(0)) => return Err(Refusal::ClosedEarly),
         Ok(Ok(_)) if first[0] != TLS_HANDSHAKE_RECORD => return Err(Refusal::NotTls),
@@ -125,7 +136,7 @@ async fn handshake(
     }
     let acceptor = TlsAcceptor::from(tls_config.config.clone());
     let tls = acceptor
-        .accept(ReadAhead::handshaking(tcp, HANDSHAKE_BUDGET))
+        .accept(transport)
         .await
         .map_err(Refusal::Handshake)?;
     recheck_resumed(&tls, tls_config)?;

@@ -70,15 +70,20 @@ async fn handle(
         .map_err(|_| Refusal::ConnectTimeout(target.clone()))?
         .map_err(|e| Refusal::ConnectFailed(target.clone(), e))?;
     let _ = tcp.set_nodelay(true);
+    let transport = ReadAhead::handshaking(tcp, HANDSHAKE_BUDGET);
+    let exhausted = transport.budget_exhausted();
     let mut tls = timeout(
         shared.limits.handshake_timeout,
-        connector.connect(
-            server_name.clone(),
-            ReadAhead::handshaking(tcp, HANDSHAKE_BUDGET),
-        ),
+        connector.connect(server_name.clone(), transport),
     )
     .await
-    .map_err(|_| Refusal::HandshakeTimeout)?
+    .map_err(|_| {
+        if exhausted.load(std::sync::atomic::Ordering::Relaxed) {
+            Refusal::HandshakeTooLarge(HANDSHAKE_BUDGET)
+        } else {
+            Refusal::HandshakeTimeout
+        }
+    })?
     .map_err(Refusal::Handshake)?;
     recheck_resumed(&tls, tls_config, &server_name)?;
     tls.get_mut().0.handshake_done();

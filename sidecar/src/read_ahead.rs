@@ -4,14 +4,19 @@
 //! (vectored, so rustls can send several records in one call).
 //!
 //! Until the handshake is over the peer is not authenticated, so the wrapper starts out reading
-//! straight through, without a buffer of its own, and counts what the peer sends: past
-//! `handshake_budget` bytes the read fails with [`HandshakeTooLarge`], which bounds what rustls
-//! buffers for an unauthenticated peer. [`ReadAhead::handshake_done`] lifts the budget and turns
-//! reading ahead on. The buffer is allocated on the first read after that, so connections that
+//! straight through, without a buffer of its own, and counts what the peer sends: once it has
+//! read `handshake_budget` bytes it reads no more (the read stays pending and the handshake
+//! timeout ends the connection), which bounds what rustls buffers for an unauthenticated peer.
+//! Stopping, rather than failing, matters: a peer may send application data right behind its
+//! Finished message, and rustls reads on until it holds a whole record of it (up to 16 KiB);
+//! what it already holds completes the handshake. [`ReadAhead::handshake_done`] lifts the budget
+//! and turns reading ahead on. The buffer is allocated on the first read after that, so connections that
 //! never receive anything cost nothing, and released at end of stream.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -22,11 +27,6 @@ pub const READ_AHEAD: usize = 64 * 1024;
 /// Largest single read during the handshake: what rustls asks for at once.
 const HANDSHAKE_READ: usize = 4096;
 
-/// What a peer sent beyond its budget before finishing the handshake.
-#[derive(Debug, thiserror::Error)]
-#[error("the peer sent more than {0} bytes without finishing its TLS handshake")]
-pub struct HandshakeTooLarge(pub usize);
-
 pub struct ReadAhead<S> {
     inner: S,
     buf: Option<Box<[u8]>>,
@@ -34,7 +34,8 @@ pub struct ReadAhead<S> {
     end: usize,
     /// Bytes the peer may still send before the handshake is done; `None` once it is.
     handshake_budget: Option<usize>,
-    budget: usize,
+    /// Set when the budget ran out before the handshake was done.
+    exhausted: Arc<AtomicBool>,
 }
 
 impl<S> ReadAhead<S> {
@@ -47,8 +48,18 @@ impl<S> ReadAhead<S> {
             start: 0,
             end: 0,
             handshake_budget: Some(handshake_budget),
-            budget: handshake_budget,
+            exhausted: Arc::default(),
         }
+    }
+
+    /// A flag that tells, after the handshake future is gone, whether the budget ran out.
+    pub fn budget_exhausted(&self) -> Arc<AtomicBool> {
+        self.exhausted.clone()
+    }
+
+    /// The socket underneath.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
     }
 
     /// The peer is authenticated: no budget from now on, and read ahead.
@@ -65,21 +76,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if let Some(left) = this.handshake_budget {
-            // Straight through (a small copy: handshakes are a few kilobytes), no more than what
-            // is left of the budget plus one byte, to tell "used up" from "over".
+            if left == 0 {
+                // Read no more from a stranger. No waker is registered: the handshake either
+                // completes from what rustls holds, or its timeout ends the connection.
+                this.exhausted.store(true, Ordering::Relaxed);
+                return Poll::Pending;
+            }
+            // Straight through (a small copy: handshakes are a few kilobytes).
             let mut chunk = [0u8; HANDSHAKE_READ];
-            let want = out.remaining().min(left + 1).min(HANDSHAKE_READ);
+            let want = out.remaining().min(left).min(HANDSHAKE_READ);
             let mut read = ReadBuf::new(&mut chunk[..want]);
             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
-            let n = read.filled().len();
-            if n > left {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    HandshakeTooLarge(this.budget),
-                )));
-            }
             out.put_slice(read.filled());
-            this.handshake_budget = Some(left - n);
+            this.handshake_budget = Some(left - read.filled().len());
             return Poll::Ready(Ok(()));
         }
         if this.start == this.end {
@@ -144,6 +153,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
@@ -181,35 +191,37 @@ mod tests {
         let (mut writer, reader) = duplex(64 * 1024);
         writer.write_all(&[7u8; 10_000]).await.unwrap();
         let mut reader = ReadAhead::handshaking(reader, 9_000);
+        let exhausted = reader.budget_exhausted();
         let mut chunk = [0u8; 4096];
         let mut got = 0;
-        let error = loop {
-            match reader.read(&mut chunk).await {
-                Ok(n) => {
-                    assert!(
-                        reader.buf.is_none(),
-                        "no read-ahead buffer before the handshake"
-                    );
-                    got += n;
-                }
-                Err(e) => break e,
-            }
-        };
-        assert!(got <= 9_000, "{got} bytes passed a 9,000-byte budget");
-        assert!(
-            error.get_ref().unwrap().is::<HandshakeTooLarge>(),
-            "{error}"
+        while let Ok(read) =
+            tokio::time::timeout(Duration::from_millis(200), reader.read(&mut chunk)).await
+        {
+            got += read.unwrap();
+            assert!(
+                reader.buf.is_none(),
+                "no read-ahead buffer before the handshake"
+            );
+        }
+        assert_eq!(got, 9_000, "reads stop at the budget");
+        assert!(exhausted.load(Ordering::Relaxed));
+        reader.handshake_done();
+        assert_eq!(
+            reader.read(&mut chunk).await.unwrap(),
+            1_000,
+            "and go on after it"
         );
     }
 
     #[tokio::test]
-    async fn a_budget_used_exactly_is_not_exceeded() {
+    async fn a_peer_that_ends_within_its_budget_is_seen_to_end() {
         let (mut writer, reader) = duplex(64 * 1024);
         writer.write_all(&[1u8; 5_000]).await.unwrap();
         drop(writer);
-        let mut reader = ReadAhead::handshaking(reader, 5_000);
+        let mut reader = ReadAhead::handshaking(reader, 6_000);
         let mut all = Vec::new();
         reader.read_to_end(&mut all).await.unwrap();
         assert_eq!(all.len(), 5_000);
+        assert!(!reader.budget_exhausted().load(Ordering::Relaxed));
     }
 }

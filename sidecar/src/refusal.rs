@@ -5,8 +5,6 @@ use std::io;
 
 use palisade_ca::{peer_error, PeerError, SpiffeId, SvidError};
 
-use crate::read_ahead::HandshakeTooLarge;
-
 #[derive(Debug)]
 pub enum Refusal {
     /// Every slot of `limits.max_connections` of this direction is taken.
@@ -22,6 +20,8 @@ pub enum Refusal {
     /// The peer closed before sending anything.
     ClosedEarly,
     HandshakeTimeout,
+    /// The peer sent its whole handshake budget without finishing the handshake.
+    HandshakeTooLarge(usize),
     /// The handshake failed; the rustls error inside says why.
     Handshake(io::Error),
     ConnectTimeout(String),
@@ -39,6 +39,7 @@ impl Refusal {
             Refusal::NotTls => "not_tls",
             Refusal::ClosedEarly => "closed_before_handshake",
             Refusal::HandshakeTimeout => "handshake_timeout",
+            Refusal::HandshakeTooLarge(_) => "handshake_too_large",
             Refusal::ConnectTimeout(_) => "connect_timeout",
             Refusal::ConnectFailed(..) => "connect_failed",
             Refusal::Handshake(e) => match rustls_error(e) {
@@ -49,7 +50,6 @@ impl Refusal {
                     Some(PeerError::Invalid(svid)) => svid_reason(svid),
                     None => "handshake_failed",
                 },
-                None if too_large(e) => "handshake_too_large",
                 None => "handshake_failed",
             },
         }
@@ -93,6 +93,10 @@ impl std::fmt::Display for Refusal {
             Refusal::NotTls => f.write_str("the peer did not start a TLS handshake (plaintext?)"),
             Refusal::ClosedEarly => f.write_str("the peer closed before the handshake"),
             Refusal::HandshakeTimeout => f.write_str("the TLS handshake did not finish in time"),
+            Refusal::HandshakeTooLarge(budget) => write!(
+                f,
+                "the peer sent {budget} bytes without finishing its TLS handshake"
+            ),
             Refusal::ConnectTimeout(to) => write!(f, "connecting to {to} timed out"),
             Refusal::ConnectFailed(to, e) => write!(f, "cannot connect to {to}: {e}"),
             Refusal::Handshake(e) => match rustls_error(e) {
@@ -107,11 +111,6 @@ impl std::fmt::Display for Refusal {
             },
         }
     }
-}
-
-fn too_large(e: &io::Error) -> bool {
-    e.get_ref()
-        .is_some_and(|inner| inner.is::<HandshakeTooLarge>())
 }
 
 fn rustls_error(e: &io::Error) -> Option<&rustls::Error> {

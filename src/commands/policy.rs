@@ -110,7 +110,7 @@ pub struct SyncArgs {
     #[arg(long)]
     pub revoke_established: bool,
     /// A fetched or read policy larger than this many bytes is refused (the last good one stays).
-    #[arg(long, value_name = "BYTES", default_value_t = palisade_policy::sync::source::DEFAULT_MAX_POLICY_BYTES)]
+    #[arg(long, value_name = "BYTES", default_value_t = palisade_sync::source::DEFAULT_MAX_POLICY_BYTES)]
     pub max_policy_bytes: u64,
 }
 
@@ -151,7 +151,7 @@ pub fn run(cmd: PolicyCommand, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
 }
 
 fn sync(args: &SyncArgs) -> anyhow::Result<ExitCode> {
-    use palisade_policy::sync::{source::Source, Sync, SyncConfig};
+    use palisade_sync::{source::Source, Sync, SyncConfig};
     if !args.admin.ip().is_loopback() {
         anyhow::bail!("the admin address {} is not a loopback address", args.admin);
     }
@@ -186,7 +186,7 @@ fn sync(args: &SyncArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn apply(args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    use palisade_policy::apply;
+    use palisade_nft::apply;
     let policy = load_file(&args.file)?;
     let ruleset = palisade_policy::compile(&policy, Some(&args.host))?;
     if args.dry_run {
@@ -252,7 +252,7 @@ fn compile(args: &CompileArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
     match args.format {
         Format::Nft => out.write_all(palisade_policy::nft_text(&ruleset).as_bytes())?,
         Format::Json => {
-            serde_json::to_writer_pretty(&mut *out, &palisade_policy::nft_json(&ruleset))
+            serde_json::to_writer_pretty(&mut *out, &palisade_nft::nft_json(&ruleset))
                 .context("cannot write JSON")?;
             writeln!(out)?;
         }

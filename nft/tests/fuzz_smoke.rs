@@ -23,7 +23,7 @@ fn check(text: &str) -> bool {
             for host in std::iter::once(None).chain(hosts) {
                 let ruleset = palisade_policy::compile(&policy, host).expect("a known host");
                 let _ = palisade_policy::nft_text(&ruleset);
-                let _ = palisade_policy::nft_json(&ruleset);
+                let _ = palisade_nft::nft_json(&ruleset);
             }
             true
         }

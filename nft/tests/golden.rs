@@ -8,7 +8,7 @@
 //! diff:
 //!
 //! ```text
-//! PALISADE_BLESS=1 cargo test -p palisade-policy --test golden
+//! PALISADE_BLESS=1 cargo test -p palisade-nft --test golden
 //! git diff tests/golden
 //! ```
 //!
@@ -24,7 +24,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use palisade_policy::{compile, load_file, nft_json, nft_text};
+use palisade_nft::nft_json;
+use palisade_policy::{compile, load_file, nft_text};
 
 /// The file stem of the table compiled with every segment local (`--all-hosts`).
 const ALL_HOSTS: &str = "all-hosts";
@@ -152,7 +153,7 @@ fn golden_files_match_and_nft_accepts_them() {
     }
     if !failures.is_empty() {
         failures.push(
-            "if the change is intended: PALISADE_BLESS=1 cargo test -p palisade-policy --test golden"
+            "if the change is intended: PALISADE_BLESS=1 cargo test -p palisade-nft --test golden"
                 .into(),
         );
     }

@@ -12,8 +12,8 @@ use nftables::schema::{NfCmd, NfListObject, NfObject, Nftables, Table};
 use nftables::types::NfFamily;
 use serde_json::Value;
 
-use crate::compile::{Ruleset, TABLE};
-use crate::render::element_text;
+use palisade_policy::compile::{Ruleset, TABLE};
+use palisade_policy::render::element_text;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {

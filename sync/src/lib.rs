@@ -1,5 +1,7 @@
 //! `palisade policy sync`: keeps this host's `inet palisade` table equal to what its policy
-//! compiles to.
+//! compiles to. The host daemon: [`Sync`] with its [`SyncConfig`]; `source.rs` fetches the policy
+//! (file, ConfigMap directory, http), `revoke.rs` cuts denied established flows, `palisade-nft`
+//! applies, `palisade-admin` serves /ready and /metrics.
 //!
 //! Each cycle (every `interval`, and at once when a file source changes): fetch the source, load
 //! and compile it, read our live table back, and write only if they differ: because the policy
@@ -25,9 +27,8 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{self, ApplyError};
-use crate::compile::Ruleset;
-use crate::model::Policy;
+use palisade_nft::apply::{self, ApplyError};
+use palisade_policy::{Policy, Ruleset};
 use source::{Fetched, Fetcher, Source};
 
 /// How often a file or directory source is looked at between full cycles.
@@ -269,7 +270,7 @@ impl Sync {
                 // After a drift, too: flows opened while the table was tampered with are in
                 // conntrack and would pass the repaired table as established.
                 if (policy_changed || drift) && self.config.revoke_established {
-                    let cut = crate::sync::revoke::revoke_denied_flows(&policy, &self.config.host);
+                    let cut = crate::revoke::revoke_denied_flows(&policy, &self.config.host);
                     self.metrics.revoked.inc_by(cut);
                 }
             }
@@ -281,11 +282,11 @@ impl Sync {
     }
 
     fn compile(&self, text: &str, source: &str) -> Result<(Policy, Ruleset), ()> {
-        let policy = crate::load_str(text, source.as_ref()).map_err(|errors| {
+        let policy = palisade_policy::load_str(text, source.as_ref()).map_err(|errors| {
             self.metrics.fail("load");
             tracing::error!(errors = %errors, "the policy does not load; the last good ruleset stays in force");
         })?;
-        let ruleset = crate::compile(&policy, Some(&self.config.host)).map_err(|error| {
+        let ruleset = palisade_policy::compile(&policy, Some(&self.config.host)).map_err(|error| {
             self.metrics.fail("compile");
             tracing::error!(%error, "the policy does not compile for this host; the last good ruleset stays in force");
         })?;
@@ -317,10 +318,10 @@ impl Sync {
     /// No policy and no table: enforce the baseline rather than nothing.
     fn install_baseline(&self) {
         let result = match &self.config.baseline {
-            Some(file) => crate::load_file(file)
+            Some(file) => palisade_policy::load_file(file)
                 .map_err(|e| ApplyError::Refused(e.to_string()))
                 .and_then(|p| {
-                    crate::compile(&p, Some(&self.config.host))
+                    palisade_policy::compile(&p, Some(&self.config.host))
                         .map_err(|e| ApplyError::Refused(e.to_string()))
                 })
                 .and_then(|r| apply::apply(&r)),

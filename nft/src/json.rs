@@ -18,9 +18,11 @@ use nftables::schema::{
 use nftables::stmt::{Counter, JumpTarget, Log, Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
-use crate::addrs::{from_u128, prefix_len, Family};
-use crate::compile::{proto_name, Element, Key, Lookup, OutsideEnd, Ruleset, SetDef, TABLE};
-use crate::render::{ip_of, suffix, HOOKS};
+use palisade_policy::addrs::{from_u128, prefix_len, Family};
+use palisade_policy::compile::{
+    proto_name, Element, Key, Lookup, OutsideEnd, Ruleset, SetDef, TABLE,
+};
+use palisade_policy::render::{ip_of, suffix, HOOKS};
 
 /// The `add` commands that create the table, its sets and its chains.
 pub fn nft_json(ruleset: &Ruleset) -> Nftables<'static> {

@@ -9,8 +9,7 @@
 use std::net::IpAddr;
 use std::process::Command;
 
-use crate::explain::decide;
-use crate::model::{Endpoint, Policy, Protocol};
+use palisade_policy::{decide, Endpoint, Policy, Protocol};
 
 /// One tracked flow, as `conntrack -L` prints its original direction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +55,7 @@ pub fn denied_flows(policy: &Policy, host: &str, flows: &[Flow]) -> Vec<Flow> {
         .map(|h| {
             h.segments
                 .iter()
-                .fold(crate::addrs::Addrs::default(), |acc, &i| {
+                .fold(palisade_policy::addrs::Addrs::default(), |acc, &i| {
                     acc.union(&policy.segments[i].members)
                 })
         })
