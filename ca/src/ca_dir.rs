@@ -14,8 +14,8 @@ use std::time::Duration;
 use rustls_pki_types::CertificateDer;
 
 use crate::files::{write_atomic, PRIVATE, PUBLIC};
-use crate::svid::BundleError;
 use crate::{CertificateAuthority, IssueError, KeyType, TrustBundle, TrustDomain};
+use palisade_identity::BundleError;
 
 pub const KEY_FILE: &str = "ca-key.pem";
 pub const CERT_FILE: &str = "ca-cert.pem";
@@ -121,10 +121,10 @@ impl CaDir {
             std::fs::read(&cert_path).map_err(|source| io_error("read", &cert_path, source))?;
         let bundle_err = |path: &Path| {
             let path = path.to_owned();
-            move |error| CaDirError::Bundle { path, error }
+            move |error: BundleError| CaDirError::Bundle { path, error }
         };
-        let mut certs: Vec<CertificateDer<'static>> =
-            crate::pem::certificates_from_pem(&cert_pem).map_err(bundle_err(&cert_path))?;
+        let mut certs: Vec<CertificateDer<'static>> = crate::pem::certificates_from_pem(&cert_pem)
+            .map_err(|e| bundle_err(&cert_path)(e.into()))?;
         let cert = certs.remove(0);
         let ca = CertificateAuthority::from_parts(cert, certs, &key_pem).map_err(|error| {
             CaDirError::Ca {

@@ -17,7 +17,7 @@ use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate, X509CertificationRequest};
 
-use crate::{SpiffeId, TrustDomain};
+use palisade_identity::{SpiffeId, TrustDomain};
 
 /// How far NotBefore is set back, so that a peer whose clock is a little behind ours accepts a
 /// certificate issued this second.
@@ -155,7 +155,7 @@ impl IssuedCert {
     pub fn chain_pem(&self) -> String {
         std::iter::once(&self.cert)
             .chain(&self.chain)
-            .map(|der| crate::pem::certificate_to_pem(der))
+            .map(|der| palisade_identity::pem::certificate_to_pem(der))
             .collect()
     }
 }
@@ -247,7 +247,7 @@ impl CertificateAuthority {
         if parsed.public_key().raw != key.subject_public_key_info().as_slice() {
             return Err(IssueError::KeyMismatch);
         }
-        let trust_domain = crate::svid::uri_sans(&parsed)
+        let trust_domain = palisade_identity::uri_sans(&parsed)
             .ok()
             .and_then(|uris| match uris.as_slice() {
                 [uri] => SpiffeId::parse(uri).ok(),

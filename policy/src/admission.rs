@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use palisade_ca::{AuthorizeId, SpiffeId};
+use palisade_identity::{AuthorizeId, SpiffeId};
 
 use crate::explain::{decide, Decision};
 use crate::model::{Endpoint, Policy, Protocol};

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode, MarkedSequenceNode};
 use marked_yaml::{LoaderOptions, Node, Span};
-use palisade_ca::{IdPattern, TrustDomain};
+use palisade_identity::{IdPattern, TrustDomain};
 
 use crate::addrs::{Addrs, Cidr};
 use crate::model::{Action, Host, Policy, PortRange, Pos, Protocol, Rule, Segment, SegmentRef};

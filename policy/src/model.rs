@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use palisade_ca::{IdPattern, SpiffeId, TrustDomain};
+use palisade_identity::{IdPattern, SpiffeId, TrustDomain};
 
 use crate::addrs::{Addrs, Cidr};
 

@@ -11,7 +11,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
-use palisade_ca::IdPattern;
+use palisade_identity::IdPattern;
 
 use crate::addrs::{AddrSet, Addrs, Family};
 use crate::model::Policy;

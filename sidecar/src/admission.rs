@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
-use palisade_ca::{AllowList, AuthorizeId, SpiffeId};
+use palisade_identity::{AllowList, AuthorizeId, SpiffeId};
 use palisade_policy::{Admission, Policy};
 
 use crate::config::{InboundConfig, SidecarConfig};

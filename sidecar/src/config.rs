@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use palisade_ca::IdPattern;
+use palisade_identity::IdPattern;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

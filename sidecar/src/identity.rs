@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use palisade_ca::{
+use palisade_identity::{
     verify_svid, AllowList, BundleError, PeerRole, SpiffeClientVerifier, SpiffeId,
     SpiffeServerVerifier, SvidError, TrustBundle, TrustBundleSet,
 };
@@ -70,9 +70,10 @@ impl Credentials {
         provider: &CryptoProvider,
         now: UnixTime,
     ) -> Result<Self, CredentialError> {
-        let chain = palisade_ca::pem::certificates_from_pem(cert_pem)
+        let chain = palisade_identity::pem::certificates_from_pem(cert_pem)
             .map_err(|_| CredentialError::NoCertificate)?;
-        let key = palisade_ca::pem::private_key_from_pem(key_pem).ok_or(CredentialError::NoKey)?;
+        let key =
+            palisade_identity::pem::private_key_from_pem(key_pem).ok_or(CredentialError::NoKey)?;
         let signing_key = provider
             .key_provider
             .load_private_key(key)
@@ -82,9 +83,9 @@ impl Credentials {
             return Err(CredentialError::KeyMismatch);
         }
         let leaf = &chain[0];
-        let id = palisade_ca::peer_spiffe_id(Some(std::slice::from_ref(leaf)))
+        let id = palisade_identity::peer_spiffe_id(Some(std::slice::from_ref(leaf)))
             .ok_or(CredentialError::NotAnSvid(SvidError::NoUriSan))?;
-        let not_after = palisade_ca::not_after(leaf).map_err(CredentialError::NotAnSvid)?;
+        let not_after = palisade_identity::not_after(leaf).map_err(CredentialError::NotAnSvid)?;
         let bundle = TrustBundle::from_pem(id.trust_domain().clone(), bundle_pem)
             .map_err(CredentialError::Bundle)?;
         let roots = bundle.roots().len();

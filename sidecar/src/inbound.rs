@@ -98,7 +98,7 @@ async fn handle(
     metrics
         .handshake_seconds
         .observe(started.elapsed().as_secs_f64());
-    let peer_id = palisade_ca::peer_spiffe_id(tls.get_ref().1.peer_certificates());
+    let peer_id = palisade_identity::peer_spiffe_id(tls.get_ref().1.peer_certificates());
     let target = config.forward_to;
     let mut app = timeout(shared.limits.connect_timeout, TcpStream::connect(target))
         .await

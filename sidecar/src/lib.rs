@@ -1,7 +1,7 @@
 //! The Palisade sidecar: the mTLS data plane beside each workload.
 //!
 //! One process per workload. Inbound listeners terminate mTLS and admit a peer by the SPIFFE ID
-//! in its certificate ([`AllowList`] of [`IdPattern`]s, from `palisade_ca`, or the policy file's
+//! in its certificate ([`AllowList`] of [`IdPattern`]s, from `palisade_identity`, or the policy file's
 //! decision, `palisade_policy::Admission`), then forward plaintext to the app;
 //! outbound listeners take plaintext from the app and originate mTLS to a peer whose ID must
 //! match what is expected. Certificate, key and bundle are re-read from files and swapped in
@@ -11,7 +11,7 @@
 //! - [`Sidecar`]: bind with [`Sidecar::bind`], then [`BoundSidecar::run`] until shutdown.
 //!
 //! Where a connection travels: `accept.rs` (caps, handshake slots, tracking) → `inbound.rs` /
-//! `outbound.rs` (handshake with the verifiers of `palisade_ca` and the admission of
+//! `outbound.rs` (handshake with the verifiers of `palisade_identity` and the admission of
 //! `admission.rs`; refusals in `refusal.rs`, logged by `refusal_log.rs`) → `relay.rs` (bytes both
 //! ways). `identity.rs` keeps the TLS configs current, `admission.rs` the policies; `admin.rs` and
 //! `metrics.rs` report.
@@ -40,7 +40,7 @@ use tokio_util::task::TaskTracker;
 
 pub use config::{ConfigError, SidecarConfig};
 pub use identity::{CredentialError, Credentials, ReloadOutcome};
-pub use palisade_ca::{AllowList, IdPattern, PatternError};
+pub use palisade_identity::{AllowList, IdPattern, PatternError};
 
 use crate::accept::Shared;
 use crate::admission::{PolicyFiles, PolicyWatcher};

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use palisade_ca::{peer_error, PeerError, SpiffeId, SvidError};
+use palisade_identity::{peer_error, PeerError, SpiffeId, SvidError};
 
 #[derive(Debug)]
 pub enum Refusal {

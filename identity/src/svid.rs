@@ -100,6 +100,15 @@ pub enum BundleError {
     },
 }
 
+impl From<crate::pem::PemError> for BundleError {
+    fn from(e: crate::pem::PemError) -> Self {
+        match e {
+            crate::pem::PemError::NoCertificate => BundleError::Empty,
+            crate::pem::PemError::Invalid(why) => BundleError::Pem(why),
+        }
+    }
+}
+
 /// Which side of a TLS handshake the peer is: decides the extended key usage webpki requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerRole {
@@ -368,7 +377,7 @@ pub fn spiffe_id_of(cert: &X509Certificate<'_>) -> Result<SpiffeId, SvidError> {
 }
 
 /// Every URI SAN of a certificate; an unparseable SAN extension is an error, not "none".
-pub(crate) fn uri_sans<'a>(cert: &'a X509Certificate<'_>) -> Result<Vec<&'a str>, SvidError> {
+pub fn uri_sans<'a>(cert: &'a X509Certificate<'_>) -> Result<Vec<&'a str>, SvidError> {
     let sans = cert
         .subject_alternative_name()
         .map_err(|_| SvidError::BadCertificate { index: 0 })?;

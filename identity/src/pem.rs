@@ -3,15 +3,22 @@
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer};
 
-use crate::svid::BundleError;
+/// Why a PEM file yields no certificates.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PemError {
+    #[error("it holds no PEM certificate")]
+    NoCertificate,
+    #[error("it is not valid PEM: {0}")]
+    Invalid(String),
+}
 
 /// Every `CERTIFICATE` block of a PEM file, in order; other blocks are skipped.
-pub fn certificates_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, BundleError> {
+pub fn certificates_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, PemError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| BundleError::Pem(e.to_string()))?;
+        .map_err(|e| PemError::Invalid(e.to_string()))?;
     if certs.is_empty() {
-        return Err(BundleError::Empty);
+        return Err(PemError::NoCertificate);
     }
     Ok(certs)
 }

@@ -1,0 +1,34 @@
+//! Who a workload is, and how a peer checks it: what every sidecar needs, and nothing of issuance
+//! (no rcgen; `palisade-ca` issues).
+//!
+//! - [`SpiffeId`], [`TrustDomain`]: identities, parsed exactly as the SPIFFE ID spec says.
+//! - [`verify_svid`]: the one check of a presented chain against a [`TrustBundleSet`], returning the
+//!   peer's ID; [`SpiffeServerVerifier`] and [`SpiffeClientVerifier`] are the same check for rustls.
+//! - [`IdPattern`], [`AllowList`]: SPIFFE ID patterns (`*`, trailing `/**`) saying who is admitted.
+//! - [`CertInfo`]: what `palisade cert inspect` reports about a certificate.
+//! - [`pem`]: certificates, chains and keys as files hold them.
+//!
+//! Where a presented certificate travels: `tls.rs` (rustls asks) → `verify_cache.rs` (seen these
+//! bytes?) → `svid.rs` (leaf profile, bundle of its trust domain, webpki chain) → an
+//! [`AuthorizeId`] (an allow-list from `pattern.rs`, or the policy's admission).
+
+mod inspect;
+mod pattern;
+pub mod pem;
+mod spiffe_id;
+mod svid;
+mod tls;
+mod verify_cache;
+
+pub use inspect::{CertInfo, Verdict};
+pub use pattern::{AllowList, IdPattern, PatternError};
+pub use pem::PemError;
+pub use spiffe_id::{IdError, SpiffeId, TrustDomain, MAX_ID_LEN, MAX_TRUST_DOMAIN_LEN};
+pub use svid::{
+    check_leaf, not_after, spiffe_id_of, uri_sans, verify_svid, BundleError, PeerRole, SvidError,
+    TrustBundle, TrustBundleSet,
+};
+pub use tls::{
+    peer_error, peer_spiffe_id, AnyTrustedId, AuthorizeId, ExactId, PeerError,
+    SpiffeClientVerifier, SpiffeServerVerifier,
+};
