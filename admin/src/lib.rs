@@ -33,10 +33,27 @@ pub const MAX_CONNECTIONS: usize = 32;
 /// Longest a connection may live, whatever it does (one request, then it is closed).
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 
+/// Why a service is not ready: the sentence of the 503 body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotReady(pub String);
+
+impl From<&str> for NotReady {
+    fn from(why: &str) -> Self {
+        NotReady(why.to_owned())
+    }
+}
+
+impl From<String> for NotReady {
+    fn from(why: String) -> Self {
+        NotReady(why)
+    }
+}
+
 /// What a service tells its admin server.
 pub trait AdminService: Send + Sync + 'static {
     /// `Ok` when ready; otherwise why not (the 503 body).
-    fn ready(&self) -> Result<(), String>;
+    fn ready(&self) -> Result<(), NotReady>;
     /// The Prometheus text exposition.
     fn metrics(&self) -> String;
     /// Begins a graceful shutdown; `None` when the service does not offer POST /shutdown.
@@ -191,7 +208,7 @@ mod tests {
 
     struct Fake;
     impl AdminService for Fake {
-        fn ready(&self) -> Result<(), String> {
+        fn ready(&self) -> Result<(), NotReady> {
             Ok(())
         }
         fn metrics(&self) -> String {

@@ -33,17 +33,28 @@ pub struct Cidr {
     pub len: u8,
 }
 
+/// Why a text is not a CIDR, one variant per rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    #[error("\"{0}\" is not an IPv4 or IPv6 address or network")]
+    NotAnAddress(String),
+    #[error("\"{text}\": the prefix length must be a number from 0 to {max}")]
+    BadPrefixLength { text: String, max: u8 },
+    #[error("\"{text}\" has host bits set; the network is {network}")]
+    HostBitsSet { text: String, network: String },
+}
+
 impl Cidr {
     /// Parses a CIDR or a single address. Host bits must be zero: `10.0.0.1/24` is refused with
     /// a hint, since it usually means a mistyped network.
-    pub fn parse(s: &str) -> Result<Cidr, String> {
+    pub fn parse(s: &str) -> Result<Cidr, CidrError> {
         let (addr_text, len_text) = match s.split_once('/') {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
         };
         let addr: IpAddr = addr_text
             .parse()
-            .map_err(|_| format!("\"{s}\" is not an IPv4 or IPv6 address or network"))?;
+            .map_err(|_| CidrError::NotAnAddress(s.to_owned()))?;
         let family = family_of(addr);
         let len = match len_text {
             None => family.bits(),
@@ -51,20 +62,18 @@ impl Cidr {
                 .parse::<u8>()
                 .ok()
                 .filter(|l| *l <= family.bits())
-                .ok_or_else(|| {
-                    format!(
-                        "\"{s}\": the prefix length must be a number from 0 to {}",
-                        family.bits()
-                    )
+                .ok_or_else(|| CidrError::BadPrefixLength {
+                    text: s.to_owned(),
+                    max: family.bits(),
                 })?,
         };
         let cidr = Cidr { addr, len };
         let network = cidr.first();
         if network != to_u128(addr) {
-            return Err(format!(
-                "\"{s}\" has host bits set; the network is {}/{len}",
-                from_u128(family, network)
-            ));
+            return Err(CidrError::HostBitsSet {
+                text: s.to_owned(),
+                network: format!("{}/{len}", from_u128(family, network)),
+            });
         }
         Ok(cidr)
     }
@@ -311,7 +320,7 @@ mod tests {
         assert_eq!(Cidr::parse("10.1.0.0/16").unwrap().len, 16);
         assert_eq!(Cidr::parse("10.1.2.3").unwrap().len, 32);
         assert_eq!(Cidr::parse("fd00::/64").unwrap().len, 64);
-        let e = Cidr::parse("10.1.2.3/16").unwrap_err();
+        let e = Cidr::parse("10.1.2.3/16").unwrap_err().to_string();
         assert!(e.contains("host bits") && e.contains("10.1.0.0/16"), "{e}");
         assert!(Cidr::parse("10.1.0.0/33").is_err());
         assert!(Cidr::parse("10.1.0/16").is_err());

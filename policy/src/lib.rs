@@ -28,8 +28,8 @@ pub use admission::Admission;
 pub use compile::{compile, CompileError, Ruleset, TABLE};
 pub use explain::{decide, decide_segments, Decision, Reason};
 pub use lint::{lint, Warning};
-pub use load::{load_file, load_str, parse_port_range, LoadErrors, Located};
-pub use model::{Action, Endpoint, Policy, Protocol, Rule, Segment, SegmentRef};
+pub use load::{load_file, load_str, parse_port_range, LoadErrors, Located, PortRangeError};
+pub use model::{Action, Endpoint, EndpointError, Policy, Protocol, Rule, Segment, SegmentRef};
 pub use render::nft_text;
 
 /// The built-in segment of every address that is in no segment.

@@ -732,8 +732,19 @@ fn valid_host_name(name: &str) -> bool {
         && name.len() <= 253
 }
 
+/// Why a text is not a port or port range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortRangeError {
+    #[error("\"{0}\" is not a port (1 to 65535)")]
+    NotAPort(String),
+    #[error("\"{range}\" is not a port range: \"{part}\" is not a port (1 to 65535)")]
+    NotAPortInRange { range: String, part: String },
+    #[error("the port range {text} is backwards (write {last}-{first})")]
+    Backwards { text: String, first: u16, last: u16 },
+}
+
 /// `443` or `8000-8100`.
-pub fn parse_port_range(s: &str) -> Result<PortRange, String> {
+pub fn parse_port_range(s: &str) -> Result<PortRange, PortRangeError> {
     let port = |p: &str| {
         p.trim()
             .parse::<u16>()
@@ -741,9 +752,12 @@ pub fn parse_port_range(s: &str) -> Result<PortRange, String> {
             .filter(|p| *p > 0)
             .ok_or_else(|| {
                 if p == s {
-                    format!("\"{s}\" is not a port (1 to 65535)")
+                    PortRangeError::NotAPort(s.to_owned())
                 } else {
-                    format!("\"{s}\" is not a port range: \"{p}\" is not a port (1 to 65535)")
+                    PortRangeError::NotAPortInRange {
+                        range: s.to_owned(),
+                        part: p.to_owned(),
+                    }
                 }
             })
     };
@@ -758,10 +772,11 @@ pub fn parse_port_range(s: &str) -> Result<PortRange, String> {
         },
     };
     if range.first > range.last {
-        return Err(format!(
-            "the port range {s} is backwards (write {}-{})",
-            range.last, range.first
-        ));
+        return Err(PortRangeError::Backwards {
+            text: s.to_owned(),
+            first: range.first,
+            last: range.last,
+        });
     }
     Ok(range)
 }

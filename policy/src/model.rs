@@ -163,17 +163,32 @@ pub enum Endpoint {
     Identity(SpiffeId),
 }
 
+/// Why a text names no endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("\"{text}\": {reason}")]
+    BadSpiffeId {
+        text: String,
+        reason: palisade_identity::IdError,
+    },
+    #[error("\"{0}\" is neither an IP address nor a SPIFFE ID")]
+    Neither(String),
+}
+
 impl std::str::FromStr for Endpoint {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = EndpointError;
+    fn from_str(s: &str) -> Result<Self, EndpointError> {
         if s.starts_with("spiffe:") {
             SpiffeId::parse(s)
                 .map(Endpoint::Identity)
-                .map_err(|e| format!("\"{s}\": {e}"))
+                .map_err(|reason| EndpointError::BadSpiffeId {
+                    text: s.to_owned(),
+                    reason,
+                })
         } else {
             s.parse::<IpAddr>()
                 .map(Endpoint::Address)
-                .map_err(|_| format!("\"{s}\" is neither an IP address nor a SPIFFE ID"))
+                .map_err(|_| EndpointError::Neither(s.to_owned()))
         }
     }
 }

@@ -21,13 +21,13 @@ pub(crate) struct AdminState {
 }
 
 impl AdminService for AdminState {
-    fn ready(&self) -> Result<(), String> {
+    fn ready(&self) -> Result<(), palisade_admin::NotReady> {
         if self.shutdown.is_cancelled() {
             Err("shutting down".into())
         } else if !holds_valid_certificate(&self.store) {
             Err("no valid certificate loaded".into())
         } else if let Some(file) = self.policies.not_loaded() {
-            Err(format!("no policy loaded from {} yet", file.display()))
+            Err(format!("no policy loaded from {} yet", file.display()).into())
         } else {
             Ok(())
         }

@@ -66,18 +66,18 @@ impl Refusal {
         }
     }
 
-    /// Refusals that say something about a peer's identity, as opposed to load or network trouble.
+    /// Refusals that say something about a peer's identity (or a stranger speaking plaintext),
+    /// as opposed to load or network trouble.
     pub fn is_about_identity(&self) -> bool {
-        matches!(
-            self.reason(),
-            "not_admitted"
-                | "untrusted"
-                | "expired"
-                | "not_yet_valid"
-                | "invalid_certificate"
-                | "no_client_certificate"
-                | "not_tls"
-        )
+        match self {
+            Refusal::NotTls => true,
+            Refusal::Handshake(e) => match rustls_error(e) {
+                Some(rustls::Error::NoCertificatesPresented) => true,
+                Some(e) => peer_error(e).is_some(),
+                None => false,
+            },
+            _ => false,
+        }
     }
 }
 

@@ -27,7 +27,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use palisade_nft::apply::{self, ApplyError};
+use palisade_nft::apply;
 use palisade_policy::{Policy, Ruleset};
 use source::{Fetched, Fetcher, Source};
 
@@ -145,7 +145,7 @@ pub struct Sync {
 }
 
 impl AdminService for Sync {
-    fn ready(&self) -> Result<(), String> {
+    fn ready(&self) -> Result<(), palisade_admin::NotReady> {
         if self.ready.load(Ordering::Relaxed) {
             Ok(())
         } else {
@@ -199,7 +199,7 @@ impl Sync {
 
     /// One cycle: use what was fetched (a policy that does not load is reported once, since the
     /// same bytes are not looked at again), then make the live table equal to the last good one.
-    fn cycle(&self, fetched: Result<Fetched, String>) {
+    fn cycle(&self, fetched: Result<Fetched, source::FetchError>) {
         self.metrics.cycles.inc();
         let source = self.config.source.name();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -276,7 +276,7 @@ impl Sync {
             }
             Err(error) => {
                 self.metrics.fail("apply");
-                tracing::error!(%error, "nft refused the transaction; the previous table stays in force");
+                tracing::error!(%error, "the table was not written; the previous one stays in force");
             }
         }
     }
@@ -318,13 +318,24 @@ impl Sync {
     /// No policy and no table: enforce the baseline rather than nothing.
     fn install_baseline(&self) {
         let result = match &self.config.baseline {
-            Some(file) => palisade_policy::load_file(file)
-                .map_err(|e| ApplyError::Refused(e.to_string()))
-                .and_then(|p| {
-                    palisade_policy::compile(&p, Some(&self.config.host))
-                        .map_err(|e| ApplyError::Refused(e.to_string()))
-                })
-                .and_then(|r| apply::apply(&r)),
+            Some(file) => {
+                let policy = match palisade_policy::load_file(file) {
+                    Ok(policy) => policy,
+                    Err(errors) => {
+                        self.metrics.fail("load");
+                        tracing::error!(%errors, "the baseline policy does not load");
+                        return;
+                    }
+                };
+                match palisade_policy::compile(&policy, Some(&self.config.host)) {
+                    Ok(ruleset) => apply::apply(&ruleset),
+                    Err(error) => {
+                        self.metrics.fail("compile");
+                        tracing::error!(%error, "the baseline policy does not compile for this host");
+                        return;
+                    }
+                }
+            }
             None => apply::apply_text(&apply::builtin_baseline()),
         };
         match result {

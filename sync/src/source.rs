@@ -21,6 +21,43 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// needs several times the text's size, within the DaemonSet example's 128 MiB.
 pub const DEFAULT_MAX_POLICY_BYTES: u64 = 8 * 1024 * 1024;
 
+/// Why a `--source` names no source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    #[error("\"{text}\" is not a URL: {reason}")]
+    BadUrl { text: String, reason: String },
+    #[error("https sources are not supported yet; serve the policy over http on a trusted network or mount it as a file")]
+    Https,
+}
+
+/// Why a look at the source found no policy; the last good one stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot read {path}: {error}")]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{name}: the policy is larger than {limit} bytes")]
+    TooLarge { name: String, limit: u64 },
+    #[error("{0}: the policy is not UTF-8 text")]
+    NotUtf8(String),
+    #[error("fetching {0} timed out")]
+    Timeout(Uri),
+    #[error("{0} has no host")]
+    NoHost(Uri),
+    #[error("cannot connect to {host}:{port}: {error}")]
+    Connect {
+        host: String,
+        port: u16,
+        error: std::io::Error,
+    },
+    #[error("{uri}: {reason}")]
+    Http { uri: Uri, reason: String },
+    #[error("{uri} answered {status}")]
+    Status { uri: Uri, status: StatusCode },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     File(PathBuf),
@@ -29,15 +66,18 @@ pub enum Source {
 }
 
 impl Source {
-    pub fn parse(s: &str) -> Result<Source, String> {
+    pub fn parse(s: &str) -> Result<Source, SourceError> {
         if s.starts_with("http://") {
-            let uri: Uri = s
-                .parse()
-                .map_err(|e| format!("\"{s}\" is not a URL: {e}"))?;
+            let uri: Uri =
+                s.parse()
+                    .map_err(|e: hyper::http::uri::InvalidUri| SourceError::BadUrl {
+                        text: s.to_owned(),
+                        reason: e.to_string(),
+                    })?;
             return Ok(Source::Url(uri));
         }
         if s.starts_with("https://") {
-            return Err("https sources are not supported yet; serve the policy over http on a trusted network or mount it as a file".into());
+            return Err(SourceError::Https);
         }
         let path = PathBuf::from(s);
         Ok(if path.is_dir() {
@@ -86,13 +126,13 @@ impl Fetcher {
         &self.source
     }
 
-    pub async fn fetch(&mut self) -> Result<Fetched, String> {
+    pub async fn fetch(&mut self) -> Result<Fetched, FetchError> {
         let text = match self.source.clone() {
             Source::File(p) => read(&p, self.max_bytes)?,
             Source::Dir(d) => read(&d.join(DIR_FILE), self.max_bytes)?,
             Source::Url(uri) => match tokio::time::timeout(FETCH_TIMEOUT, self.get(uri.clone()))
                 .await
-                .map_err(|_| format!("fetching {uri} timed out"))??
+                .map_err(|_| FetchError::Timeout(uri.clone()))??
             {
                 Some(text) => text,
                 None => return Ok(Fetched::Unchanged),
@@ -106,15 +146,26 @@ impl Fetcher {
     }
 
     /// GET with `If-None-Match`; `None` on 304.
-    async fn get(&mut self, uri: Uri) -> Result<Option<String>, String> {
-        let host = uri.host().ok_or_else(|| format!("{uri} has no host"))?;
+    async fn get(&mut self, uri: Uri) -> Result<Option<String>, FetchError> {
+        let http = |uri: &Uri| {
+            let uri = uri.clone();
+            move |e: hyper::Error| FetchError::Http {
+                uri,
+                reason: e.to_string(),
+            }
+        };
+        let host = uri.host().ok_or_else(|| FetchError::NoHost(uri.clone()))?;
         let port = uri.port_u16().unwrap_or(80);
         let stream = tokio::net::TcpStream::connect((host, port))
             .await
-            .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+            .map_err(|error| FetchError::Connect {
+                host: host.to_owned(),
+                port,
+                error,
+            })?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| format!("{uri}: {e}"))?;
+            .map_err(http(&uri))?;
         tokio::spawn(connection);
         let mut request = Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
             .header(HOST, uri.authority().map_or(host, |a| a.as_str()));
@@ -123,16 +174,18 @@ impl Fetcher {
         }
         let request = request
             .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("{uri}: {e}"))?;
+            .map_err(|e| FetchError::Http {
+                uri: uri.clone(),
+                reason: e.to_string(),
+            })?;
+        let response = sender.send_request(request).await.map_err(http(&uri))?;
         match response.status() {
             StatusCode::NOT_MODIFIED => Ok(None),
             StatusCode::OK => {
-                let too_large =
-                    || format!("{uri}: the policy is larger than {} bytes", self.max_bytes);
+                let too_large = || FetchError::TooLarge {
+                    name: uri.to_string(),
+                    limit: self.max_bytes,
+                };
                 let declared = response
                     .headers()
                     .get(CONTENT_LENGTH)
@@ -153,23 +206,29 @@ impl Fetcher {
                         if e.is::<http_body_util::LengthLimitError>() {
                             too_large()
                         } else {
-                            format!("{uri}: {e}")
+                            FetchError::Http {
+                                uri: uri.clone(),
+                                reason: e.to_string(),
+                            }
                         }
                     })?
                     .to_bytes();
                 let text = String::from_utf8(Vec::from(body))
-                    .map_err(|_| format!("{uri}: the policy is not UTF-8 text"))?;
+                    .map_err(|_| FetchError::NotUtf8(uri.to_string()))?;
                 self.etag = etag;
                 Ok(Some(text))
             }
-            status => Err(format!("{uri} answered {status}")),
+            status => Err(FetchError::Status { uri, status }),
         }
     }
 }
 
-fn read(path: &std::path::Path, max_bytes: u64) -> Result<String, String> {
+fn read(path: &std::path::Path, max_bytes: u64) -> Result<String, FetchError> {
     use std::io::Read;
-    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let cannot = |error| FetchError::Read {
+        path: path.to_owned(),
+        error,
+    };
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .map_err(cannot)?
@@ -177,13 +236,12 @@ fn read(path: &std::path::Path, max_bytes: u64) -> Result<String, String> {
         .read_to_end(&mut bytes)
         .map_err(cannot)?;
     if bytes.len() as u64 > max_bytes {
-        return Err(format!(
-            "{}: the policy is larger than {max_bytes} bytes",
-            path.display()
-        ));
+        return Err(FetchError::TooLarge {
+            name: path.display().to_string(),
+            limit: max_bytes,
+        });
     }
-    String::from_utf8(bytes)
-        .map_err(|_| format!("{}: the policy is not UTF-8 text", path.display()))
+    String::from_utf8(bytes).map_err(|_| FetchError::NotUtf8(path.display().to_string()))
 }
 
 #[cfg(test)]
@@ -205,15 +263,21 @@ mod tests {
         let source = Source::parse(d.to_str().unwrap()).unwrap();
         assert_eq!(source, Source::Dir(d.to_owned()));
         let mut fetcher = Fetcher::new(source, DEFAULT_MAX_POLICY_BYTES);
-        assert_eq!(fetcher.fetch().await, Ok(Fetched::Changed("first".into())));
-        assert_eq!(fetcher.fetch().await, Ok(Fetched::Unchanged));
+        assert_eq!(
+            fetcher.fetch().await.unwrap(),
+            Fetched::Changed("first".into())
+        );
+        assert_eq!(fetcher.fetch().await.unwrap(), Fetched::Unchanged);
 
         std::fs::create_dir(d.join("..2026_2")).unwrap();
         std::fs::write(d.join("..2026_2/policy.yaml"), "second").unwrap();
         symlink("..2026_2", d.join("..data_tmp")).unwrap();
         std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
         std::fs::remove_dir_all(d.join("..2026_1")).unwrap();
-        assert_eq!(fetcher.fetch().await, Ok(Fetched::Changed("second".into())));
+        assert_eq!(
+            fetcher.fetch().await.unwrap(),
+            Fetched::Changed("second".into())
+        );
     }
 
     /// Review finding 5: a policy server that sends without end (or announces 1.5 GB) is cut off
@@ -253,9 +317,15 @@ mod tests {
         let source = Source::parse(&format!("http://{addr}/policy.yaml")).unwrap();
         let mut fetcher = Fetcher::new(source, 1024 * 1024);
         let declared = fetcher.fetch().await.unwrap_err();
-        assert!(declared.contains("larger than 1048576 bytes"), "{declared}");
+        assert!(
+            matches!(declared, FetchError::TooLarge { limit: 1048576, .. }),
+            "{declared}"
+        );
         let streamed = fetcher.fetch().await.unwrap_err();
-        assert!(streamed.contains("larger than 1048576 bytes"), "{streamed}");
+        assert!(
+            matches!(streamed, FetchError::TooLarge { limit: 1048576, .. }),
+            "{streamed}"
+        );
         let total = sent.load(std::sync::atomic::Ordering::Relaxed);
         assert!(
             total < 32 * 1024 * 1024,
@@ -269,7 +339,7 @@ mod tests {
         let file = dir.path().join("policy.yaml");
         std::fs::write(&file, "x".repeat(2000)).unwrap();
         let e = read(&file, 1000).unwrap_err();
-        assert!(e.contains("larger than 1000 bytes"), "{e}");
+        assert!(e.to_string().contains("larger than 1000 bytes"), "{e}");
         assert_eq!(read(&file, 2000).unwrap().len(), 2000);
     }
 
