@@ -27,7 +27,7 @@ pub enum CompileError {
 
 /// What a set's elements are keyed by: which of source address, destination address, protocol
 /// and destination port, concatenated in that order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
     pub src: bool,
     pub dst: bool,
@@ -48,14 +48,14 @@ impl Key {
 /// The end of a tuple that is any address outside every segment: it is not in the key, and the
 /// chain checks it against `segmented_*` instead, so that `outside` costs one element per rule
 /// rather than one per gap between segments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum OutsideEnd {
     Src,
     Dst,
 }
 
 /// One element of a set. `dst`, `proto` and `ports` are used as `key` says.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Element {
     pub src: (u128, u128),
     pub dst: (u128, u128),
@@ -63,7 +63,7 @@ pub struct Element {
     pub ports: PortRange,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SetDef {
     pub name: String,
     pub family: Family,
@@ -74,7 +74,7 @@ pub struct SetDef {
 }
 
 /// Which sets the decision chain consults, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Lookup {
     /// Log the packet (no verdict) with this prefix.
     Log(&'static str),
@@ -402,7 +402,7 @@ pub fn compile(policy: &Policy, host: Option<&str>) -> Result<Ruleset, CompileEr
         sets,
         lookups,
     };
-    ruleset.generation = generation_of(&crate::render::nft_text(&ruleset));
+    ruleset.generation = generation_of(&ruleset);
     Ok(ruleset)
 }
 
@@ -495,11 +495,30 @@ pub fn merge_ports(ranges: &[PortRange]) -> Vec<PortRange> {
 }
 
 /// A short, stable hash of the table's text (FNV-1a, 64 bits): the generation stamped into it.
-fn generation_of(text: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        hash ^= b as u64;
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
+/// Bumped when the printers change what a ruleset becomes, so that a table printed differently
+/// gets another generation.
+const PRINTED_FORM: u32 = 1;
+
+/// A hash of the typed ruleset (FNV-1a over its fields, in order), not of one printer's output:
+/// the text and the JSON are two printers of the same ruleset, and neither has to run for it.
+fn generation_of(ruleset: &Ruleset) -> String {
+    use std::hash::{Hash, Hasher};
+    struct Fnv(u64);
+    impl Hasher for Fnv {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for &b in bytes {
+                self.0 ^= b as u64;
+                self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
     }
-    format!("{hash:016x}")
+    let mut hash = Fnv(0xcbf2_9ce4_8422_2325);
+    PRINTED_FORM.hash(&mut hash);
+    ruleset.host.hash(&mut hash);
+    ruleset.sets.hash(&mut hash);
+    ruleset.lookups.hash(&mut hash);
+    format!("{:016x}", hash.finish())
 }
