@@ -97,44 +97,11 @@ fn assert_refused(out: &Output, what: &str) {
     );
 }
 
-/// One HTTP request over a new connection (`Connection: close`); Ok when the app answered 200
-/// with its body. Reads exactly the announced body, since the app keeps connections open.
+/// One HTTP request over a new connection; Ok when the app answered 200 with its body.
 fn http_get(addr: SocketAddr, path: &str) -> Result<(), String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("write: {e}"))?;
-    let mut response = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = text(&response[..end]);
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("Content-Length: "))
-                .and_then(|v| v.trim().parse().ok())
-                .ok_or_else(|| format!("no Content-Length in {head:?}"))?;
-            if response.len() >= end + 4 + length {
-                let body = text(&response[end + 4..end + 4 + length]);
-                if !head.starts_with("HTTP/1.1 200") || body != APP_BODY {
-                    return Err(format!("unexpected response {head:?} {body:?}"));
-                }
-                return Ok(());
-            }
-        }
-        if response.len() > 64 * 1024 {
-            return Err("response too long".into());
-        }
-        match s.read(&mut buf) {
-            Ok(0) => return Err(format!("closed after {:?}", text(&response))),
-            Ok(n) => response.extend_from_slice(&buf[..n]),
-            Err(e) => return Err(format!("read: {e} after {:?}", text(&response))),
-        }
+    match common::try_http_request(addr, "GET", path)? {
+        (200, body) if body == APP_BODY => Ok(()),
+        (status, body) => Err(format!("unexpected response {status} {body:?}")),
     }
 }
 

@@ -58,11 +58,34 @@ fn run_sidecar(args: &RunArgs) -> anyhow::Result<ExitCode> {
         let sidecar = Sidecar::bind(config).await.inspect_err(|e| {
             tracing::error!(error = %e, "cannot start the sidecar");
         })?;
+        print_addresses(&sidecar.addresses());
         sidecar.run(shutdown_signal()).await;
         anyhow::Ok(())
     })?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// One JSON line on stdout with every address bound (listeners may ask for port 0), for
+/// supervisors and tests: `{"listening":{"admin":"127.0.0.1:15000","inbound":{"api":"..."},
+/// "outbound":{...}}}`. Logs go to stderr, so stdout carries only this.
+fn print_addresses(addresses: &palisade_sidecar::Addresses) {
+    use std::io::Write;
+    let named = |list: &[(String, std::net::SocketAddr)]| {
+        list.iter()
+            .map(|(name, addr)| (name.clone(), serde_json::Value::from(addr.to_string())))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    let line = serde_json::json!({
+        "listening": {
+            "admin": addresses.admin.to_string(),
+            "inbound": named(&addresses.inbound),
+            "outbound": named(&addresses.outbound),
+        }
+    });
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -1,0 +1,78 @@
+//! A temporary CA and workload certificates, made with the real `palisade` binary.
+
+use std::path::{Path, PathBuf};
+
+use super::{ok, palisade, TD};
+
+/// A temporary directory with a CA (`ca/`) and workload certificates issued by the real binary.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        ok(palisade(
+            &["ca", "init", "--dir", "ca", "--trust-domain", TD],
+            dir.path(),
+        ));
+        Pki { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Issues `spiffe://example.org/<path>` into `<name>/` (key.pem, cert.pem, bundle.pem).
+    pub fn issue(&self, name: &str, id_path: &str, extra: &[&str]) -> PathBuf {
+        let id = format!("spiffe://{TD}/{id_path}");
+        let mut args = vec![
+            "cert",
+            "issue",
+            "--ca-dir",
+            "ca",
+            "--spiffe-id",
+            &id,
+            "--out",
+            name,
+        ];
+        args.extend_from_slice(extra);
+        ok(palisade(&args, self.path()));
+        self.path().join(name)
+    }
+
+    /// A second, unrelated CA of the same trust domain (`<name>-ca/`), and a leaf from it.
+    pub fn issue_from_other_ca(&self, name: &str, id_path: &str) -> PathBuf {
+        let ca = format!("{name}-ca");
+        ok(palisade(
+            &["ca", "init", "--dir", &ca, "--trust-domain", TD],
+            self.path(),
+        ));
+        let id = format!("spiffe://{TD}/{id_path}");
+        ok(palisade(
+            &[
+                "cert",
+                "issue",
+                "--ca-dir",
+                &ca,
+                "--spiffe-id",
+                &id,
+                "--out",
+                name,
+            ],
+            self.path(),
+        ));
+        self.path().join(name)
+    }
+
+    /// The identity section of a sidecar config for the workload in `<name>/`.
+    pub fn identity_yaml(&self, name: &str) -> String {
+        let d = self.path().join(name);
+        format!(
+            "identity:\n  cert: {}\n  key: {}\n  bundle: {}\n  reload_interval: 200ms\n",
+            d.join("cert.pem").display(),
+            d.join("key.pem").display(),
+            d.join("bundle.pem").display()
+        )
+    }
+}
