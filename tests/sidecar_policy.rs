@@ -5,10 +5,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{have, spawn_app, wait_until, Pki, SidecarProcess};
+use common::{curl_as, have, spawn_app, wait_until, Pki, SidecarProcess};
 
 const POLICY: &str = "\
 version: 1
@@ -35,31 +34,6 @@ const GUESTS_TOO: &str = "
     protocol: tcp
     ports: [7000-7999]
 ";
-
-fn curl_as(pki: &Pki, client: &str, port: u16) -> bool {
-    let dir = pki.path().join(client);
-    Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "5",
-        ])
-        .arg("--resolve")
-        .arg(format!("payments.test:{port}:127.0.0.1"))
-        .arg("--cert")
-        .arg(dir.join("cert.pem"))
-        .arg("--key")
-        .arg(dir.join("key.pem"))
-        .arg("--cacert")
-        .arg(pki.path().join("ca/bundle.pem"))
-        .arg(format!("https://payments.test:{port}/"))
-        .output()
-        .is_ok_and(|o| o.status.success() && o.stdout == b"200")
-}
 
 fn replace(path: &Path, contents: &str) {
     let tmp = path.with_extension("tmp");

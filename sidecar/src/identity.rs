@@ -15,8 +15,10 @@ use palisade_identity::{
     verify_svid, AllowList, BundleError, PeerRole, SpiffeClientVerifier, SpiffeId,
     SpiffeServerVerifier, SvidError, TrustBundle, TrustBundleSet,
 };
+use rustls::client::danger::ServerCertVerifier;
 use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::NoServerSessionStorage;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, ServerConfig};
@@ -118,6 +120,56 @@ pub struct InboundTls {
 pub struct OutboundTls {
     pub config: Arc<ClientConfig>,
     pub verifier: Arc<SpiffeServerVerifier>,
+}
+
+impl InboundTls {
+    /// TLS skips certificate verification on a resumed session: the peer proves it holds the
+    /// session's secret, not that its certificate is still valid and admitted. Verify the chain the
+    /// session was made with again, as a full handshake would now, so that a session never
+    /// outlives its certificate's NotAfter, a bundle rotation or a policy change.
+    pub fn recheck_resumed(&self, conn: &rustls::ServerConnection) -> Result<(), rustls::Error> {
+        match resumed_chain(conn)? {
+            None => Ok(()),
+            Some((leaf, rest)) => self
+                .verifier
+                .verify_client_cert(leaf, rest, UnixTime::now())
+                .map(|_| ()),
+        }
+    }
+}
+
+impl OutboundTls {
+    /// The server's side of [`InboundTls::recheck_resumed`].
+    pub fn recheck_resumed(
+        &self,
+        conn: &rustls::ClientConnection,
+        server_name: &rustls_pki_types::ServerName<'_>,
+    ) -> Result<(), rustls::Error> {
+        match resumed_chain(conn)? {
+            None => Ok(()),
+            Some((leaf, rest)) => self
+                .verifier
+                .verify_server_cert(leaf, rest, server_name, &[], UnixTime::now())
+                .map(|_| ()),
+        }
+    }
+}
+
+type Chain<'a> = (
+    &'a rustls_pki_types::CertificateDer<'static>,
+    &'a [rustls_pki_types::CertificateDer<'static>],
+);
+
+/// The peer's chain when the handshake resumed a session, `None` after a full handshake (whose
+/// chain the verifier has just checked).
+fn resumed_chain(conn: &rustls::CommonState) -> Result<Option<Chain<'_>>, rustls::Error> {
+    if conn.handshake_kind() != Some(rustls::HandshakeKind::Resumed) {
+        return Ok(None);
+    }
+    match conn.peer_certificates() {
+        Some([leaf, rest @ ..]) => Ok(Some((leaf, rest))),
+        _ => Err(rustls::Error::NoCertificatesPresented),
+    }
 }
 
 impl TlsConfigs {

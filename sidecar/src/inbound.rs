@@ -10,9 +10,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rustls::server::danger::ClientCertVerifier;
-use rustls::HandshakeKind;
-use rustls_pki_types::UnixTime;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::timeout;
@@ -139,32 +136,8 @@ async fn handshake(
         .accept(transport)
         .await
         .map_err(Refusal::Handshake)?;
-    recheck_resumed(&tls, tls_config)?;
-    Ok(tls)
-}
-
-/// A resumed TLS session skips certificate verification: the peer proves it holds the session's
-/// secret, not that its certificate is still valid and admitted. Check the certificate the session
-/// was made with again, as a full handshake would now, so a session never outlives its
-/// certificate's NotAfter, a bundle rotation or a policy change.
-fn recheck_resumed(
-    tls: &TlsStream<ReadAhead<TcpStream>>,
-    tls_config: &InboundTls,
-) -> Result<(), Refusal> {
-    let conn = tls.get_ref().1;
-    if conn.handshake_kind() != Some(HandshakeKind::Resumed) {
-        return Ok(());
-    }
-    let refused = |e: rustls::Error| {
-        Refusal::Handshake(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-    };
-    let chain = conn
-        .peer_certificates()
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| refused(rustls::Error::NoCertificatesPresented))?;
     tls_config
-        .verifier
-        .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
-        .map_err(refused)?;
-    Ok(())
+        .recheck_resumed(tls.get_ref().1)
+        .map_err(Refusal::after_handshake)?;
+    Ok(tls)
 }

@@ -6,17 +6,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rustls::client::danger::ServerCertVerifier;
-use rustls::HandshakeKind;
-use rustls_pki_types::{ServerName, UnixTime};
+use rustls_pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::accept::{accept_loop, Shared, Slots};
 use crate::config::OutboundConfig;
-use crate::identity::OutboundTls;
 use crate::inbound::HANDSHAKE_BUDGET;
 use crate::metrics::ListenerMetrics;
 use crate::read_ahead::ReadAhead;
@@ -85,7 +81,9 @@ async fn handle(
         }
     })?
     .map_err(Refusal::Handshake)?;
-    recheck_resumed(&tls, tls_config, &server_name)?;
+    tls_config
+        .recheck_resumed(tls.get_ref().1, &server_name)
+        .map_err(Refusal::after_handshake)?;
     tls.get_mut().0.handshake_done();
     metrics
         .handshake_seconds
@@ -101,31 +99,6 @@ async fn handle(
     end_connections(&end, &mut tls, &app).await;
     metrics.closed(end.reason());
     tracing::debug!(listener = config.name, end = end.reason(), "closed");
-    Ok(())
-}
-
-/// A resumed session skips the server's certificate: check the one it was made with again, as a
-/// full handshake would now (see `inbound::recheck_resumed`).
-fn recheck_resumed(
-    tls: &TlsStream<ReadAhead<TcpStream>>,
-    tls_config: &OutboundTls,
-    server_name: &ServerName<'static>,
-) -> Result<(), Refusal> {
-    let conn = tls.get_ref().1;
-    if conn.handshake_kind() != Some(HandshakeKind::Resumed) {
-        return Ok(());
-    }
-    let refused = |e: rustls::Error| {
-        Refusal::Handshake(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-    };
-    let chain = conn
-        .peer_certificates()
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| refused(rustls::Error::NoCertificatesPresented))?;
-    tls_config
-        .verifier
-        .verify_server_cert(&chain[0], &chain[1..], server_name, &[], UnixTime::now())
-        .map_err(refused)?;
     Ok(())
 }
 

@@ -29,6 +29,12 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// A TLS refusal made after the handshake (a resumed session checked again), reported like
+    /// one rustls made during it.
+    pub fn after_handshake(error: rustls::Error) -> Self {
+        Refusal::Handshake(io::Error::new(io::ErrorKind::InvalidData, error))
+    }
+
     /// The `reason` label of `palisade_sidecar_connections_refused_total`.
     pub fn reason(&self) -> &'static str {
         match self {

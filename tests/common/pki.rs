@@ -76,3 +76,30 @@ impl Pki {
         )
     }
 }
+
+/// One HTTPS request to `https://payments.test:<port>/` on 127.0.0.1 with curl, as the workload
+/// in `<client>/` of `pki` (its certificate and key, the CA's bundle); true on a 200.
+pub fn curl_as(pki: &Pki, client: &str, port: u16) -> bool {
+    let dir = pki.path().join(client);
+    std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .arg("--resolve")
+        .arg(format!("payments.test:{port}:127.0.0.1"))
+        .arg("--cert")
+        .arg(dir.join("cert.pem"))
+        .arg("--key")
+        .arg(dir.join("key.pem"))
+        .arg("--cacert")
+        .arg(pki.path().join("ca/bundle.pem"))
+        .arg(format!("https://payments.test:{port}/"))
+        .output()
+        .is_ok_and(|o| o.status.success() && o.stdout == b"200")
+}
