@@ -286,9 +286,9 @@ impl CertificateAuthority {
         self.not_after
     }
 
-    /// The CA's private key as PKCS#8 PEM, to be stored 0600.
+    /// The CA's private key as PKCS#8 PEM, to be stored 0600 (see [`private_key_pem`]).
     pub fn key_pem(&self) -> String {
-        self.issuer.key().serialize_pem()
+        private_key_pem(self.issuer.key())
     }
 
     /// Issues a leaf for the public key of a CSR. The CSR's signature must verify (proof that the
@@ -427,4 +427,64 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// DER prefix of an Ed25519 PKCS#8 v2 key (RFC 8410 OneAsymmetricKey, version 1 = v2) up to its
+/// 32-byte seed, and of the same key as PKCS#8 v1 (RFC 5208 PrivateKeyInfo, version 0).
+const ED25519_PKCS8_V2_PREFIX: [u8; 16] = [
+    0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// A private key as PKCS#8 PEM in the form every common reader accepts. aws-lc writes Ed25519
+/// keys as PKCS#8 v2 (the public key included, RFC 8410), which OpenSSL 3.0 ("STORE routines:
+/// unsupported", and so curl, nginx and HAProxy) and Python's `cryptography` cannot read; the v1
+/// form (RFC 5208: version 0, the 32-byte seed only) reads everywhere, our own loaders included.
+/// P-256 keys are written as they are.
+pub fn private_key_pem(key: &KeyPair) -> String {
+    let der = key.serialize_der();
+    let v1 = match der.strip_prefix(&ED25519_PKCS8_V2_PREFIX[..]) {
+        Some(rest) if rest.len() >= 32 => {
+            let mut v1 = ED25519_PKCS8_V1_PREFIX.to_vec();
+            v1.extend_from_slice(&rest[..32]);
+            v1
+        }
+        _ => der,
+    };
+    ::pem::encode_config(
+        &::pem::Pem::new("PRIVATE KEY", v1),
+        ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14: Ed25519 keys are written as PKCS#8 v1, and both forms still load, in rcgen (the
+    /// CA reading its own key) and in rustls (the sidecar reading a workload's key).
+    #[test]
+    fn ed25519_keys_are_written_as_pkcs8_v1_and_both_forms_load() {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let v2 = key.serialize_pem();
+        let v1 = private_key_pem(&key);
+        let der = ::pem::parse(&v1).unwrap().into_contents();
+        assert_eq!(der.len(), 48, "v1: the 16-byte header and the 32-byte seed");
+        assert_eq!(der[..16], ED25519_PKCS8_V1_PREFIX);
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        for pem in [&v1, &v2] {
+            let again = KeyPair::from_pem(pem).unwrap();
+            assert_eq!(again.public_key_raw(), key.public_key_raw());
+            let for_rustls = palisade_identity::pem::private_key_from_pem(pem.as_bytes()).unwrap();
+            assert!(provider.key_provider.load_private_key(for_rustls).is_ok());
+        }
+        let p256 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        assert_eq!(
+            private_key_pem(&p256),
+            p256.serialize_pem(),
+            "P-256 as it was"
+        );
+    }
 }

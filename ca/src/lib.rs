@@ -13,6 +13,7 @@ mod issue;
 
 pub use ca_dir::{CaDir, CaDirError};
 pub use issue::{
-    CertificateAuthority, IssueError, IssuedCert, KeyType, LeafRequest, CLOCK_SKEW_ALLOWANCE,
+    private_key_pem, CertificateAuthority, IssueError, IssuedCert, KeyType, LeafRequest,
+    CLOCK_SKEW_ALLOWANCE,
 };
 pub use palisade_identity::*;

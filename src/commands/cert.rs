@@ -95,7 +95,7 @@ pub fn issue(args: &IssueArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
         }
         None => {
             let (issued, key) = ca.issue_with_new_key(&request, args.key_type.into())?;
-            (issued, Some(key.serialize_pem()))
+            (issued, Some(palisade_ca::private_key_pem(&key)))
         }
     };
     std::fs::create_dir_all(&args.out)

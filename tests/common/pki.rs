@@ -11,9 +11,23 @@ pub struct Pki {
 
 impl Pki {
     pub fn new() -> Self {
+        Self::with_key_type("ecdsa-p256")
+    }
+
+    /// A CA whose own key is of `key_type` (`ecdsa-p256` or `ed25519`).
+    pub fn with_key_type(key_type: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         ok(palisade(
-            &["ca", "init", "--dir", "ca", "--trust-domain", TD],
+            &[
+                "ca",
+                "init",
+                "--dir",
+                "ca",
+                "--trust-domain",
+                TD,
+                "--key-type",
+                key_type,
+            ],
             dir.path(),
         ));
         Pki { dir }
