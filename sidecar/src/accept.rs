@@ -18,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Limits;
-use crate::identity::TlsStore;
 use crate::metrics::ListenerMetrics;
 use crate::refusal::Refusal;
 use crate::refusal_log::RefusalLog;
@@ -26,7 +25,6 @@ use crate::relay::RelayLimits;
 
 /// What every connection task needs, shared by all listeners.
 pub(crate) struct Shared {
-    pub store: TlsStore,
     pub limits: Limits,
     pub inbound_slots: Arc<Semaphore>,
     pub outbound_slots: Arc<Semaphore>,

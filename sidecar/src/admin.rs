@@ -9,12 +9,12 @@ use palisade_admin::AdminService;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::PolicyFiles;
-use crate::identity::{holds_valid_certificate, TlsStore};
+use crate::identity::ListenerTls;
 use crate::metrics::Metrics;
 
 pub(crate) struct AdminState {
     pub metrics: Arc<Metrics>,
-    pub store: TlsStore,
+    pub tls: Arc<ListenerTls>,
     pub policies: Arc<PolicyFiles>,
     /// Cancelled when shutdown begins, by a signal or by POST /shutdown.
     pub shutdown: CancellationToken,
@@ -24,7 +24,7 @@ impl AdminService for AdminState {
     fn ready(&self) -> Result<(), palisade_admin::NotReady> {
         if self.shutdown.is_cancelled() {
             Err("shutting down".into())
-        } else if !holds_valid_certificate(&self.store) {
+        } else if !self.tls.holds_valid_certificate() {
             Err("no valid certificate loaded".into())
         } else if let Some(file) = self.policies.not_loaded() {
             Err(format!("no policy loaded from {} yet", file.display()).into())

@@ -1,5 +1,6 @@
 //! This workload's identity as the sidecar holds it: certificate, key and trust bundle read from
-//! files ([`Credentials`]), turned into one rustls config per listener ([`TlsConfigs`]) and kept
+//! files ([`Credentials`]), turned into one rustls config per listener (each listener's
+//! [`InboundListenerTls`] or [`OutboundListenerTls`], kept together in [`ListenerTls`]) and kept
 //! current by [`IdentityWatcher`], which swaps in new material only when all of it checks out.
 //! Policy files are watched apart (`admission.rs`), so a bad policy never holds up a rotation.
 //!
@@ -26,7 +27,7 @@ use rustls_pki_types::UnixTime;
 use time::OffsetDateTime;
 
 use crate::admission::PolicyFiles;
-use crate::config::{IdentityConfig, SidecarConfig};
+use crate::config::{IdentityConfig, InboundConfig, OutboundConfig, SidecarConfig};
 use crate::metrics::{Metrics, ReloadLabels};
 
 #[derive(Debug, thiserror::Error)]
@@ -103,20 +104,14 @@ impl Credentials {
     }
 }
 
-/// The rustls configs of every listener, built from one set of credentials. Index `i` of
-/// `inbound` belongs to `config.inbound[i]`, and likewise for `outbound`. Each keeps its verifier,
-/// so that a resumed session (which skips certificate verification in TLS) can be checked again.
-pub struct TlsConfigs {
-    pub credentials: Arc<Credentials>,
-    pub inbound: Vec<InboundTls>,
-    pub outbound: Vec<OutboundTls>,
-}
-
+/// An inbound listener's rustls config, with its verifier kept so that a resumed session (which
+/// skips certificate verification in TLS) can be checked again.
 pub struct InboundTls {
     pub config: Arc<ServerConfig>,
     pub verifier: Arc<SpiffeClientVerifier>,
 }
 
+/// An outbound listener's rustls config and verifier.
 pub struct OutboundTls {
     pub config: Arc<ClientConfig>,
     pub verifier: Arc<SpiffeServerVerifier>,
@@ -172,65 +167,164 @@ fn resumed_chain(conn: &rustls::CommonState) -> Result<Option<Chain<'_>>, rustls
     }
 }
 
-impl TlsConfigs {
-    pub(crate) fn build(
-        credentials: Arc<Credentials>,
-        config: &SidecarConfig,
-        policies: &PolicyFiles,
+/// TLS 1.3 only: every client we talk to has it, and it keeps the certificate encrypted.
+const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+/// One inbound listener's TLS: its own config, rebuilt from each new set of credentials.
+pub(crate) struct InboundListenerTls {
+    listener: InboundConfig,
+    resumption: bool,
+    policies: Arc<PolicyFiles>,
+    current: ArcSwapOption<InboundTls>,
+}
+
+impl InboundListenerTls {
+    /// The config for new handshakes; `None` until a first identity has loaded.
+    pub fn current(&self) -> Option<Arc<InboundTls>> {
+        self.current.load_full()
+    }
+
+    fn build(
+        &self,
+        credentials: &Credentials,
+        own_cert: &Arc<SingleCertAndKey>,
         provider: &Arc<CryptoProvider>,
-    ) -> Result<Self, rustls::Error> {
+    ) -> Result<InboundTls, rustls::Error> {
+        let verifier = SpiffeClientVerifier::new(
+            credentials.bundles.clone(),
+            self.policies.authorizer(&self.listener, &credentials.id),
+        );
+        let mut server = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(VERSIONS)?
+            .with_client_cert_verifier(verifier.clone())
+            .with_cert_resolver(own_cert.clone());
+        if !self.resumption {
+            server.session_storage = Arc::new(NoServerSessionStorage {});
+            server.send_tls13_tickets = 0;
+        }
+        Ok(InboundTls {
+            config: Arc::new(server),
+            verifier,
+        })
+    }
+}
+
+/// One outbound listener's TLS, like [`InboundListenerTls`].
+pub(crate) struct OutboundListenerTls {
+    listener: OutboundConfig,
+    resumption: bool,
+    current: ArcSwapOption<OutboundTls>,
+}
+
+impl OutboundListenerTls {
+    pub fn current(&self) -> Option<Arc<OutboundTls>> {
+        self.current.load_full()
+    }
+
+    fn build(
+        &self,
+        credentials: &Credentials,
+        own_cert: &Arc<SingleCertAndKey>,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<OutboundTls, rustls::Error> {
+        let verifier = SpiffeServerVerifier::new(
+            credentials.bundles.clone(),
+            Arc::new(AllowList::new(self.listener.expect.clone())),
+        );
+        let mut client = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(VERSIONS)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_client_cert_resolver(own_cert.clone());
+        if !self.resumption {
+            client.resumption = Resumption::disabled();
+        }
+        Ok(OutboundTls {
+            config: Arc::new(client),
+            verifier,
+        })
+    }
+}
+
+/// The credentials in use, and every listener's TLS built from them. Each listener task holds
+/// its own [`InboundListenerTls`] or [`OutboundListenerTls`]; this keeps them all to rebuild
+/// them together when the credentials change.
+pub(crate) struct ListenerTls {
+    pub inbound: Vec<Arc<InboundListenerTls>>,
+    pub outbound: Vec<Arc<OutboundListenerTls>>,
+    credentials: ArcSwapOption<Credentials>,
+}
+
+impl ListenerTls {
+    pub fn new(config: &SidecarConfig, policies: Arc<PolicyFiles>) -> Arc<Self> {
+        let resumption = config.tls.resumption;
+        Arc::new(ListenerTls {
+            inbound: config
+                .inbound
+                .iter()
+                .map(|listener| {
+                    Arc::new(InboundListenerTls {
+                        listener: listener.clone(),
+                        resumption,
+                        policies: policies.clone(),
+                        current: ArcSwapOption::empty(),
+                    })
+                })
+                .collect(),
+            outbound: config
+                .outbound
+                .iter()
+                .map(|listener| {
+                    Arc::new(OutboundListenerTls {
+                        listener: listener.clone(),
+                        resumption,
+                        current: ArcSwapOption::empty(),
+                    })
+                })
+                .collect(),
+            credentials: ArcSwapOption::empty(),
+        })
+    }
+
+    /// Builds every listener's config from `credentials`; switches them (and publishes the
+    /// credentials) only if every one builds.
+    pub fn install(
+        &self,
+        credentials: Arc<Credentials>,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<(), rustls::Error> {
         let own_cert = Arc::new(SingleCertAndKey::from(credentials.certified_key.clone()));
-        // TLS 1.3 only: every client we talk to has it, and it keeps the certificate encrypted.
-        let versions = &[&rustls::version::TLS13];
-        let inbound = config
+        let inbound = self
             .inbound
             .iter()
-            .map(|listener| {
-                let verifier = SpiffeClientVerifier::new(
-                    credentials.bundles.clone(),
-                    policies.authorizer(listener, &credentials.id),
-                );
-                let mut server = ServerConfig::builder_with_provider(provider.clone())
-                    .with_protocol_versions(versions)?
-                    .with_client_cert_verifier(verifier.clone())
-                    .with_cert_resolver(own_cert.clone());
-                if !config.tls.resumption {
-                    server.session_storage = Arc::new(NoServerSessionStorage {});
-                    server.send_tls13_tickets = 0;
-                }
-                Ok(InboundTls {
-                    config: Arc::new(server),
-                    verifier,
-                })
-            })
-            .collect::<Result<_, rustls::Error>>()?;
-        let outbound = config
+            .map(|l| l.build(&credentials, &own_cert, provider))
+            .collect::<Result<Vec<_>, _>>()?;
+        let outbound = self
             .outbound
             .iter()
-            .map(|listener| {
-                let verifier = SpiffeServerVerifier::new(
-                    credentials.bundles.clone(),
-                    Arc::new(AllowList::new(listener.expect.clone())),
-                );
-                let mut client = ClientConfig::builder_with_provider(provider.clone())
-                    .with_protocol_versions(versions)?
-                    .dangerous()
-                    .with_custom_certificate_verifier(verifier.clone())
-                    .with_client_cert_resolver(own_cert.clone());
-                if !config.tls.resumption {
-                    client.resumption = Resumption::disabled();
-                }
-                Ok(OutboundTls {
-                    config: Arc::new(client),
-                    verifier,
-                })
-            })
-            .collect::<Result<_, rustls::Error>>()?;
-        Ok(TlsConfigs {
-            credentials,
-            inbound,
-            outbound,
-        })
+            .map(|l| l.build(&credentials, &own_cert, provider))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (listener, tls) in self.inbound.iter().zip(inbound) {
+            listener.current.store(Some(Arc::new(tls)));
+        }
+        for (listener, tls) in self.outbound.iter().zip(outbound) {
+            listener.current.store(Some(Arc::new(tls)));
+        }
+        self.credentials.store(Some(credentials));
+        Ok(())
+    }
+
+    /// The credentials in use, if any have loaded.
+    pub fn credentials(&self) -> Option<Arc<Credentials>> {
+        self.credentials.load_full()
+    }
+
+    /// Whether a valid, unexpired certificate is in use now.
+    pub fn holds_valid_certificate(&self) -> bool {
+        self.credentials
+            .load()
+            .as_ref()
+            .is_some_and(|c| OffsetDateTime::now_utc() < c.not_after)
     }
 }
 
@@ -248,26 +342,14 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
     })
 }
 
-/// Where the listeners find the current configs; empty until a first valid identity is loaded.
-pub type TlsStore = Arc<ArcSwapOption<TlsConfigs>>;
-
-/// Whether a valid, unexpired certificate is in use now.
-pub fn holds_valid_certificate(store: &TlsStore) -> bool {
-    store
-        .load()
-        .as_ref()
-        .is_some_and(|c| OffsetDateTime::now_utc() < c.credentials.not_after)
-}
-
-/// Keeps the store equal to what the identity files say, as long as what they say checks out.
+/// Keeps the listeners' TLS equal to what the identity files say, as long as what they say
+/// checks out: the credential source of the sidecar.
 /// Polling the contents (not inotify) catches every way files change, Kubernetes' symlink swaps
 /// included, and costs three small reads per interval.
-pub struct IdentityWatcher {
+pub(crate) struct IdentityWatcher {
     files: IdentityConfig,
-    config: Arc<SidecarConfig>,
     provider: Arc<CryptoProvider>,
-    store: TlsStore,
-    policies: Arc<PolicyFiles>,
+    tls: Arc<ListenerTls>,
     metrics: Arc<Metrics>,
     /// The file contents last tried, loaded or refused, so a refusal is logged once, not per poll.
     last_seen: Option<Vec<Vec<u8>>>,
@@ -290,18 +372,15 @@ const PAIR_SETTLE: Duration = Duration::from_millis(200);
 
 impl IdentityWatcher {
     pub(crate) fn new(
-        config: Arc<SidecarConfig>,
+        files: IdentityConfig,
         provider: Arc<CryptoProvider>,
-        store: TlsStore,
-        policies: Arc<PolicyFiles>,
+        tls: Arc<ListenerTls>,
         metrics: Arc<Metrics>,
     ) -> Self {
         IdentityWatcher {
-            files: config.identity.clone(),
-            config,
+            files,
             provider,
-            store,
-            policies,
+            tls,
             metrics,
             last_seen: None,
             last_read_error: None,
@@ -331,7 +410,7 @@ impl IdentityWatcher {
                 let message = error.to_string();
                 if self.last_read_error.as_ref() != Some(&message) {
                     self.last_read_error = Some(message);
-                    let keeping = if self.store.load().is_some() {
+                    let keeping = if self.tls.credentials().is_some() {
                         "keeping the certificate in use"
                     } else {
                         "no certificate loaded yet, so not ready"
@@ -356,18 +435,15 @@ impl IdentityWatcher {
         let result = Credentials::from_pem(cert, key, bundle, &self.provider, UnixTime::now())
             .map_err(|e| e.to_string())
             .and_then(|credentials| {
-                TlsConfigs::build(
-                    Arc::new(credentials),
-                    &self.config,
-                    &self.policies,
-                    &self.provider,
-                )
-                .map_err(|e| format!("cannot build the TLS configuration: {e}"))
+                let credentials = Arc::new(credentials);
+                self.tls
+                    .install(credentials.clone(), &self.provider)
+                    .map(|()| credentials)
+                    .map_err(|e| format!("cannot build the TLS configuration: {e}"))
             });
         self.last_seen = Some(contents);
         match result {
-            Ok(configs) => {
-                let c = &configs.credentials;
+            Ok(c) => {
                 tracing::info!(
                     spiffe_id = %c.id,
                     not_after = %c.not_after,
@@ -385,12 +461,11 @@ impl IdentityWatcher {
                         result: "success",
                     })
                     .inc();
-                self.store.store(Some(Arc::new(configs)));
                 ReloadOutcome::Loaded
             }
             Err(_) if !final_look => ReloadOutcome::Refused,
             Err(reason) => {
-                let keeping = if self.store.load().is_some() {
+                let keeping = if self.tls.credentials().is_some() {
                     "keeping the certificate in use"
                 } else {
                     "no certificate loaded yet, so not ready"

@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::accept::{accept_loop, Shared, Slots};
 use crate::config::InboundConfig;
-use crate::identity::InboundTls;
+use crate::identity::{InboundListenerTls, InboundTls};
 use crate::metrics::ListenerMetrics;
 use crate::read_ahead::ReadAhead;
 use crate::refusal::Refusal;
@@ -36,7 +36,7 @@ pub const HANDSHAKE_BUDGET: usize = 16 * 1024;
 
 pub(crate) async fn serve(
     listener: TcpListener,
-    index: usize,
+    listener_tls: Arc<InboundListenerTls>,
     config: InboundConfig,
     shared: Arc<Shared>,
     metrics: ListenerMetrics,
@@ -55,8 +55,18 @@ pub(crate) async fn serve(
         slots,
         move |tcp, peer, handshake_slot| {
             let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
+            let listener_tls = listener_tls.clone();
             async move {
-                handle(tcp, peer, index, &config, &shared, &metrics, handshake_slot).await
+                handle(
+                    tcp,
+                    peer,
+                    &listener_tls,
+                    &config,
+                    &shared,
+                    &metrics,
+                    handshake_slot,
+                )
+                .await
             }
         },
     )
@@ -66,20 +76,19 @@ pub(crate) async fn serve(
 async fn handle(
     tcp: TcpStream,
     peer: SocketAddr,
-    index: usize,
+    listener_tls: &InboundListenerTls,
     config: &InboundConfig,
     shared: &Shared,
     metrics: &ListenerMetrics,
     handshake_slot: Option<OwnedSemaphorePermit>,
 ) -> Result<(), Refusal> {
     let started = Instant::now();
-    let configs = shared.store.load_full().ok_or(Refusal::NoCertificate)?;
-    let tls_config = &configs.inbound[index];
+    let tls_config = listener_tls.current().ok_or(Refusal::NoCertificate)?;
     let transport = ReadAhead::handshaking(tcp, HANDSHAKE_BUDGET);
     let exhausted = transport.budget_exhausted();
     let mut tls = timeout(
         shared.limits.handshake_timeout,
-        handshake(transport, tls_config, shared),
+        handshake(transport, &tls_config, shared),
     )
     .await
     .map_err(|_| {

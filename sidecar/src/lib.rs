@@ -44,7 +44,7 @@ pub use palisade_identity::{AllowList, IdPattern, PatternError};
 
 use crate::accept::Shared;
 use crate::admission::{PolicyFiles, PolicyWatcher};
-use crate::identity::{IdentityWatcher, TlsStore};
+use crate::identity::{IdentityWatcher, ListenerTls};
 use crate::metrics::{Direction, Metrics};
 
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +156,6 @@ impl BoundSidecar {
             metrics,
         } = self;
         let provider = identity::crypto_provider();
-        let store: TlsStore = Default::default();
         let shutdown_requested = CancellationToken::new();
         let stop_background = CancellationToken::new();
 
@@ -167,11 +166,11 @@ impl BoundSidecar {
         let policies = Arc::new(PolicyFiles::of(&config));
         let mut policy_watcher = PolicyWatcher::new(policies.clone(), metrics.clone());
         policy_watcher.check();
+        let tls = ListenerTls::new(&config, policies.clone());
         let mut identity_watcher = IdentityWatcher::new(
-            config.clone(),
+            config.identity.clone(),
             provider,
-            store.clone(),
-            policies.clone(),
+            tls.clone(),
             metrics.clone(),
         );
         identity_watcher.check().await;
@@ -185,7 +184,7 @@ impl BoundSidecar {
         tracing::info!(address = %admin.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin listening");
         let admin_state = Arc::new(admin::AdminState {
             metrics: metrics.clone(),
-            store: store.clone(),
+            tls: tls.clone(),
             policies,
             shutdown: shutdown_requested.clone(),
         });
@@ -197,7 +196,6 @@ impl BoundSidecar {
 
         let limits = &config.limits;
         let shared = Arc::new(Shared {
-            store,
             limits: limits.clone(),
             inbound_slots: Arc::new(Semaphore::new(limits.max_connections)),
             outbound_slots: Arc::new(Semaphore::new(limits.max_connections)),
@@ -207,23 +205,29 @@ impl BoundSidecar {
             stop_accepting: CancellationToken::new(),
         });
         let listeners = TaskTracker::new();
-        for (index, (listener, c)) in inbound.into_iter().zip(&config.inbound).enumerate() {
+        for ((listener, c), listener_tls) in
+            inbound.into_iter().zip(&config.inbound).zip(&tls.inbound)
+        {
             let m = metrics.listener(&c.name, Direction::Inbound);
             tracing::info!(listener = c.name, address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), forward_to = %c.forward_to, "inbound listening");
             listeners.spawn(inbound::serve(
                 listener,
-                index,
+                listener_tls.clone(),
                 c.clone(),
                 shared.clone(),
                 m,
             ));
         }
-        for (index, (listener, c)) in outbound.into_iter().zip(&config.outbound).enumerate() {
+        for ((listener, c), listener_tls) in outbound
+            .into_iter()
+            .zip(&config.outbound)
+            .zip(&tls.outbound)
+        {
             let m = metrics.listener(&c.name, Direction::Outbound);
             tracing::info!(listener = c.name, address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), connect_to = c.connect_to, "outbound listening");
             listeners.spawn(outbound::serve(
                 listener,
-                index,
+                listener_tls.clone(),
                 c.clone(),
                 shared.clone(),
                 m,

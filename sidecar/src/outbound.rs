@@ -13,6 +13,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::accept::{accept_loop, Shared, Slots};
 use crate::config::OutboundConfig;
+use crate::identity::OutboundListenerTls;
 use crate::inbound::HANDSHAKE_BUDGET;
 use crate::metrics::ListenerMetrics;
 use crate::read_ahead::ReadAhead;
@@ -21,7 +22,7 @@ use crate::relay::{end_connections, Relay};
 
 pub(crate) async fn serve(
     listener: TcpListener,
-    index: usize,
+    listener_tls: Arc<OutboundListenerTls>,
     config: OutboundConfig,
     shared: Arc<Shared>,
     metrics: ListenerMetrics,
@@ -41,8 +42,8 @@ pub(crate) async fn serve(
         slots,
         move |app, _peer, _no_handshake_slot| {
             let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
-            let server_name = server_name.clone();
-            async move { handle(app, index, server_name, &config, &shared, &metrics).await }
+            let (server_name, listener_tls) = (server_name.clone(), listener_tls.clone());
+            async move { handle(app, &listener_tls, server_name, &config, &shared, &metrics).await }
         },
     )
     .await;
@@ -50,14 +51,13 @@ pub(crate) async fn serve(
 
 async fn handle(
     mut app: TcpStream,
-    index: usize,
+    listener_tls: &OutboundListenerTls,
     server_name: ServerName<'static>,
     config: &OutboundConfig,
     shared: &Shared,
     metrics: &ListenerMetrics,
 ) -> Result<(), Refusal> {
-    let configs = shared.store.load_full().ok_or(Refusal::NoCertificate)?;
-    let tls_config = &configs.outbound[index];
+    let tls_config = listener_tls.current().ok_or(Refusal::NoCertificate)?;
     let connector = TlsConnector::from(tls_config.config.clone());
     let target = &config.connect_to;
     let started = Instant::now();
