@@ -35,6 +35,16 @@ const GUESTS_TOO: &str = "
     ports: [7000-7999]
 ";
 
+/// The payments sidecar: inbound `api` admitting by `policy.yaml` for port 7443, to an HTTP app.
+fn payments_by_policy(pki: &Pki) -> SidecarProcess {
+    let app = spawn_app(common::http_ok);
+    let config = format!(
+        "{}inbound:\n  - name: api\n    listen: 127.0.0.1:0\n    forward_to: {app}\n    policy: {{ file: policy.yaml, port: 7443 }}\nadmin: {{ listen: 127.0.0.1:0 }}\n",
+        pki.identity_yaml("payments")
+    );
+    SidecarProcess::start(pki.path(), "payments.yaml", &config, &["api"])
+}
+
 fn replace(path: &Path, contents: &str) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, contents).unwrap();
@@ -56,12 +66,7 @@ fn admission_follows_the_policy_file_and_its_changes() {
     pki.issue("scanner", "ns/guest/sa/scanner", &[]);
     let policy = pki.path().join("policy.yaml");
     std::fs::write(&policy, POLICY).unwrap();
-    let app = spawn_app(common::http_ok);
-    let config = format!(
-        "{}inbound:\n  - name: api\n    listen: 127.0.0.1:0\n    forward_to: {app}\n    policy: {{ file: policy.yaml, port: 7443 }}\nadmin: {{ listen: 127.0.0.1:0 }}\n",
-        pki.identity_yaml("payments")
-    );
-    let sidecar = SidecarProcess::start(pki.path(), "payments.yaml", &config, &["api"]);
+    let sidecar = payments_by_policy(&pki);
     let port = sidecar.addr("api").port();
 
     assert!(curl_as(&pki, "frontend", port), "{}", sidecar.log_text());
@@ -142,12 +147,7 @@ rules:
 ",
     )
     .unwrap();
-    let app = spawn_app(common::http_ok);
-    let config = format!(
-        "{}inbound:\n  - name: api\n    listen: 127.0.0.1:0\n    forward_to: {app}\n    policy: {{ file: policy.yaml, port: 7443 }}\nadmin: {{ listen: 127.0.0.1:0 }}\n",
-        pki.identity_yaml("payments")
-    );
-    let sidecar = SidecarProcess::start(pki.path(), "payments.yaml", &config, &["api"]);
+    let sidecar = payments_by_policy(&pki);
     let port = sidecar.addr("api").port();
     assert!(curl_as(&pki, "frontend", port), "{}", sidecar.log_text());
     assert!(
@@ -378,12 +378,7 @@ fn a_bad_or_missing_policy_does_not_hold_up_a_certificate_rotation() {
     pki.issue("scanner", "ns/guest/sa/scanner", &[]);
     let policy = pki.path().join("policy.yaml");
     std::fs::write(&policy, POLICY).unwrap();
-    let app = spawn_app(common::http_ok);
-    let config = format!(
-        "{}inbound:\n  - name: api\n    listen: 127.0.0.1:0\n    forward_to: {app}\n    policy: {{ file: policy.yaml, port: 7443 }}\nadmin: {{ listen: 127.0.0.1:0 }}\n",
-        pki.identity_yaml("payments")
-    );
-    let sidecar = SidecarProcess::start(pki.path(), "payments.yaml", &config, &["api"]);
+    let sidecar = payments_by_policy(&pki);
     let port = sidecar.addr("api").port();
     let expiry =
         |s: &SidecarProcess| s.metric("palisade_sidecar_certificate_expiry_timestamp_seconds", &[]);
@@ -435,12 +430,7 @@ fn a_policy_missing_at_start_leaves_the_sidecar_not_ready_until_it_appears() {
     let pki = Pki::new();
     issue_with_ttl(&pki, "1h");
     pki.issue("frontend", "ns/shop/sa/frontend", &[]);
-    let app = spawn_app(common::http_ok);
-    let config = format!(
-        "{}inbound:\n  - name: api\n    listen: 127.0.0.1:0\n    forward_to: {app}\n    policy: {{ file: policy.yaml, port: 7443 }}\nadmin: {{ listen: 127.0.0.1:0 }}\n",
-        pki.identity_yaml("payments")
-    );
-    let sidecar = SidecarProcess::start(pki.path(), "payments.yaml", &config, &["api"]);
+    let sidecar = payments_by_policy(&pki);
     let port = sidecar.addr("api").port();
     let (status, body) = sidecar.admin_get("/ready");
     assert_eq!(status, 503, "{body}");
