@@ -58,44 +58,6 @@ pub fn apply(ruleset: &Ruleset) -> Result<(), ApplyError> {
         })
 }
 
-/// Applies nft text (with the same add + delete + recreate prelude) in one transaction.
-pub fn apply_text(table: &str) -> Result<(), ApplyError> {
-    use std::io::Write;
-    let payload = format!("add table inet {TABLE}\ndelete table inet {TABLE}\n{table}");
-    let mut child = std::process::Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| ApplyError::Nft(e.to_string()))?;
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(payload.as_bytes())
-        .map_err(|e| ApplyError::Nft(e.to_string()))?;
-    let out = child
-        .wait_with_output()
-        .map_err(|e| ApplyError::Nft(e.to_string()))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(ApplyError::Refused(
-            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        ))
-    }
-}
-
-/// The fail-closed table used when no policy has ever loaded and none is configured as baseline:
-/// nothing new is forwarded (workloads are isolated), while the host itself, replies and IPv6
-/// neighbour discovery keep working.
-pub fn builtin_baseline() -> String {
-    format!(
-        "table inet {TABLE} {{\n\tchain forward {{\n\t\ttype filter hook forward priority filter; policy drop;\n\t\tct state established,related accept comment \"{BASELINE_MARK}\"\n\t\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert }} accept\n\t}}\n}}\n"
-    )
-}
-
 /// Our live table as nft's JSON, or None when there is none.
 pub fn live_table() -> Result<Option<Value>, ApplyError> {
     match nftables::helper::get_current_ruleset_raw(
@@ -114,8 +76,7 @@ pub fn live_table() -> Result<Option<Value>, ApplyError> {
     }
 }
 
-/// The comment that marks the built-in baseline's first rule.
-pub const BASELINE_MARK: &str = "palisade baseline";
+pub use palisade_policy::compile::BASELINE_MARK;
 
 /// Whether a live `inet palisade` table is one we wrote: it carries a generation or the
 /// baseline's mark. A table someone else made under our name (even an empty one) is not.

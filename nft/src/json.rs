@@ -20,9 +20,9 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use palisade_policy::addrs::{from_u128, prefix_len, Family};
 use palisade_policy::compile::{
-    proto_name, Element, Key, Lookup, OutsideEnd, Ruleset, SetDef, TABLE,
+    proto_name, ChainRule, Element, Key, Lookup, Mark, Ruleset, SetDef, BASELINE_MARK, TABLE,
 };
-use palisade_policy::render::{ip_of, suffix, HOOKS};
+use palisade_policy::render::{end_field, ip_of, neighbour_discovery};
 
 /// The `add` commands that create the table, its sets and its chains.
 pub fn nft_json(ruleset: &Ruleset) -> Nftables<'static> {
@@ -34,47 +34,37 @@ pub fn nft_json(ruleset: &Ruleset) -> Nftables<'static> {
     for set in &ruleset.sets {
         objects.push(add(NfListObject::Set(Box::new(set_object(set)))));
     }
-    for hook in HOOKS {
+    // Every chain before any rule: a rule may jump to a chain declared after its own.
+    for chain in &ruleset.chains {
+        let hook = chain.hook;
         objects.push(add(NfListObject::Chain(Chain {
             family: NfFamily::INet,
             table: TABLE.into(),
-            name: hook.into(),
+            name: chain.name.clone().into(),
             newname: None,
             handle: None,
-            _type: Some(NfChainType::Filter),
-            hook: Some(match hook {
+            _type: hook.map(|_| NfChainType::Filter),
+            hook: hook.map(|h| match h.name {
                 "input" => NfHook::Input,
                 "forward" => NfHook::Forward,
                 _ => NfHook::Output,
             }),
-            prio: Some(0),
+            prio: hook.map(|_| 0),
             dev: None,
-            policy: Some(NfChainPolicy::Accept),
+            policy: hook.map(|h| {
+                if h.accept {
+                    NfChainPolicy::Accept
+                } else {
+                    NfChainPolicy::Drop
+                }
+            }),
         })));
     }
-    objects.push(add(NfListObject::Chain(Chain {
-        family: NfFamily::INet,
-        table: TABLE.into(),
-        name: "decide".into(),
-        newname: None,
-        handle: None,
-        _type: None,
-        hook: None,
-        prio: None,
-        dev: None,
-        policy: None,
-    })));
-    for hook in HOOKS {
-        objects.push(rule(
-            hook,
-            vec![Statement::Jump(JumpTarget {
-                target: "decide".into(),
-            })],
-            None,
-        ));
-    }
-    for (statements, comment) in decide_statements(ruleset) {
-        objects.push(rule("decide", statements, comment));
+    for chain in &ruleset.chains {
+        for r in &chain.rules {
+            let (statements, comment) = rule_statements(ruleset, r);
+            objects.push(rule(&chain.name, statements, comment));
+        }
     }
     Nftables {
         objects: Cow::Owned(objects),
@@ -154,18 +144,13 @@ fn key_expression(family: Family, key: Key) -> Expression<'static> {
     }
 }
 
-/// The decision chain, statement lists with an optional comment: the same rules as
-/// `render::decide_rules`, in the same order.
-fn decide_statements(ruleset: &Ruleset) -> Vec<(Vec<Statement<'static>>, Option<String>)> {
-    let nd_types = [
-        "nd-neighbor-solicit",
-        "nd-neighbor-advert",
-        "nd-router-solicit",
-        "nd-router-advert",
-        "nd-redirect",
-    ];
-    let mut out = vec![
-        (
+/// One rule as JSON statements and its comment; `render::rule_text` is the same rule as text.
+fn rule_statements(
+    ruleset: &Ruleset,
+    rule: &ChainRule,
+) -> (Vec<Statement<'static>>, Option<String>) {
+    match rule {
+        ChainRule::AcceptEstablished(mark) => (
             vec![
                 matches(
                     ct_state(),
@@ -174,9 +159,12 @@ fn decide_statements(ruleset: &Ruleset) -> Vec<(Vec<Statement<'static>>, Option<
                 ),
                 Statement::Accept(None),
             ],
-            Some(format!("palisade generation {}", ruleset.generation)),
+            Some(match mark {
+                Mark::Generation => format!("palisade generation {}", ruleset.generation),
+                Mark::Baseline => BASELINE_MARK.to_owned(),
+            }),
         ),
-        (
+        ChainRule::DropInvalid => (
             vec![
                 matches(ct_state(), string("invalid"), Operator::IN),
                 counter(),
@@ -184,12 +172,12 @@ fn decide_statements(ruleset: &Ruleset) -> Vec<(Vec<Statement<'static>>, Option<
             ],
             None,
         ),
-        (
+        ChainRule::AcceptNeighbourDiscovery { redirect } => (
             vec![
                 matches(
                     payload("icmpv6", "type"),
                     Expression::Named(NamedExpression::Set(
-                        nd_types
+                        neighbour_discovery(*redirect)
                             .iter()
                             .map(|t| SetItem::Element(string(t)))
                             .collect(),
@@ -200,67 +188,58 @@ fn decide_statements(ruleset: &Ruleset) -> Vec<(Vec<Statement<'static>>, Option<
             ],
             None,
         ),
-    ];
-    for (name, lookup) in &ruleset.lookups {
-        let set = ruleset
-            .sets
-            .iter()
-            .find(|s| &s.name == name)
-            .expect("every lookup names a set");
-        if set.elements.is_empty() {
-            continue;
-        }
-        let mut statements = Vec::new();
-        if let Some(end) = set.outside {
-            let field = match end {
-                OutsideEnd::Src => "saddr",
-                OutsideEnd::Dst => "daddr",
-            };
-            statements.push(matches(
-                payload(ip_of(set.family), field),
-                string(&format!("@segmented_{}", suffix(set.family))),
-                Operator::NEQ,
-            ));
-        }
-        statements.push(matches(
-            key_expression(set.family, set.key),
-            string(&format!("@{name}")),
-            Operator::EQ,
-        ));
-        match lookup {
-            Lookup::Log(prefix) => statements.push(Statement::Log(Some(Log {
-                prefix: Some((*prefix).into()),
-                ..Log::new(None)
-            }))),
-            Lookup::Deny => statements.extend([counter(), Statement::Drop(None)]),
-            Lookup::Allow => statements.push(Statement::Accept(None)),
-        }
-        out.push((statements, None));
-    }
-    for family in [Family::V4, Family::V6] {
-        let local = format!("local_{}", suffix(family));
-        if ruleset
-            .sets
-            .iter()
-            .any(|s| s.name == local && !s.elements.is_empty())
-        {
-            for field in ["saddr", "daddr"] {
-                out.push((
-                    vec![
-                        matches(
-                            payload(ip_of(family), field),
-                            string(&format!("@{local}")),
-                            Operator::EQ,
-                        ),
-                        counter(),
-                        Statement::Drop(None),
-                    ],
-                    None,
+        ChainRule::Lookup {
+            set,
+            guard,
+            verdict,
+        } => {
+            let s = &ruleset.sets[set.0];
+            let mut statements = Vec::new();
+            if let (Some(end), Some(g)) = (s.outside, guard) {
+                statements.push(matches(
+                    payload(ip_of(s.family), end_field(end)),
+                    string(&format!("@{}", ruleset.sets[g.0].name)),
+                    Operator::NEQ,
                 ));
             }
+            statements.push(matches(
+                key_expression(s.family, s.key),
+                string(&format!("@{}", s.name)),
+                Operator::EQ,
+            ));
+            match verdict {
+                Lookup::Log(prefix) => statements.push(Statement::Log(Some(Log {
+                    prefix: Some((*prefix).into()),
+                    ..Log::new(None)
+                }))),
+                Lookup::Deny => statements.extend([counter(), Statement::Drop(None)]),
+                Lookup::Allow => statements.push(Statement::Accept(None)),
+            }
+            (statements, None)
         }
+        ChainRule::DropLocal { set, source } => {
+            let s = &ruleset.sets[set.0];
+            let field = if *source { "saddr" } else { "daddr" };
+            (
+                vec![
+                    matches(
+                        payload(ip_of(s.family), field),
+                        string(&format!("@{}", s.name)),
+                        Operator::EQ,
+                    ),
+                    counter(),
+                    Statement::Drop(None),
+                ],
+                None,
+            )
+        }
+        ChainRule::Jump(chain) => (
+            vec![Statement::Jump(JumpTarget {
+                target: ruleset.chains[chain.0].name.clone().into(),
+            })],
+            None,
+        ),
     }
-    out
 }
 
 fn set_object(set: &SetDef) -> Set<'static> {

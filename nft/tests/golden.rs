@@ -49,6 +49,19 @@ fn example_policies() -> Vec<PathBuf> {
     out
 }
 
+/// The fail-closed baseline `policy sync` installs when no policy has loaded: a ruleset like
+/// the compiled ones, printed and checked the same way.
+fn baseline_files() -> Vec<(PathBuf, String)> {
+    let dir = root_dir().join("tests/golden/builtin-baseline");
+    let ruleset = palisade_policy::Ruleset::baseline();
+    let mut json = serde_json::to_string_pretty(&nft_json(&ruleset)).unwrap();
+    json.push('\n');
+    vec![
+        (dir.join("table.nft"), nft_text(&ruleset)),
+        (dir.join("table.json"), json),
+    ]
+}
+
 /// Every (golden path, expected content) of one policy.
 fn expected_files(policy_path: &Path) -> Vec<(PathBuf, String)> {
     let policy = load_file(policy_path).unwrap_or_else(|e| panic!("{e}"));
@@ -96,8 +109,12 @@ fn golden_files_match_and_nft_accepts_them() {
     let mut failures = Vec::new();
     let mut all_files: Vec<PathBuf> = Vec::new();
     let mut dirs = BTreeSet::new();
-    for policy_path in example_policies() {
-        let files = expected_files(&policy_path);
+    let groups: Vec<_> = example_policies()
+        .iter()
+        .map(|p| expected_files(p))
+        .chain(std::iter::once(baseline_files()))
+        .collect();
+    for files in groups {
         let dir = files[0].0.parent().unwrap().to_owned();
         if bless {
             fs::create_dir_all(&dir).unwrap();

@@ -82,15 +82,104 @@ pub enum Lookup {
     Allow,
 }
 
-/// A compiled table: what the renderers turn into nft text or JSON.
+/// A set of a ruleset, by its place in [`Ruleset::sets`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SetId(pub usize);
+
+/// A chain of a ruleset, by its place in [`Ruleset::chains`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChainId(pub usize);
+
+/// What the first rule of a table of ours says in its comment, so that a live table can be
+/// recognised as ours: the compiled policy's generation, or the fail-closed baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mark {
+    Generation,
+    Baseline,
+}
+
+/// The comment of the baseline's first rule.
+pub const BASELINE_MARK: &str = "palisade baseline";
+
+/// One rule of a chain. The printers (nft text in `render.rs`, JSON in `palisade-nft`) each turn
+/// every kind into their form; which rules a table has, and in which order, is decided here once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ChainRule {
+    /// `ct state established,related accept`, with the table's mark as its comment.
+    AcceptEstablished(Mark),
+    /// `ct state invalid counter drop`.
+    DropInvalid,
+    /// IPv6 neighbour discovery, without which IPv6 does not work (and redirects, if `redirect`).
+    AcceptNeighbourDiscovery {
+        redirect: bool,
+    },
+    /// The packet's key looked up in `set`; for a set of tuples with an end outside every
+    /// segment, only when that end is not in `guard` (the `segmented_*` set).
+    Lookup {
+        set: SetId,
+        guard: Option<SetId>,
+        verdict: Lookup,
+    },
+    /// Default deny for the host's segments: packets from (`source`) or to an address in `set`.
+    DropLocal {
+        set: SetId,
+        source: bool,
+    },
+    Jump(ChainId),
+}
+
+/// A chain: a base chain on a hook (`type filter`, priority `filter`) or a regular one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Chain {
+    pub name: String,
+    pub hook: Option<Hook>,
+    pub rules: Vec<ChainRule>,
+}
+
+/// Where a base chain hangs, and its policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Hook {
+    /// `input`, `forward` or `output`.
+    pub name: &'static str,
+    pub accept: bool,
+}
+
+/// Base chains: every hook a packet of a local segment can cross, at priority `filter` (0), after
+/// DNAT (-100), so that they see real endpoint addresses.
+pub const HOOKS: [&str; 3] = ["input", "forward", "output"];
+
+/// A compiled table, typed: what the printers turn into nft text or JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ruleset {
     pub host: Option<String>,
     /// A hash of the whole table, stamped into it so that a live table can be compared cheaply.
     pub generation: String,
     pub sets: Vec<SetDef>,
-    /// (set name, lookup) in chain order.
-    pub lookups: Vec<(String, Lookup)>,
+    pub chains: Vec<Chain>,
+}
+
+impl Ruleset {
+    /// The fail-closed table used when no policy has ever loaded and none is configured as
+    /// baseline: nothing new is forwarded (workloads are isolated), while the host itself,
+    /// replies and IPv6 neighbour discovery keep working.
+    pub fn baseline() -> Ruleset {
+        Ruleset {
+            host: None,
+            generation: String::new(),
+            sets: Vec::new(),
+            chains: vec![Chain {
+                name: "forward".into(),
+                hook: Some(Hook {
+                    name: "forward",
+                    accept: false,
+                }),
+                rules: vec![
+                    ChainRule::AcceptEstablished(Mark::Baseline),
+                    ChainRule::AcceptNeighbourDiscovery { redirect: false },
+                ],
+            }],
+        }
+    }
 }
 
 /// The protocol numbers nft matches with `meta l4proto`.
@@ -395,15 +484,78 @@ pub fn compile(policy: &Policy, host: Option<&str>) -> Result<Ruleset, CompileEr
     // Empty tuple sets would only be noise in the table; the address sets stay, since the default
     // drop and the outside checks refer to them.
     sets.retain(|s| !s.elements.is_empty() || s.key == Key::ADDR);
-    lookups.retain(|(name, _)| sets.iter().any(|s| &s.name == name));
+    let chains = chains(&sets, &lookups);
     let mut ruleset = Ruleset {
         host: host.map(str::to_owned),
         generation: String::new(),
         sets,
-        lookups,
+        chains,
     };
     ruleset.generation = generation_of(&ruleset);
     Ok(ruleset)
+}
+
+/// The chains: each hook jumps to `decide`, which accepts established flows, drops invalid ones,
+/// lets neighbour discovery through, looks the packet up in every set of tuples in `lookups` order
+/// (deny before allow), and drops what is left to or from the host's segments.
+fn chains(sets: &[SetDef], lookups: &[(String, Lookup)]) -> Vec<Chain> {
+    let set_id = |name: &str| sets.iter().position(|s| s.name == name).map(SetId);
+    let family_suffix = |family: Family| match family {
+        Family::V4 => "v4",
+        Family::V6 => "v6",
+    };
+    let mut decide = vec![
+        ChainRule::AcceptEstablished(Mark::Generation),
+        ChainRule::DropInvalid,
+        ChainRule::AcceptNeighbourDiscovery { redirect: true },
+    ];
+    for (name, verdict) in lookups {
+        let Some(id) = set_id(name) else { continue };
+        let set = &sets[id.0];
+        if set.elements.is_empty() {
+            continue;
+        }
+        let guard = set.outside.map(|_| {
+            set_id(&format!("segmented_{}", family_suffix(set.family)))
+                .expect("the address sets are always kept")
+        });
+        decide.push(ChainRule::Lookup {
+            set: id,
+            guard,
+            verdict: *verdict,
+        });
+    }
+    for family in [Family::V4, Family::V6] {
+        let local = set_id(&format!("local_{}", family_suffix(family)));
+        if let Some(id) = local.filter(|id| !sets[id.0].elements.is_empty()) {
+            decide.push(ChainRule::DropLocal {
+                set: id,
+                source: true,
+            });
+            decide.push(ChainRule::DropLocal {
+                set: id,
+                source: false,
+            });
+        }
+    }
+    let decide_id = ChainId(HOOKS.len());
+    let mut chains: Vec<Chain> = HOOKS
+        .iter()
+        .map(|&hook| Chain {
+            name: hook.into(),
+            hook: Some(Hook {
+                name: hook,
+                accept: true,
+            }),
+            rules: vec![ChainRule::Jump(decide_id)],
+        })
+        .collect();
+    chains.push(Chain {
+        name: "decide".into(),
+        hook: None,
+        rules: decide,
+    });
+    chains
 }
 
 /// The sets of one table of tuples: any protocol, protocol, protocol and port; each for tuples
@@ -519,6 +671,6 @@ fn generation_of(ruleset: &Ruleset) -> String {
     PRINTED_FORM.hash(&mut hash);
     ruleset.host.hash(&mut hash);
     ruleset.sets.hash(&mut hash);
-    ruleset.lookups.hash(&mut hash);
+    ruleset.chains.hash(&mut hash);
     format!("{:016x}", hash.finish())
 }

@@ -6,8 +6,9 @@
 //! - [`lint`]: what is legal but suspicious.
 //! - [`decide`]: the policy's meaning for one connection (`palisade policy explain`), and the oracle
 //!   the kernel is tested against.
-//! - [`compile`]: a host's `inet palisade` table as a [`Ruleset`]; [`nft_text`] prints it
-//!   (`palisade_nft::nft_json` is its JSON form).
+//! - [`compile`]: a host's `inet palisade` table as a typed [`Ruleset`] (sets, and chains of
+//!   typed rules that name sets by id); [`nft_text`] prints it (`palisade_nft::nft_json` is its
+//!   JSON form); [`Ruleset::baseline`] is the fail-closed table.
 //! - [`Admission`]: whether a sidecar admits a peer's SPIFFE ID, by the same decision as `explain`.
 //!
 //! Where a policy rule travels: `load.rs` (YAML, positions) → `model.rs` → `compile.rs`

@@ -4,11 +4,10 @@
 use std::fmt::Write;
 
 use crate::addrs::{range_text, Family};
-use crate::compile::{proto_name, Element, Key, Lookup, OutsideEnd, Ruleset, SetDef, TABLE};
-
-/// Base chains: every hook a packet of a local segment can cross, at priority `filter` (0), after
-/// DNAT (-100), so that they see real endpoint addresses.
-pub const HOOKS: [&str; 3] = ["input", "forward", "output"];
+use crate::compile::{
+    proto_name, ChainRule, Element, Key, Lookup, Mark, OutsideEnd, Ruleset, SetDef, BASELINE_MARK,
+    TABLE,
+};
 
 pub fn nft_text(ruleset: &Ruleset) -> String {
     let mut out = String::new();
@@ -18,68 +17,91 @@ pub fn nft_text(ruleset: &Ruleset) -> String {
     for set in &ruleset.sets {
         render_set(&mut out, set);
     }
-    for hook in HOOKS {
-        let _ = writeln!(
-            out,
-            "\tchain {hook} {{\n\t\ttype filter hook {hook} priority filter; policy accept;\n\t\tjump decide\n\t}}"
-        );
+    for chain in &ruleset.chains {
+        let _ = writeln!(out, "\tchain {} {{", chain.name);
+        if let Some(hook) = chain.hook {
+            let policy = if hook.accept { "accept" } else { "drop" };
+            let _ = writeln!(
+                out,
+                "\t\ttype filter hook {} priority filter; policy {policy};",
+                hook.name
+            );
+        }
+        for rule in &chain.rules {
+            let _ = writeln!(out, "\t\t{}", rule_text(ruleset, rule));
+        }
+        let _ = writeln!(out, "\t}}");
     }
-    let _ = writeln!(out, "\tchain decide {{");
-    for rule in decide_rules(ruleset) {
-        let _ = writeln!(out, "\t\t{rule}");
-    }
-    let _ = writeln!(out, "\t}}");
     let _ = writeln!(out, "}}");
     out
 }
 
-/// The decision chain's rules as nft text. The JSON renderer builds the same rules.
-pub fn decide_rules(ruleset: &Ruleset) -> Vec<String> {
-    let mut rules = vec![
-        format!(
-            "ct state established,related accept comment \"palisade generation {}\"",
-            ruleset.generation
+/// One rule as nft text. `palisade-nft`'s JSON printer turns the same rules into JSON.
+pub fn rule_text(ruleset: &Ruleset, rule: &ChainRule) -> String {
+    match rule {
+        ChainRule::AcceptEstablished(mark) => {
+            let comment = match mark {
+                Mark::Generation => format!("palisade generation {}", ruleset.generation),
+                Mark::Baseline => BASELINE_MARK.to_owned(),
+            };
+            format!("ct state established,related accept comment \"{comment}\"")
+        }
+        ChainRule::DropInvalid => "ct state invalid counter drop".to_owned(),
+        ChainRule::AcceptNeighbourDiscovery { redirect } => format!(
+            "icmpv6 type {{ {} }} accept",
+            neighbour_discovery(*redirect).join(", ")
         ),
-        "ct state invalid counter drop".to_owned(),
-        // IPv6 cannot work without neighbour discovery, whatever the segments say.
-        "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert, nd-redirect } accept".to_owned(),
+        ChainRule::Lookup {
+            set,
+            guard,
+            verdict,
+        } => {
+            let s = &ruleset.sets[set.0];
+            let verdict = match verdict {
+                Lookup::Log(prefix) => format!("log prefix \"{prefix}\""),
+                Lookup::Deny => "counter drop".to_owned(),
+                Lookup::Allow => "accept".to_owned(),
+            };
+            let guard = match (s.outside, guard) {
+                (Some(end), Some(g)) => format!(
+                    "{} {} != @{} ",
+                    ip_of(s.family),
+                    end_field(end),
+                    ruleset.sets[g.0].name
+                ),
+                _ => String::new(),
+            };
+            format!("{guard}{} @{} {verdict}", key_expr(s.family, s.key), s.name)
+        }
+        ChainRule::DropLocal { set, source } => {
+            let s = &ruleset.sets[set.0];
+            let field = if *source { "saddr" } else { "daddr" };
+            format!("{} {field} @{} counter drop", ip_of(s.family), s.name)
+        }
+        ChainRule::Jump(chain) => format!("jump {}", ruleset.chains[chain.0].name),
+    }
+}
+
+/// The ICMPv6 types of neighbour discovery, with redirects or without.
+pub fn neighbour_discovery(redirect: bool) -> Vec<&'static str> {
+    let mut types = vec![
+        "nd-neighbor-solicit",
+        "nd-neighbor-advert",
+        "nd-router-solicit",
+        "nd-router-advert",
     ];
-    for (name, lookup) in &ruleset.lookups {
-        let set = ruleset
-            .sets
-            .iter()
-            .find(|s| &s.name == name)
-            .expect("every lookup names a set");
-        if set.elements.is_empty() {
-            continue;
-        }
-        let verdict = match lookup {
-            Lookup::Log(prefix) => format!("log prefix \"{prefix}\""),
-            Lookup::Deny => "counter drop".to_owned(),
-            Lookup::Allow => "accept".to_owned(),
-        };
-        let guard = match set.outside {
-            None => String::new(),
-            Some(end) => format!("{} ", outside_guard(set.family, end)),
-        };
-        rules.push(format!(
-            "{guard}{} @{name} {verdict}",
-            key_expr(set.family, set.key)
-        ));
+    if redirect {
+        types.push("nd-redirect");
     }
-    for family in [Family::V4, Family::V6] {
-        let ip = ip_of(family);
-        let local = format!("local_{}", suffix(family));
-        if ruleset
-            .sets
-            .iter()
-            .any(|s| s.name == local && !s.elements.is_empty())
-        {
-            rules.push(format!("{ip} saddr @{local} counter drop"));
-            rules.push(format!("{ip} daddr @{local} counter drop"));
-        }
+    types
+}
+
+/// The packet field of an end of a tuple.
+pub fn end_field(end: OutsideEnd) -> &'static str {
+    match end {
+        OutsideEnd::Src => "saddr",
+        OutsideEnd::Dst => "daddr",
     }
-    rules
 }
 
 pub fn ip_of(family: Family) -> &'static str {
@@ -101,15 +123,6 @@ fn addr_type(family: Family) -> &'static str {
         Family::V4 => "ipv4_addr",
         Family::V6 => "ipv6_addr",
     }
-}
-
-/// The condition that an end is outside every segment: it is in no segment's addresses.
-pub fn outside_guard(family: Family, end: OutsideEnd) -> String {
-    let field = match end {
-        OutsideEnd::Src => "saddr",
-        OutsideEnd::Dst => "daddr",
-    };
-    format!("{} {field} != @segmented_{}", ip_of(family), suffix(family))
 }
 
 /// The parts of a key, in concatenation order: (nft expression, nft type).

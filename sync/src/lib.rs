@@ -336,7 +336,7 @@ impl Sync {
                     }
                 }
             }
-            None => apply::apply_text(&apply::builtin_baseline()),
+            None => apply::apply(&palisade_policy::Ruleset::baseline()),
         };
         match result {
             Ok(()) => {
