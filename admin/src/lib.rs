@@ -11,6 +11,8 @@
 //! anyway. A connection must send its request head within [`HEADER_TIMEOUT`], is closed after one
 //! response, and at most [`MAX_CONNECTIONS`] are open at once.
 
+#![warn(missing_docs)]
+
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

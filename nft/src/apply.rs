@@ -15,12 +15,16 @@ use serde_json::Value;
 use palisade_policy::compile::{Ruleset, TABLE};
 use palisade_policy::render::element_text;
 
+/// Why a table was not written or not read; nft's own words inside.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
+    /// nft ran and refused the transaction: nothing changed.
     #[error("nft refused the transaction, the previous table stays in force: {0}")]
     Refused(String),
+    /// nft could not be run at all (not installed, no permission).
     #[error("cannot run nft: {0}")]
     Nft(String),
+    /// Listing our table failed, or its JSON did not parse.
     #[error("cannot read the live table: {0}")]
     Read(String),
 }

@@ -7,6 +7,8 @@
 //! Where a ruleset travels: `json.rs` (the ruleset as nftables crate objects) → `apply.rs` (one
 //! `nft -j -f` transaction: add, delete, recreate the table; read back; diff).
 
+#![warn(missing_docs)]
+
 pub mod apply;
 mod json;
 
