@@ -59,9 +59,11 @@ impl RefusalLog {
     ) {
         let reason = refusal.reason();
         metrics.refused(reason);
-        let message = escape_for_log(&refusal.to_string(), MAX_MESSAGE_CHARS);
+        // The sentence is made only for a line that is written: under a flood most are not.
+        let message = || escape_for_log(&refusal.to_string(), MAX_MESSAGE_CHARS);
         if !refusal.is_about_identity() {
-            tracing::debug!(listener, %peer, reason, "refused: {message}");
+            // tracing evaluates the arguments only when debug lines are on.
+            tracing::debug!(listener, %peer, reason, "refused: {}", message());
             return;
         }
         let Some(suppressed) = self.admit_line(reason, Instant::now()) else {
@@ -75,7 +77,7 @@ impl RefusalLog {
             );
         }
         let spiffe_id = refusal.peer_id().map(|id| id.to_string());
-        tracing::warn!(listener, %peer, spiffe_id, reason, "refused: {message}");
+        tracing::warn!(listener, %peer, spiffe_id, reason, "refused: {}", message());
     }
 
     /// `Some(lines left out in the window just ended)` when a line may be written now.
