@@ -21,10 +21,14 @@ pub enum Verdict {
     /// A well-formed, unexpired X.509-SVID; no bundle was given to check its chain against.
     ValidUnverified,
     /// Not acceptable; `reason` says why.
-    Invalid { reason: String },
+    Invalid {
+        /// The first check that failed, as its error message.
+        reason: String,
+    },
 }
 
 impl Verdict {
+    /// False only for [`Verdict::Invalid`]: an unverified but well-formed SVID counts as valid.
     pub fn is_valid(&self) -> bool {
         !matches!(self, Verdict::Invalid { .. })
     }
@@ -33,23 +37,33 @@ impl Verdict {
 /// A certificate's facts, ready to print or serialize.
 #[derive(Debug, Clone, Serialize)]
 pub struct CertInfo {
+    /// The ID in the leaf's single URI SAN; `None` when it has none, several, or an invalid one.
     pub spiffe_id: Option<String>,
+    /// Every URI SAN of the leaf, SPIFFE or not.
     pub uri_sans: Vec<String>,
+    /// Every DNS SAN of the leaf (an SVID needs none).
     pub dns_names: Vec<String>,
+    /// The leaf's subject distinguished name as text; empty when the leaf has none.
     pub subject: String,
+    /// The distinguished name of the certificate that signed the leaf.
     pub issuer: String,
     /// Hex, colon-separated, as openssl prints it.
     pub serial: String,
+    /// Start of the leaf's validity (RFC 3339 in JSON).
     #[serde(with = "rfc3339")]
     pub not_before: OffsetDateTime,
+    /// End of the leaf's validity, inclusive (RFC 3339 in JSON).
     #[serde(with = "rfc3339")]
     pub not_after: OffsetDateTime,
     /// Seconds until NotAfter; negative once expired.
     pub remaining_seconds: i64,
+    /// The leaf's key: `ecdsa-p256`, `ed25519`, `ecdsa (N bits)`, `rsa (N bits)`, else the OID.
     pub key_algorithm: String,
+    /// Whether the leaf says CA:true (an SVID must not).
     pub is_ca: bool,
     /// Certificates in the file, leaf included.
     pub chain_length: usize,
+    /// Whether the chain holds up as an X.509-SVID, and if not, why.
     pub verdict: Verdict,
 }
 

@@ -12,6 +12,8 @@
 //! bytes?) → `svid.rs` (leaf profile, bundle of its trust domain, webpki chain) → an
 //! [`AuthorizeId`] (an allow-list from `pattern.rs`, or the policy's admission).
 
+#![warn(missing_docs)]
+
 mod inspect;
 mod pattern;
 pub mod pem;

@@ -14,18 +14,29 @@ use std::fmt;
 
 use crate::{AuthorizeId, IdError, SpiffeId, TrustDomain};
 
+/// Why a string is not an [`IdPattern`]; every variant carries the pattern as written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PatternError {
+    /// `*` inside a segment (`front*`) rather than as a whole segment.
     #[error("\"{0}\": \"*\" must be a whole path segment (\"/*/\"), not part of one")]
     PartialWildcard(String),
+    /// `**` anywhere but as the last segment.
     #[error("\"{0}\": \"**\" may only be the last segment")]
     InnerDoubleWildcard(String),
+    /// A wildcard in the trust domain: a pattern never spans trust domains.
     #[error("\"{0}\": wildcards are not allowed in the trust domain")]
     WildcardTrustDomain(String),
+    /// A bare trust domain (`spiffe://td`), which names its CA, never a workload.
     #[error("\"{0}\" names a trust domain, not a workload: add a path, or \"/**\" for all of it")]
     NoPath(String),
+    /// Not a SPIFFE ID once every `*` segment is read as a literal segment.
     #[error("\"{pattern}\" is not a valid SPIFFE ID pattern: {reason}")]
-    Invalid { pattern: String, reason: IdError },
+    Invalid {
+        /// The pattern as written.
+        pattern: String,
+        /// The SPIFFE ID rule it breaks.
+        reason: IdError,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +56,8 @@ pub struct IdPattern {
 }
 
 impl IdPattern {
+    /// Parses `spiffe://td/a/*/b` or `spiffe://td/a/**`: `*` is exactly one whole segment, a final
+    /// `/**` one or more segments. A misplaced wildcard is an error, never literal text.
     pub fn parse(text: &str) -> Result<Self, PatternError> {
         let invalid = |reason| PatternError::Invalid {
             pattern: text.to_owned(),
@@ -94,6 +107,7 @@ impl IdPattern {
         })
     }
 
+    /// Whether `id` is in the pattern's trust domain and its path matches segment by segment.
     pub fn matches(&self, id: &SpiffeId) -> bool {
         if id.trust_domain() != &self.trust_domain {
             return false;
@@ -114,6 +128,7 @@ impl IdPattern {
         }
     }
 
+    /// The pattern as written.
     pub fn as_str(&self) -> &str {
         &self.text
     }
@@ -191,10 +206,12 @@ impl<'de> serde::Deserialize<'de> for IdPattern {
 pub struct AllowList(Vec<IdPattern>);
 
 impl AllowList {
+    /// Admits any ID matching one of `patterns`; an empty list admits nobody.
     pub fn new(patterns: Vec<IdPattern>) -> Self {
         AllowList(patterns)
     }
 
+    /// The patterns, in the order given.
     pub fn patterns(&self) -> &[IdPattern] {
         &self.0
     }

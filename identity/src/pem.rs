@@ -6,8 +6,10 @@ use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyD
 /// Why a PEM file yields no certificates.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PemError {
+    /// The input parsed but held no `CERTIFICATE` block.
     #[error("it holds no PEM certificate")]
     NoCertificate,
+    /// A block is malformed (bad base64, no END line); the parser's reason.
     #[error("it is not valid PEM: {0}")]
     Invalid(String),
 }
@@ -33,6 +35,7 @@ pub fn csr_from_pem(pem: &[u8]) -> Option<CertificateSigningRequestDer<'static>>
     CertificateSigningRequestDer::from_pem_slice(pem).ok()
 }
 
+/// One `CERTIFICATE` PEM block with LF line endings, as the files we write hold it.
 pub fn certificate_to_pem(der: &CertificateDer<'_>) -> String {
     ::pem::encode_config(
         &::pem::Pem::new("CERTIFICATE", der.as_ref()),

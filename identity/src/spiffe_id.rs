@@ -20,38 +20,56 @@ const SCHEME_PREFIX: &str = "spiffe://";
 /// Why a string is not a SPIFFE ID or trust domain. Each variant is one rule of the spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
+    /// The input is the empty string.
     #[error("a SPIFFE ID cannot be empty")]
     Empty,
+    /// The input does not start with `spiffe://`, lowercase.
     #[error("a SPIFFE ID must start with the scheme \"spiffe://\" (lowercase)")]
     WrongScheme,
+    /// Nothing between `spiffe://` and the path.
     #[error("the trust domain is missing")]
     MissingTrustDomain,
+    /// The trust domain holds a character outside `[a-z0-9._-]` (uppercase included).
+    /// [`TrustDomain::parse`] also says this of a `spiffe://` ID that has a path.
     #[error("trust domain characters are limited to lowercase letters, digits, dots, dashes and underscores")]
     BadTrustDomainChar,
+    /// A path segment holds a character outside `[A-Za-z0-9._-]` (a `/` given to
+    /// [`SpiffeId::from_segments`] included).
     #[error(
         "path segment characters are limited to letters, digits, dots, dashes and underscores"
     )]
     BadPathSegmentChar,
+    /// A path segment is `.` or `..`.
     #[error("the path cannot contain \".\" or \"..\" segments")]
     DotSegment,
+    /// A path given apart ([`SpiffeId::from_path`]) does not start with `/`.
     #[error("the path must start with a slash")]
     NoLeadingSlash,
+    /// Two slashes in a row, or an empty segment given to [`SpiffeId::from_segments`].
     #[error("the path cannot contain empty segments (\"//\")")]
     EmptySegment,
+    /// The path ends with `/`.
     #[error("the path cannot end with a slash")]
     TrailingSlash,
+    /// The authority has a `:port`.
     #[error("a SPIFFE ID cannot contain a port")]
     Port,
+    /// The authority has `user@` or `user:password@`.
     #[error("a SPIFFE ID cannot contain user information (\"@\")")]
     Userinfo,
+    /// The input holds a `?`.
     #[error("a SPIFFE ID cannot contain a query (\"?\")")]
     Query,
+    /// The input holds a `#`.
     #[error("a SPIFFE ID cannot contain a fragment (\"#\")")]
     Fragment,
+    /// The input holds a `%`: percent-encoding is refused, even of allowed characters.
     #[error("a SPIFFE ID cannot contain percent-encoded characters")]
     PercentEncoded,
+    /// Longer than [`MAX_ID_LEN`] bytes; the length found, in bytes.
     #[error("a SPIFFE ID can be at most {MAX_ID_LEN} bytes long, this one has {0}")]
     TooLong(usize),
+    /// The trust domain is longer than [`MAX_TRUST_DOMAIN_LEN`] bytes; its length in bytes.
     #[error("a trust domain can be at most {MAX_TRUST_DOMAIN_LEN} bytes long, this one has {0}")]
     TrustDomainTooLong(usize),
 }
@@ -163,6 +181,7 @@ impl SpiffeId {
         SpiffeId::parse(&format!("{SCHEME_PREFIX}{}{path}", trust_domain.0))
     }
 
+    /// The trust domain the ID belongs to (its authority).
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.trust_domain
     }
@@ -182,6 +201,7 @@ impl SpiffeId {
         !self.path().is_empty()
     }
 
+    /// The whole ID, `spiffe://` included, exactly as parsed.
     pub fn as_str(&self) -> &str {
         &self.full
     }

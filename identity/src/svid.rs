@@ -21,60 +21,104 @@ use crate::{IdError, SpiffeId, TrustDomain};
 /// metrics and tests can tell them apart.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SvidError {
+    /// The chain is empty.
     #[error("no certificate was presented")]
     NoCertificate,
+    /// A certificate of the chain, or an extension the checks read, does not parse.
     #[error("certificate {index} of the chain cannot be parsed")]
-    BadCertificate { index: usize },
+    BadCertificate {
+        /// Position in the chain, 0 being the leaf.
+        index: usize,
+    },
+    /// The leaf has no URI SAN.
     #[error("the certificate has no URI SAN, so it carries no SPIFFE ID")]
     NoUriSan,
+    /// The leaf has more than one URI SAN; how many.
     #[error("the certificate has {0} URI SANs; an X.509-SVID has exactly one")]
     MultipleUriSans(usize),
+    /// The leaf's URI SAN does not have the `spiffe:` scheme.
     #[error("the URI SAN \"{0}\" is not a spiffe:// URI")]
     NotSpiffeUri(String),
+    /// The leaf's URI SAN is a `spiffe:` URI that breaks a SPIFFE ID rule.
     #[error("the URI SAN \"{uri}\" is not a valid SPIFFE ID: {reason}")]
-    InvalidSpiffeId { uri: String, reason: IdError },
+    InvalidSpiffeId {
+        /// The URI SAN as written.
+        uri: String,
+        /// The rule it breaks.
+        reason: IdError,
+    },
+    /// The leaf carries a bare trust domain ID, which only a CA may carry.
     #[error("the leaf's SPIFFE ID {0} has no path; only a trust domain's CA may carry such an ID")]
     LeafIdWithoutPath(SpiffeId),
+    /// The leaf says CA:true.
     #[error("the leaf certificate is a CA (CA:true)")]
     LeafIsCa,
+    /// The leaf has no basic constraints extension, which an SVID must have.
     #[error("the leaf certificate has no basic constraints extension")]
     LeafMissingBasicConstraints,
+    /// The leaf's key usage includes keyCertSign.
     #[error("the leaf certificate may sign certificates (keyCertSign)")]
     LeafHasKeyCertSign,
+    /// The leaf's key usage includes cRLSign.
     #[error("the leaf certificate may sign CRLs (cRLSign)")]
     LeafHasCrlSign,
+    /// The leaf has no key usage extension.
     #[error("the certificate has no key usage extension")]
     MissingKeyUsage,
+    /// The leaf's key usage extension is not marked critical.
     #[error("the certificate's key usage extension is not marked critical")]
     KeyUsageNotCritical,
+    /// The leaf's key usage lacks digitalSignature.
     #[error("the leaf's key usage lacks digitalSignature")]
     MissingDigitalSignature,
+    /// The leaf's extended key usage, when present, lacks serverAuth or clientAuth: an SVID
+    /// allows both, whichever side presents it.
     #[error("the leaf's extended key usage lacks serverAuth or clientAuth")]
     ExtendedKeyUsage,
+    /// We hold no bundle for the leaf's trust domain, so none of its IDs is trusted.
     #[error("no trust bundle for trust domain {0}")]
     NoBundleForTrustDomain(TrustDomain),
+    /// `now` is past the NotAfter (given) of the leaf or a CA on the path.
     #[error("the certificate expired at {0}")]
     Expired(OffsetDateTime),
+    /// `now` is before the NotBefore (given) of the leaf or a CA on the path.
     #[error("the certificate is not valid before {0}")]
     NotYetValid(OffsetDateTime),
+    /// The chain does not lead to a root of the bundle of the leaf's trust domain (given).
     #[error("the chain does not lead to a root in the trust bundle of {0}")]
     UnknownIssuer(TrustDomain),
+    /// A signature in the chain does not verify, or its algorithm does not fit the issuer's key.
     #[error("a signature in the chain does not verify")]
     BadSignature,
+    /// A CA on the path carries a workload ID (one with a path).
     #[error(
         "signing certificate {index} of the chain carries the SPIFFE ID {id}, which has a path"
     )]
-    SigningCertIdHasPath { index: usize, id: SpiffeId },
+    SigningCertIdHasPath {
+        /// Position in the chain, 0 being the leaf.
+        index: usize,
+        /// The ID it carries.
+        id: SpiffeId,
+    },
+    /// A CA on the path carries the ID of another trust domain than the leaf's.
     #[error(
         "signing certificate {index} of the chain belongs to trust domain {found}, not {expected}"
     )]
     SigningCertOtherTrustDomain {
+        /// Position in the chain, 0 being the leaf.
         index: usize,
+        /// The trust domain of the CA's ID.
         found: TrustDomain,
+        /// The leaf's trust domain.
         expected: TrustDomain,
     },
+    /// A CA on the path lacks CA:true or keyCertSign.
     #[error("signing certificate {index} of the chain lacks keyCertSign")]
-    SigningCertCannotSign { index: usize },
+    SigningCertCannotSign {
+        /// Position in the chain, 0 being the leaf.
+        index: usize,
+    },
+    /// Any other webpki refusal, in webpki's words (its `Debug` form).
     #[error("the chain is not valid: {0}")]
     Chain(String),
 }
@@ -82,20 +126,41 @@ pub enum SvidError {
 /// Why a set of certificates cannot serve as a trust bundle.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BundleError {
+    /// No certificate given, or a PEM that holds none.
     #[error("the trust bundle holds no certificates")]
     Empty,
+    /// The PEM does not parse; the parser's reason.
     #[error("the trust bundle is not valid PEM: {0}")]
     Pem(String),
+    /// A certificate does not parse, or webpki cannot take it as a trust anchor.
     #[error("bundle certificate {index} cannot be parsed")]
-    BadCertificate { index: usize },
+    BadCertificate {
+        /// Position in the bundle, from 0.
+        index: usize,
+    },
+    /// A certificate lacks CA:true or keyCertSign, or has a URI SAN that is not one valid
+    /// SPIFFE ID.
     #[error("bundle certificate {index} is not a CA certificate (CA:true with keyCertSign)")]
-    NotACa { index: usize },
+    NotACa {
+        /// Position in the bundle, from 0.
+        index: usize,
+    },
+    /// A certificate carries a workload ID (one with a path).
     #[error("bundle certificate {index} carries the SPIFFE ID {id}, which has a path; a CA's ID has none")]
-    RootIdHasPath { index: usize, id: SpiffeId },
+    RootIdHasPath {
+        /// Position in the bundle, from 0.
+        index: usize,
+        /// The ID it carries.
+        id: SpiffeId,
+    },
+    /// A certificate carries the ID of another trust domain than the bundle's.
     #[error("bundle certificate {index} belongs to trust domain {found}, not {expected}")]
     OtherTrustDomain {
+        /// Position in the bundle, from 0.
         index: usize,
+        /// The trust domain of the certificate's ID.
         found: TrustDomain,
+        /// The trust domain the bundle is for.
         expected: TrustDomain,
     },
 }
@@ -172,10 +237,12 @@ impl TrustBundle {
         TrustBundle::new(trust_domain, crate::pem::certificates_from_pem(pem)?)
     }
 
+    /// The trust domain whose IDs this bundle vouches for.
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.trust_domain
     }
 
+    /// The CA certificates (DER), in the order given.
     pub fn roots(&self) -> &[CertificateDer<'static>] {
         &self.roots
     }
@@ -196,6 +263,7 @@ pub struct TrustBundleSet {
 }
 
 impl TrustBundleSet {
+    /// An empty set: every peer is untrusted until a bundle is inserted.
     pub fn new() -> Self {
         Self::default()
     }
@@ -205,10 +273,12 @@ impl TrustBundleSet {
         self.bundles.insert(bundle.trust_domain.clone(), bundle);
     }
 
+    /// The bundle for `trust_domain`, if we hold one.
     pub fn get(&self, trust_domain: &TrustDomain) -> Option<&TrustBundle> {
         self.bundles.get(trust_domain)
     }
 
+    /// The trust domains we hold bundles for, in no particular order.
     pub fn trust_domains(&self) -> impl Iterator<Item = &TrustDomain> {
         self.bundles.keys()
     }

@@ -21,6 +21,7 @@ use crate::SpiffeId;
 
 /// Decides whether a peer that holds a valid SVID may connect.
 pub trait AuthorizeId: Send + Sync + fmt::Debug {
+    /// Whether `peer`, whose SVID has already verified, may connect; `false` fails the handshake.
     fn authorize(&self, peer: &SpiffeId) -> bool;
 }
 
@@ -54,8 +55,10 @@ impl AuthorizeId for Vec<SpiffeId> {
 /// Why a peer was refused during the handshake.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PeerError {
+    /// The presented chain is not a valid SVID under our bundles.
     #[error("{0}")]
     Invalid(#[from] SvidError),
+    /// A valid SVID whose ID the authorizer does not admit.
     #[error("{0} is not admitted here")]
     NotAdmitted(SpiffeId),
 }
@@ -183,6 +186,8 @@ fn to_rustls(error: PeerError) -> rustls::Error {
 pub struct SpiffeServerVerifier(Checker);
 
 impl SpiffeServerVerifier {
+    /// Verifies servers against `bundles`, then admits those `authorizer` allows. Chains that
+    /// verified are remembered for this verifier's lifetime (their validity is rechecked on use).
     pub fn new(bundles: Arc<TrustBundleSet>, authorizer: Arc<dyn AuthorizeId>) -> Arc<Self> {
         Arc::new(SpiffeServerVerifier(Checker::new(bundles, authorizer)))
     }
@@ -230,6 +235,8 @@ impl ServerCertVerifier for SpiffeServerVerifier {
 pub struct SpiffeClientVerifier(Checker);
 
 impl SpiffeClientVerifier {
+    /// Verifies clients against `bundles`, then admits those `authorizer` allows. Chains that
+    /// verified are remembered for this verifier's lifetime (their validity is rechecked on use).
     pub fn new(bundles: Arc<TrustBundleSet>, authorizer: Arc<dyn AuthorizeId>) -> Arc<Self> {
         Arc::new(SpiffeClientVerifier(Checker::new(bundles, authorizer)))
     }
