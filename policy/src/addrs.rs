@@ -4,9 +4,12 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// An IP address family: each has its own address space, sets and tuples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
+    /// IPv4: addresses are integers up to 2^32 - 1.
     V4,
+    /// IPv6: addresses are integers up to 2^128 - 1.
     V6,
 }
 
@@ -29,19 +32,34 @@ impl Family {
 /// An address or network as written in a policy: `10.1.0.0/16`, `fd00::/64`, `10.1.2.3`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Cidr {
+    /// The network address; its host bits are zero ([`Cidr::parse`] checks).
     pub addr: IpAddr,
+    /// The prefix length: up to 32 for IPv4, up to 128 for IPv6.
     pub len: u8,
 }
 
 /// Why a text is not a CIDR, one variant per rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CidrError {
+    /// The part before any `/` is not an IPv4 or IPv6 address.
     #[error("\"{0}\" is not an IPv4 or IPv6 address or network")]
     NotAnAddress(String),
+    /// The part after `/` is not a number from 0 to the family's address length.
     #[error("\"{text}\": the prefix length must be a number from 0 to {max}")]
-    BadPrefixLength { text: String, max: u8 },
+    BadPrefixLength {
+        /// The text as given.
+        text: String,
+        /// The family's address length in bits (32 or 128).
+        max: u8,
+    },
+    /// Bits past the prefix are set (`10.0.0.1/24`), which usually means a mistyped network.
     #[error("\"{text}\" has host bits set; the network is {network}")]
-    HostBitsSet { text: String, network: String },
+    HostBitsSet {
+        /// The text as given.
+        text: String,
+        /// The network it probably means, as `address/length`.
+        network: String,
+    },
 }
 
 impl Cidr {
@@ -78,6 +96,7 @@ impl Cidr {
         Ok(cidr)
     }
 
+    /// The family of the address.
     pub fn family(&self) -> Family {
         family_of(self.addr)
     }
@@ -91,10 +110,12 @@ impl Cidr {
         }
     }
 
+    /// The block's first address as an integer (an IPv4 address in the low 32 bits).
     pub fn first(&self) -> u128 {
         to_u128(self.addr) & self.mask()
     }
 
+    /// The block's last address as an integer, inclusive.
     pub fn last(&self) -> u128 {
         self.first() | (!self.mask() & self.family().max())
     }
@@ -106,20 +127,21 @@ impl fmt::Display for Cidr {
     }
 }
 
-pub fn family_of(addr: IpAddr) -> Family {
+pub(crate) fn family_of(addr: IpAddr) -> Family {
     match addr {
         IpAddr::V4(_) => Family::V4,
         IpAddr::V6(_) => Family::V6,
     }
 }
 
-pub fn to_u128(addr: IpAddr) -> u128 {
+pub(crate) fn to_u128(addr: IpAddr) -> u128 {
     match addr {
         IpAddr::V4(a) => u32::from(a) as u128,
         IpAddr::V6(a) => u128::from(a),
     }
 }
 
+/// The address of `family` whose integer form is `value` (IPv4 takes the low 32 bits).
 pub fn from_u128(family: Family, value: u128) -> IpAddr {
     match family {
         Family::V4 => IpAddr::V4(Ipv4Addr::from(value as u32)),
@@ -134,6 +156,7 @@ pub struct AddrSet {
 }
 
 impl AddrSet {
+    /// The addresses of `ranges` (inclusive; any order, overlapping or not).
     pub fn from_ranges(mut ranges: Vec<(u128, u128)>) -> AddrSet {
         ranges.sort_unstable();
         let mut merged: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
@@ -146,20 +169,24 @@ impl AddrSet {
         AddrSet { ranges: merged }
     }
 
+    /// Every address of `family`.
     pub fn full(family: Family) -> AddrSet {
         AddrSet {
             ranges: vec![(0, family.max())],
         }
     }
 
+    /// The ranges: sorted, disjoint, non-adjacent, each inclusive.
     pub fn ranges(&self) -> &[(u128, u128)] {
         &self.ranges
     }
 
+    /// Whether the set holds no address.
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }
 
+    /// Whether the address with integer form `value` is in the set.
     pub fn contains(&self, value: u128) -> bool {
         match self.ranges.binary_search_by(|(a, _)| a.cmp(&value)) {
             Ok(_) => true,
@@ -168,10 +195,12 @@ impl AddrSet {
         }
     }
 
+    /// The addresses in either set.
     pub fn union(&self, other: &AddrSet) -> AddrSet {
         AddrSet::from_ranges(self.ranges.iter().chain(&other.ranges).copied().collect())
     }
 
+    /// The addresses in both sets.
     pub fn intersection(&self, other: &AddrSet) -> AddrSet {
         let (mut i, mut j, mut out) = (0, 0, Vec::new());
         while i < self.ranges.len() && j < other.ranges.len() {
@@ -190,6 +219,7 @@ impl AddrSet {
         AddrSet { ranges: out }
     }
 
+    /// The addresses of `self` that are not in `other`.
     pub fn difference(&self, other: &AddrSet) -> AddrSet {
         let mut out = Vec::new();
         let mut j = 0;
@@ -222,11 +252,14 @@ impl AddrSet {
 /// Addresses of both families.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Addrs {
+    /// The IPv4 addresses.
     pub v4: AddrSet,
+    /// The IPv6 addresses.
     pub v6: AddrSet,
 }
 
 impl Addrs {
+    /// The addresses of `cidrs`, of both families.
     pub fn of(cidrs: &[Cidr]) -> Addrs {
         let pick = |family| {
             AddrSet::from_ranges(
@@ -243,6 +276,7 @@ impl Addrs {
         }
     }
 
+    /// The addresses of one family.
     pub fn get(&self, family: Family) -> &AddrSet {
         match family {
             Family::V4 => &self.v4,
@@ -250,10 +284,12 @@ impl Addrs {
         }
     }
 
+    /// Whether `addr` is in the set.
     pub fn contains(&self, addr: IpAddr) -> bool {
         self.get(family_of(addr)).contains(to_u128(addr))
     }
 
+    /// Whether neither family holds an address.
     pub fn is_empty(&self) -> bool {
         self.v4.is_empty() && self.v6.is_empty()
     }
@@ -265,14 +301,17 @@ impl Addrs {
         }
     }
 
+    /// The addresses in either set, family by family.
     pub fn union(&self, other: &Addrs) -> Addrs {
         self.map2(other, AddrSet::union)
     }
 
+    /// The addresses in both sets, family by family.
     pub fn intersection(&self, other: &Addrs) -> Addrs {
         self.map2(other, AddrSet::intersection)
     }
 
+    /// The addresses of `self` that are not in `other`, family by family.
     pub fn difference(&self, other: &Addrs) -> Addrs {
         self.map2(other, AddrSet::difference)
     }

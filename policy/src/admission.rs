@@ -31,6 +31,7 @@ pub struct Admission {
 }
 
 impl Admission {
+    /// Decides, by `policy`, who may reach workload `own` on TCP `port`; remembers nothing yet.
     pub fn new(policy: Arc<Policy>, own: SpiffeId, port: u16) -> Self {
         Admission {
             policy,
@@ -45,10 +46,12 @@ impl Admission {
         &self.policy
     }
 
+    /// The workload whose inbound connections are decided.
     pub fn own(&self) -> &SpiffeId {
         &self.own
     }
 
+    /// The TCP port peers connect to.
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -19,19 +19,30 @@ use crate::model::{Action, Policy, PortRange, Protocol, SegmentRef};
 /// The table's name; the family is `inet`.
 pub const TABLE: &str = "palisade";
 
+/// Why a policy does not compile for a host.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CompileError {
+    /// The host asked for is not in the policy's `hosts`.
     #[error("there is no host `{host}` in the policy (hosts: {known})")]
-    UnknownHost { host: String, known: String },
+    UnknownHost {
+        /// The name asked for.
+        host: String,
+        /// The policy's host names, comma-separated.
+        known: String,
+    },
 }
 
 /// What a set's elements are keyed by: which of source address, destination address, protocol
 /// and destination port, concatenated in that order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
+    /// The packet's source address.
     pub src: bool,
+    /// The packet's destination address.
     pub dst: bool,
+    /// The layer 4 protocol (`meta l4proto`).
     pub proto: bool,
+    /// The destination port (`th dport`).
     pub port: bool,
 }
 
@@ -50,26 +61,37 @@ impl Key {
 /// rather than one per gap between segments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum OutsideEnd {
+    /// The source is outside every segment (the `*_in_*` sets).
     Src,
+    /// The destination is outside every segment (the `*_out_*` sets).
     Dst,
 }
 
 /// One element of a set. `dst`, `proto` and `ports` are used as `key` says.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Element {
+    /// Source address range, inclusive, as integers; `(0, 0)` when the key has no source.
     pub src: (u128, u128),
+    /// Destination address range, inclusive; `(0, 0)` when the key has no destination.
     pub dst: (u128, u128),
+    /// Protocol number ([`proto_number`]); 0 when the key has no protocol.
     pub proto: u8,
+    /// Destination ports; [`PortRange::ALL`] when the key has no port.
     pub ports: PortRange,
 }
 
+/// One named set of the table, with its elements.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SetDef {
+    /// Its name in the table, e.g. `local_v4`, `deny_out_port_v6`.
     pub name: String,
+    /// The family of every address in its elements.
     pub family: Family,
+    /// What its elements are keyed by.
     pub key: Key,
     /// For tuples with an end outside every segment: which end.
     pub outside: Option<OutsideEnd>,
+    /// Its elements, disjoint as the kernel's interval sets require; may be empty.
     pub elements: Vec<Element>,
 }
 
@@ -78,7 +100,9 @@ pub struct SetDef {
 pub enum Lookup {
     /// Log the packet (no verdict) with this prefix.
     Log(&'static str),
+    /// Drop the packet, counted.
     Deny,
+    /// Accept the packet.
     Allow,
 }
 
@@ -94,7 +118,9 @@ pub struct ChainId(pub usize);
 /// recognised as ours: the compiled policy's generation, or the fail-closed baseline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mark {
+    /// A compiled policy: the comment carries [`Ruleset::generation`].
     Generation,
+    /// The fail-closed baseline: the comment is [`BASELINE_MARK`].
     Baseline,
 }
 
@@ -111,28 +137,39 @@ pub enum ChainRule {
     DropInvalid,
     /// IPv6 neighbour discovery, without which IPv6 does not work (and redirects, if `redirect`).
     AcceptNeighbourDiscovery {
+        /// Redirects too: in a compiled table, not in the baseline.
         redirect: bool,
     },
     /// The packet's key looked up in `set`; for a set of tuples with an end outside every
     /// segment, only when that end is not in `guard` (the `segmented_*` set).
     Lookup {
+        /// The set the packet is looked up in.
         set: SetId,
+        /// For a set with an end outside every segment: the `segmented_*` set that end must
+        /// not be in.
         guard: Option<SetId>,
+        /// What a match does.
         verdict: Lookup,
     },
     /// Default deny for the host's segments: packets from (`source`) or to an address in `set`.
     DropLocal {
+        /// The `local_*` set: the addresses of the host's segments.
         set: SetId,
+        /// Whether the packet's source (`true`) or destination (`false`) is checked.
         source: bool,
     },
+    /// Continue in another chain: each hook chain jumps to `decide`.
     Jump(ChainId),
 }
 
 /// A chain: a base chain on a hook (`type filter`, priority `filter`) or a regular one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Chain {
+    /// Its name in the table: `input`, `forward`, `output` or `decide`.
     pub name: String,
+    /// `Some` for a base chain, `None` for a chain reached only by a jump.
     pub hook: Option<Hook>,
+    /// Its rules, in order.
     pub rules: Vec<ChainRule>,
 }
 
@@ -141,6 +178,8 @@ pub struct Chain {
 pub struct Hook {
     /// `input`, `forward` or `output`.
     pub name: &'static str,
+    /// The chain's policy: accept in a compiled table (whose `decide` chain drops what it must),
+    /// drop in the baseline.
     pub accept: bool,
 }
 
@@ -151,10 +190,13 @@ pub const HOOKS: [&str; 3] = ["input", "forward", "output"];
 /// A compiled table, typed: what the printers turn into nft text or JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ruleset {
+    /// The host compiled for; `None` for all hosts at once, and for the baseline.
     pub host: Option<String>,
     /// A hash of the whole table, stamped into it so that a live table can be compared cheaply.
     pub generation: String,
+    /// Every set, the IPv4 ones first; a [`SetId`] indexes it.
     pub sets: Vec<SetDef>,
+    /// Every chain; a [`ChainId`] indexes it.
     pub chains: Vec<Chain>,
 }
 
@@ -194,6 +236,7 @@ pub fn proto_number(p: Protocol) -> u8 {
     }
 }
 
+/// nft's name for a protocol number of [`proto_number`] (`ipv6-icmp` for 58); `any` for any other.
 pub fn proto_name(n: u8) -> &'static str {
     match n {
         1 => "icmp",

@@ -20,24 +20,35 @@ use crate::model::{Action, Endpoint, Policy, Protocol, SegmentRef};
 /// What decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
+    /// A rule matched: the first matching deny rule, else the first matching allow rule.
     Rule {
+        /// The rule's name.
         name: String,
+        /// The line its entry starts on.
         line: usize,
     },
+    /// Both ends are in this segment, and no deny rule matched.
     SameSegment(String),
+    /// The destination is in no segment, and this segment of the source has `egress_to_outside`.
     EgressToOutside(String),
+    /// Both ends are addresses in no segment: the policy does not govern it, so it is allowed.
     NotGoverned,
     /// Neither identity is in a segment: a sidecar that admits by the policy refuses it.
     IdentitiesInNoSegment,
+    /// No rule allowed it.
     DefaultDeny,
 }
 
+/// The answer for one connection: allowed or not, what decided, and where each end sits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
+    /// Whether the connection may be made.
     pub allowed: bool,
+    /// What decided.
     pub reason: Reason,
     /// Segments of each end (`outside` when in none).
     pub from_segments: Vec<String>,
+    /// Segments of the destination (`outside` when in none).
     pub to_segments: Vec<String>,
 }
 

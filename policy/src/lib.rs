@@ -15,6 +15,8 @@
 //! (address atoms, tuple sets) → `render.rs` (nft text); `explain.rs` decides, `lint.rs` and
 //! `overlap.rs` warn, `admission.rs` answers the sidecar.
 
+#![warn(missing_docs)]
+
 pub mod addrs;
 mod admission;
 pub mod compile;

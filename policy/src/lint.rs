@@ -6,9 +6,12 @@ use std::fmt;
 use crate::addrs::Addrs;
 use crate::model::{Action, Policy, Pos, SegmentRef};
 
+/// Something legal but suspicious in a policy, and where it is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
+    /// Where it is written.
     pub pos: Pos,
+    /// One sentence: what looks wrong and why.
     pub message: String,
 }
 
@@ -22,6 +25,7 @@ impl fmt::Display for Warning {
     }
 }
 
+/// Every warning about `policy`, sorted by position; empty when nothing looks wrong.
 pub fn lint(policy: &Policy) -> Vec<Warning> {
     let mut out = Vec::new();
     let warn = |out: &mut Vec<Warning>, pos, message: String| out.push(Warning { pos, message });

@@ -21,14 +21,18 @@ use crate::OUTSIDE;
 /// One problem in a policy file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Located {
+    /// Where the problem is.
     pub pos: Pos,
+    /// One sentence, without the position.
     pub message: String,
 }
 
 /// Every error found in one policy file, in the order of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadErrors {
+    /// The file as named to [`load_file`] or [`load_str`].
     pub file: PathBuf,
+    /// The problems, sorted by position.
     pub errors: Vec<Located>,
 }
 
@@ -735,12 +739,27 @@ fn valid_host_name(name: &str) -> bool {
 /// Why a text is not a port or port range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PortRangeError {
+    /// A single port that is not a number from 1 to 65535.
     #[error("\"{0}\" is not a port (1 to 65535)")]
     NotAPort(String),
+    /// One end of `first-last` is not a number from 1 to 65535.
     #[error("\"{range}\" is not a port range: \"{part}\" is not a port (1 to 65535)")]
-    NotAPortInRange { range: String, part: String },
+    NotAPortInRange {
+        /// The range as given.
+        range: String,
+        /// The end that is not a port.
+        part: String,
+    },
+    /// The first port is above the last.
     #[error("the port range {text} is backwards (write {last}-{first})")]
-    Backwards { text: String, first: u16, last: u16 },
+    Backwards {
+        /// The range as given.
+        text: String,
+        /// Its first port.
+        first: u16,
+        /// Its last port, below `first`.
+        last: u16,
+    },
 }
 
 /// `443` or `8000-8100`.

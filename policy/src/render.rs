@@ -9,6 +9,8 @@ use crate::compile::{
     TABLE,
 };
 
+/// The whole table as an `nft -f` script: a comment naming the host, then `table inet palisade`
+/// with its sets and chains, tab-indented.
 pub fn nft_text(ruleset: &Ruleset) -> String {
     let mut out = String::new();
     let host = ruleset.host.as_deref().unwrap_or("all hosts");
@@ -104,6 +106,7 @@ pub fn end_field(end: OutsideEnd) -> &'static str {
     }
 }
 
+/// nft's name for a family's address header: `ip` or `ip6`.
 pub fn ip_of(family: Family) -> &'static str {
     match family {
         Family::V4 => "ip",
@@ -111,6 +114,7 @@ pub fn ip_of(family: Family) -> &'static str {
     }
 }
 
+/// The suffix of a family's set names: `v4` or `v6`.
 pub fn suffix(family: Family) -> &'static str {
     match family {
         Family::V4 => "v4",
@@ -144,7 +148,7 @@ fn key_parts(family: Family, key: Key) -> Vec<(String, &'static str)> {
     parts
 }
 
-pub fn key_expr(family: Family, key: Key) -> String {
+pub(crate) fn key_expr(family: Family, key: Key) -> String {
     key_parts(family, key)
         .into_iter()
         .map(|(e, _)| e)
@@ -160,6 +164,7 @@ fn key_type(family: Family, key: Key) -> String {
         .join(" . ")
 }
 
+/// One set element as nft writes it: the parts `key` names, in key order, joined by ` . `.
 pub fn element_text(family: Family, key: Key, e: &Element) -> String {
     let mut parts = Vec::new();
     if key.src {
