@@ -10,6 +10,8 @@
 //! Starting with no loadable policy and no table installs a fail-closed baseline. Stopping never
 //! touches the table: a stopped daemon must not open the host.
 
+#![warn(missing_docs)]
+
 pub mod revoke;
 pub mod source;
 
@@ -34,12 +36,18 @@ use source::{Fetched, Fetcher, Source};
 /// How often a file or directory source is looked at between full cycles.
 const FILE_POLL: Duration = Duration::from_secs(1);
 
+/// How `palisade policy sync` runs: where the policy comes from, for which host, how often.
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
+    /// Where the policy is read.
     pub source: Source,
     /// A policy larger than this is refused (see `source.rs`).
     pub max_policy_bytes: u64,
+    /// This machine's name in the policy's `hosts`: the segments whose table it enforces. A
+    /// policy without it does not compile, and the last good one stays in force.
     pub host: String,
+    /// Time between full cycles. A file or directory source is also looked at every second (or
+    /// every `interval`, if shorter), and a change starts a cycle at once.
     pub interval: Duration,
     /// A policy to enforce when no policy has loaded yet and no table exists.
     pub baseline: Option<PathBuf>,
@@ -137,6 +145,8 @@ struct State {
     live_generation: Option<String>,
 }
 
+/// The host daemon: cycles of fetch, compile, compare and apply, with /ready (true once the
+/// live table has matched a policy) and /metrics on the admin port.
 pub struct Sync {
     config: SyncConfig,
     metrics: SyncMetrics,
@@ -161,6 +171,7 @@ impl AdminService for Sync {
 }
 
 impl Sync {
+    /// A daemon for `config`; nothing runs until [`Sync::run`].
     pub fn new(config: SyncConfig) -> Arc<Sync> {
         Arc::new(Sync {
             config,

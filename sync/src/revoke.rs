@@ -14,10 +14,15 @@ use palisade_policy::{decide, Endpoint, Policy, Protocol};
 /// One tracked flow, as `conntrack -L` prints its original direction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flow {
+    /// `tcp`, `udp` or `sctp`: lines of protocols without ports are skipped.
     pub protocol: Protocol,
+    /// The source address of the original direction.
     pub src: IpAddr,
+    /// The destination address of the original direction.
     pub dst: IpAddr,
+    /// The source port.
     pub sport: u16,
+    /// The destination port: the one the policy's rules match.
     pub dport: u16,
 }
 

@@ -24,8 +24,15 @@ pub const DEFAULT_MAX_POLICY_BYTES: u64 = 8 * 1024 * 1024;
 /// Why a `--source` names no source.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SourceError {
+    /// Starts with `http://` but does not parse as a URI.
     #[error("\"{text}\" is not a URL: {reason}")]
-    BadUrl { text: String, reason: String },
+    BadUrl {
+        /// The text as given.
+        text: String,
+        /// Why the URI parser refused it.
+        reason: String,
+    },
+    /// An `https://` source, which is not supported yet.
     #[error("https sources are not supported yet; serve the policy over http on a trusted network or mount it as a file")]
     Https,
 }
@@ -33,39 +40,74 @@ pub enum SourceError {
 /// Why a look at the source found no policy; the last good one stays in force.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
+    /// A file source cannot be opened or read.
     #[error("cannot read {path}: {error}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// The operating system's reason.
         error: std::io::Error,
     },
+    /// The policy is larger than the limit; none of it is used.
     #[error("{name}: the policy is larger than {limit} bytes")]
-    TooLarge { name: String, limit: u64 },
+    TooLarge {
+        /// The source, as [`Source::name`] names it.
+        name: String,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// The policy is not UTF-8; the source, as [`Source::name`] names it.
     #[error("{0}: the policy is not UTF-8 text")]
     NotUtf8(String),
+    /// An http fetch (connect, request and body) took more than 10 seconds.
     #[error("fetching {0} timed out")]
     Timeout(Uri),
+    /// The URL names no host to connect to.
     #[error("{0} has no host")]
     NoHost(Uri),
+    /// The TCP connection to the http source failed.
     #[error("cannot connect to {host}:{port}: {error}")]
     Connect {
+        /// The URL's host.
         host: String,
+        /// The URL's port, 80 when it names none.
         port: u16,
+        /// The operating system's reason.
         error: std::io::Error,
     },
+    /// The HTTP exchange failed after connecting.
     #[error("{uri}: {reason}")]
-    Http { uri: Uri, reason: String },
+    Http {
+        /// The URL fetched.
+        uri: Uri,
+        /// hyper's reason.
+        reason: String,
+    },
+    /// The server answered neither 200 nor 304.
     #[error("{uri} answered {status}")]
-    Status { uri: Uri, status: StatusCode },
+    Status {
+        /// The URL fetched.
+        uri: Uri,
+        /// The status it answered.
+        status: StatusCode,
+    },
 }
 
+/// Where the policy is read (see the module documentation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
+    /// A policy file, read whole at each look.
     File(PathBuf),
+    /// A directory holding [`DIR_FILE`], such as a ConfigMap mount; the file is opened anew at
+    /// each look, so symlink swaps are followed.
     Dir(PathBuf),
+    /// An `http://` URL, fetched with `If-None-Match` once a policy has been read from it.
     Url(Uri),
 }
 
 impl Source {
+    /// `http://…` is a URL, `https://…` an error, an existing directory a directory source, and
+    /// anything else a file (which need not exist yet).
     pub fn parse(s: &str) -> Result<Source, SourceError> {
         if s.starts_with("http://") {
             let uri: Uri =
@@ -100,7 +142,9 @@ impl Source {
 /// What one look at the source found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fetched {
+    /// The same policy text as at the last successful look, or a 304.
     Unchanged,
+    /// Policy text that differs from the last successful look's; the first look's always does.
     Changed(String),
 }
 
@@ -113,6 +157,7 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
+    /// Reads `source`, refusing a policy larger than `max_bytes` bytes.
     pub fn new(source: Source, max_bytes: u64) -> Self {
         Fetcher {
             source,
@@ -122,10 +167,13 @@ impl Fetcher {
         }
     }
 
+    /// The source it reads.
     pub fn source(&self) -> &Source {
         &self.source
     }
 
+    /// Looks at the source once. After an error the last policy seen is kept, so that the next
+    /// successful look is compared with it.
     pub async fn fetch(&mut self) -> Result<Fetched, FetchError> {
         let text = match self.source.clone() {
             Source::File(p) => read(&p, self.max_bytes)?,
