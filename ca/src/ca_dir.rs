@@ -21,26 +21,46 @@ pub const KEY_FILE: &str = "ca-key.pem";
 pub const CERT_FILE: &str = "ca-cert.pem";
 pub const BUNDLE_FILE: &str = "bundle.pem";
 
+/// Why a CA directory could not be created, written or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum CaDirError {
+    /// A CA (for [`CaDir::init_issuer`]: a root) is there already, and `force` was not given.
     #[error("a CA already exists in {0} (pass --force to replace it)")]
     AlreadyExists(PathBuf),
+    /// The directory exists but holds no CA key.
     #[error("{0} holds no CA (no {KEY_FILE}); create one with `palisade ca init`")]
     NoCa(PathBuf),
+    /// The directory does not exist.
     #[error("the CA directory {0} does not exist")]
     NoDirectory(PathBuf),
     // The underlying errors are part of the sentence, not a `source` chain, so that a CLI printing
     // the chain does not say them twice.
+    /// A file or directory could not be created, read or written.
     #[error("cannot {action} {path}: {error}")]
     Io {
+        /// What was being done: `read`, `write`, `create the directory`.
         action: &'static str,
+        /// The file or directory.
         path: PathBuf,
+        /// The operating system's reason.
         error: io::Error,
     },
+    /// The key and certificate do not make a CA, or making one failed.
     #[error("{path}: {error}")]
-    Ca { path: PathBuf, error: IssueError },
+    Ca {
+        /// The CA directory concerned.
+        path: PathBuf,
+        /// Why.
+        error: IssueError,
+    },
+    /// A certificate file or the bundle is not a valid trust bundle.
     #[error("{path}: {error}")]
-    Bundle { path: PathBuf, error: BundleError },
+    Bundle {
+        /// The file read.
+        path: PathBuf,
+        /// Why.
+        error: BundleError,
+    },
 }
 
 /// The directory a CA lives in.
@@ -50,22 +70,27 @@ pub struct CaDir {
 }
 
 impl CaDir {
+    /// The directory at `path`; nothing is read or created until used.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         CaDir { path: path.into() }
     }
 
+    /// The directory itself.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// `DIR/bundle.pem`: every root trusted now.
     pub fn bundle_path(&self) -> PathBuf {
         self.path.join(BUNDLE_FILE)
     }
 
+    /// `DIR/ca-cert.pem`: the CA certificate, then any chain up to (not including) the root.
     pub fn cert_path(&self) -> PathBuf {
         self.path.join(CERT_FILE)
     }
 
+    /// `DIR/ca-key.pem`: the CA's private key, mode 0600.
     pub fn key_path(&self) -> PathBuf {
         self.path.join(KEY_FILE)
     }

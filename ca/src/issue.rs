@@ -26,12 +26,15 @@ pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(45);
 /// The key algorithms a CA or workload key can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KeyType {
+    /// ECDSA on P-256 with SHA-256: the default, which every TLS stack reads.
     #[default]
     EcdsaP256,
+    /// Ed25519.
     Ed25519,
 }
 
 impl KeyType {
+    /// The name the command line takes and prints: `ecdsa-p256` or `ed25519`.
     pub fn name(self) -> &'static str {
         match self {
             KeyType::EcdsaP256 => "ecdsa-p256",
@@ -81,41 +84,59 @@ impl std::fmt::Display for KeyType {
     }
 }
 
+/// Why a certificate or CA was not made, or a CA not loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum IssueError {
+    /// A key type name other than `ecdsa-p256` and `ed25519`.
     #[error("unknown key type \"{0}\" (expected ecdsa-p256 or ed25519)")]
     UnknownKeyType(String),
+    /// The requested ID is a bare trust domain; a workload's ID has a path.
     #[error("a workload's SPIFFE ID needs a path, \"{0}\" has none")]
     IdWithoutPath(SpiffeId),
+    /// The requested ID is in another trust domain than the CA's.
     #[error("{id} is outside this CA's trust domain {trust_domain}")]
     OtherTrustDomain {
+        /// The ID asked for.
         id: SpiffeId,
+        /// The CA's trust domain.
         trust_domain: TrustDomain,
     },
+    /// A requested DNS SAN is not a valid DNS name (empty and trailing-dot names included).
     #[error("\"{0}\" is not a valid DNS name")]
     BadDnsName(String),
+    /// A TTL of zero.
     #[error("the lifetime must be longer than zero")]
     ZeroLifetime,
+    /// The CA is past its NotAfter (given), so it issues nothing.
     #[error("the CA certificate expired at {0}; it cannot issue anything")]
     CaExpired(OffsetDateTime),
+    /// The CSR does not parse.
     #[error("the certificate signing request is not valid DER")]
     BadCsr,
+    /// The CSR's signature does not verify: the caller has not shown that it holds the key.
     #[error("the certificate signing request's signature does not verify")]
     CsrSignature,
+    /// The CSR's key is neither ECDSA P-256 nor Ed25519.
     #[error(
         "the certificate signing request's key type is not supported (use ECDSA P-256 or Ed25519)"
     )]
     CsrKeyType,
+    /// The CA certificate does not parse.
     #[error("the CA certificate cannot be parsed")]
     BadCaCertificate,
+    /// The CA certificate lacks CA:true or keyCertSign.
     #[error("the CA certificate is not a CA (CA:true and keyCertSign are required)")]
     NotACa,
+    /// The CA certificate's URI SAN is not one trust domain ID (`spiffe://td`, no path).
     #[error("the CA certificate does not name a SPIFFE trust domain in its URI SAN")]
     CaWithoutTrustDomain,
+    /// The CA key is not the CA certificate's.
     #[error("the CA private key does not match the CA certificate")]
     KeyMismatch,
+    /// The CA key is not a PEM private key that rcgen can load; rcgen's reason.
     #[error("the CA private key cannot be read: {0}")]
     BadCaKey(rcgen::Error),
+    /// Making a key or signing failed; rcgen's reason.
     #[error("signing failed: {0}")]
     Crypto(rcgen::Error),
 }
@@ -123,12 +144,16 @@ pub enum IssueError {
 /// What the caller asks for in a leaf; the rest of the profile is not negotiable.
 #[derive(Debug, Clone)]
 pub struct LeafRequest {
+    /// The ID the leaf carries: it must have a path and be in the CA's trust domain.
     pub spiffe_id: SpiffeId,
+    /// How long the leaf is valid from now: not zero, and cut to the CA's own NotAfter.
     pub ttl: Duration,
+    /// DNS SANs beside the SPIFFE ID; none by default.
     pub dns_names: Vec<String>,
 }
 
 impl LeafRequest {
+    /// A request for `spiffe_id`, valid for `ttl`, without DNS names.
     pub fn new(spiffe_id: SpiffeId, ttl: Duration) -> Self {
         LeafRequest {
             spiffe_id,
@@ -145,8 +170,11 @@ pub struct IssuedCert {
     pub cert: CertificateDer<'static>,
     /// The certificates between it and a root, leaf's issuer first (empty when a root signed it).
     pub chain: Vec<CertificateDer<'static>>,
+    /// Start of validity: the time of issue minus [`CLOCK_SKEW_ALLOWANCE`].
     pub not_before: OffsetDateTime,
+    /// End of validity: the time of issue plus the TTL, never past the CA's own.
     pub not_after: OffsetDateTime,
+    /// The serial number: 16 random bytes, big-endian, positive.
     pub serial: Vec<u8>,
 }
 
@@ -269,10 +297,12 @@ impl CertificateAuthority {
         })
     }
 
+    /// The trust domain it issues for.
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.trust_domain
     }
 
+    /// Its own certificate (DER).
     pub fn certificate(&self) -> &CertificateDer<'static> {
         &self.cert
     }
@@ -282,6 +312,7 @@ impl CertificateAuthority {
         &self.chain
     }
 
+    /// When its certificate expires; nothing it issues outlives it.
     pub fn not_after(&self) -> OffsetDateTime {
         self.not_after
     }

@@ -7,6 +7,8 @@
 //! - [`CaDir`]: a CA's state on disk (key 0600, written atomically).
 //! - [`files::write_atomic`]: how every key and certificate reaches the disk.
 
+#![warn(missing_docs)]
+
 mod ca_dir;
 pub mod files;
 mod issue;
