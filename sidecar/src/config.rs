@@ -13,22 +13,39 @@ use serde::Deserialize;
 
 use palisade_identity::IdPattern;
 
+/// Why a configuration was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file cannot be read.
     #[error("cannot read {path}: {error}")]
     Read {
+        /// The configuration file.
         path: PathBuf,
+        /// The operating system's reason.
         error: std::io::Error,
     },
+    /// Not valid YAML, an unknown field, or a value of the wrong form (an address, a SPIFFE ID
+    /// pattern, a duration).
     #[error("{path}:{line}:{column}: {message}")]
     Syntax {
+        /// The configuration file.
         path: PathBuf,
+        /// Line, from 1.
         line: usize,
+        /// Column, from 1.
         column: usize,
+        /// The YAML parser's message, without its location.
         message: String,
     },
+    /// Well-formed, but a check across fields failed: no listener, two listeners with one name,
+    /// a non-loopback admin address, a zero limit, and so on.
     #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The configuration file.
+        path: PathBuf,
+        /// What is wrong, naming the listener concerned.
+        message: String,
+    },
 }
 
 /// The whole configuration of one sidecar.
@@ -43,10 +60,13 @@ pub struct SidecarConfig {
     /// Plaintext from the app, mTLS out.
     #[serde(default)]
     pub outbound: Vec<OutboundConfig>,
+    /// The admin server: /live, /ready, /metrics and POST /shutdown.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Timeouts, connection caps and the buffer size, for every listener.
     #[serde(default)]
     pub limits: Limits,
+    /// TLS options for every listener.
     #[serde(default)]
     pub tls: TlsSettings,
     /// Runtime worker threads; default: one per CPU. 1 runs everything on one thread.
@@ -54,6 +74,7 @@ pub struct SidecarConfig {
     pub workers: Option<usize>,
 }
 
+/// Where this workload's certificate, key and bundle are, and how often they are re-read.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
@@ -69,9 +90,12 @@ pub struct IdentityConfig {
     pub reload_interval: Duration,
 }
 
+/// One inbound listener: terminates mTLS, admits peers by `allow` or by `policy` (exactly one of
+/// them), and forwards plaintext to the app.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InboundConfig {
+    /// Unique among all listeners; names the listener in logs and metrics.
     pub name: String,
     /// Where peers connect with mTLS.
     pub listen: SocketAddr,
@@ -97,9 +121,12 @@ pub struct PolicyAdmission {
     pub port: Option<u16>,
 }
 
+/// One outbound listener: takes plaintext from the app and opens mTLS to one peer, whose ID must
+/// match `expect`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboundConfig {
+    /// Unique among all listeners; names the listener in logs and metrics.
     pub name: String,
     /// Where the app connects in plaintext; normally on loopback.
     pub listen: SocketAddr,
@@ -113,6 +140,7 @@ pub struct OutboundConfig {
     pub allow_non_loopback: bool,
 }
 
+/// The admin server's settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
@@ -129,6 +157,7 @@ impl Default for AdminConfig {
     }
 }
 
+/// What one peer or app may hold of the sidecar's time and memory; every field has a default.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -176,6 +205,7 @@ impl Default for Limits {
     }
 }
 
+/// TLS options shared by every listener.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {

@@ -30,25 +30,36 @@ use crate::admission::PolicyFiles;
 use crate::config::{IdentityConfig, InboundConfig, OutboundConfig, SidecarConfig};
 use crate::metrics::{Metrics, ReloadLabels};
 
+/// Why the identity files were not taken; the credentials in use, if any, stay.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
+    /// An identity file cannot be read.
     #[error("cannot read {path}: {error}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// The operating system's reason.
         error: std::io::Error,
     },
+    /// The certificate file holds no `CERTIFICATE` block.
     #[error("the certificate file holds no PEM certificate")]
     NoCertificate,
+    /// The key file holds no PKCS#8, SEC1 or PKCS#1 private key.
     #[error("the key file holds no PEM private key")]
     NoKey,
+    /// rustls cannot sign with the key (an unsupported algorithm, or malformed).
     #[error("the private key cannot be used: {0}")]
     BadKey(rustls::Error),
+    /// The key is not the certificate's: often a rotation caught halfway.
     #[error("the private key does not belong to the certificate")]
     KeyMismatch,
+    /// Our certificate carries no single valid SPIFFE ID, or does not parse.
     #[error("our own certificate is not an X.509-SVID: {0}")]
     NotAnSvid(SvidError),
+    /// The bundle is not a valid trust bundle for our trust domain.
     #[error("the trust bundle is not usable: {0}")]
     Bundle(BundleError),
+    /// Our own chain does not verify against the bundle (another CA, expired, ...).
     #[error("our own certificate does not verify against the trust bundle: {0}")]
     Untrusted(SvidError),
 }
@@ -56,10 +67,15 @@ pub enum CredentialError {
 /// Certificate, key and bundle that belong together and check out.
 #[derive(Debug)]
 pub struct Credentials {
+    /// The SPIFFE ID our certificate carries.
     pub id: SpiffeId,
+    /// Our chain and signing key, as rustls presents them.
     pub certified_key: Arc<CertifiedKey>,
+    /// The roots peers' chains must verify to: our own trust domain's bundle only.
     pub bundles: Arc<TrustBundleSet>,
+    /// When our certificate expires.
     pub not_after: OffsetDateTime,
+    /// How many roots the bundle holds.
     pub roots: usize,
 }
 
@@ -360,9 +376,13 @@ pub(crate) struct IdentityWatcher {
 /// What one look at the files did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReloadOutcome {
+    /// The files hold what was last tried: nothing was done.
     Unchanged,
+    /// New files checked out, and every listener's new handshakes use them.
     Loaded,
+    /// New files did not check out, on two looks 200 ms apart; what was in use stays.
     Refused,
+    /// A file could not be read; what was in use stays.
     Unreadable,
 }
 

@@ -16,6 +16,8 @@
 //! ways). `identity.rs` keeps the TLS configs current, `admission.rs` the policies; `admin.rs` and
 //! `metrics.rs` report.
 
+#![warn(missing_docs)]
+
 mod accept;
 mod admin;
 mod admission;
@@ -47,12 +49,17 @@ use crate::admission::{PolicyFiles, PolicyWatcher};
 use crate::identity::{IdentityWatcher, ListenerTls};
 use crate::metrics::{Direction, Metrics};
 
+/// Why a sidecar could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SidecarError {
+    /// A listen address could not be bound (in use, not a local address, no permission).
     #[error("cannot listen on {address} for {listener}: {error}")]
     Bind {
+        /// Which listener, as the message says it: `the admin server`, `inbound listener "api"`.
         listener: String,
+        /// The address it was to listen on.
         address: SocketAddr,
+        /// The operating system's reason.
         error: std::io::Error,
     },
 }
@@ -109,8 +116,11 @@ fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
 /// The addresses a bound sidecar listens on, by listener name.
 #[derive(Debug, Clone)]
 pub struct Addresses {
+    /// The admin server's address.
     pub admin: SocketAddr,
+    /// Each inbound listener's name and address, in configuration order.
     pub inbound: Vec<(String, SocketAddr)>,
+    /// Each outbound listener's name and address, in configuration order.
     pub outbound: Vec<(String, SocketAddr)>,
 }
 
@@ -124,6 +134,7 @@ pub struct BoundSidecar {
 }
 
 impl BoundSidecar {
+    /// The addresses bound: for a configured port 0, the port the kernel chose.
     pub fn addresses(&self) -> Addresses {
         let addr = |l: &TcpListener| l.local_addr().expect("bound socket has an address");
         Addresses {

@@ -11,7 +11,9 @@ use prometheus_client::registry::Registry;
 /// `direction` label: `inbound` (mTLS in, plaintext to the app) or `outbound`.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Direction {
+    /// mTLS in from a peer, plaintext on to the app.
     Inbound,
+    /// Plaintext in from the app, mTLS on to a peer.
     Outbound,
 }
 
@@ -28,29 +30,41 @@ impl Direction {
 const APP_TO_PEER: &str = "app_to_peer";
 const PEER_TO_APP: &str = "peer_to_app";
 
+/// Labels of per-listener metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
+    /// The listener's configured name.
     pub listener: String,
+    /// `inbound` or `outbound`.
     pub direction: &'static str,
 }
 
+/// Labels of refused and closed connections: the listener, and why.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
+    /// The listener's configured name.
     pub listener: String,
+    /// `inbound` or `outbound`.
     pub direction: &'static str,
+    /// Why: a refusal's reason (`not_admitted`, ...) or how a relay ended (`idle_timeout`, ...).
     pub reason: &'static str,
 }
 
+/// Labels of the byte counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BytesLabels {
+    /// The listener's configured name.
     pub listener: String,
+    /// `app_to_peer` or `peer_to_app`.
     pub flow: &'static str,
 }
 
 /// `files`: `identity` (certificate, key and bundle, loaded together) or `policy`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
+    /// `identity` or `policy`.
     pub files: &'static str,
+    /// `success` or `failure`.
     pub result: &'static str,
 }
 
@@ -70,9 +84,13 @@ pub struct Metrics {
     closed: Family<ReasonLabels, Counter>,
     bytes: Family<BytesLabels, Counter>,
     handshake_seconds: HistogramFamily,
+    /// NotAfter of the certificate in use, Unix seconds; 0 until one has loaded.
     pub certificate_expiry_seconds: Gauge,
+    /// Attempts to load changed identity or policy files, by result.
     pub reloads: Family<ReloadLabels, Counter>,
+    /// Roots in the trust bundle in use.
     pub bundle_roots: Gauge,
+    /// 1 once shutdown has begun.
     pub draining: Gauge,
 }
 
@@ -83,6 +101,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric registered, at zero, under the prefix `palisade_sidecar`.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("palisade_sidecar");
         let opened = Family::default();
@@ -193,20 +212,28 @@ impl Metrics {
 pub struct ListenerMetrics {
     name: String,
     direction: Direction,
+    /// Connections accepted.
     pub opened: Counter,
+    /// Connections open now.
     pub active: Gauge,
+    /// Seconds from accept (inbound) or connect (outbound) to a finished mTLS handshake.
     pub handshake_seconds: Histogram,
+    /// Bytes from the app sent on to the peer.
     pub app_to_peer: Counter,
+    /// Bytes from the peer delivered to the app.
     pub peer_to_app: Counter,
     refused: Family<ReasonLabels, Counter>,
     closed: Family<ReasonLabels, Counter>,
 }
 
 impl ListenerMetrics {
+    /// Counts a connection refused before any byte was forwarded, with its reason label.
     pub fn refused(&self, reason: &'static str) {
         self.refused.get_or_create(&self.reason(reason)).inc();
     }
 
+    /// Counts a forwarded connection that ended, with how it ended
+    /// ([`crate::relay::RelayEnd::reason`]).
     pub fn closed(&self, reason: &'static str) {
         self.closed.get_or_create(&self.reason(reason)).inc();
     }

@@ -15,10 +15,15 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+/// A relay's timeouts and buffer size, from the configuration's `limits`.
 #[derive(Debug, Clone, Copy)]
 pub struct RelayLimits {
+    /// No byte either way for this long ends the relay.
     pub idle_timeout: Duration,
+    /// Once one direction has finished, no byte for this long ends the relay (capped at
+    /// `idle_timeout`).
     pub half_close_timeout: Duration,
+    /// Bytes buffered per direction; allocated on a direction's first read.
     pub buffer_size: usize,
 }
 
@@ -27,11 +32,14 @@ pub struct RelayLimits {
 pub enum RelayEnd {
     /// Both sides finished sending; everything was delivered.
     Finished,
+    /// No byte moved either way for `idle_timeout`.
     IdleTimeout,
+    /// One direction had finished and nothing moved for `half_close_timeout`.
     HalfCloseTimeout,
     /// A TLS side ended without close_notify: what it sent may have been cut short by someone
     /// on the path, so the relay stops instead of passing on a clean end of stream.
     Truncated,
+    /// Reading or writing failed.
     Error(io::Error),
 }
 
