@@ -61,10 +61,15 @@ fn main() -> ExitCode {
         #[cfg(feature = "tools")]
         Command::Policy(commands::policy::PolicyCommand::Sync(_)) => true,
         #[cfg(feature = "tools")]
+        Command::Ca(commands::ca::CaCommand::Serve(_)) => true,
+        #[cfg(feature = "tools")]
+        Command::Cert(commands::cert::CertCommand::Renew(args)) => args.watch,
+        #[cfg(feature = "tools")]
         _ => false,
     };
     init_logging(cli.log_format, if is_service { "info" } else { "warn" });
-    let mut stdout = std::io::stdout().lock();
+    // Not locked for the whole run: services (ca serve's audit lines) write from other threads.
+    let mut stdout = std::io::stdout();
     let result = match cli.command {
         #[cfg(feature = "tools")]
         Command::Ca(cmd) => commands::ca::run(cmd, &mut stdout),

@@ -119,14 +119,65 @@ impl CaDir {
                 path: self.bundle_path(),
                 error,
             })?;
-        self.write(&self.key_path(), ca.key_pem().as_bytes(), PRIVATE)?;
-        self.write(
-            &self.cert_path(),
-            crate::pem::certificate_to_pem(ca.certificate()).as_bytes(),
-            PUBLIC,
-        )?;
-        self.write(&self.bundle_path(), bundle.to_pem().as_bytes(), PUBLIC)?;
+        self.install(&ca, &bundle)?;
         Ok((ca, bundle))
+    }
+
+    /// Makes (or replaces: that is an issuer rotation) an issuing CA here, signed by the root in
+    /// `root`, and copies the root's bundle beside it: what `palisade ca serve` runs from, so the
+    /// root key can stay offline. A directory holding a root is never replaced unless `force`.
+    pub fn init_issuer(
+        &self,
+        root: &CaDir,
+        key_type: KeyType,
+        ttl: Duration,
+        force: bool,
+    ) -> Result<(CertificateAuthority, TrustBundle), CaDirError> {
+        let (root_ca, bundle) = root.load()?;
+        if !root_ca.is_root() {
+            return Err(CaDirError::Ca {
+                path: root.path.clone(),
+                error: IssueError::NotARoot,
+            });
+        }
+        create_private_dir(&self.path)?;
+        if !force && self.key_path().exists() {
+            if let Ok((existing, _)) = self.load() {
+                if existing.is_root() {
+                    return Err(CaDirError::AlreadyExists(self.path.clone()));
+                }
+            }
+        }
+        let issuer = root_ca
+            .generate_issuer(key_type, ttl)
+            .map_err(|error| CaDirError::Ca {
+                path: root.path.clone(),
+                error,
+            })?;
+        self.install(&issuer, &bundle)?;
+        Ok((issuer, bundle))
+    }
+
+    /// Writes a CA's key and certificate (with its chain) and a bundle here, key first. A reader
+    /// that catches a new key beside the old certificate finds them not matching and keeps what
+    /// it had (`palisade ca serve` looks again at its next reload).
+    pub fn install(
+        &self,
+        ca: &CertificateAuthority,
+        bundle: &TrustBundle,
+    ) -> Result<(), CaDirError> {
+        let cert_pem: String = std::iter::once(ca.certificate())
+            .chain(ca.chain())
+            .map(crate::pem::certificate_to_pem)
+            .collect();
+        self.write(&self.key_path(), ca.key_pem().as_bytes(), PRIVATE)?;
+        self.write(&self.cert_path(), cert_pem.as_bytes(), PUBLIC)?;
+        self.write_bundle(bundle)
+    }
+
+    /// Replaces the trust bundle.
+    pub fn write_bundle(&self, bundle: &TrustBundle) -> Result<(), CaDirError> {
+        self.write(&self.bundle_path(), bundle.to_pem().as_bytes(), PUBLIC)
     }
 
     /// Loads the CA and its trust bundle, checking that key and certificate belong together.
@@ -172,14 +223,7 @@ impl CaDir {
 
 /// Creates `path` (mode 0700) if it is missing; an existing directory is kept as it is.
 pub(crate) fn create_private_dir(path: &Path) -> Result<(), CaDirError> {
-    use std::os::unix::fs::DirBuilderExt;
-    if path.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
+    palisade_identity::files::create_private_dir(path)
         .map_err(|source| io_error("create the directory", path, source))
 }
 

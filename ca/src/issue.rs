@@ -121,6 +121,9 @@ pub enum IssueError {
         "the certificate signing request's key type is not supported (use ECDSA P-256 or Ed25519)"
     )]
     CsrKeyType,
+    /// An issuing CA was asked of a CA that is itself an issuer.
+    #[error("an issuer can only be made from a root CA (this CA is itself an issuer)")]
+    NotARoot,
     /// The CA certificate does not parse.
     #[error("the CA certificate cannot be parsed")]
     BadCaCertificate,
@@ -188,6 +191,31 @@ impl IssuedCert {
     }
 }
 
+/// A CSR whose signature verifies and whose key is of a type we sign for: the caller holds the
+/// key. Checking apart from issuing lets a service refuse a bad CSR before it spends a one-time
+/// credential on it.
+#[derive(Debug, Clone)]
+pub struct CheckedCsr {
+    spki_der: Vec<u8>,
+}
+
+impl CheckedCsr {
+    /// Parses `csr_der`, verifies its signature and checks its key type.
+    pub fn check(csr_der: &[u8]) -> Result<CheckedCsr, IssueError> {
+        let (_, csr) =
+            X509CertificationRequest::from_der(csr_der).map_err(|_| IssueError::BadCsr)?;
+        csr.verify_signature()
+            .map_err(|_| IssueError::CsrSignature)?;
+        let spki = &csr.certification_request_info.subject_pki;
+        if KeyType::of_spki(spki).is_none() {
+            return Err(IssueError::CsrKeyType);
+        }
+        Ok(CheckedCsr {
+            spki_der: spki.raw.to_vec(),
+        })
+    }
+}
+
 /// A signing authority for one trust domain: its certificate and private key.
 pub struct CertificateAuthority {
     trust_domain: TrustDomain,
@@ -217,27 +245,14 @@ impl CertificateAuthority {
         key_type: KeyType,
         ttl: Duration,
     ) -> Result<Self, IssueError> {
-        if ttl.is_zero() {
-            return Err(IssueError::ZeroLifetime);
-        }
         let key = key_type.generate()?;
         let now = now_in_whole_seconds();
-        let mut params = CertificateParams::default();
-        params.serial_number = Some(random_serial());
-        params.not_before = now - CLOCK_SKEW_ALLOWANCE;
-        params.not_after = now + ttl;
-        // A subject of its own for every CA: verifiers that meet two roots with one subject try
-        // both and can give up (spiffe/spire#4415). The key identifier is the key's SHA-256.
-        let mut subject = DistinguishedName::new();
-        subject.push(DnType::OrganizationName, trust_domain.as_str());
-        subject.push(
-            DnType::CommonName,
-            format!("Palisade CA {}", hex(&random_bytes::<6>())),
-        );
-        params.distinguished_name = subject;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.subject_alt_names = vec![uri_san(&trust_domain.id())?];
+        let params = ca_params(
+            trust_domain,
+            BasicConstraints::Unconstrained,
+            now,
+            now + nonzero(ttl)?,
+        )?;
         let cert = params.self_signed(&key).map_err(IssueError::Crypto)?;
         Ok(CertificateAuthority {
             trust_domain: trust_domain.clone(),
@@ -247,6 +262,44 @@ impl CertificateAuthority {
             not_after: params.not_after,
             issuer: Issuer::new(params, key),
         })
+    }
+
+    /// Makes a new issuing (intermediate) CA under this root, so that the root's key can stay
+    /// offline: CA:true with pathLen 0 (it signs leaves only), the trust domain's ID, valid for
+    /// `ttl` but never past the root. Its leaves present the chain leaf → issuer; bundles hold
+    /// roots only.
+    pub fn generate_issuer(&self, key_type: KeyType, ttl: Duration) -> Result<Self, IssueError> {
+        if !self.is_root {
+            return Err(IssueError::NotARoot);
+        }
+        let now = now_in_whole_seconds();
+        if now >= self.not_after {
+            return Err(IssueError::CaExpired(self.not_after));
+        }
+        let key = key_type.generate()?;
+        let mut params = ca_params(
+            &self.trust_domain,
+            BasicConstraints::Constrained(0),
+            now,
+            (now + nonzero(ttl)?).min(self.not_after),
+        )?;
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(IssueError::Crypto)?;
+        Ok(CertificateAuthority {
+            trust_domain: self.trust_domain.clone(),
+            cert: cert.der().clone(),
+            chain: Vec::new(),
+            is_root: false,
+            not_after: params.not_after,
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// Whether this CA is a self-signed root (else an issuer under one).
+    pub fn is_root(&self) -> bool {
+        self.is_root
     }
 
     /// Loads a CA from its certificate (DER) and PKCS#8 private key (PEM), checking that they
@@ -330,16 +383,17 @@ impl CertificateAuthority {
         csr_der: &[u8],
         request: &LeafRequest,
     ) -> Result<IssuedCert, IssueError> {
-        let (_, csr) =
-            X509CertificationRequest::from_der(csr_der).map_err(|_| IssueError::BadCsr)?;
-        csr.verify_signature()
-            .map_err(|_| IssueError::CsrSignature)?;
-        let spki = &csr.certification_request_info.subject_pki;
-        if KeyType::of_spki(spki).is_none() {
-            return Err(IssueError::CsrKeyType);
-        }
-        let public_key =
-            rcgen::SubjectPublicKeyInfo::from_der(spki.raw).map_err(|_| IssueError::CsrKeyType)?;
+        self.issue_for_csr(&CheckedCsr::check(csr_der)?, request)
+    }
+
+    /// Issues a leaf for a CSR already checked with [`CheckedCsr::check`].
+    pub fn issue_for_csr(
+        &self,
+        csr: &CheckedCsr,
+        request: &LeafRequest,
+    ) -> Result<IssuedCert, IssueError> {
+        let public_key = rcgen::SubjectPublicKeyInfo::from_der(&csr.spki_der)
+            .map_err(|_| IssueError::CsrKeyType)?;
         self.issue_for_key(&public_key, request)
     }
 
@@ -409,6 +463,43 @@ impl CertificateAuthority {
             serial: serial.to_bytes(),
         })
     }
+}
+
+/// The profile every CA certificate of ours shares. A subject of its own for every CA: verifiers
+/// that meet two CAs with one subject try both and can give up (spiffe/spire#4415). The key
+/// identifier is the key's SHA-256.
+fn ca_params(
+    trust_domain: &TrustDomain,
+    constraints: BasicConstraints,
+    now: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams, IssueError> {
+    let mut params = CertificateParams::default();
+    params.serial_number = Some(random_serial());
+    params.not_before = now - CLOCK_SKEW_ALLOWANCE;
+    params.not_after = not_after;
+    let mut subject = DistinguishedName::new();
+    subject.push(DnType::OrganizationName, trust_domain.as_str());
+    let role = match constraints {
+        BasicConstraints::Unconstrained => "CA",
+        BasicConstraints::Constrained(_) => "issuer",
+    };
+    subject.push(
+        DnType::CommonName,
+        format!("Palisade {role} {}", hex(&random_bytes::<6>())),
+    );
+    params.distinguished_name = subject;
+    params.is_ca = IsCa::Ca(constraints);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.subject_alt_names = vec![uri_san(&trust_domain.id())?];
+    Ok(params)
+}
+
+fn nonzero(ttl: Duration) -> Result<Duration, IssueError> {
+    if ttl.is_zero() {
+        return Err(IssueError::ZeroLifetime);
+    }
+    Ok(ttl)
 }
 
 fn uri_san(id: &SpiffeId) -> Result<SanType, IssueError> {

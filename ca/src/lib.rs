@@ -4,18 +4,23 @@
 //!
 //! - [`CertificateAuthority`]: a trust domain's root; issues X.509-SVIDs from CSRs
 //!   ([`CertificateAuthority::issue_from_csr`]) or with a key made for the caller.
-//! - [`CaDir`]: a CA's state on disk (key 0600, written atomically).
-//! - [`files::write_atomic`]: how every key and certificate reaches the disk.
+//! - [`CaDir`]: a CA's state on disk (key 0600, written atomically); [`CaDir::init_issuer`] makes
+//!   an issuing CA under a root so the root key can stay offline.
+//! - [`RootRotation`]: prepare, activate, retire a new root, each step refused while unsafe.
+//! - [`JoinTokens`]: one-time tokens bound to a SPIFFE ID, stored hashed, consumed atomically.
 
 #![warn(missing_docs)]
 
 mod ca_dir;
-pub mod files;
 mod issue;
+mod join_token;
+mod rotation;
 
 pub use ca_dir::{CaDir, CaDirError};
 pub use issue::{
-    private_key_pem, CertificateAuthority, IssueError, IssuedCert, KeyType, LeafRequest,
-    CLOCK_SKEW_ALLOWANCE,
+    private_key_pem, CertificateAuthority, CheckedCsr, IssueError, IssuedCert, KeyType,
+    LeafRequest, CLOCK_SKEW_ALLOWANCE,
 };
+pub use join_token::{JoinTokenRefusal, JoinTokens, TOKEN_PREFIX};
 pub use palisade_identity::*;
+pub use rotation::{activate_wait, retire_wait, RootRotation, RotationError, RotationState};

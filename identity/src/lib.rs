@@ -6,7 +6,9 @@
 //!   peer's ID; [`SpiffeServerVerifier`] and [`SpiffeClientVerifier`] are the same check for rustls.
 //! - [`IdPattern`], [`AllowList`]: SPIFFE ID patterns (`*`, trailing `/**`) saying who is admitted.
 //! - [`CertInfo`]: what `palisade cert inspect` reports about a certificate.
-//! - [`pem`]: certificates, chains and keys as files hold them.
+//! - [`pem`]: certificates, chains and keys as files hold them; [`files`]: writing them atomically;
+//!   [`SvidDir`]: a workload's key, certificate and bundle in one directory.
+//! - [`ca_api`]: the CA service's requests, answers and error codes, shared by server and clients.
 //!
 //! Where a presented certificate travels: `tls.rs` (rustls asks) → `verify_cache.rs` (seen these
 //! bytes?) → `svid.rs` (leaf profile, bundle of its trust domain, webpki chain) → an
@@ -14,11 +16,14 @@
 
 #![warn(missing_docs)]
 
+pub mod ca_api;
+pub mod files;
 mod inspect;
 mod pattern;
 pub mod pem;
 mod spiffe_id;
 mod svid;
+mod svid_dir;
 mod tls;
 mod verify_cache;
 
@@ -30,7 +35,8 @@ pub use svid::{
     check_leaf, not_after, spiffe_id_of, uri_sans, verify_svid, BundleError, PeerRole, SvidError,
     TrustBundle, TrustBundleSet,
 };
+pub use svid_dir::{SvidDir, SvidDirError};
 pub use tls::{
-    peer_error, peer_spiffe_id, AnyTrustedId, AuthorizeId, ExactId, PeerError,
-    SpiffeClientVerifier, SpiffeServerVerifier,
+    peer_error, peer_spiffe_id, AnyTrustedId, AuthorizeId, DeferredClientVerifier, ExactId,
+    PeerError, SpiffeClientVerifier, SpiffeServerVerifier,
 };

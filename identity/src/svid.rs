@@ -153,6 +153,9 @@ pub enum BundleError {
         /// The ID it carries.
         id: SpiffeId,
     },
+    /// No root carries a `spiffe://<trust-domain>` URI SAN to say which trust domain it is for.
+    #[error("no bundle certificate names its trust domain (a URI SAN spiffe://<trust-domain>)")]
+    NoTrustDomain,
     /// A certificate carries the ID of another trust domain than the bundle's.
     #[error("bundle certificate {index} belongs to trust domain {found}, not {expected}")]
     OtherTrustDomain {
@@ -235,6 +238,21 @@ impl TrustBundle {
     /// Reads a bundle from PEM (any number of `CERTIFICATE` blocks).
     pub fn from_pem(trust_domain: TrustDomain, pem: &[u8]) -> Result<Self, BundleError> {
         TrustBundle::new(trust_domain, crate::pem::certificates_from_pem(pem)?)
+    }
+
+    /// Reads a bundle whose roots name their trust domain (the `spiffe://<td>` URI SAN every
+    /// Palisade CA carries): what a client holding only `bundle.pem` starts from.
+    pub fn from_pem_own_domain(pem: &[u8]) -> Result<Self, BundleError> {
+        let roots = crate::pem::certificates_from_pem(pem)?;
+        let trust_domain = roots
+            .iter()
+            .find_map(|der| {
+                let (_, cert) = X509Certificate::from_der(der).ok()?;
+                signing_cert_id(&cert).ok().flatten()
+            })
+            .map(|id| id.trust_domain().clone())
+            .ok_or(BundleError::NoTrustDomain)?;
+        TrustBundle::new(trust_domain, roots)
     }
 
     /// The trust domain whose IDs this bundle vouches for.

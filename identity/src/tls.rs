@@ -285,3 +285,78 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         self.0.schemes()
     }
 }
+
+/// Asks for a client certificate, requires none, and checks only that a client presenting one
+/// holds its key (the TLS 1.3 CertificateVerify signature). The application must verify the
+/// chain itself, with [`crate::verify_svid`], before it trusts anything about the peer: the CA
+/// service does so that a renewal with an expired certificate gets an answer in words and a code,
+/// not a bare TLS alert, and so that a caller without a certificate can still ask to bootstrap.
+#[derive(Debug)]
+pub struct DeferredClientVerifier {
+    provider: Arc<CryptoProvider>,
+}
+
+impl DeferredClientVerifier {
+    /// A verifier checking handshake signatures with `provider`'s algorithms.
+    pub fn new(provider: Arc<CryptoProvider>) -> Arc<Self> {
+        Arc::new(DeferredClientVerifier { provider })
+    }
+}
+
+impl ClientCertVerifier for DeferredClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        // Deferred by design (see the type's doc): the chain is verified by the application.
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use palisade_identity::IdPattern;
+use palisade_identity::{IdPattern, SpiffeId};
 
 /// Why a configuration was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -74,20 +74,106 @@ pub struct SidecarConfig {
     pub workers: Option<usize>,
 }
 
-/// Where this workload's certificate, key and bundle are, and how often they are re-read.
+/// Where this workload's identity comes from: three files (`cert`, `key`, `bundle`), re-read to
+/// pick up rotations, or the CA service (`ca`), from which the sidecar gets and renews its
+/// certificate itself, keeping the key in memory only. Exactly one of the two.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
     /// PEM: this workload's certificate, then its chain. Relative paths are relative to the
     /// configuration file.
-    pub cert: PathBuf,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
     /// PEM: the certificate's private key (PKCS#8, SEC1 or PKCS#1).
-    pub key: PathBuf,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
     /// PEM: the roots trusted for this workload's trust domain.
-    pub bundle: PathBuf,
-    /// How often the three files are re-read to pick up rotations.
+    #[serde(default)]
+    pub bundle: Option<PathBuf>,
+    /// The CA service to get and renew the certificate from, instead of files.
+    #[serde(default)]
+    pub ca: Option<CaSourceConfig>,
+    /// How often the files (the three identity files, and policy files) are re-read.
     #[serde(default = "defaults::reload_interval", with = "humantime_serde")]
     pub reload_interval: Duration,
+}
+
+/// The identity files, once the configuration has been checked to name all three.
+#[derive(Debug, Clone)]
+pub struct IdentityFiles {
+    /// `identity.cert`.
+    pub cert: PathBuf,
+    /// `identity.key`.
+    pub key: PathBuf,
+    /// `identity.bundle`.
+    pub bundle: PathBuf,
+}
+
+/// Where an identity comes from, as checked.
+#[derive(Debug, Clone)]
+pub enum IdentitySource {
+    /// Three files, re-read every `reload_interval`.
+    Files(IdentityFiles),
+    /// The CA service.
+    Ca(CaSourceConfig),
+}
+
+impl IdentityConfig {
+    /// The source the configuration names; `None` for a combination that [`SidecarConfig::load`]
+    /// refuses (a config built by hand can hold one).
+    pub fn source(&self) -> Option<IdentitySource> {
+        match (&self.ca, &self.cert, &self.key, &self.bundle) {
+            (Some(ca), None, None, None) => Some(IdentitySource::Ca(ca.clone())),
+            (None, Some(cert), Some(key), Some(bundle)) => {
+                Some(IdentitySource::Files(IdentityFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    bundle: bundle.clone(),
+                }))
+            }
+            _ => None,
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let files = [&self.cert, &self.key, &self.bundle];
+        let named = files.iter().filter(|f| f.is_some()).count();
+        match (&self.ca, named) {
+            (Some(_), 0) | (None, 3) => Ok(()),
+            (Some(_), _) => Err(
+                "identity: give either ca or the files cert, key and bundle, \
+                                 not both (the CA's roots are ca.bundle)"
+                    .into(),
+            ),
+            (None, _) => Err(
+                "identity: give the three files cert, key and bundle, or ca \
+                              (a CA service to get the certificate from)"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// The CA service a sidecar gets its certificate from (`palisade ca serve`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaSourceConfig {
+    /// `https://host[:port]`.
+    pub url: String,
+    /// The SPIFFE ID the CA service must present.
+    pub server_id: SpiffeId,
+    /// PEM: the roots that authenticate the CA service at first; afterwards the bundle that
+    /// comes with each certificate is used (so a root rotation reaches the sidecar).
+    pub bundle: PathBuf,
+    /// A Kubernetes projected service-account token (re-read at each use: kubelet rotates it).
+    #[serde(default)]
+    pub service_account_token: Option<PathBuf>,
+    /// A file holding a one-time join token from `palisade ca token`.
+    #[serde(default)]
+    pub join_token_file: Option<PathBuf>,
+    /// The ID the credential must yield; the sidecar refuses a certificate for another.
+    #[serde(default)]
+    pub spiffe_id: Option<SpiffeId>,
 }
 
 /// One inbound listener: terminates mTLS, admits peers by `allow` or by `policy` (exactly one of
@@ -243,14 +329,17 @@ impl SidecarConfig {
                 .inbound
                 .iter_mut()
                 .filter_map(|l| l.policy.as_mut().map(|p| &mut p.file));
-            for file in [
-                &mut config.identity.cert,
-                &mut config.identity.key,
-                &mut config.identity.bundle,
-            ]
-            .into_iter()
-            .chain(policies)
-            {
+            let identity = &mut config.identity;
+            let ca_files = identity.ca.as_mut().into_iter().flat_map(|ca| {
+                std::iter::once(&mut ca.bundle)
+                    .chain(ca.service_account_token.as_mut())
+                    .chain(ca.join_token_file.as_mut())
+            });
+            let files = [&mut identity.cert, &mut identity.key, &mut identity.bundle]
+                .into_iter()
+                .flatten()
+                .chain(ca_files);
+            for file in files.chain(policies) {
                 if file.is_relative() {
                     *file = dir.join(&*file);
                 }
@@ -281,6 +370,14 @@ impl SidecarConfig {
     }
 
     fn check(&self) -> Result<(), String> {
+        self.identity.check()?;
+        if let Some(ca) = &self.identity.ca {
+            if ca.service_account_token.is_some() && ca.join_token_file.is_some() {
+                return Err(
+                    "identity.ca: give service_account_token or join_token_file, not both".into(),
+                );
+            }
+        }
         if self.inbound.is_empty() && self.outbound.is_empty() {
             return Err("no listener: add at least one entry under inbound or outbound".into());
         }

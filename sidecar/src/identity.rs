@@ -27,7 +27,7 @@ use rustls_pki_types::UnixTime;
 use time::OffsetDateTime;
 
 use crate::admission::PolicyFiles;
-use crate::config::{IdentityConfig, InboundConfig, OutboundConfig, SidecarConfig};
+use crate::config::{IdentityFiles, InboundConfig, OutboundConfig, SidecarConfig};
 use crate::metrics::{Metrics, ReloadLabels};
 
 /// Why the identity files were not taken; the credentials in use, if any, stay.
@@ -93,6 +93,24 @@ impl Credentials {
             .map_err(|_| CredentialError::NoCertificate)?;
         let key =
             palisade_identity::pem::private_key_from_pem(key_pem).ok_or(CredentialError::NoKey)?;
+        let leaf = &chain[0];
+        let id = palisade_identity::peer_spiffe_id(Some(std::slice::from_ref(leaf)))
+            .ok_or(CredentialError::NotAnSvid(SvidError::NoUriSan))?;
+        let bundle = TrustBundle::from_pem(id.trust_domain().clone(), bundle_pem)
+            .map_err(CredentialError::Bundle)?;
+        Credentials::from_parts(chain, key, bundle, provider, now)
+    }
+
+    /// Builds credentials from a chain (leaf first), its key and the bundle, with the same
+    /// checks as [`Credentials::from_pem`]: what the CA source hands over after each renewal.
+    pub fn from_parts(
+        chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+        key: rustls_pki_types::PrivateKeyDer<'static>,
+        bundle: TrustBundle,
+        provider: &CryptoProvider,
+        now: UnixTime,
+    ) -> Result<Self, CredentialError> {
+        let leaf = chain.first().ok_or(CredentialError::NoCertificate)?.clone();
         let signing_key = provider
             .key_provider
             .load_private_key(key)
@@ -101,12 +119,9 @@ impl Credentials {
         if let Err(rustls::Error::InconsistentKeys(_)) = certified_key.keys_match() {
             return Err(CredentialError::KeyMismatch);
         }
-        let leaf = &chain[0];
-        let id = palisade_identity::peer_spiffe_id(Some(std::slice::from_ref(leaf)))
+        let id = palisade_identity::peer_spiffe_id(Some(std::slice::from_ref(&leaf)))
             .ok_or(CredentialError::NotAnSvid(SvidError::NoUriSan))?;
-        let not_after = palisade_identity::not_after(leaf).map_err(CredentialError::NotAnSvid)?;
-        let bundle = TrustBundle::from_pem(id.trust_domain().clone(), bundle_pem)
-            .map_err(CredentialError::Bundle)?;
+        let not_after = palisade_identity::not_after(&leaf).map_err(CredentialError::NotAnSvid)?;
         let roots = bundle.roots().len();
         let bundles = Arc::new(TrustBundleSet::from(bundle));
         verify_svid(&chain, &bundles, PeerRole::Server, now).map_err(CredentialError::Untrusted)?;
@@ -363,7 +378,7 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
 /// Polling the contents (not inotify) catches every way files change, Kubernetes' symlink swaps
 /// included, and costs three small reads per interval.
 pub(crate) struct IdentityWatcher {
-    files: IdentityConfig,
+    files: IdentityFiles,
     provider: Arc<CryptoProvider>,
     tls: Arc<ListenerTls>,
     metrics: Arc<Metrics>,
@@ -392,7 +407,7 @@ const PAIR_SETTLE: Duration = Duration::from_millis(200);
 
 impl IdentityWatcher {
     pub(crate) fn new(
-        files: IdentityConfig,
+        files: IdentityFiles,
         provider: Arc<CryptoProvider>,
         tls: Arc<ListenerTls>,
         metrics: Arc<Metrics>,

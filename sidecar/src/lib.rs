@@ -21,6 +21,7 @@
 mod accept;
 mod admin;
 mod admission;
+mod ca_source;
 pub mod config;
 mod identity;
 mod inbound;
@@ -46,6 +47,7 @@ pub use palisade_identity::{AllowList, IdPattern, PatternError};
 
 use crate::accept::Shared;
 use crate::admission::{PolicyFiles, PolicyWatcher};
+use crate::config::IdentitySource;
 use crate::identity::{IdentityWatcher, ListenerTls};
 use crate::metrics::{Direction, Metrics};
 
@@ -178,13 +180,29 @@ impl BoundSidecar {
         let mut policy_watcher = PolicyWatcher::new(policies.clone(), metrics.clone());
         policy_watcher.check();
         let tls = ListenerTls::new(&config, policies.clone());
-        let mut identity_watcher = IdentityWatcher::new(
-            config.identity.clone(),
-            provider,
-            tls.clone(),
-            metrics.clone(),
-        );
-        identity_watcher.check().await;
+        let identity_watcher = match config.identity.source() {
+            Some(IdentitySource::Files(files)) => {
+                let mut watcher =
+                    IdentityWatcher::new(files, provider.clone(), tls.clone(), metrics.clone());
+                watcher.check().await;
+                Some(watcher)
+            }
+            Some(IdentitySource::Ca(ca)) => {
+                tokio::spawn(ca_source::run(
+                    ca,
+                    tls.clone(),
+                    provider.clone(),
+                    metrics.clone(),
+                    config.identity.reload_interval,
+                    stop_background.clone(),
+                ));
+                None
+            }
+            None => {
+                tracing::error!("the configuration names no usable identity source; not ready");
+                None
+            }
+        };
         tokio::spawn(watch_files(
             identity_watcher,
             policy_watcher,
@@ -274,7 +292,7 @@ impl BoundSidecar {
 
 /// Re-reads the identity and policy files every `interval` until cancelled.
 async fn watch_files(
-    mut identity: IdentityWatcher,
+    mut identity: Option<IdentityWatcher>,
     mut policies: PolicyWatcher,
     interval: std::time::Duration,
     cancel: CancellationToken,
@@ -286,7 +304,9 @@ async fn watch_files(
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {
                 policies.check();
-                identity.check().await;
+                if let Some(identity) = identity.as_mut() {
+                    identity.check().await;
+                }
             }
         }
     }

@@ -92,6 +92,20 @@ pub struct Metrics {
     pub bundle_roots: Gauge,
     /// 1 once shutdown has begun.
     pub draining: Gauge,
+    /// Certificates obtained from the CA service (bootstrap or renewal), by result.
+    pub renewals: Family<ResultLabels, Counter>,
+    /// Failed attempts in a row to get a certificate from the CA service (0 after a success):
+    /// above 0, the sidecar is backing off.
+    pub renewal_failures_in_a_row: Gauge,
+    /// Unix time of the next attempt to get a certificate from the CA service.
+    pub next_renewal_timestamp_seconds: Gauge,
+}
+
+/// Labels of an attempt's result.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `success` or `failure`.
+    pub result: &'static str,
 }
 
 impl Default for Metrics {
@@ -156,7 +170,28 @@ impl Metrics {
             "1 once shutdown has begun: no new connections, open ones finishing",
             draining.clone(),
         );
+        let renewals = Family::default();
+        registry.register(
+            "identity_renewals",
+            "Certificates obtained from the CA service (identity.ca), by result",
+            renewals.clone(),
+        );
+        let renewal_failures_in_a_row = Gauge::default();
+        registry.register(
+            "identity_renewal_failures_in_a_row",
+            "Failed attempts in a row to get a certificate from the CA service (backing off while above 0)",
+            renewal_failures_in_a_row.clone(),
+        );
+        let next_renewal_timestamp_seconds = Gauge::default();
+        registry.register(
+            "identity_next_renewal_timestamp_seconds",
+            "Unix time of the next attempt to get a certificate from the CA service",
+            next_renewal_timestamp_seconds.clone(),
+        );
         Metrics {
+            renewals,
+            renewal_failures_in_a_row,
+            next_renewal_timestamp_seconds,
             registry,
             opened,
             active,

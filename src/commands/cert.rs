@@ -29,6 +29,23 @@ Writes key.pem (0600, unless --csr), cert.pem (the certificate, then its chain) 
 Exit code 0 when the certificate is a valid X.509-SVID (and chains to the bundle, if given); 1 otherwise."
     )]
     Inspect(InspectArgs),
+    /// Get a first certificate from the CA service with a join token or a service-account token.
+    #[command(after_help = "Examples:\n  \
+palisade cert request --ca https://ca.example.org:8443 --bundle bundle.pem --token palisade-join-... --out frontend\n  \
+palisade cert request --ca https://palisade-ca.palisade.svc:8443 --bundle bundle.pem \\\n      \
+--service-account-token /var/run/secrets/palisade/token --ca-id spiffe://cluster.local/ns/palisade/sa/palisade-ca --out /run/svid\n\n\
+The key is made here and never leaves (only the CSR is sent). Writes key.pem (0600), cert.pem and\n\
+bundle.pem atomically. Exit codes: 0 issued; 1 the CA refused (retrying will not help); 3 the CA\n\
+could not be reached or was busy (retry later); 4 local files unusable.")]
+    Request(super::cert_client::RequestArgs),
+    /// Renew a certificate from the CA service over mTLS, once or (--watch) for as long as it runs.
+    #[command(after_help = "Examples:\n  \
+palisade cert renew --ca https://ca.example.org:8443 --dir frontend\n  \
+palisade cert renew --ca https://ca.example.org:8443 --dir frontend --watch --admin-listen 127.0.0.1:9093\n\n\
+Authenticates with DIR's certificate and trusts DIR's bundle; writes a new key, certificate and\n\
+bundle atomically. With --watch it renews at half the lifetime (+-10%), backs off with jitter\n\
+while the CA is away, and serves /live, /ready and /metrics. Exit codes as for `cert request`.")]
+    Renew(super::cert_client::RenewArgs),
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +91,8 @@ pub fn run(cmd: CertCommand, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     match cmd {
         CertCommand::Issue(args) => issue(&args, out),
         CertCommand::Inspect(args) => inspect(&args, out),
+        CertCommand::Request(args) => super::cert_client::request(&args, out),
+        CertCommand::Renew(args) => super::cert_client::renew(&args, out),
     }
 }
 

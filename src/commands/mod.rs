@@ -3,7 +3,11 @@
 #[cfg(feature = "tools")]
 pub mod ca;
 #[cfg(feature = "tools")]
+mod ca_serve;
+#[cfg(feature = "tools")]
 pub mod cert;
+#[cfg(feature = "tools")]
+mod cert_client;
 #[cfg(feature = "tools")]
 pub mod demo;
 #[cfg(feature = "tools")]

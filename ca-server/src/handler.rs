@@ -1,0 +1,332 @@
+//! One request to the CA service, from its bytes to an answer: where a CSR travels.
+//!
+//! sign:  rate limit → body (bounded in size and time) → CSR checked → credential (join token
+//!        consumed, or service-account JWT verified) → the ID asked for, if any, must match →
+//!        a signing slot → issue → audit line.
+//! renew: rate limit → the TLS client certificate verified to the bundle now (expired is its
+//!        own refusal) → same ID only → body → CSR checked → a signing slot → issue → audit line.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use palisade_ca::{CheckedCsr, IssueError, IssuedCert, LeafRequest, PeerRole, SpiffeId, SvidError};
+use palisade_identity::ca_api::{
+    ErrorBody, ErrorResponse, SignResponse, BEARER_SCHEME, BUNDLE_PATH, JOIN_TOKEN_SCHEME,
+    MAX_REQUEST_BYTES, RENEW_PATH, SIGN_PATH, SPIFFE_ID_HEADER,
+};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use time::OffsetDateTime;
+
+use crate::audit::{bounded, rfc3339, AuditEvent};
+use crate::metrics::IssuedLabels;
+use crate::refusal::Refusal;
+use crate::State;
+
+/// The TLS client certificates of the connection a request came on (empty: none presented).
+pub(crate) type PeerChain = Arc<Vec<CertificateDer<'static>>>;
+
+pub(crate) async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    client: SocketAddr,
+    chain: PeerChain,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET | Method::HEAD, "/live") => text(StatusCode::OK, "live\n".into()),
+        (Method::GET | Method::HEAD, "/ready") => match state.not_ready() {
+            None => text(StatusCode::OK, "ready\n".into()),
+            Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        },
+        (Method::GET | Method::HEAD, BUNDLE_PATH) => {
+            state.metrics.request("bundle", "ok");
+            bundle(&state, &req)
+        }
+        (Method::POST, SIGN_PATH) => {
+            let mut audit = AuditEvent::new("refused", "sign", client);
+            let outcome = sign(&state, req, client, &mut audit).await;
+            finish(&state, "sign", outcome, audit)
+        }
+        (Method::POST, RENEW_PATH) => {
+            let mut audit = AuditEvent::new("refused", "renew", client);
+            audit.credential = "mtls";
+            let outcome = renew(&state, req, client, &chain, &mut audit).await;
+            finish(&state, "renew", outcome, audit)
+        }
+        (_, "/live" | "/ready" | BUNDLE_PATH | SIGN_PATH | RENEW_PATH) => {
+            refusal_response(&Refusal::MethodNotAllowed)
+        }
+        _ => refusal_response(&Refusal::NotFound),
+    }
+}
+
+async fn sign(
+    state: &State,
+    req: Request<Incoming>,
+    client: SocketAddr,
+    audit: &mut AuditEvent,
+) -> Result<IssuedCert, Refusal> {
+    if !state.rate.allow(client.ip()) {
+        return Err(Refusal::RateLimited);
+    }
+    let asked = asked_id(&req)?;
+    let authorization = req
+        .headers()
+        .get(AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("").to_owned());
+    let csr = read_csr(state, req).await?;
+    let material = state.material.load_full();
+    let trust_domain = material.ca.trust_domain().clone();
+    let Some(authorization) = authorization else {
+        return Err(Refusal::NoCredential);
+    };
+    let (scheme, credential) = authorization
+        .split_once(' ')
+        .map(|(s, c)| (s, c.trim()))
+        .unwrap_or((authorization.as_str(), ""));
+    let id = if scheme.eq_ignore_ascii_case(JOIN_TOKEN_SCHEME) {
+        audit.credential = "join_token";
+        audit.subject = Some(format!("token {}", token_fingerprint(credential)));
+        state
+            .tokens
+            .consume(credential, OffsetDateTime::now_utc())?
+    } else if scheme.eq_ignore_ascii_case(BEARER_SCHEME) {
+        audit.credential = "service_account";
+        let verifier = state
+            .service_accounts
+            .as_ref()
+            .ok_or(Refusal::ServiceAccountsNotConfigured)?;
+        let account = verifier.verify(credential, &trust_domain, std::time::SystemTime::now())?;
+        audit.subject = Some(bounded(&match &account.pod {
+            Some(pod) => format!("{}/{} pod {pod}", account.namespace, account.name),
+            None => format!("{}/{}", account.namespace, account.name),
+        }));
+        account.spiffe_id
+    } else {
+        return Err(Refusal::UnsupportedCredential);
+    };
+    audit.spiffe_id = Some(id.to_string());
+    if let Some(asked) = asked {
+        if asked != id {
+            return Err(Refusal::OtherId {
+                granted: id.to_string(),
+                asked: asked.to_string(),
+            });
+        }
+    }
+    issue(state, &csr, id).await
+}
+
+async fn renew(
+    state: &State,
+    req: Request<Incoming>,
+    client: SocketAddr,
+    chain: &PeerChain,
+    audit: &mut AuditEvent,
+) -> Result<IssuedCert, Refusal> {
+    if !state.rate.allow(client.ip()) {
+        return Err(Refusal::RateLimited);
+    }
+    let asked = asked_id(&req)?;
+    if chain.is_empty() {
+        return Err(Refusal::RenewWithoutCertificate);
+    }
+    if let Ok((_, leaf)) = x509_parser::parse_x509_certificate(&chain[0]) {
+        let id = palisade_ca::spiffe_id_of(&leaf)
+            .map(|id| id.to_string())
+            .unwrap_or_else(|_| "no SPIFFE ID".into());
+        audit.subject = Some(format!(
+            "{} serial {}",
+            bounded(&id),
+            leaf.raw_serial_as_string()
+        ));
+    }
+    let material = state.material.load_full();
+    let id = palisade_ca::verify_svid(chain, &material.bundles, PeerRole::Client, UnixTime::now())
+        .map_err(|error| match error {
+            SvidError::Expired(_) => Refusal::RenewCertificateExpired(error),
+            other => Refusal::RenewCertificateUntrusted(other),
+        })?;
+    audit.spiffe_id = Some(id.to_string());
+    if let Some(asked) = asked {
+        if asked != id {
+            return Err(Refusal::OtherId {
+                granted: id.to_string(),
+                asked: asked.to_string(),
+            });
+        }
+    }
+    let csr = read_csr(state, req).await?;
+    issue(state, &csr, id).await
+}
+
+async fn issue(state: &State, csr: &CheckedCsr, id: SpiffeId) -> Result<IssuedCert, Refusal> {
+    let _slot = state.slots.acquire().await.ok_or(Refusal::Busy)?;
+    let material = state.material.load_full();
+    material
+        .ca
+        .issue_for_csr(csr, &LeafRequest::new(id, state.leaf_ttl))
+        .map_err(|error| match error {
+            IssueError::CaExpired(_) => Refusal::Unavailable(error.to_string()),
+            other => Refusal::Csr(other),
+        })
+}
+
+/// The body, bounded in size (by Content-Length, then while reading) and in time, as a checked
+/// CSR: PEM if it looks like PEM, else DER.
+async fn read_csr(state: &State, req: Request<Incoming>) -> Result<CheckedCsr, Refusal> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_REQUEST_BYTES as u64) {
+        return Err(Refusal::TooLarge(MAX_REQUEST_BYTES));
+    }
+    let limited = Limited::new(req.into_body(), MAX_REQUEST_BYTES);
+    let body = match tokio::time::timeout(state.body_timeout, limited.collect()).await {
+        Err(_) => return Err(Refusal::BodyTimeout(state.body_timeout.as_secs())),
+        Ok(Err(_)) => return Err(Refusal::TooLarge(MAX_REQUEST_BYTES)),
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    let der = if body.starts_with(b"-----BEGIN") {
+        palisade_ca::pem::csr_from_pem(&body)
+            .map(|der| der.as_ref().to_vec())
+            .ok_or(Refusal::Csr(IssueError::BadCsr))?
+    } else {
+        body.to_vec()
+    };
+    CheckedCsr::check(&der).map_err(Refusal::Csr)
+}
+
+fn asked_id(req: &Request<Incoming>) -> Result<Option<SpiffeId>, Refusal> {
+    req.headers()
+        .get(SPIFFE_ID_HEADER)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| SpiffeId::parse(s).ok())
+                .ok_or(Refusal::BadIdHeader)
+        })
+        .transpose()
+}
+
+/// A join token named in the audit trail by the start of its hash: enough to match it with the
+/// `ca token` that made it (which prints the same), useless to anyone who reads the log.
+fn token_fingerprint(token: &str) -> String {
+    if token.len() > 256 {
+        return "(oversized)".into();
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    digest.as_ref()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn finish(
+    state: &State,
+    endpoint: &'static str,
+    outcome: Result<IssuedCert, Refusal>,
+    mut audit: AuditEvent,
+) -> Response<Full<Bytes>> {
+    let response = match outcome {
+        Ok(issued) => {
+            let material = state.material.load_full();
+            audit.event = "issued";
+            let serial = hex(&issued.serial);
+            audit.serial = Some(serial.clone());
+            audit.not_after = Some(rfc3339(issued.not_after));
+            state.metrics.request(endpoint, "ok");
+            state
+                .metrics
+                .issued
+                .get_or_create(&IssuedLabels {
+                    credential: audit.credential,
+                })
+                .inc();
+            let body = SignResponse {
+                spiffe_id: audit.spiffe_id.clone().unwrap_or_default(),
+                certificate_chain: issued.chain_pem(),
+                bundle: material.bundle_pem.clone(),
+                serial,
+                not_before: issued.not_before.unix_timestamp(),
+                not_after: issued.not_after.unix_timestamp(),
+            };
+            json(
+                StatusCode::OK,
+                serde_json::to_vec(&body).unwrap_or_default(),
+            )
+        }
+        Err(refusal) => {
+            audit.code = Some(refusal.code());
+            audit.reason = Some(refusal.to_string());
+            state.metrics.request(endpoint, refusal.code());
+            tracing::debug!(endpoint, code = refusal.code(), client = %audit.client, "refused");
+            refusal_response(&refusal)
+        }
+    };
+    if let Err(error) = state.audit.write(&audit) {
+        tracing::error!(%error, "cannot write the audit line");
+        state.metrics.request(endpoint, "audit_write_failed");
+    }
+    response
+}
+
+fn bundle(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let material = state.material.load_full();
+    let wants_json = req
+        .headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"))
+        || req.uri().query().is_some_and(|q| q.contains("format=jwks"));
+    if wants_json {
+        json(StatusCode::OK, material.bundle_jwks.clone().into_bytes())
+    } else {
+        let mut response = Response::new(Full::new(Bytes::from(material.bundle_pem.clone())));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/x-pem-file"),
+        );
+        response
+    }
+}
+
+pub(crate) fn refusal_response(refusal: &Refusal) -> Response<Full<Bytes>> {
+    let body = ErrorResponse {
+        error: ErrorBody {
+            code: refusal.code().to_owned(),
+            message: refusal.to_string(),
+        },
+    };
+    json(
+        refusal.status(),
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+}
+
+fn json(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

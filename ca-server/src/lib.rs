@@ -1,0 +1,420 @@
+//! `palisade ca serve`: a trust domain's CA as an HTTPS service (hyper + rustls, TLS 1.3), so
+//! that workloads get and renew their X.509-SVIDs themselves while the root key stays offline.
+//!
+//! - [`CaServer::bind`] then [`BoundCaServer::run`]: the service and its admin server.
+//! - `POST /v1/sign` a CSR with a one-time join token ([`palisade_ca::JoinTokens`]) or a
+//!   Kubernetes service-account token ([`service_account::ServiceAccountVerifier`]);
+//!   `POST /v1/renew` a CSR over mTLS with the current SVID; `GET /v1/bundle`. The wire format is
+//!   [`palisade_identity::ca_api`].
+//! - [`Refusal`]: every way it says no, with a stable code; [`audit`]: one JSON line per decision.
+//!
+//! Where a request travels: `lib.rs` (accept, TLS, HTTP) → `handler.rs` (limits, credential,
+//! CSR, issue) → `audit.rs`. The signing material is `material.rs`, reloaded from the CA
+//! directory; nothing else is shared, so any number of replicas can serve from one directory
+//! (join tokens need that directory writable and shared; service-account tokens need nothing).
+
+pub mod audit;
+mod handler;
+mod limits;
+mod material;
+pub mod metrics;
+mod refusal;
+pub mod service_account;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use palisade_admin::{AdminService, NotReady};
+use palisade_ca::{CaDir, JoinTokens};
+use rustls::crypto::CryptoProvider;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub use audit::AuditSink;
+pub use limits::{RateLimiter, SigningSlots};
+pub use material::{bundle_document, Material, MaterialError, ServerIdentity};
+pub use refusal::Refusal;
+use service_account::{ServiceAccountConfig, ServiceAccountVerifier};
+
+/// Everything `palisade ca serve` is told.
+#[derive(Debug, Clone)]
+pub struct CaServerConfig {
+    /// The CA directory (an issuer made by `ca init-issuer`, or a root).
+    pub dir: PathBuf,
+    /// Where the HTTPS service listens.
+    pub listen: SocketAddr,
+    /// Where the admin server (metrics, /live, /ready) listens; loopback.
+    pub admin_listen: SocketAddr,
+    /// The service's own identity.
+    pub server: ServerIdentity,
+    /// Lifetime of the certificates it issues (never past the CA's).
+    pub leaf_ttl: Duration,
+    /// The join-token store.
+    pub tokens_dir: PathBuf,
+    /// Kubernetes service-account tokens, when taken.
+    pub service_account: Option<ServiceAccountConfig>,
+    /// Where audit lines go.
+    pub audit: AuditSink,
+    /// Limits on what clients may ask.
+    pub limits: Limits,
+    /// How often the CA directory and the JWKS are read again.
+    pub reload_interval: Duration,
+}
+
+/// What clients may ask of the service, bounded before any signature is made.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Sign and renew requests per second per client address (0: no limit).
+    pub rate_per_second: f64,
+    /// Requests a client may make at once before its rate applies.
+    pub burst: u32,
+    /// Signings in progress at once.
+    pub max_signing: usize,
+    /// How long a request waits for a signing slot before it is told to retry.
+    pub signing_wait: Duration,
+    /// Connections open at once; more are closed at accept.
+    pub max_connections: usize,
+    /// Time for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time for a request's head to arrive (also bounds an idle keep-alive connection).
+    pub header_timeout: Duration,
+    /// Time for a request's body to arrive.
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            rate_per_second: 20.0,
+            burst: 40,
+            max_signing: 256,
+            signing_wait: Duration::from_secs(2),
+            max_connections: 4096,
+            handshake_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CaServerError {
+    /// The CA directory does not give a usable CA.
+    #[error("{0}")]
+    Material(#[from] MaterialError),
+    /// The JWKS file does not give usable keys.
+    #[error("{0}")]
+    Jwks(#[from] service_account::JwksError),
+    /// The audit file cannot be opened.
+    #[error("cannot open the audit log {path}: {error}")]
+    Audit {
+        /// The file.
+        path: PathBuf,
+        /// The reason.
+        error: std::io::Error,
+    },
+    /// A listener cannot be bound.
+    #[error("cannot listen on {addr}: {error}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The reason.
+        error: std::io::Error,
+    },
+}
+
+/// What every request handler shares.
+pub(crate) struct State {
+    dir: CaDir,
+    server: ServerIdentity,
+    provider: Arc<CryptoProvider>,
+    pub(crate) material: ArcSwap<Material>,
+    pub(crate) tokens: JoinTokens,
+    pub(crate) service_accounts: Option<ServiceAccountVerifier>,
+    pub(crate) audit: audit::AuditLog,
+    pub(crate) metrics: metrics::Metrics,
+    pub(crate) rate: RateLimiter,
+    pub(crate) slots: SigningSlots,
+    pub(crate) leaf_ttl: Duration,
+    pub(crate) body_timeout: Duration,
+}
+
+impl State {
+    /// Why the service cannot sign now, if it cannot.
+    pub(crate) fn not_ready(&self) -> Option<String> {
+        let material = self.material.load();
+        let now = OffsetDateTime::now_utc();
+        (now >= material.ca.not_after())
+            .then(|| format!("the signing CA expired at {}", material.ca.not_after()))
+    }
+
+    /// Reads the CA directory and the JWKS again; keeps what it had when they do not load.
+    fn reload(&self) {
+        let current = self.material.load_full();
+        let changed = current.changed(&self.dir);
+        let due = OffsetDateTime::now_utc() >= current.server_cert_refresh_at;
+        if changed || due {
+            match Material::load(&self.dir, &self.server, &self.provider) {
+                Ok(material) => {
+                    if changed {
+                        tracing::info!(
+                            issuer_not_after = %material.ca.not_after(),
+                            bundle_roots = material.roots,
+                            "loaded new CA material; new certificates are signed with it"
+                        );
+                    }
+                    self.publish_gauges(&material);
+                    self.material.store(Arc::new(material));
+                    self.metrics.reload("ca", true);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot load the CA directory; keeping the CA in use");
+                    self.metrics.reload("ca", false);
+                }
+            }
+        }
+        if let Some(accounts) = &self.service_accounts {
+            match accounts.reload() {
+                Ok(true) => {
+                    tracing::info!("loaded new service-account signing keys");
+                    self.metrics.reload("jwks", true);
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "cannot load the JWKS; keeping the keys in use");
+                    self.metrics.reload("jwks", false);
+                }
+            }
+        }
+    }
+
+    fn publish_gauges(&self, material: &Material) {
+        self.metrics
+            .issuer_expiry_seconds
+            .set(material.ca.not_after().unix_timestamp());
+        self.metrics
+            .root_expiry_seconds
+            .set(material.root_not_after.unix_timestamp());
+        self.metrics.bundle_roots.set(material.roots as i64);
+    }
+}
+
+struct Admin(Arc<State>);
+
+impl AdminService for Admin {
+    fn ready(&self) -> Result<(), NotReady> {
+        match self.0.not_ready() {
+            None => Ok(()),
+            Some(why) => Err(NotReady(why)),
+        }
+    }
+
+    fn metrics(&self) -> String {
+        self.0.metrics.encode()
+    }
+}
+
+/// The CA service, before it is bound.
+pub struct CaServer;
+
+/// The CA service with its listeners bound, ready to [`run`](BoundCaServer::run).
+pub struct BoundCaServer {
+    state: Arc<State>,
+    api: TcpListener,
+    admin: TcpListener,
+    limits: Limits,
+    reload_interval: Duration,
+}
+
+impl CaServer {
+    /// Loads the CA, the JWKS and the audit sink and binds both listeners: every startup
+    /// error is reported here, before anything is served.
+    pub async fn bind(config: CaServerConfig) -> Result<BoundCaServer, CaServerError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let dir = CaDir::new(&config.dir);
+        let material = Material::load(&dir, &config.server, &provider)?;
+        let service_accounts = config
+            .service_account
+            .clone()
+            .map(ServiceAccountVerifier::load)
+            .transpose()?;
+        let audit = audit::AuditLog::open(&config.audit).map_err(|error| CaServerError::Audit {
+            path: match &config.audit {
+                AuditSink::File(path) => path.clone(),
+                AuditSink::Stdout => "stdout".into(),
+            },
+            error,
+        })?;
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|error| CaServerError::Bind { addr, error })
+        };
+        let api = bind(config.listen).await?;
+        let admin = bind(config.admin_listen).await?;
+        let limits = config.limits.clone();
+        let state = Arc::new(State {
+            dir,
+            server: config.server.clone(),
+            provider,
+            material: ArcSwap::from_pointee(material),
+            tokens: JoinTokens::new(&config.tokens_dir),
+            service_accounts,
+            audit,
+            metrics: metrics::Metrics::new(),
+            rate: RateLimiter::new(limits.rate_per_second, limits.burst),
+            slots: SigningSlots::new(limits.max_signing, limits.signing_wait),
+            leaf_ttl: config.leaf_ttl,
+            body_timeout: limits.body_timeout,
+        });
+        state.publish_gauges(&state.material.load());
+        Ok(BoundCaServer {
+            state,
+            api,
+            admin,
+            limits,
+            reload_interval: config.reload_interval,
+        })
+    }
+}
+
+impl BoundCaServer {
+    /// The HTTPS service's address and the admin server's.
+    pub fn addresses(&self) -> (SocketAddr, SocketAddr) {
+        (
+            self.api
+                .local_addr()
+                .expect("a bound listener has an address"),
+            self.admin
+                .local_addr()
+                .expect("a bound listener has an address"),
+        )
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and gives open requests a moment.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let stop = CancellationToken::new();
+        let admin = tokio::spawn(palisade_admin::serve(
+            self.admin,
+            Arc::new(Admin(self.state.clone())),
+            stop.clone(),
+        ));
+        let reloader = {
+            let state = self.state.clone();
+            let stop = stop.clone();
+            let interval = self.reload_interval;
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(interval) => {}
+                    }
+                    let state = state.clone();
+                    // File reads and a signature: off the request threads.
+                    let _ = tokio::task::spawn_blocking(move || state.reload()).await;
+                }
+            })
+        };
+        let connections = tokio_util::task::TaskTracker::new();
+        let accept = accept_loop(
+            self.api,
+            self.state.clone(),
+            self.limits,
+            stop.clone(),
+            connections.clone(),
+        );
+        tokio::select! {
+            _ = shutdown => {}
+            _ = accept => {}
+        }
+        stop.cancel();
+        connections.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
+        let _ = admin.await;
+        let _ = reloader.await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<State>,
+    limits: Limits,
+    stop: CancellationToken,
+    connections: tokio_util::task::TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let (stream, client) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%client, "connection refused: too many open");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let limits = limits.clone();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let acceptor = tokio_rustls::TlsAcceptor::from(state.material.load().tls.clone());
+            let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream))
+                .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
+                    tracing::debug!(%client, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%client, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let chain: handler::PeerChain = Arc::new(
+                tls.get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect())
+                    .unwrap_or_default(),
+            );
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                let chain = chain.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        handler::handle(state, req, client, chain).await,
+                    )
+                }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(tls), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(slot);
+        });
+    }
+}

@@ -1,0 +1,122 @@
+//! What one client, and all of them together, may ask of the CA: a token bucket per client
+//! address and a cap on signings in progress. Both act before any signature is made.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// Client addresses remembered at most; beyond it, clients with a full bucket (idle ones) are
+/// forgotten first, so a flood of addresses costs bounded memory.
+const MAX_CLIENTS: usize = 65_536;
+
+/// A token bucket per client IP: `per_second` requests on average, bursts of `burst`.
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimiter {
+    /// `per_second` = 0 turns the limit off.
+    pub fn new(per_second: f64, burst: u32) -> Self {
+        RateLimiter {
+            per_second,
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `client`; `false` when its bucket is empty.
+    pub fn allow(&self, client: IpAddr) -> bool {
+        if self.per_second <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(&client) {
+            let (rate, burst) = (self.per_second, self.burst);
+            buckets.retain(|_, b| refill(b, now, rate, burst) < burst);
+        }
+        let bucket = buckets.entry(client).or_insert(Bucket {
+            tokens: self.burst,
+            at: now,
+        });
+        refill(bucket, now, self.per_second, self.burst);
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn refill(bucket: &mut Bucket, now: Instant, per_second: f64, burst: f64) -> f64 {
+    let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+    bucket.tokens = (bucket.tokens + elapsed * per_second).min(burst);
+    bucket.at = now;
+    bucket.tokens
+}
+
+/// Signings in progress, capped; a request waits a little for a slot, then is told to retry.
+pub struct SigningSlots {
+    slots: Semaphore,
+    wait: Duration,
+}
+
+impl SigningSlots {
+    /// `max` signings at once; a request waits at most `wait` for one.
+    pub fn new(max: usize, wait: Duration) -> Self {
+        SigningSlots {
+            slots: Semaphore::new(max.max(1)),
+            wait,
+        }
+    }
+
+    /// A slot, or `None` when none freed up within the wait.
+    pub async fn acquire(&self) -> Option<SemaphorePermit<'_>> {
+        tokio::time::timeout(self.wait, self.slots.acquire())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_gets_its_burst_then_is_limited_and_others_are_not() {
+        let limiter = RateLimiter::new(0.001, 3);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!((0..3).all(|_| limiter.allow(a)));
+        assert!(!limiter.allow(a));
+        assert!(limiter.allow(b));
+    }
+
+    #[test]
+    fn zero_turns_the_limit_off() {
+        let limiter = RateLimiter::new(0.0, 1);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!((0..1000).all(|_| limiter.allow(a)));
+    }
+
+    #[test]
+    fn remembered_clients_are_bounded() {
+        let limiter = RateLimiter::new(1000.0, 1);
+        for i in 0..(MAX_CLIENTS as u32 + 10) {
+            limiter.allow(IpAddr::from(i.to_be_bytes()));
+        }
+        assert!(limiter.buckets.lock().unwrap().len() <= MAX_CLIENTS);
+    }
+}

@@ -1,0 +1,67 @@
+//! `palisade ca serve`: the CA service until SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+
+use palisade_ca::{CaDir, SpiffeId};
+use palisade_ca_server::service_account::ServiceAccountConfig;
+use palisade_ca_server::{AuditSink, CaServer, CaServerConfig, Limits, ServerIdentity};
+
+use super::ca::ServeArgs;
+use super::sidecar::shutdown_signal;
+
+pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let (ca, _) = CaDir::new(&args.dir).load()?;
+    let server_id = match args.server_id {
+        Some(id) => id,
+        None => SpiffeId::parse(&format!("{}/palisade/ca", ca.trust_domain().id()))?,
+    };
+    let service_account = match (args.jwks, args.jwt_issuer) {
+        (Some(jwks_path), Some(issuer)) => Some(ServiceAccountConfig {
+            jwks_path,
+            issuer,
+            audience: args.jwt_audience,
+        }),
+        _ => None,
+    };
+    let config = CaServerConfig {
+        tokens_dir: args.tokens_dir.unwrap_or_else(|| args.dir.join("tokens")),
+        dir: args.dir,
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        server: ServerIdentity {
+            id: server_id,
+            dns_names: args.dns_names,
+            ttl: args.leaf_ttl,
+        },
+        leaf_ttl: args.leaf_ttl,
+        service_account,
+        audit: match args.audit_log.as_str() {
+            "-" => AuditSink::Stdout,
+            path => AuditSink::File(path.into()),
+        },
+        limits: Limits {
+            rate_per_second: args.rate_limit,
+            burst: args.rate_burst,
+            max_signing: args.max_signing,
+            ..Limits::default()
+        },
+        reload_interval: args.reload_interval,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let server = CaServer::bind(config).await.inspect_err(|error| {
+            tracing::error!(%error, "cannot start the CA service");
+        })?;
+        let (api, admin) = server.addresses();
+        // Stdout carries this line, then the audit lines; logs go to stderr.
+        println!(
+            "{}",
+            serde_json::json!({"listening": {"api": api.to_string(), "admin": admin.to_string()}})
+        );
+        tracing::info!(%api, %admin, "CA service listening");
+        server.run(shutdown_signal()).await;
+        anyhow::Ok(())
+    })?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,339 @@
+//! `palisade cert request` and `palisade cert renew`: the rotation CLI, a client of
+//! `palisade ca serve` (the protocol and timing are `palisade_identity_client`).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use clap::Args;
+use palisade_ca::{SpiffeId, SvidDir, TrustBundle, TrustBundleSet};
+use palisade_identity_client::{
+    unix, Bootstrap, CaClient, ClientError, RenewalStatus, RenewalTiming, Renewer, Svid, SvidSink,
+};
+
+use crate::output::rfc3339;
+
+/// The CA refused; retrying the same request will not help.
+const EXIT_REFUSED: u8 = 1;
+/// The CA could not be reached, or was busy or limiting us: retry later.
+const EXIT_UNAVAILABLE: u8 = 3;
+/// Local files (bundle, certificate, key, token) cannot be used.
+const EXIT_LOCAL: u8 = 4;
+
+#[derive(Debug, Args)]
+pub struct CaArgs {
+    /// The CA service, https://host[:port].
+    #[arg(long, value_name = "URL")]
+    pub ca: String,
+    /// The CA service's SPIFFE ID (default spiffe://<trust domain of the bundle>/palisade/ca).
+    #[arg(long, value_name = "ID")]
+    pub ca_id: Option<SpiffeId>,
+}
+
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    #[command(flatten)]
+    pub ca: CaArgs,
+    /// PEM roots that authenticate the CA service.
+    #[arg(long, value_name = "FILE")]
+    pub bundle: PathBuf,
+    /// A join token from `palisade ca token`.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        conflicts_with = "service_account_token",
+        required_unless_present = "service_account_token"
+    )]
+    pub token: Option<String>,
+    /// A file holding a Kubernetes service-account token (projected, with the CA's audience).
+    #[arg(long, value_name = "FILE")]
+    pub service_account_token: Option<PathBuf>,
+    /// Refuse a certificate for any other ID (the CA checks it too).
+    #[arg(long, value_name = "ID")]
+    pub spiffe_id: Option<SpiffeId>,
+    /// Directory to write key.pem, cert.pem and bundle.pem to.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RenewArgs {
+    #[command(flatten)]
+    pub ca: CaArgs,
+    /// The directory with key.pem, cert.pem and bundle.pem (from `cert request` or `cert issue`).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Keep renewing at half the lifetime until stopped, with an admin server.
+    #[arg(long)]
+    pub watch: bool,
+    /// Admin server address with --watch (/live, /ready, /metrics).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9093",
+        requires = "watch"
+    )]
+    pub admin_listen: std::net::SocketAddr,
+    /// With --watch: a service-account token file to start again with if the certificate
+    /// expires (after a long outage).
+    #[arg(long, value_name = "FILE", requires = "watch")]
+    pub service_account_token: Option<PathBuf>,
+}
+
+/// An error with the exit code it deserves.
+struct Failure(u8, String);
+
+impl From<ClientError> for Failure {
+    fn from(error: ClientError) -> Self {
+        let code = match &error {
+            ClientError::Credential { .. } | ClientError::OwnCredentials(_) => EXIT_LOCAL,
+            e if e.is_temporary() => EXIT_UNAVAILABLE,
+            _ => EXIT_REFUSED,
+        };
+        Failure(code, error.to_string())
+    }
+}
+
+fn exit(result: Result<ExitCode, Failure>) -> anyhow::Result<ExitCode> {
+    match result {
+        Ok(code) => Ok(code),
+        Err(Failure(code, message)) => {
+            tracing::error!(error = %message, "failed");
+            eprintln!("error: {message}");
+            Ok(ExitCode::from(code))
+        }
+    }
+}
+
+fn client(ca: &CaArgs, bundle: &TrustBundle) -> Result<CaClient, Failure> {
+    let server_id = match &ca.ca_id {
+        Some(id) => id.clone(),
+        None => SpiffeId::parse(&format!("{}/palisade/ca", bundle.trust_domain().id()))
+            .map_err(|e| Failure(EXIT_LOCAL, e.to_string()))?,
+    };
+    Ok(CaClient::new(
+        &ca.ca,
+        server_id,
+        Arc::new(TrustBundleSet::from(bundle.clone())),
+    )?)
+}
+
+fn read_bundle(path: &PathBuf) -> Result<TrustBundle, Failure> {
+    let pem = std::fs::read(path)
+        .map_err(|e| Failure(EXIT_LOCAL, format!("cannot read {}: {e}", path.display())))?;
+    TrustBundle::from_pem_own_domain(&pem)
+        .map_err(|e| Failure(EXIT_LOCAL, format!("{}: {e}", path.display())))
+}
+
+fn write(dir: &SvidDir, svid: &Svid) -> Result<(), Failure> {
+    dir.write(
+        Some(svid.key_pem().as_bytes()),
+        svid.chain_pem.as_bytes(),
+        svid.bundle_pem.as_bytes(),
+    )
+    .map_err(|e| Failure(EXIT_LOCAL, e.to_string()))
+}
+
+fn report(out: &mut dyn Write, verb: &str, svid: &Svid, dir: &SvidDir) -> std::io::Result<()> {
+    let not_after = time::OffsetDateTime::from_unix_timestamp(unix(svid.not_after))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    writeln!(
+        out,
+        "{verb} {} (serial {}), valid until {}",
+        svid.id,
+        svid.serial,
+        rfc3339(not_after)
+    )?;
+    writeln!(out, "  key      {} (0600)", dir.key_path().display())?;
+    writeln!(out, "  cert     {}", dir.cert_path().display())?;
+    writeln!(out, "  bundle   {}", dir.bundle_path().display())
+}
+
+pub fn request(args: &RequestArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    exit((|| {
+        let bundle = read_bundle(&args.bundle)?;
+        let client = client(&args.ca, &bundle)?;
+        let bootstrap = match (&args.token, &args.service_account_token) {
+            (Some(token), _) => Bootstrap::JoinToken(token.clone()),
+            (None, Some(path)) => Bootstrap::ServiceAccountTokenFile(path.clone()),
+            (None, None) => return Err(Failure(EXIT_LOCAL, "no credential given".into())),
+        };
+        let renewer = Renewer::new(
+            client,
+            Some(bootstrap),
+            args.spiffe_id.clone(),
+            RenewalTiming::default(),
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure(EXIT_LOCAL, e.to_string()))?;
+        let svid = runtime.block_on(renewer.obtain(None))?;
+        let dir = SvidDir::new(&args.out);
+        write(&dir, &svid)?;
+        report(out, "issued", &svid, &dir).map_err(|e| Failure(EXIT_LOCAL, e.to_string()))?;
+        Ok(ExitCode::SUCCESS)
+    })())
+}
+
+fn load_dir(dir: &SvidDir) -> Result<Svid, Failure> {
+    let read = |name| {
+        dir.read(name)
+            .map_err(|e| Failure(EXIT_LOCAL, e.to_string()))
+    };
+    let written_at = std::fs::metadata(dir.cert_path())
+        .and_then(|m| m.modified())
+        .ok();
+    Svid::from_pem(
+        &read(SvidDir::CERT)?,
+        &read(SvidDir::KEY)?,
+        &read(SvidDir::BUNDLE)?,
+        written_at,
+    )
+    .map_err(|e| Failure(EXIT_LOCAL, format!("{}: {e}", dir.path().display())))
+}
+
+/// Writes each new SVID to the directory.
+struct DirSink(SvidDir);
+
+impl SvidSink for DirSink {
+    fn install(&self, svid: Arc<Svid>) -> Result<(), String> {
+        write(&self.0, &svid).map_err(|Failure(_, message)| message)
+    }
+}
+
+pub fn renew(args: &RenewArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    exit((|| {
+        let dir = SvidDir::new(&args.dir);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure(EXIT_LOCAL, e.to_string()))?;
+        if !args.watch {
+            let current = load_dir(&dir)?;
+            let client = client(&args.ca, &current.bundle)?;
+            let renewer = Renewer::new(client, None, None, RenewalTiming::default());
+            let svid = runtime.block_on(renewer.obtain(Some(&current)))?;
+            write(&dir, &svid)?;
+            report(out, "renewed", &svid, &dir).map_err(|e| Failure(EXIT_LOCAL, e.to_string()))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        // Watching: a directory that does not load (expired, say) is not the end if a
+        // service-account token can start again.
+        let current = match load_dir(&dir) {
+            Ok(svid) => Some(Arc::new(svid)),
+            Err(_) if args.service_account_token.is_some() => None,
+            Err(failure) => return Err(failure),
+        };
+        let bundle = match &current {
+            Some(svid) => svid.bundle.clone(),
+            None => read_bundle(&dir.bundle_path())?,
+        };
+        let client = client(&args.ca, &bundle)?;
+        let bootstrap = args
+            .service_account_token
+            .clone()
+            .map(Bootstrap::ServiceAccountTokenFile);
+        let renewer = Renewer::new(client, bootstrap, None, RenewalTiming::default());
+        let status = renewer.status();
+        runtime.block_on(async move {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let admin = tokio::net::TcpListener::bind(args.admin_listen)
+                .await
+                .map_err(|e| {
+                    Failure(
+                        EXIT_LOCAL,
+                        format!("cannot listen on {}: {e}", args.admin_listen),
+                    )
+                })?;
+            tracing::info!(admin = %args.admin_listen, dir = %args.dir.display(), "renewing");
+            tokio::spawn(palisade_admin::serve(
+                admin,
+                Arc::new(WatchAdmin(status)),
+                stop.clone(),
+            ));
+            let renewing = tokio::spawn(renewer.run(Arc::new(DirSink(dir)), current, stop.clone()));
+            super::sidecar::shutdown_signal().await;
+            stop.cancel();
+            let _ = renewing.await;
+            Ok(ExitCode::SUCCESS)
+        })
+    })())
+}
+
+/// What `cert renew --watch` tells its admin server.
+struct WatchAdmin(Arc<RenewalStatus>);
+
+impl palisade_admin::AdminService for WatchAdmin {
+    fn ready(&self) -> Result<(), palisade_admin::NotReady> {
+        let expires = self.0.expires_at.load(Ordering::Relaxed);
+        if expires > unix(std::time::SystemTime::now()) {
+            Ok(())
+        } else {
+            Err("no valid certificate held".into())
+        }
+    }
+
+    fn metrics(&self) -> String {
+        let s = &self.0;
+        let mut text = String::new();
+        for (name, kind, help, value) in [
+            (
+                "palisade_renew_attempts",
+                "counter",
+                "Attempts to get a certificate",
+                s.attempts.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "palisade_renew_successes",
+                "counter",
+                "Attempts that put a new certificate in use",
+                s.successes.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "palisade_renew_failures",
+                "counter",
+                "Attempts that failed",
+                s.failures.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "palisade_renew_failures_in_a_row",
+                "gauge",
+                "Failures in a row now (backing off while above 0)",
+                s.consecutive_failures.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "palisade_renew_next_attempt_timestamp_seconds",
+                "gauge",
+                "Unix time of the next attempt",
+                s.next_attempt.load(Ordering::Relaxed),
+            ),
+            (
+                "palisade_renew_certificate_expiry_timestamp_seconds",
+                "gauge",
+                "NotAfter of the certificate held (0: none)",
+                s.expires_at.load(Ordering::Relaxed),
+            ),
+            (
+                "palisade_renew_last_success_timestamp_seconds",
+                "gauge",
+                "Unix time of the last success (0: none)",
+                s.last_success.load(Ordering::Relaxed),
+            ),
+        ] {
+            // OpenMetrics: a counter's samples carry `_total`, its TYPE line does not.
+            let sample = if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            };
+            text.push_str(&format!(
+                "# HELP {name} {help}.\n# TYPE {name} {kind}\n{sample} {value}\n"
+            ));
+        }
+        text.push_str("# EOF\n");
+        text
+    }
+}
