@@ -27,8 +27,57 @@ use crate::metrics::IssuedLabels;
 use crate::refusal::Refusal;
 use crate::State;
 
-/// The TLS client certificates of the connection a request came on (empty: none presented).
-pub(crate) type PeerChain = Arc<Vec<CertificateDer<'static>>>;
+/// The TLS client certificates of the connection a request came on (empty: none presented), and
+/// their verification, made once per connection and CA material: a client renewing several
+/// times over one kept-alive connection pays for the chain once, and a verification is never
+/// used past the chain's first NotAfter or after the bundle changed.
+pub(crate) struct Peer {
+    chain: Vec<CertificateDer<'static>>,
+    verified: std::sync::Mutex<Option<VerifiedChain>>,
+}
+
+struct VerifiedChain {
+    material: Arc<crate::Material>,
+    id: SpiffeId,
+    valid_until: i64,
+}
+
+impl Peer {
+    pub(crate) fn new(chain: Vec<CertificateDer<'static>>) -> Self {
+        Peer {
+            chain,
+            verified: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The chain's SPIFFE ID if it verifies to `material`'s bundle now.
+    fn verify(&self, material: &Arc<crate::Material>) -> Result<SpiffeId, SvidError> {
+        let now = UnixTime::now();
+        let now_secs = now.as_secs() as i64;
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = verified.as_ref() {
+            if Arc::ptr_eq(&v.material, material) && now_secs <= v.valid_until {
+                return Ok(v.id.clone());
+            }
+        }
+        let id = palisade_ca::verify_svid(&self.chain, &material.bundles, PeerRole::Client, now)?;
+        let valid_until = self
+            .chain
+            .iter()
+            .filter_map(|der| palisade_identity::not_after(der).ok())
+            .map(|t| t.unix_timestamp())
+            .min()
+            .unwrap_or(0);
+        *verified = Some(VerifiedChain {
+            material: material.clone(),
+            id: id.clone(),
+            valid_until,
+        });
+        Ok(id)
+    }
+}
+
+pub(crate) type PeerChain = Arc<Peer>;
 
 pub(crate) async fn handle(
     state: Arc<State>,
@@ -133,10 +182,10 @@ async fn renew(
         return Err(Refusal::RateLimited);
     }
     let asked = asked_id(&req)?;
-    if chain.is_empty() {
+    if chain.chain.is_empty() {
         return Err(Refusal::RenewWithoutCertificate);
     }
-    if let Ok((_, leaf)) = x509_parser::parse_x509_certificate(&chain[0]) {
+    if let Ok((_, leaf)) = x509_parser::parse_x509_certificate(&chain.chain[0]) {
         let id = palisade_ca::spiffe_id_of(&leaf)
             .map(|id| id.to_string())
             .unwrap_or_else(|_| "no SPIFFE ID".into());
@@ -147,11 +196,10 @@ async fn renew(
         ));
     }
     let material = state.material.load_full();
-    let id = palisade_ca::verify_svid(chain, &material.bundles, PeerRole::Client, UnixTime::now())
-        .map_err(|error| match error {
-            SvidError::Expired(_) => Refusal::RenewCertificateExpired(error),
-            other => Refusal::RenewCertificateUntrusted(other),
-        })?;
+    let id = chain.verify(&material).map_err(|error| match error {
+        SvidError::Expired(_) => Refusal::RenewCertificateExpired(error),
+        other => Refusal::RenewCertificateUntrusted(other),
+    })?;
     audit.spiffe_id = Some(id.to_string());
     if let Some(asked) = asked {
         if asked != id {

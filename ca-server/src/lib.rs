@@ -385,13 +385,13 @@ async fn accept_loop(
                     return;
                 }
             };
-            let chain: handler::PeerChain = Arc::new(
+            let chain: handler::PeerChain = Arc::new(handler::Peer::new(
                 tls.get_ref()
                     .1
                     .peer_certificates()
                     .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect())
                     .unwrap_or_default(),
-            );
+            ));
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 let chain = chain.clone();
