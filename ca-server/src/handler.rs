@@ -129,11 +129,20 @@ async fn sign(
         .get(AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("").to_owned());
     let csr = read_csr(state, req).await?;
-    let material = state.material.load_full();
-    let trust_domain = material.ca.trust_domain().clone();
     let Some(authorization) = authorization else {
         return Err(Refusal::NoCredential);
     };
+    // Everything that may make the caller retry comes before the credential is spent: a join
+    // token used up by a request that then fails with "busy" could never be retried.
+    let slot = state.slots.acquire().await.ok_or(Refusal::Busy)?;
+    let material = state.material.load_full();
+    if OffsetDateTime::now_utc() >= material.ca.not_after() {
+        return Err(Refusal::Unavailable(format!(
+            "the signing CA expired at {}",
+            rfc3339(material.ca.not_after())
+        )));
+    }
+    let trust_domain = material.ca.trust_domain().clone();
     let (scheme, credential) = authorization
         .split_once(' ')
         .map(|(s, c)| (s, c.trim()))
@@ -160,15 +169,8 @@ async fn sign(
         return Err(Refusal::UnsupportedCredential);
     };
     audit.spiffe_id = Some(id.to_string());
-    if let Some(asked) = asked {
-        if asked != id {
-            return Err(Refusal::OtherId {
-                granted: id.to_string(),
-                asked: asked.to_string(),
-            });
-        }
-    }
-    issue(state, &csr, id).await
+    check_id(state, &id, asked)?;
+    issue(state, &material, &csr, id, slot)
 }
 
 async fn renew(
@@ -183,6 +185,7 @@ async fn renew(
     }
     let asked = asked_id(&req)?;
     if chain.chain.is_empty() {
+        audit.credential = "none";
         return Err(Refusal::RenewWithoutCertificate);
     }
     if let Ok((_, leaf)) = x509_parser::parse_x509_certificate(&chain.chain[0]) {
@@ -201,21 +204,37 @@ async fn renew(
         other => Refusal::RenewCertificateUntrusted(other),
     })?;
     audit.spiffe_id = Some(id.to_string());
+    check_id(state, &id, asked)?;
+    let csr = read_csr(state, req).await?;
+    let slot = state.slots.acquire().await.ok_or(Refusal::Busy)?;
+    issue(state, &material, &csr, id, slot)
+}
+
+/// The ID a credential grants may be issued: it is the one asked for (if any), and it is not the
+/// CA service's own (whoever held that could pose as the CA to every workload and collect their
+/// join tokens).
+fn check_id(state: &State, id: &SpiffeId, asked: Option<SpiffeId>) -> Result<(), Refusal> {
     if let Some(asked) = asked {
-        if asked != id {
+        if &asked != id {
             return Err(Refusal::OtherId {
                 granted: id.to_string(),
                 asked: asked.to_string(),
             });
         }
     }
-    let csr = read_csr(state, req).await?;
-    issue(state, &csr, id).await
+    if id == &state.server.id {
+        return Err(Refusal::ReservedId(id.to_string()));
+    }
+    Ok(())
 }
 
-async fn issue(state: &State, csr: &CheckedCsr, id: SpiffeId) -> Result<IssuedCert, Refusal> {
-    let _slot = state.slots.acquire().await.ok_or(Refusal::Busy)?;
-    let material = state.material.load_full();
+fn issue(
+    state: &State,
+    material: &crate::Material,
+    csr: &CheckedCsr,
+    id: SpiffeId,
+    _slot: tokio::sync::SemaphorePermit<'_>,
+) -> Result<IssuedCert, Refusal> {
     material
         .ca
         .issue_for_csr(csr, &LeafRequest::new(id, state.leaf_ttl))
@@ -264,8 +283,8 @@ fn asked_id(req: &Request<Incoming>) -> Result<Option<SpiffeId>, Refusal> {
         .transpose()
 }
 
-/// A join token named in the audit trail by the start of its hash: enough to match it with the
-/// `ca token` that made it (which prints the same), useless to anyone who reads the log.
+/// A join token named in the audit trail by the start of its SHA-256: the start of its record's
+/// file name in the token store, so an operator can match the two; useless to a log reader.
 fn token_fingerprint(token: &str) -> String {
     if token.len() > 256 {
         return "(oversized)".into();
@@ -321,7 +340,6 @@ fn finish(
     };
     if let Err(error) = state.audit.write(&audit) {
         tracing::error!(%error, "cannot write the audit line");
-        state.metrics.request(endpoint, "audit_write_failed");
     }
     response
 }

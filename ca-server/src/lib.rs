@@ -133,7 +133,7 @@ pub enum CaServerError {
 /// What every request handler shares.
 pub(crate) struct State {
     dir: CaDir,
-    server: ServerIdentity,
+    pub(crate) server: ServerIdentity,
     provider: Arc<CryptoProvider>,
     pub(crate) material: ArcSwap<Material>,
     pub(crate) tokens: JoinTokens,

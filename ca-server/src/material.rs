@@ -77,7 +77,12 @@ impl Material {
     ) -> Result<Material, MaterialError> {
         let source = read_sources(dir);
         let (ca, bundle) = dir.load()?;
-        Material::build(ca, bundle, server, provider, source)
+        let bundle_written = std::fs::metadata(dir.bundle_path())
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() as i64);
+        Material::build(ca, bundle, bundle_written, server, provider, source)
     }
 
     /// The files' contents now, to compare with [`Material::source`] (a missing file reads as
@@ -89,6 +94,7 @@ impl Material {
     fn build(
         ca: CertificateAuthority,
         bundle: TrustBundle,
+        bundle_written: i64,
         server: &ServerIdentity,
         provider: &Arc<CryptoProvider>,
         source: Vec<Vec<u8>>,
@@ -107,7 +113,9 @@ impl Material {
             .with_client_cert_verifier(DeferredClientVerifier::new(provider.clone()))
             .with_single_cert(chain, key_der)?;
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let lifetime = issued.not_after - issued.not_before;
+        // Half of the lifetime from now, not from NotBefore, which is set back for clock skew.
+        let issued_at = OffsetDateTime::now_utc();
+        let lifetime = issued.not_after - issued_at;
         let root_not_after = bundle
             .roots()
             .iter()
@@ -116,13 +124,13 @@ impl Material {
             .unwrap_or(ca.not_after());
         Ok(Material {
             bundle_pem: bundle.to_pem(),
-            bundle_jwks: bundle_document(&bundle),
+            bundle_jwks: bundle_document(&bundle, bundle_written),
             roots: bundle.roots().len(),
             root_not_after,
             bundles: Arc::new(TrustBundleSet::from(bundle)),
             ca,
             tls: Arc::new(tls),
-            server_cert_refresh_at: issued.not_before + lifetime / 2,
+            server_cert_refresh_at: issued_at + lifetime / 2,
             source,
         })
     }
@@ -153,13 +161,13 @@ const REFRESH_HINT_SECONDS: u64 = 300;
 
 /// The bundle as a SPIFFE trust bundle document: one JWK per root with `use: x509-svid`, the
 /// certificate in `x5c`, no `kid` (SPIFFE Trust Domain and Bundle §4, X509-SVID §6). The sequence
-/// is the latest NotBefore among the roots: it grows when a root is added by a rotation, and a
-/// rotation's retire step (which only removes) is the one change it does not mark; consumers
-/// compare contents anyway.
-pub fn bundle_document(bundle: &TrustBundle) -> String {
+/// must grow whenever the contents change: it is the time `bundle.pem` was last written (every
+/// rotation step writes it, and replicas serving one directory agree on it), or the latest
+/// NotBefore among the roots if that is later.
+pub fn bundle_document(bundle: &TrustBundle, bundle_written: i64) -> String {
     let std64 = base64::engine::general_purpose::STANDARD;
     let url64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let mut sequence = 0i64;
+    let mut sequence = bundle_written;
     let keys: Vec<serde_json::Value> = bundle
         .roots()
         .iter()

@@ -32,6 +32,9 @@ pub enum Refusal {
         /// What the `Palisade-Spiffe-Id` header asked for.
         asked: String,
     },
+    /// The credential grants the CA service's own ID, which is never issued to a workload.
+    #[error("{0} is the CA service's own identity and is never issued")]
+    ReservedId(String),
     /// `/v1/renew` without a client certificate.
     #[error("renewal needs the current certificate as the TLS client certificate")]
     RenewWithoutCertificate,
@@ -81,6 +84,7 @@ impl Refusal {
             Refusal::ServiceAccount(r) => r.code(),
             Refusal::ServiceAccountsNotConfigured => "jwt_not_configured",
             Refusal::OtherId { .. } => "other_id",
+            Refusal::ReservedId(_) => "reserved_id",
             Refusal::RenewWithoutCertificate => "renew_no_certificate",
             Refusal::RenewCertificateExpired(_) => "renew_certificate_expired",
             Refusal::RenewCertificateUntrusted(_) => "renew_certificate_untrusted",
@@ -110,9 +114,9 @@ impl Refusal {
             | Refusal::ServiceAccount(_) => StatusCode::UNAUTHORIZED,
             Refusal::JoinToken(JoinTokenRefusal::Store(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::JoinToken(_) => StatusCode::UNAUTHORIZED,
-            Refusal::ServiceAccountsNotConfigured | Refusal::OtherId { .. } => {
-                StatusCode::FORBIDDEN
-            }
+            Refusal::ServiceAccountsNotConfigured
+            | Refusal::OtherId { .. }
+            | Refusal::ReservedId(_) => StatusCode::FORBIDDEN,
             Refusal::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Refusal::Csr(_) | Refusal::BadIdHeader => StatusCode::BAD_REQUEST,

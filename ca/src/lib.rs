@@ -23,4 +23,7 @@ pub use issue::{
 };
 pub use join_token::{JoinTokenRefusal, JoinTokens, TOKEN_PREFIX};
 pub use palisade_identity::*;
-pub use rotation::{activate_wait, retire_wait, RootRotation, RotationError, RotationState};
+pub use rotation::{
+    activate_wait, retire_wait, RootRotation, RotationError, RotationState,
+    RELOAD_MARGIN as ROTATION_RELOAD_MARGIN,
+};

@@ -68,7 +68,7 @@ pub struct RotationState {
     /// When the new root took over (Unix seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activated_at: Option<i64>,
-    /// The old root, PEM, kept for the bundle until retirement.
+    /// The old root, PEM: a record of what is being retired, for the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old_root_pem: Option<String>,
 }
@@ -198,18 +198,42 @@ impl RootRotation {
                 safe_at,
             });
         }
+        // Everything is made and checked before anything is written, so a refusal leaves the
+        // rotation exactly where it was.
         let next = CaDir::new(self.root.path().join(NEXT_DIR));
         let (new_root, _) = next.load()?;
         let (old_root, bundle) = self.root.load()?;
-        // The root directory now holds the new root with the two-root bundle.
-        self.root.install(&new_root, &bundle)?;
-        self.issuer
-            .init_issuer(&self.root, key_type, issuer_ttl, false)?;
-        let _ = std::fs::remove_dir_all(next.path());
+        if self.issuer.path() == self.root.path() {
+            return Err(RotationError::OutOfOrder(
+                "the issuer directory must not be the root directory".into(),
+            ));
+        }
+        if let Ok((existing, _)) = self.issuer.load() {
+            if existing.is_root() {
+                return Err(RotationError::OutOfOrder(format!(
+                    "{} holds a root CA, not an issuer; give the directory `ca serve` runs from",
+                    self.issuer.path().display()
+                )));
+            }
+        }
+        let new_issuer = new_root
+            .generate_issuer(key_type, issuer_ttl)
+            .map_err(|error| CaDirError::Ca {
+                path: next.path().to_owned(),
+                error,
+            })?;
+        // The state first: if a write below fails, a second `activate` must not take the new
+        // root (already in place) for the old one.
         state.step = "activated".into();
         state.activated_at = Some(now.unix_timestamp());
         state.old_root_pem = Some(crate::pem::certificate_to_pem(old_root.certificate()));
-        self.save(Some(&state))
+        self.save(Some(&state))?;
+        // The root directory now holds the new root with the two-root bundle, and the issuer
+        // directory an issuer under it.
+        self.root.install(&new_root, &bundle)?;
+        self.issuer.install(&new_issuer, &bundle)?;
+        let _ = std::fs::remove_dir_all(next.path());
+        Ok(())
     }
 
     /// Step 3: the old root leaves both bundles.

@@ -61,9 +61,13 @@ pub enum ClientError {
         /// The reason.
         error: std::io::Error,
     },
-    /// The TLS handshake failed (an unexpected server identity included).
+    /// The TLS handshake failed for another reason than the server's identity.
     #[error("TLS with the CA failed: {0}")]
     Tls(std::io::Error),
+    /// The server's certificate does not verify to our bundle, or is not the CA's ID: a wrong
+    /// `--ca-id` or bundle, or a root rotation this client missed.
+    #[error("the server is not the CA we trust: {0}")]
+    ServerIdentity(String),
     /// The CA did not answer in time.
     #[error("the CA did not answer within {0:?}")]
     Timeout(Duration),
@@ -107,10 +111,13 @@ impl ClientError {
     /// A refusal of the credential or the certificate will not change by retrying.
     pub fn is_temporary(&self) -> bool {
         match self {
-            ClientError::Refused { status, .. } => *status == 429 || *status >= 500,
-            ClientError::BadUrl(_) | ClientError::OwnCredentials(_) | ClientError::NoCredential => {
-                false
+            ClientError::Refused { status, .. } => {
+                *status == 408 || *status == 429 || *status >= 500
             }
+            ClientError::BadUrl(_)
+            | ClientError::OwnCredentials(_)
+            | ClientError::NoCredential
+            | ClientError::ServerIdentity(_) => false,
             _ => true,
         }
     }
@@ -311,7 +318,7 @@ impl CaClient {
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(server_name, stream)
             .await
-            .map_err(ClientError::Tls)?;
+            .map_err(tls_error)?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         tokio::spawn(async move {
@@ -364,4 +371,19 @@ impl CaClient {
 
 fn parse_sign_response(body: &[u8]) -> Result<SignResponse, ClientError> {
     serde_json::from_slice(body).map_err(|e| ClientError::BadResponse(e.to_string()))
+}
+
+/// Our verifier's reason, when the handshake failed over the server's certificate.
+fn tls_error(error: std::io::Error) -> ClientError {
+    let reason = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(|tls| match palisade_identity::peer_error(tls) {
+            Some(peer) => Some(peer.to_string()),
+            None => matches!(tls, rustls::Error::InvalidCertificate(_)).then(|| tls.to_string()),
+        });
+    match reason {
+        Some(reason) => ClientError::ServerIdentity(reason),
+        None => ClientError::Tls(error),
+    }
 }

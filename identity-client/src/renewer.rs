@@ -111,11 +111,11 @@ impl Renewer {
         let now = SystemTime::now();
         let renewal = match current.filter(|svid| svid.valid_at(now)) {
             Some(svid) => {
-                let client = self.client.with_bundles(svid.bundles());
-                match client
-                    .renew(&key.csr_der, svid.chain.clone(), svid.key_der())
-                    .await
-                {
+                let csr = &key.csr_der;
+                let attempt = |client: CaClient| async move {
+                    client.renew(csr, svid.chain.clone(), svid.key_der()).await
+                };
+                match self.with_bundle_fallback(Some(svid), attempt).await {
                     Ok(response) => return Svid::from_response(response, &key, Some(&svid.id)),
                     Err(error) if error.is_temporary() || self.bootstrap.is_none() => {
                         return Err(error)
@@ -131,15 +131,43 @@ impl Renewer {
         if let Some(error) = renewal {
             tracing::warn!(%error, "the CA refused a renewal; bootstrapping with the credential");
         }
-        let client = match current {
-            Some(svid) => self.client.with_bundles(svid.bundles()),
-            None => self.client.clone(),
+        let credential = bootstrap.credential()?;
+        let expect = self.expect.as_ref();
+        let attempt = |client: CaClient| {
+            let credential = credential.clone();
+            let csr = key.csr_der.clone();
+            async move { client.sign(&csr, &credential, expect).await }
         };
-        let response = client
-            .sign(&key.csr_der, &bootstrap.credential()?, self.expect.as_ref())
-            .await?;
+        let response = self.with_bundle_fallback(current, attempt).await?;
         let expect = self.expect.as_ref().or(current.map(|svid| &svid.id));
         Svid::from_response(response, &key, expect)
+    }
+
+    /// Calls the CA trusting the bundle that came with `current` (it follows root rotations);
+    /// if the server does not verify with it, tries once more with the configured bundle: a
+    /// workload that slept through a whole root rotation holds a bundle without the new root,
+    /// and its operator fixes that by updating the configured one.
+    async fn with_bundle_fallback<F, Fut>(
+        &self,
+        current: Option<&Svid>,
+        attempt: F,
+    ) -> Result<palisade_identity::ca_api::SignResponse, ClientError>
+    where
+        F: Fn(CaClient) -> Fut,
+        Fut: std::future::Future<
+            Output = Result<palisade_identity::ca_api::SignResponse, ClientError>,
+        >,
+    {
+        let Some(svid) = current else {
+            return attempt(self.client.clone()).await;
+        };
+        match attempt(self.client.with_bundles(svid.bundles())).await {
+            Err(ClientError::ServerIdentity(reason)) => {
+                tracing::warn!(%reason, "the CA does not verify with the bundle we hold; trying the configured bundle");
+                attempt(self.client.clone()).await
+            }
+            other => other,
+        }
     }
 
     /// Keeps `sink` supplied until `stop`: an attempt at once when `current` is `None` or

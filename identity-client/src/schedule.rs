@@ -3,8 +3,9 @@
 //! Renewal is due at half the certificate's lifetime, moved by up to ±10% of that half at
 //! random, so that workloads started together do not renew together (istio/istio#52102,
 //! spiffe/spire#1240). After a failure the wait doubles from [`RenewalTiming::backoff_base`] up to
-//! [`RenewalTiming::backoff_max`], each wait drawn at random below its ceiling ("full jitter"), so
-//! that clients cut off by one outage do not come back in step.
+//! [`RenewalTiming::backoff_max`], each wait drawn at random between half its ceiling and the
+//! ceiling ("equal jitter": never a retry at once, never two clients in step), so that clients
+//! cut off by one outage do not come back together.
 //!
 //! Deadlines are wall-clock times, and waiting re-reads the wall clock at least every
 //! [`WALL_CLOCK_CHECK`]: a monotonic sleep does not count time spent suspended, and a host whose

@@ -372,10 +372,21 @@ impl SidecarConfig {
     fn check(&self) -> Result<(), String> {
         self.identity.check()?;
         if let Some(ca) = &self.identity.ca {
-            if ca.service_account_token.is_some() && ca.join_token_file.is_some() {
-                return Err(
-                    "identity.ca: give service_account_token or join_token_file, not both".into(),
-                );
+            match (&ca.service_account_token, &ca.join_token_file) {
+                (Some(_), Some(_)) => {
+                    return Err(
+                        "identity.ca: give service_account_token or join_token_file, not both"
+                            .into(),
+                    )
+                }
+                (None, None) => {
+                    return Err(
+                        "identity.ca: give service_account_token or join_token_file \
+                                (the credential for the first certificate)"
+                            .into(),
+                    )
+                }
+                _ => {}
             }
         }
         if self.inbound.is_empty() && self.outbound.is_empty() {

@@ -114,7 +114,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", requires = "jwt_issuer")]
     pub jwks: Option<PathBuf>,
     /// The `iss` service-account tokens must carry.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", requires = "jwks")]
     pub jwt_issuer: Option<String>,
     /// The audience service-account tokens must be made for.
     #[arg(long, value_name = "AUD", default_value = "palisade-ca")]

@@ -10,6 +10,11 @@ use super::ca::ServeArgs;
 use super::sidecar::shutdown_signal;
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.admin_listen.ip().is_loopback(),
+        "--admin-listen must be a loopback address (the admin server has no authentication), not {}",
+        args.admin_listen
+    );
     let (ca, _) = CaDir::new(&args.dir).load()?;
     let server_id = match args.server_id {
         Some(id) => id,
@@ -31,7 +36,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         server: ServerIdentity {
             id: server_id,
             dns_names: args.dns_names,
-            ttl: args.leaf_ttl,
+            // Its own certificate lives at least an hour: with very short leaves it would
+            // otherwise be re-issued at every reload of the directory.
+            ttl: args.leaf_ttl.max(std::time::Duration::from_secs(3600)),
         },
         leaf_ttl: args.leaf_ttl,
         service_account,

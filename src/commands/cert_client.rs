@@ -33,22 +33,22 @@ pub struct CaArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("credential").required(true).multiple(false)))]
 pub struct RequestArgs {
     #[command(flatten)]
     pub ca: CaArgs,
     /// PEM roots that authenticate the CA service.
     #[arg(long, value_name = "FILE")]
     pub bundle: PathBuf,
-    /// A join token from `palisade ca token`.
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        conflicts_with = "service_account_token",
-        required_unless_present = "service_account_token"
-    )]
+    /// A join token from `palisade ca token` (visible to other local users in the process
+    /// list while this runs: prefer --token-file on shared hosts).
+    #[arg(long, value_name = "TOKEN", group = "credential")]
     pub token: Option<String>,
+    /// A file holding a join token.
+    #[arg(long, value_name = "FILE", group = "credential")]
+    pub token_file: Option<PathBuf>,
     /// A file holding a Kubernetes service-account token (projected, with the CA's audience).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", group = "credential")]
     pub service_account_token: Option<PathBuf>,
     /// Refuse a certificate for any other ID (the CA checks it too).
     #[arg(long, value_name = "ID")]
@@ -155,10 +155,11 @@ pub fn request(args: &RequestArgs, out: &mut dyn Write) -> anyhow::Result<ExitCo
     exit((|| {
         let bundle = read_bundle(&args.bundle)?;
         let client = client(&args.ca, &bundle)?;
-        let bootstrap = match (&args.token, &args.service_account_token) {
-            (Some(token), _) => Bootstrap::JoinToken(token.clone()),
-            (None, Some(path)) => Bootstrap::ServiceAccountTokenFile(path.clone()),
-            (None, None) => return Err(Failure(EXIT_LOCAL, "no credential given".into())),
+        let bootstrap = match (&args.token, &args.token_file, &args.service_account_token) {
+            (Some(token), _, _) => Bootstrap::JoinToken(token.clone()),
+            (None, Some(path), _) => Bootstrap::JoinTokenFile(path.clone()),
+            (None, None, Some(path)) => Bootstrap::ServiceAccountTokenFile(path.clone()),
+            (None, None, None) => return Err(Failure(EXIT_LOCAL, "no credential given".into())),
         };
         let renewer = Renewer::new(
             client,
@@ -219,6 +220,15 @@ pub fn renew(args: &RenewArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
             write(&dir, &svid)?;
             report(out, "renewed", &svid, &dir).map_err(|e| Failure(EXIT_LOCAL, e.to_string()))?;
             return Ok(ExitCode::SUCCESS);
+        }
+        if !args.admin_listen.ip().is_loopback() {
+            return Err(Failure(
+                EXIT_LOCAL,
+                format!(
+                    "--admin-listen must be a loopback address (the admin server has no authentication), not {}",
+                    args.admin_listen
+                ),
+            ));
         }
         // Watching: a directory that does not load (expired, say) is not the end if a
         // service-account token can start again.
