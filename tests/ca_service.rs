@@ -1,6 +1,7 @@
 //! `palisade ca serve` end to end with the real binary: bootstrap by join token, renewal over
-//! mTLS, the two-level chain, and every refusal with its own code and audit line. Clients are
-//! the real `palisade cert request|renew` and curl (for requests our CLI never makes).
+//! mTLS, the two-level chain, and every refusal with its own code and audit line; `cert renew
+//! --watch` through a CA outage, and the exit codes of `cert request`. Clients are the real
+//! `palisade cert request|renew` and curl (for requests our CLI never makes).
 
 mod common;
 
@@ -411,4 +412,303 @@ fn curl_renew(server: &CaProcess, dir: &Path, extra: &[&str]) -> (u16, String) {
     ];
     args.extend_from_slice(extra);
     curl(server, &args, "/v1/renew")
+}
+
+/// A port nothing listens on (bound, then released), for a CA that is down or not started yet.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `palisade cert renew --watch`, killed when dropped.
+struct Watcher {
+    child: std::process::Child,
+    admin: std::net::SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Watcher {
+    fn start(server: &CaProcess, dir: &Path) -> Self {
+        use std::io::BufRead;
+        let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut child = Command::new(BIN)
+            .args(["--log-format", "json", "cert", "renew", "--watch", "--ca"])
+            .arg(server.url())
+            .arg("--dir")
+            .arg(dir)
+            .arg("--admin-listen")
+            .arg(admin.to_string())
+            .env("PALISADE_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start cert renew --watch");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                writer.lock().unwrap().push(line);
+            }
+        });
+        let watcher = Watcher { child, admin, log };
+        assert!(
+            wait_until(Duration::from_secs(10), || try_http_request(
+                admin, "GET", "/live"
+            )
+            .is_ok_and(|(status, _)| status == 200)),
+            "the watcher's admin server did not come up on {admin}:\n{}",
+            watcher.log_text()
+        );
+        watcher
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http_request(self.admin, "GET", path)
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200);
+        metric_value(&body, name, &[])
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn key_mode(dir: &Path) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.join("key.pem"))
+            .unwrap()
+            .permissions(),
+    ) & 0o777
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[test]
+fn renew_watch_renews_at_half_life_keeps_its_certificate_while_the_ca_is_down_and_recovers() {
+    let ca = TwoLevelCa::new();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let ttl = ["--leaf-ttl", "6s"];
+    let mut server = CaProcess::start_on(&ca.issuer(), &listen, &ttl);
+    let token = ca.token("ns/shop/sa/watched", "10m");
+    let requested = std::time::Instant::now();
+    ok(request(&ca, &server, &token, "watched", &[]));
+    let dir = ca.path().join("watched");
+    let first = inspect(&dir);
+    let mut watcher = Watcher::start(&server, &dir);
+
+    // Every certificate seen in cert.pem, by serial; the key stays 0600 through every rewrite.
+    let mut serials = vec![first["serial"].as_str().unwrap().to_owned()];
+    let mut last_pem = std::fs::read(dir.join("cert.pem")).unwrap();
+    let mut observe = |serials: &mut Vec<String>| {
+        let pem = std::fs::read(dir.join("cert.pem")).unwrap();
+        if pem != last_pem {
+            last_pem = pem;
+            let now = inspect(&dir);
+            assert_eq!(now["spiffe_id"], "spiffe://example.org/ns/shop/sa/watched");
+            let serial = now["serial"].as_str().unwrap().to_owned();
+            if serials.last() != Some(&serial) {
+                serials.push(serial);
+            }
+            assert_eq!(key_mode(&dir), 0o600, "key.pem after a renewal");
+        }
+    };
+    // 6 s certificates renewed at about half their life: two renewals in about 6 s.
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            observe(&mut serials);
+            serials.len() >= 3
+        }),
+        "cert.pem changed {} times in 15 s:\n{}",
+        serials.len() - 1,
+        watcher.log_text()
+    );
+    // Each renewal waits at least 45% of a lifetime of over 5 s (NotAfter is in whole seconds).
+    let two_renewals = requested.elapsed();
+    assert!(
+        two_renewals > Duration::from_secs(4),
+        "renewed too early: twice in {two_renewals:?}"
+    );
+    assert_eq!(watcher.get("/ready").0, 200);
+    assert!(watcher.metric("palisade_renew_successes_total") >= 2.0);
+    assert_eq!(watcher.metric("palisade_renew_failures_in_a_row"), 0.0);
+
+    // The CA goes away: the watcher fails and backs off, keeping the certificate it has, and
+    // stays ready while that certificate is valid.
+    server.kill();
+    let failures_seen = wait_until(Duration::from_secs(10), || {
+        watcher.metric("palisade_renew_failures_in_a_row") > 0.0
+    });
+    assert!(
+        failures_seen,
+        "no failure counted with the CA down:\n{}",
+        watcher.log_text()
+    );
+    let expiry = watcher.metric("palisade_renew_certificate_expiry_timestamp_seconds");
+    assert!(
+        expiry > unix_now(),
+        "the failures began only after the certificate expired ({expiry})"
+    );
+    let (status, body) = watcher.get("/ready");
+    assert_eq!(
+        status, 200,
+        "not ready while the certificate is valid: {body}"
+    );
+
+    // The CA is back on the same address: the next attempt succeeds.
+    let successes = watcher.metric("palisade_renew_successes_total");
+    let mut server = CaProcess::start_on(&ca.issuer(), &listen, &ttl);
+    let restarted = std::time::Instant::now();
+    let back_at = unix_now();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            watcher.metric("palisade_renew_failures_in_a_row") == 0.0
+        }),
+        "still failing with the CA back (it came back {:.1} s before the certificate's expiry):\n{}",
+        expiry - back_at,
+        watcher.log_text()
+    );
+    let recovered = restarted.elapsed();
+    assert!(watcher.metric("palisade_renew_successes_total") > successes);
+    assert!(watcher.metric("palisade_renew_failures_total") >= 1.0);
+    assert_eq!(watcher.get("/ready").0, 200);
+    observe(&mut serials);
+    assert_eq!(key_mode(&dir), 0o600);
+    assert_eq!(inspect(&dir)["verdict"]["status"], "valid");
+
+    // The CA goes away for good: ready exactly as long as the certificate held is valid.
+    server.kill();
+    let expiry = watcher.metric("palisade_renew_certificate_expiry_timestamp_seconds");
+    let mut ready_until = 0.0;
+    let not_ready = wait_until(Duration::from_secs(10), || {
+        let before = unix_now();
+        let (status, _) = watcher.get("/ready");
+        if status == 200 {
+            ready_until = before;
+            return false;
+        }
+        let after = unix_now();
+        assert!(
+            after >= expiry,
+            "not ready {:.1} s before expiry",
+            expiry - after
+        );
+        true
+    });
+    assert!(not_ready, "still ready after the certificate expired");
+    assert!(
+        ready_until > expiry - 1.0,
+        "ready only until {:.1} s before expiry",
+        expiry - ready_until
+    );
+
+    // SIGTERM: the watcher stops, successfully.
+    let killed = Command::new("kill")
+        .args(["-TERM", &watcher.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut code = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            code = watcher.child.try_wait().unwrap().map(|s| s.code());
+            code.is_some()
+        }),
+        "the watcher did not stop on SIGTERM:\n{}",
+        watcher.log_text()
+    );
+    assert_eq!(code, Some(Some(0)), "{}", watcher.log_text());
+    println!(
+        "renew --watch: serials {serials:?}, two renewals in {two_renewals:?}, back {recovered:?} after the CA restarted"
+    );
+}
+
+#[test]
+fn cert_request_exit_codes_say_unavailable_local_problem_or_refused() {
+    let ca = TwoLevelCa::new();
+    let token = ca.token("ns/shop/sa/codes", "10m");
+    let bundle = ca.bundle();
+    let run = |url: &str, bundle: &Path, token: &str, out: &str| {
+        palisade(
+            &[
+                "cert",
+                "request",
+                "--ca",
+                url,
+                "--bundle",
+                bundle.to_str().unwrap(),
+                "--token",
+                token,
+                "--out",
+                out,
+            ],
+            ca.path(),
+        )
+    };
+
+    // Nothing listens there: try again later (3). The token is not used up.
+    let nobody = format!("https://127.0.0.1:{}", free_port());
+    let down = run(&nobody, &bundle, &token, "down");
+    assert_eq!(down.status.code(), Some(3), "{}", stderr(&down));
+    assert!(
+        stderr(&down).contains("cannot connect"),
+        "{}",
+        stderr(&down)
+    );
+
+    let server = CaProcess::start(&ca.issuer(), &[]);
+    // A bundle file that does not exist: a local problem (4), found before asking the CA.
+    let missing = ca.path().join("no-such-bundle.pem");
+    let local = run(&server.url(), &missing, &token, "local");
+    assert_eq!(local.status.code(), Some(4), "{}", stderr(&local));
+    assert!(
+        stderr(&local).contains("no-such-bundle.pem"),
+        "{}",
+        stderr(&local)
+    );
+    assert!(
+        server.audit_lines().is_empty(),
+        "{:#?}",
+        server.audit_lines()
+    );
+
+    // Refused by the CA (1): a token it never made.
+    let unknown = format!("palisade-join-{}", "cd".repeat(32));
+    let refused = run(&server.url(), &bundle, &unknown, "refused");
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("token_unknown"),
+        "{}",
+        stderr(&refused)
+    );
+    server.expect_audit("refused", Some("token_unknown"));
+
+    // The token survived the attempts that never reached the CA.
+    ok(run(&server.url(), &bundle, &token, "good"));
+    for out in ["down", "local", "refused"] {
+        assert!(!ca.path().join(out).join("key.pem").exists(), "{out}");
+    }
 }

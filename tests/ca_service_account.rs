@@ -1,0 +1,564 @@
+//! `palisade ca serve` taking Kubernetes service-account tokens, end to end with the real binary:
+//! the test plays the cluster (its own RSA and P-256 signing keys, published in a JWKS file) and
+//! the workload (`palisade cert request --service-account-token FILE`). A good RS256 or ES256
+//! token gets `spiffe://example.org/ns/<namespace>/sa/<name>`, then renewal goes over mTLS; each
+//! forgery or misuse is refused with exit code 1, its own code on stderr and in the audit line;
+//! a key added to the JWKS file is taken into use without a restart.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
+use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use common::*;
+
+const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+const AUDIENCE: &str = "palisade-ca";
+const FRONTEND: &str = "spiffe://example.org/ns/shop/sa/frontend";
+
+/// A signing key of the test's cluster: to sign tokens with, and its JWK to publish.
+struct SigningKey {
+    kid: &'static str,
+    alg: Algorithm,
+    signing: EncodingKey,
+    jwk: Value,
+    /// RSA only: the public key as SubjectPublicKeyInfo PEM and as PKCS#1 PEM, what an attacker
+    /// can make from the published JWK.
+    public_pems: Vec<String>,
+}
+
+struct Keys {
+    /// In the cluster's JWKS.
+    rsa: SigningKey,
+    /// In the cluster's JWKS.
+    ec: SigningKey,
+    /// Never in any JWKS: an outsider's.
+    outsider: SigningKey,
+    /// Added to the JWKS by the reload test.
+    new_ec: SigningKey,
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let body = STANDARD.encode(der);
+    let mut text = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        text.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        text.push('\n');
+    }
+    text.push_str(&format!("-----END {label}-----\n"));
+    text
+}
+
+fn rsa_key(kid: &'static str) -> SigningKey {
+    let pair = RsaKeyPair::generate(KeySize::Rsa2048).expect("RSA key");
+    let pkcs8: Pkcs8V1Der = pair.as_der().expect("PKCS#8");
+    let signing = EncodingKey::from_rsa_pem(pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes())
+        .expect("RSA signing key");
+    let public = pair.public_key();
+    let spki: PublicKeyX509Der = public.as_der().expect("SPKI");
+    let jwk = json!({
+        "use": "sig",
+        "kty": "RSA",
+        "kid": kid,
+        "alg": "RS256",
+        "n": b64url(public.modulus().big_endian_without_leading_zero()),
+        "e": b64url(public.exponent().big_endian_without_leading_zero()),
+    });
+    SigningKey {
+        kid,
+        alg: Algorithm::RS256,
+        signing,
+        jwk,
+        public_pems: vec![
+            pem("PUBLIC KEY", spki.as_ref()),
+            pem("RSA PUBLIC KEY", public.as_ref()),
+        ],
+    }
+}
+
+fn ec_key(kid: &'static str) -> SigningKey {
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("EC key");
+    let pkcs8 = pair.to_pkcs8v1().expect("PKCS#8");
+    let point = pair.public_key().as_ref();
+    assert_eq!(point.len(), 65, "an uncompressed P-256 point");
+    let jwk = json!({
+        "use": "sig",
+        "kty": "EC",
+        "crv": "P-256",
+        "kid": kid,
+        "alg": "ES256",
+        "x": b64url(&point[1..33]),
+        "y": b64url(&point[33..]),
+    });
+    SigningKey {
+        kid,
+        alg: Algorithm::ES256,
+        signing: EncodingKey::from_ec_der(pkcs8.as_ref()),
+        jwk,
+        public_pems: Vec::new(),
+    }
+}
+
+/// Made once for every test of this file: RSA key generation takes a moment.
+fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| Keys {
+        rsa: rsa_key("cluster-rsa"),
+        ec: ec_key("cluster-ec"),
+        outsider: rsa_key("outsider-rsa"),
+        new_ec: ec_key("rotated-ec"),
+    })
+}
+
+/// Writes the JWKS the way a careful operator (or a ConfigMap update) does: a temporary file,
+/// then a rename over the old one, so the CA never reads half a file.
+fn publish_jwks(path: &Path, keys: &[&SigningKey]) {
+    let jwks = json!({ "keys": keys.iter().map(|k| &k.jwk).collect::<Vec<_>>() });
+    let temp = path.with_extension("json.tmp");
+    std::fs::write(&temp, jwks.to_string()).expect("write JWKS");
+    std::fs::rename(&temp, path).expect("rename JWKS");
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_secs() as i64
+}
+
+/// Claims as the API server writes them for a projected token of `shop/frontend` in `pod`, good
+/// for ten minutes.
+fn claims(pod: &str) -> Value {
+    let now = unix_now();
+    json!({
+        "aud": [ISSUER, AUDIENCE],
+        "exp": now + 600,
+        "iat": now - 10,
+        "nbf": now - 10,
+        "iss": ISSUER,
+        "jti": "0b5ffd3b-21d7-4a3c-9f8c-5b0a9e3b7f31",
+        "kubernetes.io": {
+            "namespace": "shop",
+            "node": {"name": "worker-1", "uid": "6a1c5c44-2f56-4b0c-9d39-2f3c3f0b8a11"},
+            "pod": {"name": pod, "uid": "1f2e3d4c-5b6a-4987-8877-665544332211"},
+            "serviceaccount": {"name": "frontend", "uid": "a9e8d7c6-b5a4-4392-8170-6f5e4d3c2b1a"},
+        },
+        "sub": "system:serviceaccount:shop:frontend",
+    })
+}
+
+/// `claims(pod)` with `member` set to `value`.
+fn claims_with(pod: &str, member: &str, value: Value) -> Value {
+    let mut claims = claims(pod);
+    claims[member] = value;
+    claims
+}
+
+/// A token signed by `key`, with the key's algorithm and `kid`.
+fn token(key: &SigningKey, claims: &Value) -> String {
+    signed(key.alg, Some(key.kid), claims, &key.signing)
+}
+
+fn signed(alg: Algorithm, kid: Option<&str>, claims: &Value, key: &EncodingKey) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, key).expect("sign")
+}
+
+/// A token put together by hand, as an attacker would: any header, any signature bytes.
+fn hand_made(header: &Value, claims: &Value, signature: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes()),
+        b64url(signature)
+    )
+}
+
+/// A two-level CA, the cluster's JWKS file next to it, and `ca serve` taking tokens for it.
+struct Setup {
+    ca: TwoLevelCa,
+    jwks: PathBuf,
+    server: CaProcess,
+}
+
+impl Setup {
+    fn new(published: &[&SigningKey]) -> Self {
+        let ca = TwoLevelCa::new();
+        let jwks = ca.path().join("jwks.json");
+        publish_jwks(&jwks, published);
+        let server = CaProcess::start(
+            &ca.issuer(),
+            &[
+                "--jwks",
+                jwks.to_str().unwrap(),
+                "--jwt-issuer",
+                ISSUER,
+                "--jwt-audience",
+                AUDIENCE,
+            ],
+        );
+        Setup { ca, jwks, server }
+    }
+
+    /// `cert request --service-account-token <out>.token --out <out>`, as the workload in `out`.
+    fn request(&self, token: &str, out: &str) -> Output {
+        request_with(&self.ca, &self.server, token, out)
+    }
+}
+
+fn request_with(ca: &TwoLevelCa, server: &CaProcess, token: &str, out: &str) -> Output {
+    let token_file = ca.path().join(format!("{out}.token"));
+    std::fs::write(&token_file, token).expect("write token");
+    let url = server.url();
+    palisade(
+        &[
+            "cert",
+            "request",
+            "--ca",
+            &url,
+            "--bundle",
+            ca.bundle().to_str().unwrap(),
+            "--service-account-token",
+            token_file.to_str().unwrap(),
+            "--out",
+            out,
+        ],
+        ca.path(),
+    )
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn inspect(dir: &Path) -> Value {
+    let out = ok(palisade(
+        &[
+            "cert",
+            "inspect",
+            "cert.pem",
+            "--bundle",
+            "bundle.pem",
+            "--json",
+        ],
+        dir,
+    ));
+    serde_json::from_str(&out).expect("inspect JSON")
+}
+
+/// Waits (up to 5 s) for an audit line that `matches`, and returns it.
+fn audit_line(server: &CaProcess, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+    let mut found = None;
+    wait_until(Duration::from_secs(5), || {
+        found = server.audit_lines().into_iter().find(|l| matches(l));
+        found.is_some()
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "no audit line {what} in:\n{:#?}\nlog:\n{}",
+            server.audit_lines(),
+            server.log_text()
+        )
+    })
+}
+
+/// The request must be refused as the CA refuses a token: exit code 1, `code` on stderr, a
+/// `refused` audit line with `code` for a service-account credential, and nothing written.
+fn assert_refused(setup: &Setup, output: &Output, out: &str, code: &str, what: &str) {
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{what}: exit code\n{}",
+        stderr(output)
+    );
+    assert!(
+        stderr(output).contains(code),
+        "{what}: {code} not on stderr:\n{}",
+        stderr(output)
+    );
+    let line = setup.server.expect_audit("refused", Some(code));
+    assert_eq!(line["credential"], "service_account", "{what}: {line}");
+    assert_eq!(line["endpoint"], "sign", "{what}: {line}");
+    assert!(line.get("serial").is_none(), "{what}: {line}");
+    assert!(
+        !setup.ca.path().join(out).join("key.pem").exists(),
+        "{what}: a refused request wrote a key"
+    );
+}
+
+#[test]
+fn rs256_and_es256_tokens_get_the_service_accounts_id_then_renew_over_mtls() {
+    let k = keys();
+    let setup = Setup::new(&[&k.rsa, &k.ec]);
+    let server = &setup.server;
+
+    for (key, pod, out) in [
+        (&k.rsa, "frontend-7d4b9c-rsa01", "rsa"),
+        (&k.ec, "frontend-7d4b9c-ec001", "ec"),
+    ] {
+        let token = token(key, &claims(pod));
+        ok(setup.request(&token, out));
+        let dir = setup.ca.path().join(out);
+        let first = inspect(&dir);
+        assert_eq!(first["spiffe_id"], FRONTEND, "{out}: {first:#}");
+        assert_eq!(first["verdict"]["status"], "valid", "{out}: {first:#}");
+
+        let issued = audit_line(server, &format!("issued for pod {pod}"), |l| {
+            l["event"] == "issued" && l["subject"].as_str().is_some_and(|s| s.contains(pod))
+        });
+        assert_eq!(issued["credential"], "service_account", "{issued}");
+        assert_eq!(issued["endpoint"], "sign", "{issued}");
+        assert_eq!(issued["spiffe_id"], FRONTEND, "{issued}");
+        let subject = issued["subject"].as_str().unwrap();
+        assert!(
+            subject.contains("shop/frontend"),
+            "the subject names namespace/serviceaccount: {subject}"
+        );
+        assert_eq!(
+            issued["serial"].as_str().map(str::to_lowercase),
+            first["serial"]
+                .as_str()
+                .map(|s| s.replace(':', "").to_lowercase()),
+            "the audit line names the serial issued: {issued} / {first:#}"
+        );
+        // The audit trail never holds a token, not even its signature.
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(
+            !serde_json::to_string(&server.audit_lines())
+                .unwrap()
+                .contains(signature),
+            "a token reached the audit log"
+        );
+
+        // Renewal: over mTLS with the certificate just issued, same ID, new serial.
+        let renewals_before = server.metric("palisade_ca_issued_total", &[("credential", "mtls")]);
+        ok(palisade(
+            &[
+                "cert",
+                "renew",
+                "--ca",
+                &server.url(),
+                "--dir",
+                dir.to_str().unwrap(),
+            ],
+            &dir,
+        ));
+        let second = inspect(&dir);
+        assert_eq!(second["spiffe_id"], FRONTEND);
+        assert_ne!(
+            second["serial"], first["serial"],
+            "{out}: a new certificate"
+        );
+        assert_eq!(
+            server.metric("palisade_ca_issued_total", &[("credential", "mtls")]),
+            renewals_before + 1.0
+        );
+    }
+    assert_eq!(
+        server.metric(
+            "palisade_ca_issued_total",
+            &[("credential", "service_account")]
+        ),
+        2.0
+    );
+    let renewed = audit_line(server, "a renewal", |l| {
+        l["event"] == "issued" && l["endpoint"] == "renew"
+    });
+    assert_eq!(renewed["credential"], "mtls");
+    assert_eq!(renewed["spiffe_id"], FRONTEND);
+}
+
+#[test]
+fn expired_misaddressed_foreign_and_forged_tokens_are_refused_each_with_its_code() {
+    let k = keys();
+    let setup = Setup::new(&[&k.rsa, &k.ec]);
+    let pod = "frontend-7d4b9c-xk2lp";
+    let now = unix_now();
+
+    // Well past exp, beyond the CA's 30 s allowance for clock skew.
+    let mut expired = claims_with(pod, "exp", json!(now - 120));
+    expired["iat"] = json!(now - 720);
+    expired["nbf"] = json!(now - 720);
+    // Signed with the outsider's key: under its own kid, and claiming the cluster key's kid.
+    let foreign = token(&k.outsider, &claims(pod));
+    let foreign_as_cluster = signed(
+        Algorithm::RS256,
+        Some(k.rsa.kid),
+        &claims(pod),
+        &k.outsider.signing,
+    );
+    // No signature at all.
+    let none = hand_made(
+        &json!({"alg": "none", "typ": "JWT", "kid": k.rsa.kid}),
+        &claims(pod),
+        b"",
+    );
+    let mut cases: Vec<(&str, String, &str)> = vec![
+        ("expired", token(&k.rsa, &expired), "jwt_expired"),
+        (
+            "audience",
+            token(&k.rsa, &claims_with(pod, "aud", json!([ISSUER, "vault"]))),
+            "jwt_wrong_audience",
+        ),
+        (
+            "issuer",
+            token(
+                &k.ec,
+                &claims_with(pod, "iss", json!("https://other-cluster.example")),
+            ),
+            "jwt_wrong_issuer",
+        ),
+        ("foreign", foreign, "jwt_unknown_key"),
+        ("foreign-kid", foreign_as_cluster, "jwt_bad_signature"),
+        ("alg-none", none, "jwt_algorithm_not_allowed"),
+    ];
+    // Key confusion: HS256 keyed with the cluster's public RSA key, as PEM (both encodings an
+    // attacker would try), which anyone can build from the published JWK.
+    for (i, public_pem) in k.rsa.public_pems.iter().enumerate() {
+        let hs256 = signed(
+            Algorithm::HS256,
+            Some(k.rsa.kid),
+            &claims(pod),
+            &EncodingKey::from_secret(public_pem.as_bytes()),
+        );
+        cases.push((
+            if i == 0 { "hs256-spki" } else { "hs256-pkcs1" },
+            hs256,
+            "jwt_algorithm_not_allowed",
+        ));
+    }
+
+    for (what, token, code) in &cases {
+        let output = setup.request(token, what);
+        assert_refused(&setup, &output, what, code, what);
+    }
+    // Every one of them counted under its code, and none issued.
+    let server = &setup.server;
+    for code in [
+        "jwt_expired",
+        "jwt_wrong_audience",
+        "jwt_wrong_issuer",
+        "jwt_unknown_key",
+        "jwt_bad_signature",
+    ] {
+        assert_eq!(
+            server.metric("palisade_ca_requests_total", &[("code", code)]),
+            1.0,
+            "{code}"
+        );
+    }
+    assert_eq!(
+        server.metric(
+            "palisade_ca_requests_total",
+            &[("code", "jwt_algorithm_not_allowed")]
+        ),
+        3.0
+    );
+    let refusals = server
+        .audit_lines()
+        .iter()
+        .filter(|l| l["event"] == "refused")
+        .count();
+    assert_eq!(refusals, cases.len(), "{:#?}", server.audit_lines());
+    assert_eq!(
+        server.metric(
+            "palisade_ca_issued_total",
+            &[("credential", "service_account")]
+        ),
+        0.0
+    );
+
+    // The same CA still takes a good token: the refusals were about the tokens.
+    ok(setup.request(&token(&k.rsa, &claims(pod)), "good"));
+    assert_eq!(
+        inspect(&setup.ca.path().join("good"))["spiffe_id"],
+        FRONTEND
+    );
+}
+
+#[test]
+fn a_key_added_to_the_jwks_file_is_accepted_within_seconds_without_a_restart() {
+    let k = keys();
+    let setup = Setup::new(&[&k.rsa]);
+    let pod = "frontend-7d4b9c-rot01";
+    let rotated = token(&k.new_ec, &claims(pod));
+
+    let refused = setup.request(&rotated, "before");
+    assert_refused(
+        &setup,
+        &refused,
+        "before",
+        "jwt_unknown_key",
+        "a key not published yet",
+    );
+
+    // The cluster publishes its new key next to the old one.
+    publish_jwks(&setup.jwks, &[&k.rsa, &k.new_ec]);
+    let published = Instant::now();
+    let mut last = None;
+    let mut attempt = 0;
+    let accepted = wait_until(Duration::from_secs(10), || {
+        attempt += 1;
+        let output = setup.request(&rotated, &format!("after{attempt}"));
+        let success = output.status.success();
+        last = Some(output);
+        success
+    });
+    let took = published.elapsed();
+    let last = last.expect("at least one attempt");
+    assert!(
+        accepted,
+        "a token of the new key is still refused {took:?} after the JWKS changed:\n{}\nlog:\n{}",
+        stderr(&last),
+        setup.server.log_text()
+    );
+    // --reload-interval 1s: picked up at the next reload, give or take a slow machine.
+    assert!(
+        took < Duration::from_secs(5),
+        "accepted only after {took:?}"
+    );
+    let dir = setup.ca.path().join(format!("after{attempt}"));
+    assert_eq!(inspect(&dir)["spiffe_id"], FRONTEND);
+    let issued = setup.server.expect_audit("issued", None);
+    assert_eq!(issued["credential"], "service_account");
+    assert!(
+        setup.server.metric(
+            "palisade_ca_reloads_total",
+            &[("files", "jwks"), ("result", "success")]
+        ) >= 1.0
+    );
+    // The old key still verifies: it was published alongside.
+    ok(setup.request(&token(&k.rsa, &claims(pod)), "old-key"));
+}
+
+#[test]
+fn a_server_started_without_jwks_refuses_bearer_tokens_with_jwt_not_configured() {
+    let k = keys();
+    let ca = TwoLevelCa::new();
+    let server = CaProcess::start(&ca.issuer(), &[]);
+    let output = request_with(&ca, &server, &token(&k.rsa, &claims("p")), "sa");
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("jwt_not_configured"),
+        "{}",
+        stderr(&output)
+    );
+    let line = server.expect_audit("refused", Some("jwt_not_configured"));
+    assert_eq!(line["credential"], "service_account", "{line}");
+    assert!(!ca.path().join("sa/key.pem").exists());
+}
