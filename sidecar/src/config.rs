@@ -193,6 +193,11 @@ pub struct InboundConfig {
     /// Or: admit whom the segmentation policy lets reach this workload on this port.
     #[serde(default)]
     pub policy: Option<PolicyAdmission>,
+    /// ALPN protocols this listener accepts, in order of preference (for example `[h2,
+    /// http/1.1]`); empty: none is negotiated. A client offering only others is refused in the
+    /// handshake, as TLS says (RFC 7301 §3.2).
+    #[serde(default)]
+    pub alpn: Vec<String>,
 }
 
 /// Admission decided by a policy file (docs/POLICY.md): the peers whose identities are in a
@@ -224,6 +229,9 @@ pub struct OutboundConfig {
     /// listen on loopback unless this says otherwise, knowingly.
     #[serde(default)]
     pub allow_non_loopback: bool,
+    /// ALPN protocols offered to the peer, in order of preference; empty: none offered.
+    #[serde(default)]
+    pub alpn: Vec<String>,
 }
 
 /// The admin server's settings.
@@ -391,6 +399,19 @@ impl SidecarConfig {
         }
         if self.inbound.is_empty() && self.outbound.is_empty() {
             return Err("no listener: add at least one entry under inbound or outbound".into());
+        }
+        let alpn_lists = self
+            .inbound
+            .iter()
+            .map(|l| (&l.name, &l.alpn))
+            .chain(self.outbound.iter().map(|l| (&l.name, &l.alpn)));
+        for (name, alpn) in alpn_lists {
+            // RFC 7301 §3.1: a protocol name is 1 to 255 bytes.
+            if let Some(bad) = alpn.iter().find(|p| p.is_empty() || p.len() > 255) {
+                return Err(format!(
+                    "listener {name}: ALPN protocol {bad:?} must be 1 to 255 bytes long"
+                ));
+            }
         }
         let mut names = HashSet::new();
         let mut addresses = HashSet::new();

@@ -198,6 +198,11 @@ fn resumed_chain(conn: &rustls::CommonState) -> Result<Option<Chain<'_>>, rustls
     }
 }
 
+/// A listener's ALPN list as rustls takes it.
+fn alpn(protocols: &[String]) -> Vec<Vec<u8>> {
+    protocols.iter().map(|p| p.as_bytes().to_vec()).collect()
+}
+
 /// TLS 1.3 only: every client we talk to has it, and it keeps the certificate encrypted.
 const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 
@@ -233,6 +238,7 @@ impl InboundListenerTls {
             server.session_storage = Arc::new(NoServerSessionStorage {});
             server.send_tls13_tickets = 0;
         }
+        server.alpn_protocols = alpn(&self.listener.alpn);
         Ok(InboundTls {
             config: Arc::new(server),
             verifier,
@@ -270,6 +276,7 @@ impl OutboundListenerTls {
         if !self.resumption {
             client.resumption = Resumption::disabled();
         }
+        client.alpn_protocols = alpn(&self.listener.alpn);
         Ok(OutboundTls {
             config: Arc::new(client),
             verifier,
