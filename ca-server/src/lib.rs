@@ -13,6 +13,8 @@
 //! directory; nothing else is shared, so any number of replicas can serve from one directory
 //! (join tokens need that directory writable and shared; service-account tokens need nothing).
 
+#![warn(missing_docs)]
+
 pub mod audit;
 mod handler;
 mod limits;

@@ -8,6 +8,8 @@
 //! - [`Renewer`]: when to renew ([`RenewalTiming`]: half the lifetime ± 10%, backoff with
 //!   jitter, wall-clock deadlines), handing each new SVID to an [`SvidSink`].
 
+#![warn(missing_docs)]
+
 mod client;
 mod csr;
 mod renewer;
