@@ -83,7 +83,13 @@ pub struct RenewArgs {
 }
 
 /// An error with the exit code it deserves.
-struct Failure(u8, String);
+pub struct Failure(u8, String);
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
 
 impl From<ClientError> for Failure {
     fn from(error: ClientError) -> Self {
@@ -196,6 +202,17 @@ fn load_dir(dir: &SvidDir) -> Result<Svid, Failure> {
     .map_err(|e| Failure(EXIT_LOCAL, format!("{}: {e}", dir.path().display())))
 }
 
+/// `cert renew` without `--watch`: one renewal over mTLS with the directory's certificate, the
+/// new key, certificate and bundle written back. The demo runs it too.
+pub async fn renew_once(ca: &CaArgs, dir: &SvidDir, out: &mut dyn Write) -> Result<(), Failure> {
+    let current = load_dir(dir)?;
+    let client = client(ca, &current.bundle)?;
+    let renewer = Renewer::new(client, None, None, RenewalTiming::default());
+    let svid = renewer.obtain(Some(&current)).await?;
+    write(dir, &svid)?;
+    report(out, "renewed", &svid, dir).map_err(|e| Failure(EXIT_LOCAL, e.to_string()))
+}
+
 /// Writes each new SVID to the directory.
 struct DirSink(SvidDir);
 
@@ -213,12 +230,7 @@ pub fn renew(args: &RenewArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
             .build()
             .map_err(|e| Failure(EXIT_LOCAL, e.to_string()))?;
         if !args.watch {
-            let current = load_dir(&dir)?;
-            let client = client(&args.ca, &current.bundle)?;
-            let renewer = Renewer::new(client, None, None, RenewalTiming::default());
-            let svid = runtime.block_on(renewer.obtain(Some(&current)))?;
-            write(&dir, &svid)?;
-            report(out, "renewed", &svid, &dir).map_err(|e| Failure(EXIT_LOCAL, e.to_string()))?;
+            runtime.block_on(renew_once(&args.ca, &dir, out))?;
             return Ok(ExitCode::SUCCESS);
         }
         if !args.admin_listen.ip().is_loopback() {

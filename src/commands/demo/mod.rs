@@ -102,7 +102,8 @@ The scanner's certificate is perfectly valid, it just names another workload.",
     writeln!(
         out,
         "\nDone: the frontend reached payments over mTLS, the scanner was refused for who it is,\n\
-and payments rotated its certificate without dropping a connection."
+payments rotated its certificate without dropping a connection, and the frontend renewed\n\
+its own from the CA service."
     )?;
     if args.keep {
         let kept: PathBuf = dir.keep();
@@ -236,6 +237,106 @@ The sidecar re-reads its files, checks them, and serves new handshakes with the 
     writeln!(out, "the connection opened before the rotation: {status}")?;
     let (status, _) = Client::connect(frontend_out).await?.get("/charge").await?;
     writeln!(out, "a new connection, with the new certificate: {status}")?;
+
+    ca_story(out, frontend_sidecar.admin, frontend_out).await
+}
+
+/// Step 8: the CA as a service. An issuer under the root signs, the root key could now go
+/// offline, and the frontend renews its certificate over mTLS with the one it holds.
+async fn ca_story(
+    out: &mut dyn Write,
+    frontend_admin: std::net::SocketAddr,
+    frontend_out: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    use palisade_ca_server::{AuditSink, CaServer, CaServerConfig, Limits, ServerIdentity};
+    step(
+        out,
+        "8. The CA as a service. An issuer under the root signs (the root key can go offline), and\n   \
+the frontend renews its certificate itself, over mTLS with the certificate it holds. Its sidecar\n   \
+picks the new one up like any rotation.",
+    )?;
+    command(
+        out,
+        "palisade ca init-issuer --root-dir ca --dir issuer --ttl 30d",
+    )?;
+    ca::init_issuer(
+        &ca::InitIssuerArgs {
+            root_dir: "ca".into(),
+            dir: "issuer".into(),
+            ttl: Duration::from_secs(30 * 86_400),
+            key_type: KeyTypeArg::EcdsaP256,
+            force: false,
+        },
+        out,
+    )?;
+    let (issuer, _) = palisade_ca::CaDir::new("issuer").load()?;
+    let server_id = SpiffeId::parse(&format!("{}/palisade/ca", issuer.trust_domain().id()))?;
+    let server = CaServer::bind(CaServerConfig {
+        dir: "issuer".into(),
+        listen: "127.0.0.1:0".parse()?,
+        admin_listen: "127.0.0.1:0".parse()?,
+        server: ServerIdentity {
+            id: server_id,
+            dns_names: Vec::new(),
+            ttl: Duration::from_secs(3600),
+        },
+        // Longer than the frontend's first certificate (1 h), so the renewal shows in its expiry.
+        leaf_ttl: Duration::from_secs(2 * 3600),
+        tokens_dir: "issuer/tokens".into(),
+        service_account: None,
+        audit: AuditSink::File("ca-audit.log".into()),
+        limits: Limits::default(),
+        reload_interval: Duration::from_secs(5),
+    })
+    .await?;
+    let (api, _) = server.addresses();
+    tokio::spawn(server.run(std::future::pending()));
+    command(
+        out,
+        &format!("palisade ca serve --dir issuer --listen {api} --leaf-ttl 2h &"),
+    )?;
+    let expiry_before = sample(
+        &admin_get(frontend_admin, "/metrics").await?,
+        "palisade_sidecar_certificate_expiry_timestamp_seconds",
+    );
+    let url = format!("https://{api}");
+    command(
+        out,
+        &format!("palisade cert renew --ca {url} --dir frontend"),
+    )?;
+    super::cert_client::renew_once(
+        &super::cert_client::CaArgs {
+            ca: url,
+            ca_id: None,
+        },
+        &palisade_ca::SvidDir::new("frontend"),
+        out,
+    )
+    .await
+    .map_err(|failure| anyhow::anyhow!("the renewal failed: {failure}"))?;
+    let audit = std::fs::read_to_string("ca-audit.log").unwrap_or_default();
+    writeln!(
+        out,
+        "the CA's audit line:\n    {}",
+        audit.lines().last().unwrap_or("")
+    )?;
+    let expiry_after = wait_for_sample(
+        frontend_admin,
+        "palisade_sidecar_certificate_expiry_timestamp_seconds",
+        |v| v != expiry_before,
+    )
+    .await?;
+    writeln!(
+        out,
+        "the frontend's sidecar reloaded: certificate expiry {} -> {}, now signed by the issuer",
+        timestamp(expiry_before),
+        timestamp(expiry_after)
+    )?;
+    let (status, _) = Client::connect(frontend_out).await?.get("/charge").await?;
+    writeln!(
+        out,
+        "a new connection from the frontend, with the renewed certificate: {status}"
+    )?;
     Ok(())
 }
 
