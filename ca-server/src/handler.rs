@@ -33,6 +33,9 @@ use crate::State;
 /// used past the chain's first NotAfter or after the bundle changed.
 pub(crate) struct Peer {
     chain: Vec<CertificateDer<'static>>,
+    /// Who the leaf says it is, for the audit trail (`<ID> serial <serial>`), read once per
+    /// connection; not verified (verification is [`Peer::verify`]).
+    subject: Option<String>,
     verified: std::sync::Mutex<Option<VerifiedChain>>,
 }
 
@@ -44,8 +47,20 @@ struct VerifiedChain {
 
 impl Peer {
     pub(crate) fn new(chain: Vec<CertificateDer<'static>>) -> Self {
+        let subject = chain.first().and_then(|der| {
+            let (_, leaf) = x509_parser::parse_x509_certificate(der).ok()?;
+            let id = palisade_ca::spiffe_id_of(&leaf)
+                .map(|id| id.to_string())
+                .unwrap_or_else(|_| "no SPIFFE ID".into());
+            Some(format!(
+                "{} serial {}",
+                bounded(&id),
+                leaf.raw_serial_as_string()
+            ))
+        });
         Peer {
             chain,
+            subject,
             verified: std::sync::Mutex::new(None),
         }
     }
@@ -188,16 +203,7 @@ async fn renew(
         audit.credential = "none";
         return Err(Refusal::RenewWithoutCertificate);
     }
-    if let Ok((_, leaf)) = x509_parser::parse_x509_certificate(&chain.chain[0]) {
-        let id = palisade_ca::spiffe_id_of(&leaf)
-            .map(|id| id.to_string())
-            .unwrap_or_else(|_| "no SPIFFE ID".into());
-        audit.subject = Some(format!(
-            "{} serial {}",
-            bounded(&id),
-            leaf.raw_serial_as_string()
-        ));
-    }
+    audit.subject = chain.subject.clone();
     let material = state.material.load_full();
     let id = chain.verify(&material).map_err(|error| match error {
         SvidError::Expired(_) => Refusal::RenewCertificateExpired(error),
