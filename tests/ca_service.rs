@@ -712,3 +712,18 @@ fn cert_request_exit_codes_say_unavailable_local_problem_or_refused() {
         assert!(!ca.path().join(out).join("key.pem").exists(), "{out}");
     }
 }
+
+#[test]
+fn the_ca_services_own_id_is_never_issued() {
+    let ca = TwoLevelCa::new();
+    let server = CaProcess::start(&ca.issuer(), &[]);
+    // The default server ID; `ca token` makes the token (an operator's mistake), the service
+    // refuses to honour it.
+    let token = ca.token("palisade/ca", "10m");
+    let out = request(&ca, &server, &token, "impostor", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("reserved_id"), "{}", stderr(&out));
+    let line = server.expect_audit("refused", Some("reserved_id"));
+    assert_eq!(line["spiffe_id"], "spiffe://example.org/palisade/ca");
+    assert!(!ca.path().join("impostor/key.pem").exists());
+}
