@@ -45,10 +45,14 @@ impl Bootstrap {
     }
 }
 
+/// Why a sink could not take an SVID into use: the sink's own error (a file that cannot be
+/// written, a TLS configuration that does not build), boxed because each sink has its own.
+pub type InstallError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Takes each new SVID into use.
 pub trait SvidSink: Send + Sync {
     /// Puts `svid` in use; an error keeps the previous one (and the renewer tries again).
-    fn install(&self, svid: Arc<Svid>) -> Result<(), String>;
+    fn install(&self, svid: Arc<Svid>) -> Result<(), InstallError>;
 }
 
 /// What the renewer is doing, for metrics and readiness.

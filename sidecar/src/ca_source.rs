@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use palisade_identity::{TrustBundle, TrustBundleSet};
 use palisade_identity_client::{
-    Bootstrap, CaClient, RenewalStatus, RenewalTiming, Renewer, Svid, SvidSink,
+    Bootstrap, CaClient, InstallError, RenewalStatus, RenewalTiming, Renewer, Svid, SvidSink,
 };
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::UnixTime;
@@ -28,19 +28,16 @@ struct ListenerSink {
 }
 
 impl SvidSink for ListenerSink {
-    fn install(&self, svid: Arc<Svid>) -> Result<(), String> {
+    fn install(&self, svid: Arc<Svid>) -> Result<(), InstallError> {
         let credentials = Credentials::from_parts(
             svid.chain.clone(),
             svid.key_der(),
             svid.bundle.clone(),
             &self.provider,
             UnixTime::now(),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         let credentials = Arc::new(credentials);
-        self.tls
-            .install(credentials.clone(), &self.provider)
-            .map_err(|e| format!("cannot build the TLS configuration: {e}"))?;
+        self.tls.install(credentials.clone(), &self.provider)?;
         self.metrics
             .certificate_expiry_seconds
             .set(credentials.not_after.unix_timestamp());

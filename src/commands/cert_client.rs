@@ -217,8 +217,8 @@ pub async fn renew_once(ca: &CaArgs, dir: &SvidDir, out: &mut dyn Write) -> Resu
 struct DirSink(SvidDir);
 
 impl SvidSink for DirSink {
-    fn install(&self, svid: Arc<Svid>) -> Result<(), String> {
-        write(&self.0, &svid).map_err(|Failure(_, message)| message)
+    fn install(&self, svid: Arc<Svid>) -> Result<(), palisade_identity_client::InstallError> {
+        write(&self.0, &svid).map_err(|Failure(_, message)| message.into())
     }
 }
 
