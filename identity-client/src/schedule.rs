@@ -83,8 +83,13 @@ pub fn uniform() -> f64 {
 /// Sleeps until the wall clock reads `deadline`, looking at it at least every
 /// [`WALL_CLOCK_CHECK`], so a clock set forward or a suspended host wakes up in time.
 pub async fn sleep_until(deadline: SystemTime) {
+    sleep_until_by(deadline, SystemTime::now).await
+}
+
+/// [`sleep_until`] reading the wall clock from `clock` (tests make it jump).
+async fn sleep_until_by(deadline: SystemTime, clock: impl Fn() -> SystemTime) {
     loop {
-        let Ok(left) = deadline.duration_since(SystemTime::now()) else {
+        let Ok(left) = deadline.duration_since(clock()) else {
             return;
         };
         if left.is_zero() {
@@ -127,6 +132,45 @@ mod tests {
         assert_eq!(timing.backoff(5, 0.0).as_millis(), 4000);
         assert_eq!(timing.backoff(50, 0.0), Duration::from_secs(30));
         assert!(timing.backoff(50, 0.999) < Duration::from_secs(60));
+    }
+
+    /// The wall clock jumps forward by two hours (set by an operator, or a resume from suspend,
+    /// during which no monotonic time passed) while a renewal an hour away is awaited: the wait
+    /// ends at the next look at the clock, not an hour of monotonic time later.
+    #[tokio::test(start_paused = true)]
+    async fn a_wall_clock_jump_ends_the_wait_within_one_check() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let start = SystemTime::now();
+        let jumped = AtomicBool::new(false);
+        let clock = || {
+            if jumped.swap(true, Ordering::SeqCst) {
+                start + Duration::from_secs(7200)
+            } else {
+                start
+            }
+        };
+        let monotonic = tokio::time::Instant::now();
+        sleep_until_by(start + Duration::from_secs(3600), clock).await;
+        assert!(
+            monotonic.elapsed() <= WALL_CLOCK_CHECK,
+            "{:?}",
+            monotonic.elapsed()
+        );
+    }
+
+    /// Without a jump, the wait lasts until the deadline (in steps of at most a second).
+    #[tokio::test(start_paused = true)]
+    async fn without_a_jump_the_wait_lasts_until_the_deadline() {
+        let monotonic = tokio::time::Instant::now();
+        let start = SystemTime::now();
+        // The wall clock advances with tokio's paused clock.
+        let clock = || start + monotonic.elapsed();
+        sleep_until_by(start + Duration::from_secs(90), clock).await;
+        let waited = monotonic.elapsed();
+        assert!(
+            waited >= Duration::from_secs(90) && waited < Duration::from_secs(92),
+            "{waited:?}"
+        );
     }
 
     #[tokio::test]
