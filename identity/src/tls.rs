@@ -86,7 +86,7 @@ struct Checker {
     bundles: Arc<TrustBundleSet>,
     verified: VerifyCache,
     authorizer: Arc<dyn AuthorizeId>,
-    provider: Arc<CryptoProvider>,
+    signatures: HandshakeSignatures,
 }
 
 impl Checker {
@@ -98,7 +98,7 @@ impl Checker {
             bundles,
             verified: VerifyCache::default(),
             authorizer,
-            provider,
+            signatures: HandshakeSignatures { provider },
         }
     }
 
@@ -126,7 +126,16 @@ impl Checker {
         }
         Ok(id)
     }
+}
 
+/// Checks the signatures a peer makes in the handshake (CertificateVerify) with a provider's
+/// algorithms: the proof that it holds the key of the certificate it presents.
+#[derive(Debug)]
+struct HandshakeSignatures {
+    provider: Arc<CryptoProvider>,
+}
+
+impl HandshakeSignatures {
     fn tls12(
         &self,
         message: &[u8],
@@ -213,7 +222,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.tls12(message, cert, dss)
+        self.0.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -222,11 +231,11 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.tls13(message, cert, dss)
+        self.0.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.schemes()
+        self.0.signatures.schemes()
     }
 }
 
@@ -269,7 +278,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.tls12(message, cert, dss)
+        self.0.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -278,11 +287,11 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.tls13(message, cert, dss)
+        self.0.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.schemes()
+        self.0.signatures.schemes()
     }
 }
 
@@ -293,13 +302,15 @@ impl ClientCertVerifier for SpiffeClientVerifier {
 /// not a bare TLS alert, and so that a caller without a certificate can still ask to bootstrap.
 #[derive(Debug)]
 pub struct DeferredClientVerifier {
-    provider: Arc<CryptoProvider>,
+    signatures: HandshakeSignatures,
 }
 
 impl DeferredClientVerifier {
     /// A verifier checking handshake signatures with `provider`'s algorithms.
     pub fn new(provider: Arc<CryptoProvider>) -> Arc<Self> {
-        Arc::new(DeferredClientVerifier { provider })
+        Arc::new(DeferredClientVerifier {
+            signatures: HandshakeSignatures { provider },
+        })
     }
 }
 
@@ -332,12 +343,7 @@ impl ClientCertVerifier for DeferredClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -346,17 +352,10 @@ impl ClientCertVerifier for DeferredClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
