@@ -1,6 +1,7 @@
 //! nftables for Palisade: a compiled [`palisade_policy::Ruleset`] as nft's JSON ([`nft_json`]),
 //! applied in one transaction ([`apply::apply`]), our live table read back
-//! ([`apply::live_table`]) and compared element by element and rule by rule ([`apply::diff`]).
+//! ([`apply::live_table`]) and compared element by element and rule by rule ([`apply::diff`]);
+//! and a pod's redirect table ([`redirect`]), written the same way.
 //!
 //! Only `palisade policy apply` and `palisade-sync` link this crate; the sidecar never does.
 //!
@@ -11,5 +12,6 @@
 
 pub mod apply;
 mod json;
+pub mod redirect;
 
 pub use json::nft_json;

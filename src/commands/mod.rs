@@ -12,6 +12,8 @@ mod cert_client;
 pub mod demo;
 #[cfg(feature = "tools")]
 pub mod policy;
+#[cfg(feature = "tools")]
+mod redirect;
 pub mod sidecar;
 
 #[cfg(feature = "tools")]

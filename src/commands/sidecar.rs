@@ -18,6 +18,15 @@ SIGTERM (or POST /shutdown on the admin server) stops accepting, lets open conne
 within limits.drain_grace, then exits 0."
     )]
     Run(RunArgs),
+    /// Inside a pod's network namespace: send the app's TCP through the sidecar (nftables table
+    /// inet palisade_redirect), or take that away again (--remove).
+    #[cfg(feature = "tools")]
+    #[command(after_help = "Example (an init container with NET_ADMIN):\n  \
+palisade sidecar redirect --inbound-port 15006 --outbound-port 15001 --proxy-uid 1337 --exclude-inbound-ports 15020,15021\n\n\
+Connections to the pod go to the inbound port, the app's outbound connections to the outbound\n\
+port; the proxy's own UID, loopback and the excluded ports and networks are left alone. One\n\
+transaction, read back; running it again replaces the table. Exit 0 when the table is in place.")]
+    Redirect(super::redirect::RedirectArgs),
 }
 
 #[derive(Debug, Args)]
@@ -30,6 +39,8 @@ pub struct RunArgs {
 pub fn run(cmd: SidecarCommand, _out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     match cmd {
         SidecarCommand::Run(args) => run_sidecar(&args),
+        #[cfg(feature = "tools")]
+        SidecarCommand::Redirect(args) => super::redirect::run(&args, _out),
     }
 }
 

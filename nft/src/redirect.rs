@@ -1,0 +1,207 @@
+//! The pod's redirect table: `inet palisade_redirect`, written inside a pod's network namespace
+//! by `palisade sidecar redirect`, so that an unmodified app's TCP goes through its sidecar.
+//!
+//! ```text
+//! table inet palisade_redirect {
+//!   chain output {        # the app's outbound connections -> the sidecar's outbound port
+//!     type nat hook output priority -100; policy accept;
+//!     meta skuid <proxy uid> return            # the sidecar's own connections: never again
+//!     ip daddr 127.0.0.0/8 return; ip6 daddr ::1 return
+//!     ip daddr <excluded> return; ip6 daddr <excluded> return
+//!     tcp dport { <excluded outbound ports> } return
+//!     meta l4proto tcp redirect to :<outbound port>
+//!   }
+//!   chain prerouting {    # connections to the pod -> the sidecar's inbound port
+//!     type nat hook prerouting priority -100; policy accept;
+//!     tcp dport { <excluded inbound ports> } return
+//!     meta l4proto tcp redirect to :<inbound port>
+//!   }
+//! }
+//! ```
+//!
+//! Written like the host table: one transaction that adds, deletes and recreates the table (so
+//! applying twice equals applying once, and a refused transaction changes nothing), then read
+//! back. Priority -100 is dstnat's number: nft 1.0.6 refuses the name on the output hook.
+
+use palisade_policy::addrs::Cidr;
+use serde_json::{json, Value};
+
+use crate::apply::ApplyError;
+
+/// The table's name.
+pub const REDIRECT_TABLE: &str = "palisade_redirect";
+/// Comment on the table's last rule, identifying a table we wrote and its settings.
+const MARK: &str = "palisade redirect";
+
+/// What the redirect does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// The sidecar's transparent inbound port.
+    pub inbound_port: u16,
+    /// The sidecar's transparent outbound port.
+    pub outbound_port: u16,
+    /// The UID the sidecar runs as: its own connections are never redirected.
+    pub proxy_uid: u32,
+    /// Ports on which connections to the pod reach the app directly (kubelet probes, say).
+    pub exclude_inbound_ports: Vec<u16>,
+    /// Ports to which the app connects directly.
+    pub exclude_outbound_ports: Vec<u16>,
+    /// Networks the app reaches directly.
+    pub exclude_cidrs: Vec<Cidr>,
+}
+
+/// The whole transaction for `redirect`: add, delete and recreate the table.
+pub fn redirect_transaction(redirect: &Redirect) -> Value {
+    let table = json!({"family": "inet", "name": REDIRECT_TABLE});
+    let chain = |name: &str, hook: &str| {
+        json!({"chain": {"family": "inet", "table": REDIRECT_TABLE, "name": name,
+            "type": "nat", "hook": hook, "prio": -100, "policy": "accept"}})
+    };
+    let rule = |chain: &str, expr: Vec<Value>| json!({"rule": {"family": "inet", "table": REDIRECT_TABLE, "chain": chain, "expr": expr}});
+    let ret = json!({"return": null});
+    let daddr = |net: &Cidr| {
+        let protocol = if net.addr.is_ipv4() { "ip" } else { "ip6" };
+        json!({"match": {"op": "==",
+            "left": {"payload": {"protocol": protocol, "field": "daddr"}},
+            "right": {"prefix": {"addr": net.addr.to_string(), "len": net.len}}}})
+    };
+    let dports = |ports: &[u16]| {
+        json!({"match": {"op": "==",
+            "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+            "right": {"set": ports}}})
+    };
+    let tcp = json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}});
+    let redirect_to = |port: u16| json!({"redirect": {"port": port}});
+
+    let mut output = vec![rule(
+        "output",
+        vec![
+            json!({"match": {"op": "==", "left": {"meta": {"key": "skuid"}}, "right": redirect.proxy_uid}}),
+            ret.clone(),
+        ],
+    )];
+    let loopback = [
+        Cidr {
+            addr: [127, 0, 0, 0].into(),
+            len: 8,
+        },
+        Cidr {
+            addr: std::net::Ipv6Addr::LOCALHOST.into(),
+            len: 128,
+        },
+    ];
+    for net in loopback.iter().chain(&redirect.exclude_cidrs) {
+        output.push(rule("output", vec![daddr(net), ret.clone()]));
+    }
+    if !redirect.exclude_outbound_ports.is_empty() {
+        output.push(rule(
+            "output",
+            vec![dports(&redirect.exclude_outbound_ports), ret.clone()],
+        ));
+    }
+    let mut last_out = rule(
+        "output",
+        vec![tcp.clone(), redirect_to(redirect.outbound_port)],
+    );
+    last_out["rule"]["comment"] = json!(format!("{MARK} {}", settings(redirect)));
+    output.push(last_out);
+
+    let mut prerouting = Vec::new();
+    if !redirect.exclude_inbound_ports.is_empty() {
+        prerouting.push(rule(
+            "prerouting",
+            vec![dports(&redirect.exclude_inbound_ports), ret],
+        ));
+    }
+    prerouting.push(rule(
+        "prerouting",
+        vec![tcp, redirect_to(redirect.inbound_port)],
+    ));
+
+    let mut objects = vec![
+        json!({"add": {"table": table}}),
+        json!({"delete": {"table": table}}),
+        json!({"add": {"table": table}}),
+        json!({"add": chain("output", "output")}),
+        json!({"add": chain("prerouting", "prerouting")}),
+    ];
+    objects.extend(
+        output
+            .into_iter()
+            .chain(prerouting)
+            .map(|r| json!({"add": r})),
+    );
+    json!({"nftables": objects})
+}
+
+/// The settings, as stamped into the table (so a read-back can tell them).
+fn settings(r: &Redirect) -> String {
+    format!(
+        "inbound={} outbound={} uid={}",
+        r.inbound_port, r.outbound_port, r.proxy_uid
+    )
+}
+
+/// Installs (or replaces) the redirect table in one transaction, then reads it back.
+pub fn apply_redirect(redirect: &Redirect) -> Result<(), ApplyError> {
+    run(&redirect_transaction(redirect))?;
+    let live = live_redirect()?.ok_or_else(|| {
+        ApplyError::Read(format!(
+            "{REDIRECT_TABLE} is missing right after it was written"
+        ))
+    })?;
+    let wanted = format!("{MARK} {}", settings(redirect));
+    if !rule_comments(&live).any(|c| c == wanted) {
+        return Err(ApplyError::Read(format!(
+            "the table read back is not the one written (no rule says {wanted:?})"
+        )));
+    }
+    Ok(())
+}
+
+/// Removes the redirect table; `Ok(false)` when there was none.
+pub fn remove_redirect() -> Result<bool, ApplyError> {
+    if live_redirect()?.is_none() {
+        return Ok(false);
+    }
+    run(&json!({"nftables": [{"delete": {"table": {"family": "inet", "name": REDIRECT_TABLE}}}]}))?;
+    Ok(true)
+}
+
+/// The live redirect table as nft's JSON, or None.
+pub fn live_redirect() -> Result<Option<Value>, ApplyError> {
+    match nftables::helper::get_current_ruleset_raw(
+        None::<&str>,
+        ["list", "table", "inet", REDIRECT_TABLE].iter(),
+    ) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| ApplyError::Read(e.to_string())),
+        Err(nftables::helper::NftablesError::NftFailed { stderr, .. })
+            if stderr.contains("No such file or directory") =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(ApplyError::Read(e.to_string())),
+    }
+}
+
+fn rule_comments(live: &Value) -> impl Iterator<Item = &str> {
+    live.get("nftables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("rule")?.get("comment")?.as_str())
+}
+
+fn run(payload: &Value) -> Result<(), ApplyError> {
+    let text = payload.to_string();
+    nftables::helper::apply_ruleset_raw(&text, None::<&str>, std::iter::empty::<&str>())
+        .map(|_| ())
+        .map_err(|e| match e {
+            nftables::helper::NftablesError::NftFailed { stderr, .. } => {
+                ApplyError::Refused(stderr.trim().to_owned())
+            }
+            other => ApplyError::Nft(other.to_string()),
+        })
+}
