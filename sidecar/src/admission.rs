@@ -33,15 +33,26 @@ pub(crate) struct PolicyFiles(Vec<Arc<PolicyFile>>);
 impl PolicyFiles {
     pub fn of(config: &SidecarConfig) -> Self {
         let mut files: Vec<Arc<PolicyFile>> = Vec::new();
-        for p in config.inbound.iter().filter_map(|l| l.policy.as_ref()) {
-            if !files.iter().any(|f| f.path == p.file) {
+        let transparent = config.transparent.as_ref().map(|t| &t.policy);
+        let paths = config
+            .inbound
+            .iter()
+            .filter_map(|l| l.policy.as_ref().map(|p| &p.file))
+            .chain(transparent);
+        for path in paths {
+            if !files.iter().any(|f| &f.path == path) {
                 files.push(Arc::new(PolicyFile {
-                    path: p.file.clone(),
+                    path: path.clone(),
                     current: ArcSwapOption::empty(),
                 }));
             }
         }
         PolicyFiles(files)
+    }
+
+    /// The policy loaded from `path` now, if any.
+    pub fn current(&self, path: &Path) -> Option<Arc<Policy>> {
+        self.get(path).and_then(|f| f.current.load_full())
     }
 
     fn get(&self, path: &Path) -> Option<&Arc<PolicyFile>> {

@@ -69,6 +69,10 @@ pub struct SidecarConfig {
     /// TLS options for every listener.
     #[serde(default)]
     pub tls: TlsSettings,
+    /// Transparent listeners, for a pod whose traffic the redirect table sends here
+    /// (`palisade sidecar redirect`): peers and destinations are known from the policy.
+    #[serde(default)]
+    pub transparent: Option<TransparentConfig>,
     /// Runtime worker threads; default: one per CPU. 1 runs everything on one thread.
     #[serde(default)]
     pub workers: Option<usize>,
@@ -198,6 +202,39 @@ pub struct InboundConfig {
     /// handshake, as TLS says (RFC 7301 §3.2).
     #[serde(default)]
     pub alpn: Vec<String>,
+}
+
+/// Transparent capture (docs/PODS.md): connections redirected by nftables, their original
+/// destination read from the socket (SO_ORIGINAL_DST).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransparentConfig {
+    /// Where redirected connections to the pod arrive (the redirect's inbound port); they are
+    /// admitted by the policy for their original port and reach the app on that port on loopback.
+    #[serde(default)]
+    pub inbound: Option<SocketAddr>,
+    /// Where the app's redirected outbound connections arrive (the redirect's outbound port);
+    /// each is carried over mTLS to its original destination, whose identities the policy names.
+    #[serde(default)]
+    pub outbound: Option<SocketAddr>,
+    /// The policy: admission inbound, expected peer identities outbound. Watched like an inbound
+    /// listener's policy file.
+    pub policy: PathBuf,
+    /// What happens to plaintext peers (inbound) and destinations in no segment (outbound).
+    #[serde(default)]
+    pub mode: TransparentMode,
+}
+
+/// How a transparent sidecar treats traffic it cannot protect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransparentMode {
+    /// Refused and counted.
+    #[default]
+    Strict,
+    /// Passed through in plaintext, counted and logged: for moving a namespace over one
+    /// workload at a time.
+    Permissive,
 }
 
 /// Admission decided by a policy file (docs/POLICY.md): the peers whose identities are in a
@@ -347,7 +384,8 @@ impl SidecarConfig {
                 .into_iter()
                 .flatten()
                 .chain(ca_files);
-            for file in files.chain(policies) {
+            let transparent = config.transparent.as_mut().map(|t| &mut t.policy);
+            for file in files.chain(policies).chain(transparent) {
                 if file.is_relative() {
                     *file = dir.join(&*file);
                 }
@@ -397,8 +435,15 @@ impl SidecarConfig {
                 _ => {}
             }
         }
-        if self.inbound.is_empty() && self.outbound.is_empty() {
-            return Err("no listener: add at least one entry under inbound or outbound".into());
+        let transparent = self
+            .transparent
+            .as_ref()
+            .is_some_and(|t| t.inbound.is_some() || t.outbound.is_some());
+        if self.inbound.is_empty() && self.outbound.is_empty() && !transparent {
+            return Err(
+                "no listener: add at least one entry under inbound or outbound, or transparent"
+                    .into(),
+            );
         }
         let alpn_lists = self
             .inbound

@@ -215,12 +215,26 @@ pub(crate) struct InboundListenerTls {
 }
 
 impl InboundListenerTls {
+    /// A listener's TLS, empty until built (transparent listeners make one per port).
+    pub(crate) fn new(
+        listener: InboundConfig,
+        resumption: bool,
+        policies: Arc<PolicyFiles>,
+    ) -> Self {
+        InboundListenerTls {
+            listener,
+            resumption,
+            policies,
+            current: ArcSwapOption::empty(),
+        }
+    }
+
     /// The config for new handshakes; `None` until a first identity has loaded.
     pub fn current(&self) -> Option<Arc<InboundTls>> {
         self.current.load_full()
     }
 
-    fn build(
+    pub(crate) fn build(
         &self,
         credentials: &Credentials,
         own_cert: &Arc<SingleCertAndKey>,
@@ -254,11 +268,20 @@ pub(crate) struct OutboundListenerTls {
 }
 
 impl OutboundListenerTls {
+    /// A listener's TLS, empty until built (transparent listeners make one per destination).
+    pub(crate) fn new(listener: OutboundConfig, resumption: bool) -> Self {
+        OutboundListenerTls {
+            listener,
+            resumption,
+            current: ArcSwapOption::empty(),
+        }
+    }
+
     pub fn current(&self) -> Option<Arc<OutboundTls>> {
         self.current.load_full()
     }
 
-    fn build(
+    pub(crate) fn build(
         &self,
         credentials: &Credentials,
         own_cert: &Arc<SingleCertAndKey>,

@@ -25,7 +25,7 @@ use crate::refusal::Refusal;
 use crate::relay::{end_connections, Relay};
 
 /// First byte of every TLS connection: a handshake record.
-const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+pub(crate) const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// Most bytes read from a peer before its handshake is done. A TLS 1.3 client sends a ClientHello
 /// (under 2 KiB, a little more with a post-quantum key share), its certificate chain (an SVID and
@@ -57,11 +57,13 @@ pub(crate) async fn serve(
             let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
             let listener_tls = listener_tls.clone();
             async move {
+                let tls_config = listener_tls.current().ok_or(Refusal::NoCertificate)?;
                 handle(
                     tcp,
                     peer,
-                    &listener_tls,
-                    &config,
+                    tls_config,
+                    config.forward_to,
+                    &config.name,
                     &shared,
                     &metrics,
                     handshake_slot,
@@ -73,17 +75,20 @@ pub(crate) async fn serve(
     .await;
 }
 
-async fn handle(
+/// One inbound connection, its TLS configuration and app address decided: by the listener
+/// (explicit), or by the connection's original destination (transparent).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn handle(
     tcp: TcpStream,
     peer: SocketAddr,
-    listener_tls: &InboundListenerTls,
-    config: &InboundConfig,
+    tls_config: Arc<InboundTls>,
+    target: SocketAddr,
+    name: &str,
     shared: &Shared,
     metrics: &ListenerMetrics,
     handshake_slot: Option<OwnedSemaphorePermit>,
 ) -> Result<(), Refusal> {
     let started = Instant::now();
-    let tls_config = listener_tls.current().ok_or(Refusal::NoCertificate)?;
     let transport = ReadAhead::handshaking(tcp, HANDSHAKE_BUDGET);
     let exhausted = transport.budget_exhausted();
     let mut tls = timeout(
@@ -105,13 +110,12 @@ async fn handle(
         .handshake_seconds
         .observe(started.elapsed().as_secs_f64());
     let peer_id = palisade_identity::peer_spiffe_id(tls.get_ref().1.peer_certificates());
-    let target = config.forward_to;
     let mut app = timeout(shared.limits.connect_timeout, TcpStream::connect(target))
         .await
         .map_err(|_| Refusal::ConnectTimeout(target.to_string()))?
         .map_err(|e| Refusal::ConnectFailed(target.to_string(), e))?;
     let _ = app.set_nodelay(true);
-    tracing::debug!(listener = config.name, %peer, spiffe_id = ?peer_id.as_ref().map(|i| i.as_str()), "admitted");
+    tracing::debug!(listener = name, %peer, spiffe_id = ?peer_id.as_ref().map(|i| i.as_str()), "admitted");
     let end = Relay::new(
         &mut tls,
         &mut app,
@@ -122,7 +126,7 @@ async fn handle(
     .await;
     end_connections(&end, &mut tls, &app).await;
     metrics.closed(end.reason());
-    tracing::debug!(listener = config.name, %peer, end = end.reason(), "closed");
+    tracing::debug!(listener = name, %peer, end = end.reason(), "closed");
     Ok(())
 }
 

@@ -31,6 +31,7 @@ mod read_ahead;
 mod refusal;
 mod refusal_log;
 pub mod relay;
+mod transparent;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -89,11 +90,22 @@ impl Sidecar {
         for l in &config.outbound {
             outbound.push(bind(format!("outbound listener \"{}\"", l.name), l.listen).await?);
         }
+        let transparent = config.transparent.as_ref();
+        let transparent_inbound = match transparent.and_then(|t| t.inbound) {
+            Some(address) => Some(bind("the transparent inbound listener".into(), address).await?),
+            None => None,
+        };
+        let transparent_outbound = match transparent.and_then(|t| t.outbound) {
+            Some(address) => Some(bind("the transparent outbound listener".into(), address).await?),
+            None => None,
+        };
         Ok(BoundSidecar {
             config: Arc::new(config),
             admin,
             inbound,
             outbound,
+            transparent_inbound,
+            transparent_outbound,
             metrics: Arc::new(Metrics::new()),
         })
     }
@@ -124,6 +136,10 @@ pub struct Addresses {
     pub inbound: Vec<(String, SocketAddr)>,
     /// Each outbound listener's name and address, in configuration order.
     pub outbound: Vec<(String, SocketAddr)>,
+    /// The transparent inbound listener's address, if configured.
+    pub transparent_inbound: Option<SocketAddr>,
+    /// The transparent outbound listener's address, if configured.
+    pub transparent_outbound: Option<SocketAddr>,
 }
 
 /// A sidecar whose sockets are bound; [`BoundSidecar::run`] serves until shutdown.
@@ -132,6 +148,8 @@ pub struct BoundSidecar {
     admin: TcpListener,
     inbound: Vec<TcpListener>,
     outbound: Vec<TcpListener>,
+    transparent_inbound: Option<TcpListener>,
+    transparent_outbound: Option<TcpListener>,
     metrics: Arc<Metrics>,
 }
 
@@ -155,6 +173,8 @@ impl BoundSidecar {
                 .zip(&self.outbound)
                 .map(|(c, l)| (c.name.clone(), addr(l)))
                 .collect(),
+            transparent_inbound: self.transparent_inbound.as_ref().map(addr),
+            transparent_outbound: self.transparent_outbound.as_ref().map(addr),
         }
     }
 
@@ -166,6 +186,8 @@ impl BoundSidecar {
             admin,
             inbound,
             outbound,
+            transparent_inbound,
+            transparent_outbound,
             metrics,
         } = self;
         let provider = identity::crypto_provider();
@@ -177,6 +199,7 @@ impl BoundSidecar {
         // ready. The two are watched apart: a policy that does not load never holds up a
         // certificate rotation.
         let policies = Arc::new(PolicyFiles::of(&config));
+        let policies_for_transparent = policies.clone();
         let mut policy_watcher = PolicyWatcher::new(policies.clone(), metrics.clone());
         policy_watcher.check();
         let tls = ListenerTls::new(&config, policies.clone());
@@ -261,6 +284,35 @@ impl BoundSidecar {
                 shared.clone(),
                 m,
             ));
+        }
+        if let Some(t) = &config.transparent {
+            let transparent = transparent::Transparent::new(
+                t.clone(),
+                tls.clone(),
+                policies_for_transparent.clone(),
+                provider.clone(),
+                config.tls.resumption,
+            );
+            if let Some(listener) = transparent_inbound {
+                let m = metrics.listener("transparent-inbound", Direction::Inbound);
+                tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "transparent inbound listening");
+                listeners.spawn(transparent::serve_inbound(
+                    listener,
+                    transparent.clone(),
+                    shared.clone(),
+                    m,
+                ));
+            }
+            if let Some(listener) = transparent_outbound {
+                let m = metrics.listener("transparent-outbound", Direction::Outbound);
+                tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "transparent outbound listening");
+                listeners.spawn(transparent::serve_outbound(
+                    listener,
+                    transparent,
+                    shared.clone(),
+                    m,
+                ));
+            }
         }
         listeners.close();
 

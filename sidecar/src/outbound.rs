@@ -13,7 +13,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::accept::{accept_loop, Shared, Slots};
 use crate::config::OutboundConfig;
-use crate::identity::OutboundListenerTls;
+use crate::identity::{OutboundListenerTls, OutboundTls};
 use crate::inbound::HANDSHAKE_BUDGET;
 use crate::metrics::ListenerMetrics;
 use crate::read_ahead::ReadAhead;
@@ -43,23 +43,37 @@ pub(crate) async fn serve(
         move |app, _peer, _no_handshake_slot| {
             let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
             let (server_name, listener_tls) = (server_name.clone(), listener_tls.clone());
-            async move { handle(app, &listener_tls, server_name, &config, &shared, &metrics).await }
+            async move {
+                let tls_config = listener_tls.current().ok_or(Refusal::NoCertificate)?;
+                handle(
+                    app,
+                    tls_config,
+                    server_name,
+                    &config.connect_to,
+                    &config.name,
+                    &shared,
+                    &metrics,
+                )
+                .await
+            }
         },
     )
     .await;
 }
 
-async fn handle(
+/// One outbound connection, its TLS configuration and destination decided: by the listener
+/// (explicit), or by the connection's original destination and the policy (transparent).
+pub(crate) async fn handle(
     mut app: TcpStream,
-    listener_tls: &OutboundListenerTls,
+    tls_config: Arc<OutboundTls>,
     server_name: ServerName<'static>,
-    config: &OutboundConfig,
+    target: &str,
+    name: &str,
     shared: &Shared,
     metrics: &ListenerMetrics,
 ) -> Result<(), Refusal> {
-    let tls_config = listener_tls.current().ok_or(Refusal::NoCertificate)?;
     let connector = TlsConnector::from(tls_config.config.clone());
-    let target = &config.connect_to;
+    let target = &target.to_owned();
     let started = Instant::now();
     let tcp = timeout(shared.limits.connect_timeout, connect(target))
         .await
@@ -98,13 +112,13 @@ async fn handle(
     .await;
     end_connections(&end, &mut tls, &app).await;
     metrics.closed(end.reason());
-    tracing::debug!(listener = config.name, end = end.reason(), "closed");
+    tracing::debug!(listener = name, end = end.reason(), "closed");
     Ok(())
 }
 
 /// `host:port` with a literal address connects without a lookup; a name is resolved each time,
 /// so DNS changes are followed.
-async fn connect(target: &str) -> std::io::Result<TcpStream> {
+pub(crate) async fn connect(target: &str) -> std::io::Result<TcpStream> {
     match target.parse::<SocketAddr>() {
         Ok(addr) => TcpStream::connect(addr).await,
         Err(_) => TcpStream::connect(target).await,
@@ -113,7 +127,7 @@ async fn connect(target: &str) -> std::io::Result<TcpStream> {
 
 /// The TLS server name sent as SNI. SVIDs are checked by SPIFFE ID, not by this name, so it only
 /// has to be well-formed: the host of `connect_to`, or a fixed name when that is not usable.
-fn server_name_of(connect_to: &str) -> ServerName<'static> {
+pub(crate) fn server_name_of(connect_to: &str) -> ServerName<'static> {
     let host = connect_to
         .rsplit_once(':')
         .map_or(connect_to, |(host, _)| host)

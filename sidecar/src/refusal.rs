@@ -26,6 +26,13 @@ pub enum Refusal {
     Handshake(io::Error),
     ConnectTimeout(String),
     ConnectFailed(String, io::Error),
+    /// A transparent connection whose original destination could not be read.
+    NoOriginalDestination(io::Error),
+    /// A transparent outbound connection to an address in no segment of the policy (or in
+    /// segments without identities), in strict mode.
+    DestinationNotInPolicy(std::net::IpAddr),
+    /// A transparent outbound connection while no policy has loaded yet.
+    NoPolicy,
 }
 
 impl Refusal {
@@ -48,6 +55,9 @@ impl Refusal {
             Refusal::HandshakeTooLarge(_) => "handshake_too_large",
             Refusal::ConnectTimeout(_) => "connect_timeout",
             Refusal::ConnectFailed(..) => "connect_failed",
+            Refusal::NoOriginalDestination(_) => "no_original_destination",
+            Refusal::DestinationNotInPolicy(_) => "destination_not_in_policy",
+            Refusal::NoPolicy => "no_policy_loaded",
             Refusal::Handshake(e) => match rustls_error(e) {
                 Some(rustls::Error::NoCertificatesPresented) => "no_client_certificate",
                 Some(rustls::Error::AlertReceived(_)) => "alert_received",
@@ -105,6 +115,14 @@ impl std::fmt::Display for Refusal {
             ),
             Refusal::ConnectTimeout(to) => write!(f, "connecting to {to} timed out"),
             Refusal::ConnectFailed(to, e) => write!(f, "cannot connect to {to}: {e}"),
+            Refusal::NoOriginalDestination(e) => {
+                write!(f, "cannot read the connection's original destination: {e}")
+            }
+            Refusal::DestinationNotInPolicy(ip) => write!(
+                f,
+                "{ip} is in no segment of the policy with identities, so no peer identity can be expected (mode strict)"
+            ),
+            Refusal::NoPolicy => write!(f, "no policy has loaded yet"),
             Refusal::Handshake(e) => match rustls_error(e) {
                 Some(rustls::Error::NoCertificatesPresented) => {
                     f.write_str("the peer presented no client certificate")

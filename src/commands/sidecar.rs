@@ -92,6 +92,10 @@ fn print_addresses(addresses: &palisade_sidecar::Addresses) {
             "admin": addresses.admin.to_string(),
             "inbound": named(&addresses.inbound),
             "outbound": named(&addresses.outbound),
+            "transparent": {
+                "inbound": addresses.transparent_inbound.map(|a| a.to_string()),
+                "outbound": addresses.transparent_outbound.map(|a| a.to_string()),
+            },
         }
     });
     let mut out = std::io::stdout().lock();

@@ -1,0 +1,323 @@
+//! Transparent listeners: connections that the pod's redirect table (`palisade sidecar
+//! redirect`) sends here, carried on to where they were going.
+//!
+//! ```text
+//! app ──connect(peer-pod:8080)──► [nat output: redirect] ──► outbound listener
+//!      original destination (SO_ORIGINAL_DST) = peer-pod:8080
+//!      policy: peer-pod's address is in segment "payments" ─► expect its identities
+//!      mTLS to peer-pod:8080 as this workload (our UID is exempt from the redirect)
+//!                       ──► [peer pod: nat prerouting: redirect] ──► its inbound listener
+//!      original destination port 8080 ─► admitted by the policy for port 8080
+//!      plaintext to 127.0.0.1:8080 (the app)
+//! ```
+//!
+//! A TLS configuration is made per original port (inbound) and per set of expected identities
+//! (outbound), from the credentials in use, and kept until the credentials change; admission
+//! reads the current policy at each handshake, so a new policy needs no rebuild.
+//! Plaintext peers (inbound) and destinations in no segment with identities (outbound) are
+//! refused in `strict` mode, passed through in plaintext in `permissive` mode.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use rustls::crypto::CryptoProvider;
+use rustls::sign::SingleCertAndKey;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+use palisade_identity::IdPattern;
+use palisade_policy::model::Endpoint;
+
+use crate::accept::{accept_loop, Shared, Slots};
+use crate::admission::PolicyFiles;
+use crate::config::{
+    InboundConfig, OutboundConfig, PolicyAdmission, TransparentConfig, TransparentMode,
+};
+use crate::identity::{
+    Credentials, InboundListenerTls, InboundTls, ListenerTls, OutboundListenerTls, OutboundTls,
+};
+use crate::inbound::TLS_HANDSHAKE_RECORD;
+use crate::metrics::ListenerMetrics;
+use crate::refusal::Refusal;
+use crate::relay::{end_connections, Relay};
+
+/// Where a redirected connection was going, from the socket the redirect handed us.
+pub fn original_destination(tcp: &TcpStream) -> std::io::Result<SocketAddr> {
+    let socket = socket2::SockRef::from(tcp);
+    // A dual-stack listener ([::]) accepts IPv4 connections as v4-mapped addresses; their
+    // original destination is kept by the IPv4 table.
+    let original = match tcp.local_addr()? {
+        SocketAddr::V6(local) if local.ip().to_ipv4_mapped().is_none() => {
+            socket.original_dst_v6()?
+        }
+        _ => socket.original_dst_v4()?,
+    };
+    original
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("the original destination is not an IP address"))
+}
+
+/// TLS configurations made on demand, and what they need.
+pub(crate) struct Transparent {
+    config: TransparentConfig,
+    listener_tls: Arc<ListenerTls>,
+    policies: Arc<PolicyFiles>,
+    provider: Arc<CryptoProvider>,
+    resumption: bool,
+    inbound: Mutex<HashMap<u16, Made<InboundTls>>>,
+    outbound: Mutex<HashMap<Vec<String>, Made<OutboundTls>>>,
+}
+
+/// A TLS configuration and the credentials it was made from (remade when they change).
+type Made<T> = (Arc<Credentials>, Arc<T>);
+
+impl Transparent {
+    pub(crate) fn new(
+        config: TransparentConfig,
+        listener_tls: Arc<ListenerTls>,
+        policies: Arc<PolicyFiles>,
+        provider: Arc<CryptoProvider>,
+        resumption: bool,
+    ) -> Arc<Self> {
+        Arc::new(Transparent {
+            config,
+            listener_tls,
+            policies,
+            provider,
+            resumption,
+            inbound: Mutex::default(),
+            outbound: Mutex::default(),
+        })
+    }
+
+    fn permissive(&self) -> bool {
+        self.config.mode == TransparentMode::Permissive
+    }
+
+    /// The server config for connections whose original port is `port`.
+    fn inbound_tls(&self, port: u16) -> Result<Arc<InboundTls>, Refusal> {
+        let credentials = self
+            .listener_tls
+            .credentials()
+            .ok_or(Refusal::NoCertificate)?;
+        let mut cache = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((made_from, tls)) = cache.get(&port) {
+            if Arc::ptr_eq(made_from, &credentials) {
+                return Ok(tls.clone());
+            }
+        }
+        let listener = InboundConfig {
+            name: "transparent".into(),
+            listen: self
+                .config
+                .inbound
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+            forward_to: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            allow: Vec::new(),
+            policy: Some(PolicyAdmission {
+                file: self.config.policy.clone(),
+                port: Some(port),
+            }),
+            alpn: Vec::new(),
+        };
+        let own_cert = Arc::new(SingleCertAndKey::from(credentials.certified_key.clone()));
+        let tls = InboundListenerTls::new(listener, self.resumption, self.policies.clone())
+            .build(&credentials, &own_cert, &self.provider)
+            .map_err(Refusal::after_handshake)?;
+        let tls = Arc::new(tls);
+        cache.insert(port, (credentials, tls.clone()));
+        Ok(tls)
+    }
+
+    /// The client config for a connection to `ip`: `None` when the policy names no identity for
+    /// it (no segment holds it, or those that do have no identities).
+    fn outbound_tls(&self, ip: IpAddr) -> Result<Option<Arc<OutboundTls>>, Refusal> {
+        let policy = self
+            .policies
+            .current(&self.config.policy)
+            .ok_or(Refusal::NoPolicy)?;
+        let expect: Vec<IdPattern> = policy
+            .segments_of(&Endpoint::Address(ip))
+            .into_iter()
+            .flat_map(|i| policy.segments[i].identities.iter().map(|(p, _)| p.clone()))
+            .collect();
+        if expect.is_empty() {
+            return Ok(None);
+        }
+        let key: Vec<String> = expect.iter().map(|p| p.to_string()).collect();
+        let credentials = self
+            .listener_tls
+            .credentials()
+            .ok_or(Refusal::NoCertificate)?;
+        let mut cache = self.outbound.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((made_from, tls)) = cache.get(&key) {
+            if Arc::ptr_eq(made_from, &credentials) {
+                return Ok(Some(tls.clone()));
+            }
+        }
+        let listener = OutboundConfig {
+            name: "transparent".into(),
+            listen: self
+                .config
+                .outbound
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
+            connect_to: ip.to_string(),
+            expect,
+            allow_non_loopback: true,
+            alpn: Vec::new(),
+        };
+        let own_cert = Arc::new(SingleCertAndKey::from(credentials.certified_key.clone()));
+        let tls = OutboundListenerTls::new(listener, self.resumption)
+            .build(&credentials, &own_cert, &self.provider)
+            .map_err(Refusal::after_handshake)?;
+        let tls = Arc::new(tls);
+        // Bounded: one entry per distinct set of expected identities in the policy.
+        if cache.len() > 4096 {
+            cache.clear();
+        }
+        cache.insert(key, (credentials, tls.clone()));
+        Ok(Some(tls))
+    }
+}
+
+/// The app on this pod, on the port the peer was connecting to, over loopback of the family the
+/// connection came in on.
+fn app_address(original: SocketAddr) -> SocketAddr {
+    match original.ip() {
+        IpAddr::V6(ip) if ip.to_ipv4_mapped().is_none() => {
+            SocketAddr::from((Ipv6Addr::LOCALHOST, original.port()))
+        }
+        _ => SocketAddr::from((Ipv4Addr::LOCALHOST, original.port())),
+    }
+}
+
+pub(crate) async fn serve_inbound(
+    listener: TcpListener,
+    transparent: Arc<Transparent>,
+    shared: Arc<Shared>,
+    metrics: ListenerMetrics,
+) {
+    let slots = Slots {
+        connections: shared.inbound_slots.clone(),
+        handshakes: Some(shared.handshake_slots.clone()),
+    };
+    accept_loop(
+        listener,
+        "transparent-inbound".into(),
+        shared.clone(),
+        metrics.clone(),
+        slots,
+        move |tcp, peer, handshake_slot| {
+            let (transparent, shared, metrics) = (transparent.clone(), shared.clone(), metrics.clone());
+            async move {
+                let original = original_destination(&tcp).map_err(Refusal::NoOriginalDestination)?;
+                let target = app_address(original);
+                if transparent.permissive() && !starts_with_tls(&tcp, &shared).await? {
+                    tracing::info!(%peer, port = original.port(), "plaintext peer passed through (permissive mode)");
+                    return pass_through(tcp, &target.to_string(), &shared, &metrics).await;
+                }
+                let tls_config = transparent.inbound_tls(original.port())?;
+                crate::inbound::handle(
+                    tcp,
+                    peer,
+                    tls_config,
+                    target,
+                    "transparent-inbound",
+                    &shared,
+                    &metrics,
+                    handshake_slot,
+                )
+                .await
+            }
+        },
+    )
+    .await;
+}
+
+pub(crate) async fn serve_outbound(
+    listener: TcpListener,
+    transparent: Arc<Transparent>,
+    shared: Arc<Shared>,
+    metrics: ListenerMetrics,
+) {
+    let slots = Slots {
+        connections: shared.outbound_slots.clone(),
+        handshakes: None,
+    };
+    accept_loop(
+        listener,
+        "transparent-outbound".into(),
+        shared.clone(),
+        metrics.clone(),
+        slots,
+        move |app, _peer, _no_handshake_slot| {
+            let (transparent, shared, metrics) = (transparent.clone(), shared.clone(), metrics.clone());
+            async move {
+                let original = original_destination(&app).map_err(Refusal::NoOriginalDestination)?;
+                let target = original.to_string();
+                match transparent.outbound_tls(original.ip())? {
+                    Some(tls_config) => {
+                        let server_name = crate::outbound::server_name_of(&target);
+                        crate::outbound::handle(
+                            app,
+                            tls_config,
+                            server_name,
+                            &target,
+                            "transparent-outbound",
+                            &shared,
+                            &metrics,
+                        )
+                        .await
+                    }
+                    None if transparent.permissive() => {
+                        tracing::info!(destination = %original, "destination in no segment passed through in plaintext (permissive mode)");
+                        pass_through(app, &target, &shared, &metrics).await
+                    }
+                    None => Err(Refusal::DestinationNotInPolicy(original.ip())),
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// Whether the client's first byte is a TLS handshake record (waiting at most the first-byte
+/// timeout for it).
+async fn starts_with_tls(tcp: &TcpStream, shared: &Shared) -> Result<bool, Refusal> {
+    let mut first = [0u8; 1];
+    match timeout(shared.limits.first_byte_timeout, tcp.peek(&mut first)).await {
+        Err(_) => Err(Refusal::FirstByteTimeout),
+        Ok(Ok(0)) => Err(Refusal::ClosedEarly),
+        Ok(Ok(_)) => Ok(first[0] == TLS_HANDSHAKE_RECORD),
+        Ok(Err(e)) => Err(Refusal::Handshake(e)),
+    }
+}
+
+/// Permissive mode: plaintext relayed as it is, counted as `plaintext_passthrough`.
+async fn pass_through(
+    mut from: TcpStream,
+    target: &str,
+    shared: &Shared,
+    metrics: &ListenerMetrics,
+) -> Result<(), Refusal> {
+    let mut to = timeout(
+        shared.limits.connect_timeout,
+        crate::outbound::connect(target),
+    )
+    .await
+    .map_err(|_| Refusal::ConnectTimeout(target.to_owned()))?
+    .map_err(|e| Refusal::ConnectFailed(target.to_owned(), e))?;
+    let _ = to.set_nodelay(true);
+    let end = Relay::new(
+        &mut from,
+        &mut to,
+        shared.relay_limits(),
+        metrics.app_to_peer.clone(),
+        metrics.peer_to_app.clone(),
+    )
+    .await;
+    end_connections(&end, &mut to, &from).await;
+    metrics.closed("plaintext_passthrough");
+    Ok(())
+}
