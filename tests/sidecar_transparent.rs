@@ -1,0 +1,495 @@
+//! Pods with transparent sidecars, in network namespaces this test makes: each pod is a namespace
+//! with an unmodified app, its sidecar running as the proxy UID, and the redirect table from
+//! `palisade sidecar redirect`; a router namespace joins them (IPv4 and IPv6). The apps are curl
+//! and `python3 -m http.server`; the link between the router and the server's pod is captured
+//! with tcpdump. Nothing touches the root namespace.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const PROXY_UID: &str = "1337";
+const APP_PORT: &str = "8080";
+const EXCLUDED_PORT: &str = "9090";
+const SECRET: &str = "the-request-bytes-that-must-never-cross-the-wire-in-clear";
+
+struct Pod {
+    ns: String,
+    v4: String,
+    v6: String,
+}
+
+fn pods(nets: &mut Netns) -> (Pod, Pod, Pod, String) {
+    let router = nets.add("r");
+    for sysctl in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+        nets.exec_ok(&router, &["sysctl", "-qw", sysctl], None);
+    }
+    let mut made = Vec::new();
+    for (i, role) in ["client", "server", "scanner"].into_iter().enumerate() {
+        let n = i + 1;
+        let ns = nets.add(role);
+        let veth = format!("v{n}");
+        nets.exec_ok(
+            &router,
+            &[
+                "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ],
+            None,
+        );
+        let r4 = format!("10.77.{n}.1/24");
+        let r6 = format!("fd77:{n}::1/64");
+        nets.exec_ok(&router, &["ip", "addr", "add", &r4, "dev", &veth], None);
+        nets.exec_ok(
+            &router,
+            &["ip", "addr", "add", &r6, "dev", &veth, "nodad"],
+            None,
+        );
+        nets.exec_ok(&router, &["ip", "link", "set", &veth, "up"], None);
+        let v4 = format!("10.77.{n}.2");
+        let v6 = format!("fd77:{n}::2");
+        nets.exec_ok(
+            &ns,
+            &["ip", "addr", "add", &format!("{v4}/24"), "dev", "eth0"],
+            None,
+        );
+        nets.exec_ok(
+            &ns,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+            None,
+        );
+        nets.exec_ok(&ns, &["ip", "link", "set", "eth0", "up"], None);
+        nets.exec_ok(
+            &ns,
+            &[
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.77.{n}.1"),
+            ],
+            None,
+        );
+        nets.exec_ok(
+            &ns,
+            &[
+                "ip",
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("fd77:{n}::1"),
+            ],
+            None,
+        );
+        made.push(Pod { ns, v4, v6 });
+    }
+    // Neighbours resolved before anything is timed (IPv6 neighbour discovery on a first SYN can
+    // outlast a connect timeout).
+    for pod in &made {
+        for target in [&made[1].v4, &made[1].v6] {
+            nets.exec(&pod.ns, &["ping", "-c", "1", "-W", "2", target], None);
+        }
+    }
+    let scanner = made.pop().unwrap();
+    let server = made.pop().unwrap();
+    let client = made.pop().unwrap();
+    (client, server, scanner, router)
+}
+
+fn policy(scanner_admitted: bool) -> String {
+    let segment = |name: &str, n: u8| {
+        format!(
+            "  {name}:\n    addresses: [10.77.{n}.0/24, \"fd77:{n}::/64\"]\n    identities: [spiffe://{TD}/{name}]\n"
+        )
+    };
+    let rule = |from: &str| {
+        format!(
+            "  - name: {from}-to-server\n    from: {from}\n    to: server\n    protocol: tcp\n    ports: [{APP_PORT}]\n"
+        )
+    };
+    let mut text = format!("version: 1\ntrust_domain: {TD}\nsegments:\n");
+    text += &segment("client", 1);
+    text += &segment("server", 2);
+    text += &segment("scanner", 3);
+    text += "rules:\n";
+    text += &rule("client");
+    if scanner_admitted {
+        text += &rule("scanner");
+    }
+    text
+}
+
+/// An HTTP server outside every segment: on the router, at 10.88.0.1 (a route the pods reach
+/// through their default route).
+const OUTSIDER: &str = "10.88.0.1";
+
+fn serve_site(nets: &mut Netns, pki: &Pki, server: &Pod, router: &str) {
+    let site = pki.path().join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("hello.txt"), "hello from the server pod\n").unwrap();
+    let site = site.to_str().unwrap().to_owned();
+    for port in [APP_PORT, EXCLUDED_PORT] {
+        nets.spawn(
+            &server.ns,
+            &[
+                "python3",
+                "-m",
+                "http.server",
+                port,
+                "--bind",
+                "::",
+                "--directory",
+                &site,
+            ],
+        );
+    }
+    nets.exec_ok(
+        router,
+        &["ip", "addr", "add", &format!("{OUTSIDER}/32"), "dev", "lo"],
+        None,
+    );
+    nets.spawn(
+        router,
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            APP_PORT,
+            "--bind",
+            OUTSIDER,
+            "--directory",
+            &site,
+        ],
+    );
+    for (ns, url) in [
+        (
+            server.ns.as_str(),
+            "http://127.0.0.1:8080/hello.txt".to_owned(),
+        ),
+        (router, format!("http://{OUTSIDER}:8080/hello.txt")),
+    ] {
+        assert!(wait_until(Duration::from_secs(10), || nets
+            .exec(ns, &["curl", "-s", "--max-time", "1", &url], None)
+            .status
+            .success()));
+    }
+}
+
+/// Writes a file atomically (the sidecar watches the policy).
+fn write(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn start_sidecar(nets: &mut Netns, pki: &Pki, pod: &Pod, name: &str, mode: &str) {
+    let dir = pki.path();
+    let config = dir.join(format!("{name}-sidecar.yaml"));
+    write(
+        &config,
+        &format!(
+            "identity:\n  cert: {name}/cert.pem\n  key: {name}/key.pem\n  bundle: {name}/bundle.pem\n  reload_interval: 200ms\n\
+transparent:\n  inbound: \"[::]:15006\"\n  outbound: \"[::]:15001\"\n  policy: policy.yaml\n  mode: {mode}\n\
+admin:\n  listen: 127.0.0.1:15000\n"
+        ),
+    );
+    chown_to_proxy(dir);
+    let config = config.to_str().unwrap().to_owned();
+    nets.spawn(
+        &pod.ns,
+        &[
+            "setpriv",
+            "--reuid",
+            PROXY_UID,
+            "--regid",
+            PROXY_UID,
+            "--clear-groups",
+            BIN,
+            "sidecar",
+            "run",
+            "--config",
+            &config,
+        ],
+    );
+    let ready = wait_until(Duration::from_secs(10), || {
+        admin(nets, pod, "/ready") == "ready\n"
+    });
+    assert!(ready, "the sidecar of {name} did not become ready");
+}
+
+fn admin(nets: &Netns, pod: &Pod, path: &str) -> String {
+    let url = format!("http://127.0.0.1:15000{path}");
+    String::from_utf8_lossy(
+        &nets
+            .exec(&pod.ns, &["curl", "-s", "--max-time", "2", &url], None)
+            .stdout,
+    )
+    .into_owned()
+}
+
+fn chown_to_proxy(dir: &Path) {
+    let status = Command::new("chown")
+        .args(["-R", &format!("{PROXY_UID}:{PROXY_UID}")])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn redirect(nets: &Netns, pod: &Pod) {
+    nets.exec_ok(
+        &pod.ns,
+        &[
+            BIN,
+            "sidecar",
+            "redirect",
+            "--inbound-port",
+            "15006",
+            "--outbound-port",
+            "15001",
+            "--proxy-uid",
+            PROXY_UID,
+            "--exclude-inbound-ports",
+            &format!("15000,{EXCLUDED_PORT}"),
+            "--exclude-outbound-ports",
+            EXCLUDED_PORT,
+        ],
+        None,
+    );
+}
+
+/// curl from a pod to `host:port`: the body on success.
+fn curl(nets: &Netns, pod: &Pod, host: &str, port: &str) -> Result<String, String> {
+    let url = format!("http://{host}:{port}/hello.txt?{SECRET}");
+    let out = nets.exec(
+        &pod.ns,
+        &["curl", "-sS", "--fail", "--max-time", "5", "-g", &url],
+        None,
+    );
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn metric(nets: &Netns, pod: &Pod, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metric_value(&admin(nets, pod, "/metrics"), name, labels)
+}
+
+#[test]
+fn pods_talk_mtls_through_transparent_sidecars_and_the_policy_decides_who() {
+    if !is_root() {
+        skipping("needs root for network namespaces and nftables");
+        return;
+    }
+    if !(have("nft") && have("curl") && have("tcpdump") && have("setpriv") && have("python3")) {
+        return;
+    }
+    let mut nets = Netns::new();
+    let (client, server, scanner, router) = pods(&mut nets);
+    let pki = Pki::new();
+    for name in ["client", "server", "scanner"] {
+        pki.issue(name, name, &[]);
+    }
+    write(&pki.path().join("policy.yaml"), &policy(false));
+    serve_site(&mut nets, &pki, &server, &router);
+
+    for (pod, name) in [
+        (&client, "client"),
+        (&server, "server"),
+        (&scanner, "scanner"),
+    ] {
+        start_sidecar(&mut nets, &pki, pod, name, "strict");
+        redirect(&nets, pod);
+    }
+    // The capture on the server's link: everything to or from its pod.
+    let pcap = pki.path().join("server-link.pcap");
+    let pcap_arg = pcap.to_str().unwrap().to_owned();
+    nets.spawn(
+        &router,
+        &[
+            "tcpdump", "-i", "v2", "-U", "-s", "0", "-w", &pcap_arg, "tcp",
+        ],
+    )
+    .id()
+    .to_string();
+    std::thread::sleep(Duration::from_millis(800));
+
+    // The client, unmodified, calls the server's real address: IPv4 and IPv6.
+    for host in [server.v4.clone(), format!("[{}]", server.v6)] {
+        let body = curl(&nets, &client, &host, APP_PORT).unwrap_or_else(|e| panic!("{host}: {e}"));
+        assert_eq!(body, "hello from the server pod\n");
+    }
+    assert!(
+        metric(
+            &nets,
+            &client,
+            "palisade_sidecar_connections_opened_total",
+            &[("listener", "transparent-outbound")]
+        ) >= 2.0
+    );
+    assert!(
+        metric(
+            &nets,
+            &server,
+            "palisade_sidecar_connections_opened_total",
+            &[("listener", "transparent-inbound")]
+        ) >= 2.0
+    );
+
+    // Excluded ports bypass the sidecars both ways (plaintext, and it works).
+    assert_eq!(
+        curl(&nets, &client, &server.v4, EXCLUDED_PORT).unwrap(),
+        "hello from the server pod\n"
+    );
+
+    // The capture saw TLS on the app port and never the request's bytes; the excluded port's
+    // plaintext is there, so the capture itself works.
+    // Packets reach tcpdump at once (--immediate-mode) and the file at once (-U).
+    std::thread::sleep(Duration::from_millis(500));
+    let captured = std::fs::read(&pcap).unwrap();
+    let request_seen = |bytes: &[u8]| {
+        bytes
+            .windows(SECRET.len())
+            .filter(|w| *w == SECRET.as_bytes())
+            .count()
+    };
+    assert!(captured.len() > 1000, "the capture is nearly empty");
+    assert_eq!(
+        request_seen(&captured),
+        1,
+        "the request's bytes crossed in clear (only the excluded port's may)"
+    );
+
+    // A destination in no segment: strict mode refuses it.
+    assert!(curl(&nets, &client, OUTSIDER, APP_PORT).is_err());
+    assert!(
+        metric(
+            &nets,
+            &client,
+            "palisade_sidecar_connections_refused_total",
+            &[("reason", "destination_not_in_policy")]
+        ) >= 1.0
+    );
+
+    // The scanner's identity is not admitted to the server by the policy: refused.
+    assert!(curl(&nets, &scanner, &server.v4, APP_PORT).is_err());
+    assert!(wait_until(Duration::from_secs(5), || metric(
+        &nets,
+        &server,
+        "palisade_sidecar_connections_refused_total",
+        &[
+            ("listener", "transparent-inbound"),
+            ("reason", "not_admitted")
+        ]
+    ) >= 1.0));
+    // A policy that admits it takes effect without a restart.
+    write(&pki.path().join("policy.yaml"), &policy(true));
+    chown_to_proxy(pki.path());
+    assert!(
+        wait_until(Duration::from_secs(10), || curl(
+            &nets, &scanner, &server.v4, APP_PORT
+        )
+        .is_ok()),
+        "the scanner was still refused after the policy admitted it"
+    );
+
+    // Strict: a plaintext client to a captured port is refused. The scanner's redirect is
+    // removed, so its curl is plaintext to the server's port 8080.
+    nets.exec_ok(&scanner.ns, &[BIN, "sidecar", "redirect", "--remove"], None);
+    assert!(curl(&nets, &scanner, &server.v4, APP_PORT).is_err());
+    assert!(
+        metric(
+            &nets,
+            &server,
+            "palisade_sidecar_connections_refused_total",
+            &[("reason", "not_tls")]
+        ) >= 1.0
+    );
+
+    // --remove on both ends restores plain traffic.
+    for pod in [&client, &server] {
+        nets.exec_ok(&pod.ns, &[BIN, "sidecar", "redirect", "--remove"], None);
+        assert!(nets
+            .exec_ok(&pod.ns, &["nft", "list", "ruleset"], None)
+            .trim()
+            .is_empty());
+    }
+    assert_eq!(
+        curl(&nets, &client, &server.v4, APP_PORT).unwrap(),
+        "hello from the server pod\n"
+    );
+}
+
+#[test]
+fn permissive_mode_passes_plaintext_peers_and_unknown_destinations_and_counts_them() {
+    if !is_root() {
+        skipping("needs root for network namespaces and nftables");
+        return;
+    }
+    if !(have("nft") && have("curl") && have("setpriv") && have("python3")) {
+        return;
+    }
+    let mut nets = Netns::new();
+    let (client, server, scanner, router) = pods(&mut nets);
+    let pki = Pki::new();
+    for name in ["client", "server"] {
+        pki.issue(name, name, &[]);
+    }
+    write(&pki.path().join("policy.yaml"), &policy(false));
+    serve_site(&mut nets, &pki, &server, &router);
+    for (pod, name) in [(&client, "client"), (&server, "server")] {
+        start_sidecar(&mut nets, &pki, pod, name, "permissive");
+        redirect(&nets, pod);
+    }
+    // A plaintext peer (the scanner has no sidecar) reaches the app on a captured port.
+    assert_eq!(
+        curl(&nets, &scanner, &server.v4, APP_PORT).unwrap(),
+        "hello from the server pod\n"
+    );
+    let passthrough = |pod: &Pod| {
+        metric(
+            &nets,
+            pod,
+            "palisade_sidecar_connections_closed_total",
+            &[("reason", "plaintext_passthrough")],
+        )
+    };
+    assert!(wait_until(Duration::from_secs(5), || passthrough(&server) >= 1.0));
+    // A destination in no segment is reached in plaintext.
+    assert_eq!(
+        curl(&nets, &client, OUTSIDER, APP_PORT).unwrap(),
+        "hello from the server pod\n"
+    );
+    assert!(wait_until(Duration::from_secs(5), || passthrough(&client) >= 1.0));
+    // A peer with a sidecar still gets mTLS: nothing more passed through for it.
+    let before = passthrough(&server);
+    assert_eq!(
+        curl(&nets, &client, &server.v4, APP_PORT).unwrap(),
+        "hello from the server pod\n"
+    );
+    assert_eq!(passthrough(&server), before);
+    assert!(
+        metric(
+            &nets,
+            &server,
+            "palisade_sidecar_connections_opened_total",
+            &[("listener", "transparent-inbound")]
+        ) >= 2.0
+    );
+}
