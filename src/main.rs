@@ -48,6 +48,9 @@ enum Command {
     /// Run the mTLS sidecar of one workload.
     #[command(subcommand)]
     Sidecar(commands::sidecar::SidecarCommand),
+    /// Add the redirect init container and the sidecar to Kubernetes workloads (or take them out).
+    #[cfg(feature = "tools")]
+    Inject(commands::inject::InjectArgs),
     /// Run the whole story on this machine in a temporary directory, printing each step.
     #[cfg(feature = "tools")]
     Demo(commands::demo::DemoArgs),
@@ -80,6 +83,8 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => commands::policy::run(cmd, &mut stdout),
         #[cfg(feature = "tools")]
         Command::Demo(args) => commands::demo::run(args, &mut stdout),
+        #[cfg(feature = "tools")]
+        Command::Inject(args) => commands::inject::run(&args, &mut stdout),
     };
     match result {
         Ok(code) => code,

@@ -11,6 +11,8 @@ mod cert_client;
 #[cfg(feature = "tools")]
 pub mod demo;
 #[cfg(feature = "tools")]
+pub mod inject;
+#[cfg(feature = "tools")]
 pub mod policy;
 #[cfg(feature = "tools")]
 mod redirect;

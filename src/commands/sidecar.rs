@@ -18,6 +18,9 @@ SIGTERM (or POST /shutdown on the admin server) stops accepting, lets open conne
 within limits.drain_grace, then exits 0."
     )]
     Run(RunArgs),
+    /// Exit 0 when the sidecar's admin server says /ready, 1 otherwise: for exec probes, since a
+    /// kubelet cannot reach a loopback admin server by HTTP.
+    Probe(ProbeArgs),
     /// Inside a pod's network namespace: send the app's TCP through the sidecar (nftables table
     /// inet palisade_redirect), or take that away again (--remove).
     #[cfg(feature = "tools")]
@@ -39,6 +42,7 @@ pub struct RunArgs {
 pub fn run(cmd: SidecarCommand, _out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     match cmd {
         SidecarCommand::Run(args) => run_sidecar(&args),
+        SidecarCommand::Probe(args) => probe(&args),
         #[cfg(feature = "tools")]
         SidecarCommand::Redirect(args) => super::redirect::run(&args, _out),
     }
@@ -101,6 +105,42 @@ fn print_addresses(addresses: &palisade_sidecar::Addresses) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The sidecar's admin address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15000")]
+    pub admin: std::net::SocketAddr,
+}
+
+/// GET /ready with a 2-second budget; 200 is ready.
+fn probe(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
+    use std::io::{Read, Write};
+    let limit = std::time::Duration::from_secs(2);
+    let answer = (|| -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect_timeout(&args.admin, limit)?;
+        stream.set_read_timeout(Some(limit))?;
+        stream.set_write_timeout(Some(limit))?;
+        write!(
+            stream,
+            "GET /ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut text = String::new();
+        stream.take(4096).read_to_string(&mut text)?;
+        Ok(text)
+    })();
+    match answer {
+        Ok(text) if text.starts_with("HTTP/1.1 200") => Ok(ExitCode::SUCCESS),
+        Ok(text) => {
+            eprintln!("not ready: {}", text.lines().last().unwrap_or(""));
+            Ok(ExitCode::FAILURE)
+        }
+        Err(error) => {
+            eprintln!("cannot reach the admin server at {}: {error}", args.admin);
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -1,0 +1,65 @@
+//! `palisade inject`: Kubernetes manifests in, the same manifests with Palisade's containers out
+//! (palisade_inject does the work).
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use palisade_inject::Settings;
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  palisade inject -f deployment.yaml | kubectl apply -f -\n  \
+palisade inject -f deployment.yaml --uninject\n\n\
+Every Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job and CronJob gets the redirect init\n\
+container and the sidecar (a native sidecar); other kinds pass through. Injecting twice equals\n\
+injecting once; --uninject restores the input. Comments are not kept. See docs/PODS.md."
+)]
+pub struct InjectArgs {
+    /// The manifests (multi-document YAML); - for standard input.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Take Palisade out instead.
+    #[arg(long)]
+    pub uninject: bool,
+    /// The image holding palisade.
+    #[arg(long, value_name = "IMAGE", default_value = "palisade:latest")]
+    pub image: String,
+    /// The UID the sidecar runs as (exempt from the redirect).
+    #[arg(long, value_name = "UID", default_value_t = 1337)]
+    pub proxy_uid: u32,
+    /// The ConfigMap with sidecar.yaml, policy.yaml and bundle.pem (per workload: the
+    /// palisade.io/config annotation).
+    #[arg(long, value_name = "NAME", default_value = "palisade-sidecar")]
+    pub config_map: String,
+}
+
+pub fn run(args: &InjectArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let mut input = String::new();
+    if args.file.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_string(&mut input)
+            .context("cannot read standard input")?;
+    } else {
+        input = std::fs::read_to_string(&args.file)
+            .with_context(|| format!("cannot read {}", args.file.display()))?;
+    }
+    let output = if args.uninject {
+        palisade_inject::uninject(&input)
+    } else {
+        palisade_inject::inject(
+            &input,
+            &Settings {
+                image: args.image.clone(),
+                proxy_uid: args.proxy_uid,
+                config_map: args.config_map.clone(),
+                ..Settings::default()
+            },
+        )
+    }
+    .with_context(|| format!("{}", args.file.display()))?;
+    out.write_all(output.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
