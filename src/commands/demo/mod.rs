@@ -17,6 +17,7 @@ use palisade_sidecar::{Addresses, Sidecar, SidecarConfig};
 
 use super::ca::{self, InitArgs};
 use super::cert::{self, InspectArgs, IssueArgs};
+use super::policy::{self as policy_cmd, CheckArgs, CompileArgs, ExplainArgs, PolicyCommand};
 use super::KeyTypeArg;
 use toy_http::{admin_get, sample, Client};
 
@@ -92,6 +93,8 @@ The scanner's certificate is perfectly valid, it just names another workload.",
         cert::inspect(&inspect_args("payments", "ca/bundle.pem"), out)?,
     )?;
 
+    policy_story(out, &frontend, &payments, &intruder)?;
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -128,13 +131,14 @@ async fn sidecar_story(
     step(
         out,
         &format!(
-            "3. Payments' sidecar terminates mTLS and forwards to the payments app ({app}), admitting\n   \
-only the frontend. Its configuration (ports are 0 here: the kernel picks free ones):"
+            "4. Payments' sidecar terminates mTLS and forwards to the payments app ({app}), admitting\n   \
+whom the policy lets reach payments on port 443 (the frontend). Its configuration (listener ports\n   \
+are 0 here: the kernel picks free ones; the policy is asked about port 443):"
         ),
     )?;
     let payments_yaml = format!(
         "identity: {{ cert: payments/cert.pem, key: payments/key.pem, bundle: payments/bundle.pem, reload_interval: 200ms }}\n\
-inbound:\n  - name: payments-api\n    listen: 127.0.0.1:0\n    forward_to: {app}\n    allow: [\"{frontend}\"]\n\
+inbound:\n  - name: payments-api\n    listen: 127.0.0.1:0\n    forward_to: {app}\n    policy: {{ file: policy.yaml, port: 443 }}\n\
 admin: {{ listen: 127.0.0.1:0 }}\n"
     );
     let payments_sidecar = start_sidecar(out, "payments.yaml", &payments_yaml).await?;
@@ -142,7 +146,7 @@ admin: {{ listen: 127.0.0.1:0 }}\n"
 
     step(
         out,
-        "4. The frontend's and the scanner's sidecars originate mTLS to payments and expect its ID.",
+        "5. The frontend's and the scanner's sidecars originate mTLS to payments and expect its ID.",
     )?;
     let outbound_yaml = |name: &str| {
         format!(
@@ -158,7 +162,7 @@ admin: {{ listen: 127.0.0.1:0 }}\n"
 
     step(
         out,
-        "5. The frontend app speaks plain HTTP to its sidecar; mTLS carries it to payments.",
+        "6. The frontend app speaks plain HTTP to its sidecar; mTLS carries it to payments.",
     )?;
     command(
         out,
@@ -173,7 +177,8 @@ admin: {{ listen: 127.0.0.1:0 }}\n"
 
     step(
         out,
-        &format!("6. The scanner tries the same. Its certificate verifies, but {intruder}\n   is not on payments' allow-list: the handshake is refused and the app never sees it."),
+        &format!("7. The scanner tries the same. Its certificate verifies, but {intruder}\n   is in segment guest, which the policy does not let reach payments (explain said so in step 3):\n   \
+the handshake is refused and the app never sees it."),
     )?;
     command(
         out,
@@ -206,7 +211,7 @@ admin: {{ listen: 127.0.0.1:0 }}\n"
 
     step(
         out,
-        "7. Rotation: payments gets a new certificate while the frontend's connection stays open.\n   \
+        "8. Rotation: payments gets a new certificate while the frontend's connection stays open.\n   \
 The sidecar re-reads its files, checks them, and serves new handshakes with the new one.",
     )?;
     let expiry_before = sample(
@@ -241,7 +246,7 @@ The sidecar re-reads its files, checks them, and serves new handshakes with the 
     ca_story(out, frontend_sidecar.admin, frontend_out).await
 }
 
-/// Step 8: the CA as a service. An issuer under the root signs, the root key could now go
+/// Step 9: the CA as a service. An issuer under the root signs, the root key could now go
 /// offline, and the frontend renews its certificate over mTLS with the one it holds.
 async fn ca_story(
     out: &mut dyn Write,
@@ -251,7 +256,7 @@ async fn ca_story(
     use palisade_ca_server::{AuditSink, CaServer, CaServerConfig, Limits, ServerIdentity};
     step(
         out,
-        "8. The CA as a service. An issuer under the root signs (the root key can go offline), and\n   \
+        "9. The CA as a service. An issuer under the root signs (the root key can go offline), and\n   \
 the frontend renews its certificate itself, over mTLS with the certificate it holds. Its sidecar\n   \
 picks the new one up like any rotation.",
     )?;
@@ -336,6 +341,99 @@ picks the new one up like any rotation.",
     writeln!(
         out,
         "a new connection from the frontend, with the renewed certificate: {status}"
+    )?;
+    Ok(())
+}
+
+/// The policy both layers enforce: checked, asked, and compiled into a host's table.
+fn policy_story(
+    out: &mut dyn Write,
+    frontend: &SpiffeId,
+    payments: &SpiffeId,
+    intruder: &SpiffeId,
+) -> anyhow::Result<()> {
+    let td = frontend.trust_domain();
+    let policy = [
+        "version: 1".to_owned(),
+        format!("trust_domain: {td}"),
+        "segments:".into(),
+        "  frontend:".into(),
+        "    addresses: [10.10.1.0/24]".into(),
+        format!("    identities: [{frontend}]"),
+        "  payments:".into(),
+        "    addresses: [10.10.2.0/24]".into(),
+        format!("    identities: [{payments}]"),
+        "  guest:".into(),
+        "    addresses: [10.10.9.0/24]".into(),
+        format!("    identities: [\"spiffe://{td}/ns/guest/**\"]"),
+        "rules:".into(),
+        "  - name: frontend-to-payments".into(),
+        "    from: frontend".into(),
+        "    to: payments".into(),
+        "    protocol: tcp".into(),
+        "    ports: [443]".into(),
+        "hosts:".into(),
+        "  node-a: { segments: [payments] }".into(),
+        "  node-b: { segments: [frontend, guest] }".into(),
+    ]
+    .join("\n")
+        + "\n";
+    std::fs::write("policy.yaml", &policy).context("cannot write policy.yaml")?;
+    step(
+        out,
+        "3. One policy for both layers: segments by address (for the kernel) and by SPIFFE ID (for\n   \
+the sidecars). Checked, asked, and compiled into the nftables table of the host of payments:",
+    )?;
+    for line in policy.lines() {
+        writeln!(out, "    {line}")?;
+    }
+    command(out, "palisade policy check policy.yaml")?;
+    policy_cmd::run(
+        PolicyCommand::Check(CheckArgs {
+            file: "policy.yaml".into(),
+            strict: true,
+        }),
+        out,
+    )?;
+    for (from, verdict) in [(frontend, "allowed"), (intruder, "denied")] {
+        command(
+            out,
+            &format!(
+                "palisade policy explain policy.yaml --from {from} --to {payments} --port 443"
+            ),
+        )?;
+        let mut text = Vec::new();
+        policy_cmd::run(
+            PolicyCommand::Explain(ExplainArgs {
+                file: "policy.yaml".into(),
+                from: from.to_string().parse()?,
+                to: payments.to_string().parse()?,
+                port: Some(443),
+                protocol: policy_cmd::ProtocolArg::Tcp,
+            }),
+            &mut text,
+        )?;
+        let text = String::from_utf8_lossy(&text);
+        write!(out, "{text}")?;
+        ensure!(
+            text.to_lowercase().contains(verdict),
+            "explain should have said {verdict} for {from}"
+        );
+    }
+    command(out, "palisade policy compile policy.yaml --host node-a")?;
+    policy_cmd::run(
+        PolicyCommand::Compile(CompileArgs {
+            file: "policy.yaml".into(),
+            host: Some("node-a".into()),
+            all_hosts: false,
+            format: policy_cmd::Format::Nft,
+        }),
+        out,
+    )?;
+    writeln!(
+        out,
+        "(as root, `palisade policy apply policy.yaml --host node-a` puts that table in the kernel;\n\
+the sidecar of payments now asks the same policy who may connect)"
     )?;
     Ok(())
 }
