@@ -100,7 +100,7 @@ The scanner's certificate is perfectly valid, it just names another workload.",
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(sidecar_story(out, &frontend, &payments, &intruder))?;
+    runtime.block_on(sidecar_story(out, &payments, &intruder))?;
 
     writeln!(
         out,
@@ -123,7 +123,6 @@ its own from the CA service."
 
 async fn sidecar_story(
     out: &mut dyn Write,
-    frontend: &SpiffeId,
     payments: &SpiffeId,
     intruder: &SpiffeId,
 ) -> anyhow::Result<()> {
