@@ -52,7 +52,12 @@ pub fn transaction(ruleset: &Ruleset) -> Nftables<'static> {
 pub fn apply(ruleset: &Ruleset) -> Result<(), ApplyError> {
     let payload =
         serde_json::to_string(&transaction(ruleset)).map_err(|e| ApplyError::Nft(e.to_string()))?;
-    nftables::helper::apply_ruleset_raw(&payload, None::<&str>, std::iter::empty::<&str>())
+    run_json(&payload)
+}
+
+/// Runs one nft JSON transaction (`nft -j -f -`): all of it, or nothing.
+pub fn run_json(payload: &str) -> Result<(), ApplyError> {
+    nftables::helper::apply_ruleset_raw(payload, None::<&str>, std::iter::empty::<&str>())
         .map(|_| ())
         .map_err(|e| match e {
             nftables::helper::NftablesError::NftFailed { stderr, .. } => {
@@ -64,9 +69,14 @@ pub fn apply(ruleset: &Ruleset) -> Result<(), ApplyError> {
 
 /// Our live table as nft's JSON, or None when there is none.
 pub fn live_table() -> Result<Option<Value>, ApplyError> {
+    live_inet_table(TABLE)
+}
+
+/// The live `inet <name>` table as nft's JSON, or None when there is none.
+pub fn live_inet_table(name: &str) -> Result<Option<Value>, ApplyError> {
     match nftables::helper::get_current_ruleset_raw(
         None::<&str>,
-        ["list", "table", "inet", TABLE].iter(),
+        ["list", "table", "inet", name].iter(),
     ) {
         Ok(text) => serde_json::from_str(&text)
             .map(Some)

@@ -170,20 +170,7 @@ pub fn remove_redirect() -> Result<bool, ApplyError> {
 
 /// The live redirect table as nft's JSON, or None.
 pub fn live_redirect() -> Result<Option<Value>, ApplyError> {
-    match nftables::helper::get_current_ruleset_raw(
-        None::<&str>,
-        ["list", "table", "inet", REDIRECT_TABLE].iter(),
-    ) {
-        Ok(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| ApplyError::Read(e.to_string())),
-        Err(nftables::helper::NftablesError::NftFailed { stderr, .. })
-            if stderr.contains("No such file or directory") =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(ApplyError::Read(e.to_string())),
-    }
+    crate::apply::live_inet_table(REDIRECT_TABLE)
 }
 
 fn rule_comments(live: &Value) -> impl Iterator<Item = &str> {
@@ -195,13 +182,5 @@ fn rule_comments(live: &Value) -> impl Iterator<Item = &str> {
 }
 
 fn run(payload: &Value) -> Result<(), ApplyError> {
-    let text = payload.to_string();
-    nftables::helper::apply_ruleset_raw(&text, None::<&str>, std::iter::empty::<&str>())
-        .map(|_| ())
-        .map_err(|e| match e {
-            nftables::helper::NftablesError::NftFailed { stderr, .. } => {
-                ApplyError::Refused(stderr.trim().to_owned())
-            }
-            other => ApplyError::Nft(other.to_string()),
-        })
+    crate::apply::run_json(&payload.to_string())
 }
