@@ -380,6 +380,18 @@ fn pods_talk_mtls_through_transparent_sidecars_and_the_policy_decides_who() {
         "the request's bytes crossed in clear (only the excluded port's may)"
     );
 
+    // A connection made straight to the transparent port (not redirected) is refused, rather
+    // than carried to its "original destination", the listener itself.
+    assert!(curl(&nets, &client, "127.0.0.1", "15001").is_err());
+    assert!(
+        metric(
+            &nets,
+            &client,
+            "palisade_sidecar_connections_refused_total",
+            &[("reason", "no_original_destination")]
+        ) >= 1.0
+    );
+
     // A destination in no segment: strict mode refuses it.
     assert!(curl(&nets, &client, OUTSIDER, APP_PORT).is_err());
     assert!(

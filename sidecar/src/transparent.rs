@@ -53,9 +53,29 @@ pub fn original_destination(tcp: &TcpStream) -> std::io::Result<SocketAddr> {
         }
         _ => socket.original_dst_v4()?,
     };
-    original
+    let original = original
         .as_socket()
-        .ok_or_else(|| std::io::Error::other("the original destination is not an IP address"))
+        .ok_or_else(|| std::io::Error::other("the original destination is not an IP address"))?;
+    // A connection made to the listener itself was not redirected: its "original destination"
+    // is the listener, and carrying it there would connect the sidecar to itself, again and
+    // again.
+    let local = tcp.local_addr()?;
+    let same_port = original.port() == local.port();
+    let same_ip = canonical(original.ip()) == canonical(local.ip());
+    if same_port && (same_ip || original.ip().is_loopback() || original.ip().is_unspecified()) {
+        return Err(std::io::Error::other(
+            "the connection was not redirected here (its destination is this listener)",
+        ));
+    }
+    Ok(original)
+}
+
+/// An IPv4 address seen through a dual-stack socket, as the IPv4 address it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 /// TLS configurations made on demand, and what they need.
@@ -214,6 +234,8 @@ pub(crate) async fn serve_inbound(
                 let original = original_destination(&tcp).map_err(Refusal::NoOriginalDestination)?;
                 let target = app_address(original);
                 if transparent.permissive() && !starts_with_tls(&tcp, &shared).await? {
+                    // Plaintext is not a handshake: its slot goes back at once.
+                    drop(handshake_slot);
                     tracing::info!(%peer, port = original.port(), "plaintext peer passed through (permissive mode)");
                     return pass_through(tcp, &target.to_string(), &shared, &metrics).await;
                 }
