@@ -133,8 +133,12 @@ fn what_inject_adds_and_what_it_leaves() {
     // The kubelet's probe ports (a named port resolved) and the admin port bypass the redirect;
     // the annotation's outbound port too.
     let at = |flag: &str| args[args.iter().position(|a| *a == flag).unwrap() + 1];
-    assert_eq!(at("--exclude-inbound-ports"), "8080,15000");
+    // A port only the probes use (9901) bypasses; the served port 8080, probed too, stays behind
+    // mTLS (excluding it would let any plaintext peer reach the app there).
+    assert_eq!(at("--exclude-inbound-ports"), "9901,15000");
     assert_eq!(at("--exclude-outbound-ports"), "5432");
+    // A string that YAML 1.1 reads as a boolean stays a string.
+    assert_eq!(shop[0]["data"]["CACHE_ENABLED"], "yes");
     // Untouched: the Service, the ConfigMap, the opted-out Deployment, the host-network Pod.
     let input = values(&std::fs::read_to_string(dir().join("input/shop.yaml")).unwrap());
     for i in [0, 2, 3] {
@@ -171,4 +175,46 @@ fn a_bad_annotation_is_refused_with_the_workload_named() {
         err.contains("Pod p: annotation palisade.io/inbound-port"),
         "{err}"
     );
+}
+
+fn inject_stdin(text: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(["inject", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_probe_on_a_served_port_is_warned_about_and_names_inject_would_add_are_refused() {
+    let text = std::fs::read_to_string(dir().join("input/shop.yaml")).unwrap();
+    let out = inject_stdin(&text);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Deployment web: a kubelet probe uses port 8080"),
+        "{err}"
+    );
+
+    let taken = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  initContainers:\n  - name: palisade-sidecar\n    image: mine\n  containers:\n  - name: c\n    image: i\n";
+    let out = inject_stdin(taken);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already has an init container or volume named palisade-sidecar"),
+        "{err}"
+    );
+    // And uninject never removes what inject did not add.
+    let back = run(&["inject", "-f", "-", "--uninject"], taken);
+    assert_eq!(values(&back), values(taken));
 }

@@ -15,6 +15,8 @@ use common::*;
 const PROXY_UID: &str = "1337";
 const APP_PORT: &str = "8080";
 const EXCLUDED_PORT: &str = "9090";
+/// A port on which the server pod listens on loopback only: never reachable from the network.
+const LOOPBACK_ONLY_PORT: &str = "7070";
 const SECRET: &str = "the-request-bytes-that-must-never-cross-the-wire-in-clear";
 
 struct Pod {
@@ -118,7 +120,7 @@ fn policy(scanner_admitted: bool) -> String {
     };
     let rule = |from: &str| {
         format!(
-            "  - name: {from}-to-server\n    from: {from}\n    to: server\n    protocol: tcp\n    ports: [{APP_PORT}]\n"
+            "  - name: {from}-to-server\n    from: {from}\n    to: server\n    protocol: tcp\n    ports: [{APP_PORT}, {LOOPBACK_ONLY_PORT}]\n"
         )
     };
     let mut text = format!("version: 1\ntrust_domain: {TD}\nsegments:\n");
@@ -379,6 +381,10 @@ fn pods_talk_mtls_through_transparent_sidecars_and_the_policy_decides_who() {
         1,
         "the request's bytes crossed in clear (only the excluded port's may)"
     );
+
+    // Admitted on a port where the server pod listens on loopback only: the sidecar forwards to
+    // the pod's address, not to loopback, so what is private to the pod stays private.
+    assert!(curl(&nets, &client, &server.v4, LOOPBACK_ONLY_PORT).is_err());
 
     // A connection made straight to the transparent port (not redirected) is refused, rather
     // than carried to its "original destination", the listener itself.

@@ -46,6 +46,17 @@ pub enum InjectError {
         /// The parser's message, with its line and column.
         message: String,
     },
+    /// The pod already has a container or volume of one of the names inject adds, not added by
+    /// an earlier injection.
+    #[error("{kind} {name}: it already has an init container or volume named {taken}, which inject would add")]
+    NameTaken {
+        /// The workload's kind.
+        kind: String,
+        /// The workload's name.
+        name: String,
+        /// The name.
+        taken: String,
+    },
     /// An annotation's value is not what it must be.
     #[error("{kind} {name}: annotation {annotation}: {message}")]
     Annotation {
@@ -93,13 +104,24 @@ impl Default for Settings {
     }
 }
 
-/// Injects every workload of a YAML stream; returns the new stream.
-pub fn inject(input: &str, settings: &Settings) -> Result<String, InjectError> {
-    transform(input, |doc| {
+/// A stream after injection, and what the operator should know about it.
+#[derive(Debug)]
+pub struct Injected {
+    /// The documents, each written as JSON (which is YAML).
+    pub text: String,
+    /// One sentence per thing that needs a decision (a probe on a served port, say).
+    pub warnings: Vec<String>,
+}
+
+/// Injects every workload of a YAML stream.
+pub fn inject(input: &str, settings: &Settings) -> Result<Injected, InjectError> {
+    let mut warnings = Vec::new();
+    let text = transform(input, |doc| {
         visit_pod_specs(doc, &mut |meta, spec, kind, name| {
-            inject_pod(meta, spec, settings, kind, name)
+            inject_pod(meta, spec, settings, kind, name, &mut warnings)
         })
-    })
+    })?;
+    Ok(Injected { text, warnings })
 }
 
 /// Takes every injection out of a YAML stream; returns the new stream.
@@ -126,10 +148,13 @@ fn transform(
             continue;
         }
         each(&mut doc)?;
-        out.push(serde_yaml::to_string(&doc).map_err(|e| InjectError::Yaml {
+        // Written as JSON, which is YAML too: serde_yaml writes strings such as "yes" or "on"
+        // unquoted, and Kubernetes reads YAML 1.1, where those are booleans.
+        let json = serde_json::to_string_pretty(&doc).map_err(|e| InjectError::Yaml {
             document: i + 1,
             message: e.to_string(),
-        })?);
+        })?;
+        out.push(json + "\n");
     }
     Ok(out.join("---\n"))
 }
@@ -218,6 +243,7 @@ fn inject_pod(
     settings: &Settings,
     kind: &str,
     name: &str,
+    warnings: &mut Vec<String>,
 ) -> Result<(), InjectError> {
     // Injecting again starts from the pod as it was, so twice equals once.
     uninject_pod(meta, spec);
@@ -225,6 +251,26 @@ fn inject_pod(
         || spec.get("hostNetwork").and_then(Value::as_bool) == Some(true)
     {
         return Ok(());
+    }
+    for (key, names) in [
+        ("initContainers", &[REDIRECT, SIDECAR][..]),
+        ("volumes", &[CONFIG_VOLUME, TOKEN_VOLUME][..]),
+    ] {
+        let list = spec
+            .get(key)
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten();
+        if let Some(taken) = list
+            .filter_map(|v| v.get("name").and_then(Value::as_str))
+            .find(|n| names.contains(n))
+        {
+            return Err(InjectError::NameTaken {
+                kind: kind.to_owned(),
+                name: name.to_owned(),
+                taken: taken.to_owned(),
+            });
+        }
     }
     let bad = |annotation: &'static str, message: String| InjectError::Annotation {
         kind: kind.to_owned(),
@@ -254,7 +300,15 @@ fn inject_pod(
             .unwrap_or_default()
     };
     let mut exclude_inbound = vec![settings.admin_port.to_string()];
-    exclude_inbound.extend(probe_ports(spec));
+    let (dedicated, served) = probe_ports(spec);
+    exclude_inbound.extend(dedicated.iter().map(u16::to_string));
+    for port in served {
+        warnings.push(format!(
+            "{kind} {name}: a kubelet probe uses port {port}, which the app also serves; it stays \
+             behind mTLS, so in strict mode the kubelet's plaintext probe is refused (give the probe \
+             a port of its own, or use permissive mode while migrating)"
+        ));
+    }
     for p in list("palisade.io/exclude-inbound-ports") {
         p.parse::<u16>().map_err(|_| {
             bad(
@@ -264,7 +318,7 @@ fn inject_pod(
         })?;
         exclude_inbound.push(p);
     }
-    exclude_inbound.sort_by_key(|p| p.parse::<u16>().unwrap_or(0));
+    exclude_inbound.sort_by_key(|p| p.parse::<u16>().unwrap_or(u16::MAX));
     exclude_inbound.dedup();
     let exclude_outbound = list("palisade.io/exclude-outbound-ports");
     for p in &exclude_outbound {
@@ -400,11 +454,25 @@ fn uninject_pod(meta: &mut Mapping, spec: &mut Mapping) {
     }
 }
 
-/// The ports of the app containers' kubelet probes (HTTP, TCP and gRPC), named ports resolved.
-fn probe_ports(spec: &Mapping) -> Vec<String> {
-    let mut ports = Vec::new();
-    let containers = spec.get("containers").and_then(Value::as_sequence);
-    for container in containers.into_iter().flatten() {
+/// The ports of the app containers' kubelet probes (HTTP, TCP and gRPC; named ports resolved),
+/// split into ports used only by probes, which the redirect may leave alone, and ports the app
+/// also declares as serving, which must stay behind mTLS (excluding them would let any plaintext
+/// peer reach the app there).
+fn probe_ports(spec: &Mapping) -> (Vec<u16>, Vec<u16>) {
+    let containers: Vec<&Value> = spec
+        .get("containers")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .collect();
+    let declared: Vec<u64> = containers
+        .iter()
+        .filter_map(|c| c.get("ports").and_then(Value::as_sequence))
+        .flatten()
+        .filter_map(|p| p.get("containerPort").and_then(Value::as_u64))
+        .collect();
+    let (mut dedicated, mut served) = (Vec::new(), Vec::new());
+    for container in &containers {
         let named = |name: &str| {
             container
                 .get("ports")
@@ -420,19 +488,26 @@ fn probe_ports(spec: &Mapping) -> Vec<String> {
                 continue;
             };
             for handler in ["httpGet", "tcpSocket", "grpc"] {
-                let port = probe.get(handler).and_then(|h| h.get("port"));
-                let port = match port {
+                let port = match probe.get(handler).and_then(|h| h.get("port")) {
                     Some(Value::Number(n)) => n.as_u64(),
                     Some(Value::String(s)) => s.parse().ok().or_else(|| named(s)),
                     _ => None,
                 };
-                if let Some(port) = port {
-                    ports.push(port.to_string());
+                let Some(port) = port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0) else {
+                    continue;
+                };
+                let list = if declared.contains(&u64::from(port)) {
+                    &mut served
+                } else {
+                    &mut dedicated
+                };
+                if !list.contains(&port) {
+                    list.push(port);
                 }
             }
         }
     }
-    ports
+    (dedicated, served)
 }
 
 fn sequence<'a>(spec: &'a mut Mapping, key: &str) -> &'a mut Vec<Value> {

@@ -292,6 +292,7 @@ impl BoundSidecar {
                 policies_for_transparent.clone(),
                 provider.clone(),
                 config.tls.resumption,
+                reserved_ports(&config),
             );
             if let Some(listener) = transparent_inbound {
                 let m = metrics.listener("transparent-inbound", Direction::Inbound);
@@ -340,6 +341,22 @@ impl BoundSidecar {
         }
         stop_background.cancel();
     }
+}
+
+/// The ports the sidecar itself listens on, which a transparent inbound connection is never
+/// forwarded to.
+fn reserved_ports(config: &SidecarConfig) -> Vec<u16> {
+    let transparent = config
+        .transparent
+        .iter()
+        .flat_map(|t| [t.inbound, t.outbound])
+        .flatten();
+    std::iter::once(config.admin.listen)
+        .chain(config.inbound.iter().map(|l| l.listen))
+        .chain(config.outbound.iter().map(|l| l.listen))
+        .chain(transparent)
+        .map(|a| a.port())
+        .collect()
 }
 
 /// Re-reads the identity and policy files every `interval` until cancelled.

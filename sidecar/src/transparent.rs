@@ -18,7 +18,7 @@
 //! refused in `strict` mode, passed through in plaintext in `permissive` mode.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use rustls::crypto::CryptoProvider;
@@ -85,6 +85,8 @@ pub(crate) struct Transparent {
     policies: Arc<PolicyFiles>,
     provider: Arc<CryptoProvider>,
     resumption: bool,
+    /// Ports of the sidecar's own listeners and admin server: never forwarded to.
+    reserved_ports: Vec<u16>,
     inbound: Mutex<HashMap<u16, Made<InboundTls>>>,
     outbound: Mutex<HashMap<Vec<String>, Made<OutboundTls>>>,
 }
@@ -99,8 +101,10 @@ impl Transparent {
         policies: Arc<PolicyFiles>,
         provider: Arc<CryptoProvider>,
         resumption: bool,
+        reserved_ports: Vec<u16>,
     ) -> Arc<Self> {
         Arc::new(Transparent {
+            reserved_ports,
             config,
             listener_tls,
             policies,
@@ -146,6 +150,10 @@ impl Transparent {
             .build(&credentials, &own_cert, &self.provider)
             .map_err(Refusal::after_handshake)?;
         let tls = Arc::new(tls);
+        // Only authenticated-looking traffic (a TLS record) gets here, but keep it bounded.
+        if cache.len() >= 1024 {
+            cache.clear();
+        }
         cache.insert(port, (credentials, tls.clone()));
         Ok(tls)
     }
@@ -201,15 +209,12 @@ impl Transparent {
     }
 }
 
-/// The app on this pod, on the port the peer was connecting to, over loopback of the family the
-/// connection came in on.
+/// The app on this pod: the address and port the peer was connecting to (the pod's own address;
+/// our UID is exempt from the redirect, so this connection is not caught again). Never loopback:
+/// what listens on loopback only (the sidecar's own outbound listeners, its admin server, an app's
+/// debug port) must not become reachable from the network through the sidecar.
 fn app_address(original: SocketAddr) -> SocketAddr {
-    match original.ip() {
-        IpAddr::V6(ip) if ip.to_ipv4_mapped().is_none() => {
-            SocketAddr::from((Ipv6Addr::LOCALHOST, original.port()))
-        }
-        _ => SocketAddr::from((Ipv4Addr::LOCALHOST, original.port())),
-    }
+    SocketAddr::new(canonical(original.ip()), original.port())
 }
 
 pub(crate) async fn serve_inbound(
@@ -232,12 +237,23 @@ pub(crate) async fn serve_inbound(
             let (transparent, shared, metrics) = (transparent.clone(), shared.clone(), metrics.clone());
             async move {
                 let original = original_destination(&tcp).map_err(Refusal::NoOriginalDestination)?;
+                if transparent.reserved_ports.contains(&original.port()) {
+                    return Err(Refusal::NoOriginalDestination(std::io::Error::other(format!(
+                        "port {} is one of the sidecar's own", original.port()
+                    ))));
+                }
                 let target = app_address(original);
-                if transparent.permissive() && !starts_with_tls(&tcp, &shared).await? {
+                // Is it TLS at all? Asked before anything is built for the port, so a scan of
+                // ports costs no TLS configuration.
+                let tls = starts_with_tls(&tcp, &shared).await?;
+                if transparent.permissive() && !tls {
                     // Plaintext is not a handshake: its slot goes back at once.
                     drop(handshake_slot);
                     tracing::info!(%peer, port = original.port(), "plaintext peer passed through (permissive mode)");
-                    return pass_through(tcp, &target.to_string(), &shared, &metrics).await;
+                    return pass_through(tcp, &target.to_string(), &shared, &metrics, Flow::Inbound).await;
+                }
+                if !tls {
+                    return Err(Refusal::NotTls);
                 }
                 let tls_config = transparent.inbound_tls(original.port())?;
                 crate::inbound::handle(
@@ -294,7 +310,7 @@ pub(crate) async fn serve_outbound(
                     }
                     None if transparent.permissive() => {
                         tracing::info!(destination = %original, "destination in no segment passed through in plaintext (permissive mode)");
-                        pass_through(app, &target, &shared, &metrics).await
+                        pass_through(app, &target, &shared, &metrics, Flow::Outbound).await
                     }
                     None => Err(Refusal::DestinationNotInPolicy(original.ip())),
                 }
@@ -316,12 +332,22 @@ async fn starts_with_tls(tcp: &TcpStream, shared: &Shared) -> Result<bool, Refus
     }
 }
 
+/// Which way a passed-through connection goes, for the byte counters.
+#[derive(Clone, Copy)]
+enum Flow {
+    /// A peer to the app.
+    Inbound,
+    /// The app to a destination.
+    Outbound,
+}
+
 /// Permissive mode: plaintext relayed as it is, counted as `plaintext_passthrough`.
 async fn pass_through(
     mut from: TcpStream,
     target: &str,
     shared: &Shared,
     metrics: &ListenerMetrics,
+    flow: Flow,
 ) -> Result<(), Refusal> {
     let mut to = timeout(
         shared.limits.connect_timeout,
@@ -331,14 +357,11 @@ async fn pass_through(
     .map_err(|_| Refusal::ConnectTimeout(target.to_owned()))?
     .map_err(|e| Refusal::ConnectFailed(target.to_owned(), e))?;
     let _ = to.set_nodelay(true);
-    let end = Relay::new(
-        &mut from,
-        &mut to,
-        shared.relay_limits(),
-        metrics.app_to_peer.clone(),
-        metrics.peer_to_app.clone(),
-    )
-    .await;
+    let (forward, back) = match flow {
+        Flow::Inbound => (metrics.peer_to_app.clone(), metrics.app_to_peer.clone()),
+        Flow::Outbound => (metrics.app_to_peer.clone(), metrics.peer_to_app.clone()),
+    };
+    let end = Relay::new(&mut from, &mut to, shared.relay_limits(), forward, back).await;
     end_connections(&end, &mut to, &from).await;
     metrics.closed("plaintext_passthrough");
     Ok(())

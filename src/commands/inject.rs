@@ -58,6 +58,12 @@ pub fn run(args: &InjectArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
                 ..Settings::default()
             },
         )
+        .map(|injected| {
+            for warning in &injected.warnings {
+                eprintln!("warning: {warning}");
+            }
+            injected.text
+        })
     }
     .with_context(|| format!("{}", args.file.display()))?;
     out.write_all(output.as_bytes())?;
