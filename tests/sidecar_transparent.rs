@@ -182,6 +182,10 @@ fn serve_site(nets: &mut Netns, pki: &Pki, server: &Pod, router: &str) {
             server.ns.as_str(),
             "http://127.0.0.1:8080/hello.txt".to_owned(),
         ),
+        (
+            server.ns.as_str(),
+            format!("http://127.0.0.1:{LOOPBACK_ONLY_PORT}/hello.txt"),
+        ),
         (router, format!("http://{OUTSIDER}:8080/hello.txt")),
     ] {
         assert!(wait_until(Duration::from_secs(10), || nets
