@@ -159,6 +159,19 @@ fn serve_site(nets: &mut Netns, pki: &Pki, server: &Pod, router: &str) {
             ],
         );
     }
+    nets.spawn(
+        &server.ns,
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            LOOPBACK_ONLY_PORT,
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            &site,
+        ],
+    );
     nets.exec_ok(
         router,
         &["ip", "addr", "add", &format!("{OUTSIDER}/32"), "dev", "lo"],
