@@ -15,7 +15,8 @@ fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/kubernetes/inject")
 }
 
-fn run(args: &[&str], stdin: &str) -> String {
+/// Runs palisade with `args` and `stdin`; its output.
+fn palisade_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
     use std::io::Write;
     let mut child = Command::new(BIN)
         .args(args)
@@ -30,7 +31,12 @@ fn run(args: &[&str], stdin: &str) -> String {
         .unwrap()
         .write_all(stdin.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Runs palisade, which must succeed; its stdout.
+fn run(args: &[&str], stdin: &str) -> String {
+    let out = palisade_with_stdin(args, stdin);
     assert!(
         out.status.success(),
         "{}",
@@ -157,18 +163,7 @@ fn what_inject_adds_and_what_it_leaves() {
 #[test]
 fn a_bad_annotation_is_refused_with_the_workload_named() {
     let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    palisade.io/inbound-port: eighty\nspec:\n  containers:\n  - name: c\n    image: i\n";
-    let out = Command::new(BIN)
-        .args(["inject", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(text.as_bytes())?;
-            child.wait_with_output()
-        })
-        .unwrap();
+    let out = inject_stdin(text);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -178,21 +173,7 @@ fn a_bad_annotation_is_refused_with_the_workload_named() {
 }
 
 fn inject_stdin(text: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = Command::new(BIN)
-        .args(["inject", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    palisade_with_stdin(&["inject", "-f", "-"], text)
 }
 
 #[test]
