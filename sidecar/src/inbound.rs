@@ -25,7 +25,7 @@ use crate::refusal::Refusal;
 use crate::relay::{end_connections, Relay};
 
 /// First byte of every TLS connection: a handshake record.
-pub(crate) const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// Most bytes read from a peer before its handshake is done. A TLS 1.3 client sends a ClientHello
 /// (under 2 KiB, a little more with a post-quantum key share), its certificate chain (an SVID and
@@ -130,19 +130,25 @@ pub(crate) async fn handle(
     Ok(())
 }
 
+/// Whether the client's first byte is a TLS handshake record, waiting at most the first-byte
+/// timeout for it; nothing is read.
+pub(crate) async fn starts_with_tls(tcp: &TcpStream, shared: &Shared) -> Result<bool, Refusal> {
+    let mut first = [0u8; 1];
+    match timeout(shared.limits.first_byte_timeout, tcp.peek(&mut first)).await {
+        Err(_) => Err(Refusal::FirstByteTimeout),
+        Ok(Ok(0)) => Err(Refusal::ClosedEarly),
+        Ok(Ok(_)) => Ok(first[0] == TLS_HANDSHAKE_RECORD),
+        Ok(Err(e)) => Err(Refusal::Handshake(e)),
+    }
+}
+
 async fn handshake(
     transport: ReadAhead<TcpStream>,
     tls_config: &InboundTls,
     shared: &Shared,
 ) -> Result<TlsStream<ReadAhead<TcpStream>>, Refusal> {
-    let mut first = [0u8; 1];
-    let peek = transport.get_ref().peek(&mut first);
-    match timeout(shared.limits.first_byte_timeout, peek).await {
-        Err(_) => return Err(Refusal::FirstByteTimeout),
-        Ok(Ok(0)) => return Err(Refusal::ClosedEarly),
-        Ok(Ok(_)) if first[0] != TLS_HANDSHAKE_RECORD => return Err(Refusal::NotTls),
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(Refusal::Handshake(e)),
+    if !starts_with_tls(transport.get_ref(), shared).await? {
+        return Err(Refusal::NotTls);
     }
     let acceptor = TlsAcceptor::from(tls_config.config.clone());
     let tls = acceptor

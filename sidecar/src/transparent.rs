@@ -37,7 +37,7 @@ use crate::config::{
 use crate::identity::{
     Credentials, InboundListenerTls, InboundTls, ListenerTls, OutboundListenerTls, OutboundTls,
 };
-use crate::inbound::TLS_HANDSHAKE_RECORD;
+use crate::inbound::starts_with_tls;
 use crate::metrics::ListenerMetrics;
 use crate::refusal::Refusal;
 use crate::relay::{end_connections, Relay};
@@ -318,18 +318,6 @@ pub(crate) async fn serve_outbound(
         },
     )
     .await;
-}
-
-/// Whether the client's first byte is a TLS handshake record (waiting at most the first-byte
-/// timeout for it).
-async fn starts_with_tls(tcp: &TcpStream, shared: &Shared) -> Result<bool, Refusal> {
-    let mut first = [0u8; 1];
-    match timeout(shared.limits.first_byte_timeout, tcp.peek(&mut first)).await {
-        Err(_) => Err(Refusal::FirstByteTimeout),
-        Ok(Ok(0)) => Err(Refusal::ClosedEarly),
-        Ok(Ok(_)) => Ok(first[0] == TLS_HANDSHAKE_RECORD),
-        Ok(Err(e)) => Err(Refusal::Handshake(e)),
-    }
 }
 
 /// Which way a passed-through connection goes, for the byte counters.

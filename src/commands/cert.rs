@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
-use palisade_ca::files::{write_atomic, PRIVATE, PUBLIC};
 use palisade_ca::pem::{certificates_from_pem, csr_from_pem};
-use palisade_ca::{CaDir, CertInfo, LeafRequest, SpiffeId, TrustBundle, TrustBundleSet, Verdict};
+use palisade_ca::{
+    CaDir, CertInfo, LeafRequest, SpiffeId, SvidDir, TrustBundle, TrustBundleSet, Verdict,
+};
 use rustls_pki_types::UnixTime;
 
 use super::{parse_duration, KeyTypeArg};
@@ -117,20 +118,16 @@ pub fn issue(args: &IssueArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
             (issued, Some(palisade_ca::private_key_pem(&key)))
         }
     };
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create the directory {}", args.out.display()))?;
-    let write = |name: &str, contents: &[u8], mode: u32| -> anyhow::Result<PathBuf> {
-        let path = args.out.join(name);
-        write_atomic(&path, contents, mode)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(path)
-    };
-    // Key first: a cert.pem never sits beside a key it does not belong to for longer than a rename.
-    let key_path = key_pem
-        .map(|pem| write("key.pem", pem.as_bytes(), PRIVATE))
-        .transpose()?;
-    let cert_path = write("cert.pem", issued.chain_pem().as_bytes(), PUBLIC)?;
-    let bundle_path = write("bundle.pem", bundle.to_pem().as_bytes(), PUBLIC)?;
+    // Key first, bundle last (SvidDir::write): a cert.pem never sits beside a key it does not
+    // belong to for longer than a rename.
+    let dir = SvidDir::new(&args.out);
+    dir.write(
+        key_pem.as_deref().map(str::as_bytes),
+        issued.chain_pem().as_bytes(),
+        bundle.to_pem().as_bytes(),
+    )?;
+    let key_path = key_pem.map(|_| dir.key_path());
+    let (cert_path, bundle_path) = (dir.cert_path(), dir.bundle_path());
     tracing::info!(spiffe_id = %args.spiffe_id, serial = %hex_colon(&issued.serial), "issued certificate");
     writeln!(
         out,
