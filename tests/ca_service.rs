@@ -727,3 +727,28 @@ fn the_ca_services_own_id_is_never_issued() {
     assert_eq!(line["spiffe_id"], "spiffe://example.org/palisade/ca");
     assert!(!ca.path().join("impostor/key.pem").exists());
 }
+
+#[test]
+fn a_silent_client_is_dropped_after_the_handshake_timeout() {
+    use std::io::Read;
+    let ca = TwoLevelCa::new();
+    let server = CaProcess::start(&ca.issuer(), &[]);
+    // Before any authentication the service holds a stranger for the handshake timeout (5 s)
+    // at most: a connection that sends nothing is closed by the server.
+    let started = std::time::Instant::now();
+    let mut silent = std::net::TcpStream::connect(server.api).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let closed = matches!(silent.read(&mut buf), Ok(0) | Err(_));
+    let waited = started.elapsed();
+    assert!(closed, "the server sent something to a silent client");
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(10),
+        "closed after {waited:?}, expected about 5 s"
+    );
+    // Meanwhile and after, the service answers others.
+    let token = ca.token("ns/shop/sa/after", "10m");
+    ok(request(&ca, &server, &token, "after", &[]));
+}
