@@ -171,31 +171,6 @@ rules:
     assert!(String::from_utf8_lossy(&out.stdout).contains("denied by rule `no-ops`"));
 }
 
-/// A small deterministic generator: the seed is printed, and PALISADE_TEST_SEED replays one.
-struct Rng(u64);
-
-impl Rng {
-    fn from_env(default: u64) -> Rng {
-        let seed = std::env::var("PALISADE_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(default);
-        println!("seed {seed} (PALISADE_TEST_SEED={seed} replays it)");
-        Rng(seed | 1)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
-
 /// The workloads of the generated cases: (certificate directory, SPIFFE ID path).
 const WORKLOADS: &[(&str, &str)] = &[
     ("shop-frontend", "ns/shop/sa/frontend"),
