@@ -1,5 +1,7 @@
 //! `palisade demo` is the README's first command: it must tell the whole story and exit 0.
 
+mod common;
+
 use std::process::Command;
 
 #[test]
@@ -32,4 +34,25 @@ fn demo_runs_the_story_and_exits_zero() {
         stderr.contains("is not admitted here"),
         "the refusal is logged: {stderr}"
     );
+    // As root (scripts/test installs ip, nft and setpriv) the pods part runs, and must: two
+    // nodes' tables and three pods' transparent sidecars from the same policy.
+    if common::is_root() {
+        for expected in [
+            "$ palisade policy apply policy.yaml --host node-a",
+            "$ palisade sidecar redirect --inbound-port 15006",
+            "$ curl http://10.10.2.2:8080/charge   # in the frontend pod\nHTTP/1.1 200 OK\npayments: charge accepted",
+            "palisade_sidecar_connections_opened_total{listener=\"transparent-inbound\"} 1)",
+            "$ curl http://10.10.2.2:8080/charge   # in the scanner pod\n-> no answer",
+            "refused_total{reason=\"connect_timeout\"} 1)",
+            "10.10.9.2 (guest) -> 10.10.2.2 (payments) tcp port 8080: denied by default",
+        ] {
+            assert!(
+                stdout.contains(expected),
+                "missing {expected:?} in:\n{stdout}"
+            );
+        }
+        assert!(!stdout.contains("(Not shown:"), "{stdout}");
+    } else {
+        assert!(stdout.contains("(Not shown: run it as root"), "{stdout}");
+    }
 }

@@ -142,7 +142,8 @@ fn what_inject_adds_and_what_it_leaves() {
     // A port only the probes use (9901) bypasses; the served port 8080, probed too, stays behind
     // mTLS (excluding it would let any plaintext peer reach the app there).
     assert_eq!(at("--exclude-inbound-ports"), "9901,15000");
-    assert_eq!(at("--exclude-outbound-ports"), "5432");
+    // DNS (53) always bypasses: TCP answers go straight to the resolver, in no segment.
+    assert_eq!(at("--exclude-outbound-ports"), "53,5432");
     // A string that YAML 1.1 reads as a boolean stays a string.
     assert_eq!(shop[0]["data"]["CACHE_ENABLED"], "yes");
     // Untouched: the Service, the ConfigMap, the opted-out Deployment, the host-network Pod.
@@ -198,4 +199,23 @@ fn a_probe_on_a_served_port_is_warned_about_and_names_inject_would_add_are_refus
     // And uninject never removes what inject did not add.
     let back = run(&["inject", "-f", "-", "--uninject"], taken);
     assert_eq!(values(&back), values(taken));
+}
+
+/// A container running as the sidecar's UID would bypass the redirect (which exempts that UID):
+/// refused, by the container's own runAsUser or the pod's; another UID is fine.
+#[test]
+fn a_container_running_as_the_proxy_uid_is_refused() {
+    let own = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: app\n    image: i\n    securityContext:\n      runAsUser: 1337\n";
+    let by_pod = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  selector: {matchLabels: {a: b}}\n  template:\n    metadata:\n      labels: {a: b}\n    spec:\n      securityContext:\n        runAsUser: 1337\n      initContainers:\n      - name: setup\n        image: i\n        securityContext:\n          runAsUser: 1000\n      containers:\n      - name: worker\n        image: i\n";
+    for (text, expected) in [
+        (own, "Pod p: container app runs as UID 1337"),
+        (by_pod, "Deployment d: container worker runs as UID 1337"),
+    ] {
+        let out = inject_stdin(text);
+        assert!(!out.status.success(), "{expected}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{err}");
+    }
+    let other = own.replace("1337", "1000");
+    assert!(inject_stdin(&other).status.success());
 }

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{curl_as, have, spawn_app, wait_until, Pki, SidecarProcess};
+use common::{curl_as, have, spawn_app, wait_until, Pki, Rng, SidecarProcess};
 
 const POLICY: &str = "\
 version: 1

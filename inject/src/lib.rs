@@ -57,6 +57,19 @@ pub enum InjectError {
         /// The name.
         taken: String,
     },
+    /// A container of the pod runs as the sidecar's UID: the redirect exempts that UID, so the
+    /// container's traffic would bypass the sidecar unseen.
+    #[error("{kind} {name}: container {container} runs as UID {uid}, the sidecar's own, so its traffic would bypass the sidecar (give it another runAsUser)")]
+    RunsAsProxyUid {
+        /// The workload's kind.
+        kind: String,
+        /// The workload's name.
+        name: String,
+        /// The container.
+        container: String,
+        /// The UID.
+        uid: u32,
+    },
     /// An annotation's value is not what it must be.
     #[error("{kind} {name}: annotation {annotation}: {message}")]
     Annotation {
@@ -233,6 +246,34 @@ fn visit_pod_specs(doc: &mut Value, f: &mut PodVisitor<'_>) -> Result<(), Inject
     result
 }
 
+/// DNS, excluded from outbound capture in every injected pod.
+const DNS_PORT: u16 = 53;
+
+/// The first of the pod's containers (app or init) that runs as `uid`, by its own
+/// `securityContext.runAsUser` or else the pod's. (A UID set only in the image is not seen.)
+fn runs_as(spec: &Mapping, uid: u32) -> Option<String> {
+    let uid_of = |v: &Value| {
+        v.get("securityContext")
+            .and_then(|c| c.get("runAsUser"))
+            .and_then(Value::as_u64)
+    };
+    let pod_uid = spec
+        .get("securityContext")
+        .and_then(|c| c.get("runAsUser"))
+        .and_then(Value::as_u64);
+    ["containers", "initContainers", "ephemeralContainers"]
+        .into_iter()
+        .filter_map(|key| spec.get(key).and_then(Value::as_sequence))
+        .flatten()
+        .find(|c| uid_of(c).or(pod_uid) == Some(u64::from(uid)))
+        .map(|c| {
+            c.get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("(unnamed)")
+                .to_owned()
+        })
+}
+
 fn annotation<'a>(meta: &'a Mapping, key: &str) -> Option<&'a str> {
     meta.get("annotations")?.get(key)?.as_str()
 }
@@ -271,6 +312,14 @@ fn inject_pod(
                 taken: taken.to_owned(),
             });
         }
+    }
+    if let Some(container) = runs_as(spec, settings.proxy_uid) {
+        return Err(InjectError::RunsAsProxyUid {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            container,
+            uid: settings.proxy_uid,
+        });
     }
     let bad = |annotation: &'static str, message: String| InjectError::Annotation {
         kind: kind.to_owned(),
@@ -320,15 +369,20 @@ fn inject_pod(
     }
     exclude_inbound.sort_by_key(|p| p.parse::<u16>().unwrap_or(u16::MAX));
     exclude_inbound.dedup();
-    let exclude_outbound = list("palisade.io/exclude-outbound-ports");
-    for p in &exclude_outbound {
+    // DNS: UDP is never captured, and TCP to port 53 (answers too large for UDP) goes straight to
+    // the resolver, which is in no segment; the host's table still governs it.
+    let mut exclude_outbound = vec![DNS_PORT.to_string()];
+    for p in list("palisade.io/exclude-outbound-ports") {
         p.parse::<u16>().map_err(|_| {
             bad(
                 "palisade.io/exclude-outbound-ports",
                 format!("{p:?} is not a port"),
             )
         })?;
+        exclude_outbound.push(p);
     }
+    exclude_outbound.sort_by_key(|p| p.parse::<u16>().unwrap_or(u16::MAX));
+    exclude_outbound.dedup();
     let exclude_cidrs = list("palisade.io/exclude-cidrs");
     let config_map = annotation(meta, "palisade.io/config")
         .unwrap_or(&settings.config_map)
@@ -352,12 +406,10 @@ fn inject_pod(
         "--exclude-inbound-ports".into(),
         exclude_inbound.join(","),
     ];
-    if !exclude_outbound.is_empty() {
-        redirect_args.extend([
-            "--exclude-outbound-ports".into(),
-            exclude_outbound.join(","),
-        ]);
-    }
+    redirect_args.extend([
+        "--exclude-outbound-ports".into(),
+        exclude_outbound.join(","),
+    ]);
     if !exclude_cidrs.is_empty() {
         redirect_args.extend(["--exclude-cidrs".into(), exclude_cidrs.join(",")]);
     }

@@ -3,6 +3,7 @@
 //! sidecars run in this process, on loopback ports the kernel picks) and checks the outcome: the
 //! demo fails loudly if the story does not happen as told.
 
+mod pods;
 mod toy_http;
 
 use std::io::Write;
@@ -27,11 +28,26 @@ pub struct DemoArgs {
     /// Keep the demo's directory (CA, certificates, sidecar configs) instead of removing it.
     #[arg(long)]
     pub keep: bool,
+    /// (The pods' pretend app, run by the demo inside a pod: serve HTTP on this address.)
+    #[arg(long, hide = true, value_name = "ADDR")]
+    pub toy_app: Option<std::net::SocketAddr>,
+    /// (The pods' pretend client: one GET to this address; exit 0 on a 200.)
+    #[arg(long, hide = true, value_name = "ADDR")]
+    pub toy_get: Option<std::net::SocketAddr>,
+    /// (The path --toy-get asks for.)
+    #[arg(long, hide = true, default_value = "/")]
+    pub toy_path: String,
 }
 
 const TRUST_DOMAIN: &str = "demo.palisade.internal";
 
 pub fn run(args: DemoArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    if let Some(listen) = args.toy_app {
+        return toy_http::serve_forever(listen, "payments: charge accepted\n");
+    }
+    if let Some(target) = args.toy_get {
+        return toy_http::get_once(target, &args.toy_path, out);
+    }
     let dir = tempfile::Builder::new()
         .prefix("palisade-demo-")
         .tempdir()
@@ -102,12 +118,24 @@ The scanner's certificate is perfectly valid, it just names another workload.",
         .context("cannot start the async runtime")?;
     runtime.block_on(sidecar_story(out, &payments, &intruder))?;
 
+    let pods = pods::can_run();
+    if pods.is_ok() {
+        pods::story(out, dir.path())?;
+    }
     writeln!(
         out,
         "\nDone: the frontend reached payments over mTLS, the scanner was refused for who it is,\n\
 payments rotated its certificate without dropping a connection, and the frontend renewed\n\
-its own from the CA service."
+its own from the CA service.{}",
+        if pods.is_ok() {
+            " Then two nodes' tables and three pods' transparent sidecars enforced\nthe same policy on unmodified apps."
+        } else {
+            ""
+        }
     )?;
+    if let Err(why) = pods {
+        writeln!(out, "(Not shown: {why}.)")?;
+    }
     if args.keep {
         let kept: PathBuf = dir.keep();
         writeln!(out, "Kept {} for you to look at.", kept.display())?;
@@ -131,13 +159,13 @@ async fn sidecar_story(
         out,
         &format!(
             "4. Payments' sidecar terminates mTLS and forwards to the payments app ({app}), admitting\n   \
-whom the policy lets reach payments on port 443 (the frontend). Its configuration (listener ports\n   \
-are 0 here: the kernel picks free ones; the policy is asked about port 443):"
+whom the policy lets reach payments on port 8080 (the frontend). Its configuration (listener ports\n   \
+are 0 here: the kernel picks free ones; the policy is asked about port 8080):"
         ),
     )?;
     let payments_yaml = format!(
         "identity: {{ cert: payments/cert.pem, key: payments/key.pem, bundle: payments/bundle.pem, reload_interval: 200ms }}\n\
-inbound:\n  - name: payments-api\n    listen: 127.0.0.1:0\n    forward_to: {app}\n    policy: {{ file: policy.yaml, port: 443 }}\n\
+inbound:\n  - name: payments-api\n    listen: 127.0.0.1:0\n    forward_to: {app}\n    policy: {{ file: policy.yaml, port: 8080 }}\n\
 admin: {{ listen: 127.0.0.1:0 }}\n"
     );
     let payments_sidecar = start_sidecar(out, "payments.yaml", &payments_yaml).await?;
@@ -370,7 +398,7 @@ fn policy_story(
         "    from: frontend".into(),
         "    to: payments".into(),
         "    protocol: tcp".into(),
-        "    ports: [443]".into(),
+        "    ports: [8080]".into(),
         "hosts:".into(),
         "  node-a: { segments: [payments] }".into(),
         "  node-b: { segments: [frontend, guest] }".into(),
@@ -398,7 +426,7 @@ the sidecars). Checked, asked, and compiled into the nftables table of the host 
         command(
             out,
             &format!(
-                "palisade policy explain policy.yaml --from {from} --to {payments} --port 443"
+                "palisade policy explain policy.yaml --from {from} --to {payments} --port 8080"
             ),
         )?;
         let mut text = Vec::new();
@@ -407,7 +435,7 @@ the sidecars). Checked, asked, and compiled into the nftables table of the host 
                 file: "policy.yaml".into(),
                 from: from.to_string().parse()?,
                 to: payments.to_string().parse()?,
-                port: Some(443),
+                port: Some(8080),
                 protocol: policy_cmd::ProtocolArg::Tcp,
             }),
             &mut text,

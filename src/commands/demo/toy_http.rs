@@ -3,6 +3,8 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -11,12 +13,62 @@ use tokio::net::{TcpListener, TcpStream};
 pub async fn spawn_app(body: &'static str) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve(stream, body));
-        }
-    });
+    tokio::spawn(accept_forever(listener, body));
     Ok(addr)
+}
+
+async fn accept_forever(listener: TcpListener, body: &'static str) {
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(serve(stream, body));
+    }
+}
+
+/// `demo --toy-app`: the app of the demo's payments pod, until it is killed.
+pub fn serve_forever(listen: SocketAddr, body: &'static str) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = TcpListener::bind(listen).await?;
+        accept_forever(listener, body).await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `demo --toy-get`: one GET within 3 seconds; prints the status line and body and exits 0 on a
+/// 200, else says on stderr what happened and exits 1.
+pub fn get_once(
+    target: SocketAddr,
+    path: &str,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(3), async {
+            Client::connect(target).await?.get(path).await
+        })
+        .await
+    });
+    match answer {
+        Ok(Ok((status, body))) => {
+            writeln!(out, "{status}\n{}", body.trim_end())?;
+            Ok(if status.contains(" 200 ") {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Ok(Err(error)) => {
+            eprintln!("no answer from {target}: {error}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(_) => {
+            eprintln!("no answer from {target} within 3 s");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 async fn serve(stream: TcpStream, body: &'static str) -> io::Result<()> {
