@@ -214,6 +214,7 @@ fn rule_statements(
                 }))),
                 Lookup::Deny => statements.extend([counter(), Statement::Drop(None)]),
                 Lookup::Allow => statements.push(Statement::Accept(None)),
+                Lookup::Pass => statements.push(Statement::Return(None)),
             }
             (statements, None)
         }
@@ -239,6 +240,35 @@ fn rule_statements(
             })],
             None,
         ),
+        ChainRule::ReturnEstablished => (
+            vec![
+                matches(
+                    ct_state(),
+                    Expression::List(vec![string("established"), string("related")]),
+                    Operator::IN,
+                ),
+                Statement::Return(None),
+            ],
+            None,
+        ),
+        ChainRule::JumpIf { set, source, chain } => {
+            let s = &ruleset.sets[set.0];
+            let field = if *source { "saddr" } else { "daddr" };
+            (
+                vec![
+                    matches(
+                        payload(ip_of(s.family), field),
+                        string(&format!("@{}", s.name)),
+                        Operator::EQ,
+                    ),
+                    Statement::Jump(JumpTarget {
+                        target: ruleset.chains[chain.0].name.clone().into(),
+                    }),
+                ],
+                None,
+            )
+        }
+        ChainRule::Drop => (vec![counter(), Statement::Drop(None)], None),
     }
 }
 

@@ -127,14 +127,16 @@ impl fmt::Display for Cidr {
     }
 }
 
-pub(crate) fn family_of(addr: IpAddr) -> Family {
+/// The family of an address.
+pub fn family_of(addr: IpAddr) -> Family {
     match addr {
         IpAddr::V4(_) => Family::V4,
         IpAddr::V6(_) => Family::V6,
     }
 }
 
-pub(crate) fn to_u128(addr: IpAddr) -> u128 {
+/// An address as an integer (IPv4 in the low 32 bits).
+pub fn to_u128(addr: IpAddr) -> u128 {
     match addr {
         IpAddr::V4(a) => u32::from(a) as u128,
         IpAddr::V6(a) => u128::from(a),

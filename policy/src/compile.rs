@@ -104,6 +104,8 @@ pub enum Lookup {
     Deny,
     /// Accept the packet.
     Allow,
+    /// Leave this chain (`return`): the check it holds is passed, and the caller goes on.
+    Pass,
 }
 
 /// A set of a ruleset, by its place in [`Ruleset::sets`].
@@ -160,6 +162,20 @@ pub enum ChainRule {
     },
     /// Continue in another chain: each hook chain jumps to `decide`.
     Jump(ChainId),
+    /// `ct state established,related return`: a chain of checks for new connections only.
+    ReturnEstablished,
+    /// Continue in `chain` when the packet's source (`source`) or destination address is in
+    /// `set` (an address set): the Kubernetes checks of isolated pods.
+    JumpIf {
+        /// The address set.
+        set: SetId,
+        /// Whether the source (`true`) or the destination address is looked up.
+        source: bool,
+        /// Where to continue.
+        chain: ChainId,
+    },
+    /// `counter drop`: what is left at the end of a chain of checks.
+    Drop,
 }
 
 /// A chain: a base chain on a hook (`type filter`, priority `filter`) or a regular one.
@@ -201,6 +217,25 @@ pub struct Ruleset {
 }
 
 impl Ruleset {
+    /// The table of a policy with no segments: it governs nothing (established flows accepted,
+    /// invalid ones dropped, the rest accepted), a base to add other checks to (the Kubernetes
+    /// NetworkPolicy input).
+    pub fn open(host: Option<&str>) -> Ruleset {
+        let mut ruleset = Ruleset {
+            host: host.map(str::to_owned),
+            generation: String::new(),
+            sets: Vec::new(),
+            chains: chains(&[], &[]),
+        };
+        ruleset.restamp();
+        ruleset
+    }
+
+    /// Sets [`Ruleset::generation`] again, after sets or chains were added.
+    pub fn restamp(&mut self) {
+        self.generation = generation_of(self);
+    }
+
     /// The fail-closed table used when no policy has ever loaded and none is configured as
     /// baseline: nothing new is forwarded (workloads are isolated), while the host itself,
     /// replies and IPv6 neighbour discovery keep working.

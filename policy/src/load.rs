@@ -130,6 +130,13 @@ fn place_empty_values(node: &mut Node) {
 /// abort the process (`policy sync` included) instead of being reported.
 const MAX_DEPTH: usize = 64;
 
+/// Where (line, column) YAML text first nests deeper than 64 levels, if it does: a check to run
+/// before loading the text into a tree, whose loading and dropping recurse once per level (the
+/// Kubernetes manifest loader uses it too).
+pub fn yaml_nesting_too_deep(text: &str) -> Option<(usize, usize)> {
+    too_deep(text).map(|p| (p.line, p.column))
+}
+
 /// Where the YAML first nests deeper than [`MAX_DEPTH`], read with the parser's own events (which
 /// do not recurse). Syntax errors are left to the loader, which reports them.
 fn too_deep(text: &str) -> Option<Pos> {

@@ -63,6 +63,7 @@ pub fn rule_text(ruleset: &Ruleset, rule: &ChainRule) -> String {
                 Lookup::Log(prefix) => format!("log prefix \"{prefix}\""),
                 Lookup::Deny => "counter drop".to_owned(),
                 Lookup::Allow => "accept".to_owned(),
+                Lookup::Pass => "return".to_owned(),
             };
             let guard = match (s.outside, guard) {
                 (Some(end), Some(g)) => format!(
@@ -81,6 +82,18 @@ pub fn rule_text(ruleset: &Ruleset, rule: &ChainRule) -> String {
             format!("{} {field} @{} counter drop", ip_of(s.family), s.name)
         }
         ChainRule::Jump(chain) => format!("jump {}", ruleset.chains[chain.0].name),
+        ChainRule::ReturnEstablished => "ct state established,related return".to_owned(),
+        ChainRule::JumpIf { set, source, chain } => {
+            let s = &ruleset.sets[set.0];
+            let field = if *source { "saddr" } else { "daddr" };
+            format!(
+                "{} {field} @{} jump {}",
+                ip_of(s.family),
+                s.name,
+                ruleset.chains[chain.0].name
+            )
+        }
+        ChainRule::Drop => "counter drop".to_owned(),
     }
 }
 

@@ -44,6 +44,12 @@ Stopping never removes the table. See docs/POLICY.md, \"Host sync\"."
 palisade policy explain examples/policy/shop.yaml --from spiffe://example.org/ns/shop/sa/frontend \\\n      --to spiffe://example.org/ns/shop/sa/payments --port 443"
     )]
     Explain(ExplainArgs),
+    /// Print which pods reach which, for one port: the NetworkPolicies' truth table.
+    #[command(
+        after_help = "Example:\n  palisade policy matrix --kubernetes examples/kubernetes/netpol --port 80\n\n\
+Rows are sources, columns destinations: `.` reachable, `X` not, `-` no address of the family."
+    )]
+    Matrix(MatrixArgs),
 }
 
 #[derive(Debug, Args)]
@@ -63,23 +69,68 @@ pub enum Format {
 
 #[derive(Debug, Args)]
 pub struct CompileArgs {
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
-    /// The host whose table to compile (see `hosts:` in the policy).
+    /// The Palisade policy (optional with --kubernetes).
+    #[arg(value_name = "FILE", required_unless_present = "kubernetes")]
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub kubernetes: KubernetesArgs,
+    /// The host whose table to compile (see `hosts:` in the policy; a node name for
+    /// --kubernetes).
     #[arg(long, value_name = "NAME", required_unless_present = "all_hosts")]
     pub host: Option<String>,
     /// Compile as if every segment lived on this host.
-    #[arg(long, conflicts_with = "host")]
+    #[arg(long, conflicts_with_all = ["host", "kubernetes"])]
     pub all_hosts: bool,
     #[arg(long, value_enum, default_value = "nft")]
     pub format: Format,
 }
 
+/// Kubernetes NetworkPolicy input (docs/KUBERNETES.md).
+#[derive(Debug, Args, Default)]
+pub struct KubernetesArgs {
+    /// Manifests of NetworkPolicies, Pods and Namespaces (files, or directories of *.yaml,
+    /// *.yml, *.json; `kubectl get pods,namespaces,networkpolicies -A -o yaml` output works).
+    /// Repeatable. With a policy FILE too, a connection must pass both.
+    #[arg(long = "kubernetes", value_name = "PATH")]
+    pub kubernetes: Vec<PathBuf>,
+}
+
+impl KubernetesArgs {
+    /// The objects, if any path was given.
+    fn load(&self) -> anyhow::Result<Option<palisade_netpol::Cluster>> {
+        if self.kubernetes.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(palisade_netpol::load_paths(&self.kubernetes)?))
+    }
+}
+
+/// The table for `host`: the Palisade policy's (or an open one), with the node's share of the
+/// Kubernetes objects added.
+fn host_ruleset(
+    file: Option<&std::path::Path>,
+    kubernetes: &KubernetesArgs,
+    host: Option<&str>,
+) -> anyhow::Result<palisade_policy::Ruleset> {
+    let base = match file {
+        Some(file) => palisade_policy::compile(&load_file(file)?, host)?,
+        None => palisade_policy::Ruleset::open(host),
+    };
+    Ok(match (kubernetes.load()?, host) {
+        (Some(cluster), Some(host)) => palisade_netpol::compile(&cluster, host, base),
+        (Some(_), None) => anyhow::bail!("--kubernetes needs --host (a node name)"),
+        (None, _) => base,
+    })
+}
+
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
-    /// This host's name in the policy's `hosts:`.
+    /// The Palisade policy (optional with --kubernetes).
+    #[arg(value_name = "FILE", required_unless_present = "kubernetes")]
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub kubernetes: KubernetesArgs,
+    /// This host's name in the policy's `hosts:` (a node name for --kubernetes).
     #[arg(long, value_name = "NAME")]
     pub host: String,
     /// Print what would change in the live table, and change nothing.
@@ -125,19 +176,55 @@ pub enum ProtocolArg {
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
-    /// Source: an IP address or a SPIFFE ID.
-    #[arg(long, value_name = "ADDR|SPIFFE_ID")]
-    pub from: Endpoint,
-    /// Destination: an IP address or a SPIFFE ID.
-    #[arg(long, value_name = "ADDR|SPIFFE_ID")]
-    pub to: Endpoint,
+    /// The Palisade policy (optional with --kubernetes).
+    #[arg(value_name = "FILE", required_unless_present = "kubernetes")]
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub kubernetes: KubernetesArgs,
+    /// Source: an IP address or a SPIFFE ID; with --kubernetes, a pod (`namespace/name`) or an
+    /// IP address.
+    #[arg(long, value_name = "ADDR|SPIFFE_ID|NS/POD")]
+    pub from: String,
+    /// Destination, as --from.
+    #[arg(long, value_name = "ADDR|SPIFFE_ID|NS/POD")]
+    pub to: String,
     /// Destination port (tcp, udp and sctp).
     #[arg(long, value_name = "P")]
     pub port: Option<u16>,
     #[arg(long, value_enum, default_value = "tcp")]
     pub protocol: ProtocolArg,
+    /// With --kubernetes: which of a pod's addresses to use.
+    #[arg(long, value_enum, default_value = "ipv4")]
+    pub family: FamilyArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FamilyArg {
+    Ipv4,
+    Ipv6,
+}
+
+impl FamilyArg {
+    fn family(self) -> palisade_policy::addrs::Family {
+        match self {
+            FamilyArg::Ipv4 => palisade_policy::addrs::Family::V4,
+            FamilyArg::Ipv6 => palisade_policy::addrs::Family::V6,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct MatrixArgs {
+    #[command(flatten)]
+    pub kubernetes: KubernetesArgs,
+    /// Destination port.
+    #[arg(long, value_name = "P")]
+    pub port: u16,
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub protocol: ProtocolArg,
+    /// Which of the pods' addresses.
+    #[arg(long, value_enum, default_value = "ipv4")]
+    pub family: FamilyArg,
 }
 
 pub fn run(cmd: PolicyCommand, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
@@ -147,6 +234,7 @@ pub fn run(cmd: PolicyCommand, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
         PolicyCommand::Explain(args) => explain(&args, out),
         PolicyCommand::Apply(args) => apply(&args, out),
         PolicyCommand::Sync(args) => sync(&args),
+        PolicyCommand::Matrix(args) => matrix(&args, out),
     }
 }
 
@@ -187,8 +275,7 @@ fn sync(args: &SyncArgs) -> anyhow::Result<ExitCode> {
 
 fn apply(args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     use palisade_nft::apply;
-    let policy = load_file(&args.file)?;
-    let ruleset = palisade_policy::compile(&policy, Some(&args.host))?;
+    let ruleset = host_ruleset(args.file.as_deref(), &args.kubernetes, Some(&args.host))?;
     if args.dry_run {
         let live = apply::live_table()?;
         let changes = apply::diff(live.as_ref(), &ruleset);
@@ -247,8 +334,7 @@ fn check(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
 }
 
 fn compile(args: &CompileArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    let policy = load_file(&args.file)?;
-    let ruleset = palisade_policy::compile(&policy, args.host.as_deref())?;
+    let ruleset = host_ruleset(args.file.as_deref(), &args.kubernetes, args.host.as_deref())?;
     match args.format {
         Format::Nft => out.write_all(palisade_policy::nft_text(&ruleset).as_bytes())?,
         Format::Json => {
@@ -260,32 +346,126 @@ fn compile(args: &CompileArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-fn explain(args: &ExplainArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    let policy = load_file(&args.file)?;
-    let protocol = match args.protocol {
+fn protocol_of(arg: ProtocolArg) -> Protocol {
+    match arg {
         ProtocolArg::Tcp => Protocol::Tcp,
         ProtocolArg::Udp => Protocol::Udp,
         ProtocolArg::Sctp => Protocol::Sctp,
         ProtocolArg::Icmp => Protocol::Icmp,
         ProtocolArg::Icmpv6 => Protocol::Icmpv6,
-    };
+    }
+}
+
+/// NetworkPolicy ports are TCP, UDP or SCTP.
+fn kubernetes_protocol(arg: ProtocolArg) -> anyhow::Result<palisade_netpol::Proto> {
+    Ok(match arg {
+        ProtocolArg::Tcp => palisade_netpol::Proto::Tcp,
+        ProtocolArg::Udp => palisade_netpol::Proto::Udp,
+        ProtocolArg::Sctp => palisade_netpol::Proto::Sctp,
+        ProtocolArg::Icmp | ProtocolArg::Icmpv6 => {
+            anyhow::bail!("NetworkPolicy governs TCP, UDP and SCTP only")
+        }
+    })
+}
+
+fn explain(args: &ExplainArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let protocol = protocol_of(args.protocol);
     if protocol.has_ports() && args.port.is_none() {
         anyhow::bail!("--port is needed for {}", protocol.name());
     }
-    let decision = decide(&policy, &args.from, &args.to, protocol, args.port);
-    let port = args.port.map(|p| format!(" port {p}")).unwrap_or_default();
-    writeln!(
+    let Some(cluster) = args.kubernetes.load()? else {
+        let file = args.file.as_deref().expect("clap requires FILE without --kubernetes");
+        let from: Endpoint = args.from.parse()?;
+        let to: Endpoint = args.to.parse()?;
+        let allowed = explain_policy(file, &from, &to, protocol, args.port, out)?;
+        return Ok(verdict_code(allowed));
+    };
+    let proto = kubernetes_protocol(args.protocol)?;
+    let port = args.port.expect("checked above: TCP, UDP and SCTP have ports");
+    let end = |text: &str| -> anyhow::Result<palisade_netpol::End> {
+        if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+            return Ok(palisade_netpol::End::at(&cluster, ip));
+        }
+        let Some(i) = cluster.inventory.pod(text) else {
+            anyhow::bail!("there is no pod `{text}` in the manifests (expected namespace/name or an IP address)");
+        };
+        let pod = &cluster.inventory.pods[i];
+        let family = args.family.family();
+        let Some(ip) = pod
+            .ips
+            .iter()
+            .copied()
+            .find(|ip| palisade_policy::addrs::family_of(*ip) == family)
+        else {
+            anyhow::bail!("pod `{text}` has no {} address", match family {
+                palisade_policy::addrs::Family::V4 => "IPv4",
+                palisade_policy::addrs::Family::V6 => "IPv6",
+            });
+        };
+        Ok(palisade_netpol::End { ip, pod: Some(i) })
+    };
+    let (from, to) = (end(&args.from)?, end(&args.to)?);
+    let verdict = palisade_netpol::decide(&cluster, &from, &to, proto, port);
+    write!(
         out,
-        "{} ({}) -> {} ({}) {}{port}: {decision}",
-        args.from,
-        decision.from_segments.join(", "),
-        args.to,
-        decision.to_segments.join(", "),
-        protocol.name(),
+        "{}",
+        palisade_netpol::Explained {
+            cluster: &cluster,
+            from,
+            to,
+            protocol: proto,
+            port,
+            verdict: &verdict,
+        }
     )?;
-    Ok(if decision.allowed {
+    let mut allowed = verdict.allowed;
+    if let Some(file) = &args.file {
+        write!(out, "and the Palisade policy: ")?;
+        let (a, b) = (Endpoint::Address(from.ip), Endpoint::Address(to.ip));
+        allowed &= explain_policy(file, &a, &b, protocol, args.port, out)?;
+        writeln!(out, "both layers: {}", if allowed { "allowed" } else { "denied" })?;
+    }
+    Ok(verdict_code(allowed))
+}
+
+fn verdict_code(allowed: bool) -> ExitCode {
+    if allowed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)
-    })
+    }
+}
+
+/// The Palisade policy's answer, printed; whether it allows.
+fn explain_policy(
+    file: &std::path::Path,
+    from: &Endpoint,
+    to: &Endpoint,
+    protocol: Protocol,
+    port: Option<u16>,
+    out: &mut dyn Write,
+) -> anyhow::Result<bool> {
+    let policy = load_file(file)?;
+    let decision = decide(&policy, from, to, protocol, port);
+    let port = port.map(|p| format!(" port {p}")).unwrap_or_default();
+    writeln!(
+        out,
+        "{} ({}) -> {} ({}) {}{port}: {decision}",
+        from,
+        decision.from_segments.join(", "),
+        to,
+        decision.to_segments.join(", "),
+        protocol.name(),
+    )?;
+    Ok(decision.allowed)
+}
+
+fn matrix(args: &MatrixArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let Some(cluster) = args.kubernetes.load()? else {
+        anyhow::bail!("--kubernetes is needed: the matrix is over pods");
+    };
+    let proto = kubernetes_protocol(args.protocol)?;
+    let table = palisade_netpol::matrix(&cluster, proto, args.port, args.family.family());
+    write!(out, "{table}")?;
+    Ok(ExitCode::SUCCESS)
 }

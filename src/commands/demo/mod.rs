@@ -432,11 +432,13 @@ the sidecars). Checked, asked, and compiled into the nftables table of the host 
         let mut text = Vec::new();
         policy_cmd::run(
             PolicyCommand::Explain(ExplainArgs {
-                file: "policy.yaml".into(),
-                from: from.to_string().parse()?,
-                to: payments.to_string().parse()?,
+                file: Some("policy.yaml".into()),
+                kubernetes: Default::default(),
+                from: from.to_string(),
+                to: payments.to_string(),
                 port: Some(8080),
                 protocol: policy_cmd::ProtocolArg::Tcp,
+                family: policy_cmd::FamilyArg::Ipv4,
             }),
             &mut text,
         )?;
@@ -450,7 +452,8 @@ the sidecars). Checked, asked, and compiled into the nftables table of the host 
     command(out, "palisade policy compile policy.yaml --host node-a")?;
     policy_cmd::run(
         PolicyCommand::Compile(CompileArgs {
-            file: "policy.yaml".into(),
+            file: Some("policy.yaml".into()),
+            kubernetes: Default::default(),
             host: Some("node-a".into()),
             all_hosts: false,
             format: policy_cmd::Format::Nft,
