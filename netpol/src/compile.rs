@@ -82,7 +82,11 @@ pub fn compile(cluster: &Cluster, node: &str, mut base: Ruleset) -> Ruleset {
                     .insert(to_u128(ip));
                 let mut entries: Vec<((u128, u128), Match)> = Vec::new();
                 for policy in policies {
-                    let rules = if egress { &policy.egress } else { &policy.ingress };
+                    let rules = if egress {
+                        &policy.egress
+                    } else {
+                        &policy.ingress
+                    };
                     for rule in rules {
                         admitted(cluster, policy, rule, pod, egress, family, &mut entries);
                     }
@@ -114,7 +118,11 @@ pub fn compile(cluster: &Cluster, node: &str, mut base: Ruleset) -> Ruleset {
     }
     let mut id_of = BTreeMap::new();
     for (name, members) in &isolated {
-        let family = if name.ends_with("v4") { Family::V4 } else { Family::V6 };
+        let family = if name.ends_with("v4") {
+            Family::V4
+        } else {
+            Family::V6
+        };
         id_of.insert(name.clone(), SetId(base.sets.len()));
         base.sets.push(SetDef {
             name: name.clone(),
@@ -242,7 +250,10 @@ fn admitted(
             Peer::IpBlock { addrs, .. } => ranges.extend_from_slice(addrs.get(family).ranges()),
             Peer::Pods { .. } => {
                 for (i, other) in cluster.inventory.pods.iter().enumerate() {
-                    let end = crate::End { ip: IpAddr::from([0, 0, 0, 0]), pod: Some(i) };
+                    let end = crate::End {
+                        ip: IpAddr::from([0, 0, 0, 0]),
+                        pod: Some(i),
+                    };
                     if !crate::peer_matches(cluster, policy, peer, &end) {
                         continue;
                     }
@@ -264,7 +275,11 @@ fn admitted(
     for entry in &rule.ports {
         let proto = proto_number(entry.protocol.protocol());
         match &entry.port {
-            None => out.extend(ranges.iter().map(|&r| (r, Match::Ports(proto, PortRange::ALL)))),
+            None => out.extend(
+                ranges
+                    .iter()
+                    .map(|&r| (r, Match::Ports(proto, PortRange::ALL))),
+            ),
             Some(PortRef::Number(first)) => {
                 let ports = PortRange {
                     first: *first,
@@ -275,7 +290,10 @@ fn admitted(
             Some(PortRef::Name(name)) if !egress => {
                 // Resolved on the selected pod, the destination.
                 if let Some(port) = pod.named_port(name, entry.protocol) {
-                    let ports = PortRange { first: port, last: port };
+                    let ports = PortRange {
+                        first: port,
+                        last: port,
+                    };
                     out.extend(ranges.iter().map(|&r| (r, Match::Ports(proto, ports))));
                 }
             }
@@ -289,7 +307,16 @@ fn admitted(
                     for ip in other.ips.iter().filter(|ip| family_of(**ip) == family) {
                         let a = to_u128(*ip);
                         if peers.contains(a) {
-                            out.push(((a, a), Match::Ports(proto, PortRange { first: port, last: port })));
+                            out.push((
+                                (a, a),
+                                Match::Ports(
+                                    proto,
+                                    PortRange {
+                                        first: port,
+                                        last: port,
+                                    },
+                                ),
+                            ));
                         }
                     }
                 }
@@ -373,7 +400,9 @@ fn merge(matches: impl Iterator<Item = Match>) -> Vec<Match> {
         let mut merged: Vec<PortRange> = Vec::new();
         for r in ranges {
             match merged.last_mut() {
-                Some(m) if u32::from(r.first) <= u32::from(m.last) + 1 => m.last = m.last.max(r.last),
+                Some(m) if u32::from(r.first) <= u32::from(m.last) + 1 => {
+                    m.last = m.last.max(r.last)
+                }
                 _ => merged.push(r),
             }
         }

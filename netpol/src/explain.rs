@@ -152,7 +152,11 @@ pub fn rule_admits(
     protocol: Proto,
     port: u16,
 ) -> bool {
-    (rule.peers.is_empty() || rule.peers.iter().any(|p| peer_matches(cluster, policy, p, peer)))
+    (rule.peers.is_empty()
+        || rule
+            .peers
+            .iter()
+            .any(|p| peer_matches(cluster, policy, p, peer)))
         && (rule.ports.is_empty()
             || rule
                 .ports
@@ -231,13 +235,23 @@ impl fmt::Display for Explained<'_> {
             if v.allowed { "allowed" } else { "denied" }
         )?;
         if v.same_pod {
-            return writeln!(f, "  both ends are the same pod: its traffic to itself never leaves it");
+            return writeln!(
+                f,
+                "  both ends are the same pod: its traffic to itself never leaves it"
+            );
         }
-        for (side, what, end) in [(&v.egress, "egress", &self.from), (&v.ingress, "ingress", &self.to)] {
+        for (side, what, end) in [
+            (&v.egress, "egress", &self.from),
+            (&v.ingress, "ingress", &self.to),
+        ] {
             write!(f, "  {what} of {}: ", name(end))?;
             match side {
-                Side::NotAPod => writeln!(f, "not a pod in the pod network: no NetworkPolicy applies")?,
-                Side::NotIsolated => writeln!(f, "not isolated (no NetworkPolicy selects it for {what})")?,
+                Side::NotAPod => {
+                    writeln!(f, "not a pod in the pod network: no NetworkPolicy applies")?
+                }
+                Side::NotIsolated => {
+                    writeln!(f, "not isolated (no NetworkPolicy selects it for {what})")?
+                }
                 Side::Isolated {
                     policies,
                     admitted_by,
@@ -255,13 +269,22 @@ impl fmt::Display for Explained<'_> {
                     }
                     for r in admitted_by {
                         let p = &cluster.policies[r.policy];
-                        let rules = if what == "egress" { &p.egress } else { &p.ingress };
+                        let rules = if what == "egress" {
+                            &p.egress
+                        } else {
+                            &p.ingress
+                        };
                         let at = rules
                             .iter()
                             .find(|x| x.index == r.rule)
                             .map(|x| x.source.to_string())
                             .unwrap_or_default();
-                        writeln!(f, "    admitted by {} {what} rule {} ({at})", p.key(), r.rule + 1)?;
+                        writeln!(
+                            f,
+                            "    admitted by {} {what} rule {} ({at})",
+                            p.key(),
+                            r.rule + 1
+                        )?;
                     }
                 }
             }

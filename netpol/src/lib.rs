@@ -18,7 +18,9 @@ mod matrix;
 pub mod model;
 
 pub use compile::compile;
-pub use explain::{decide, peer_matches, port_matches, rule_admits, End, Explained, RuleRef, Side, Verdict};
+pub use explain::{
+    decide, peer_matches, port_matches, rule_admits, End, Explained, RuleRef, Side, Verdict,
+};
 pub use load::{load_paths, load_str, LoadErrors, MAX_FILE_BYTES};
 pub use matrix::{matrix, Matrix};
 pub use model::{Cluster, Inventory, NetworkPolicy, Pod, Proto};

@@ -117,17 +117,16 @@ impl Loader {
             }
             return;
         }
-        let text = std::fs::metadata(path)
-            .and_then(|m| {
-                if m.len() > MAX_FILE_BYTES {
-                    Err(std::io::Error::other(format!(
-                        "it is larger than {} MiB",
-                        MAX_FILE_BYTES >> 20
-                    )))
-                } else {
-                    std::fs::read_to_string(path)
-                }
-            });
+        let text = std::fs::metadata(path).and_then(|m| {
+            if m.len() > MAX_FILE_BYTES {
+                Err(std::io::Error::other(format!(
+                    "it is larger than {} MiB",
+                    MAX_FILE_BYTES >> 20
+                )))
+            } else {
+                std::fs::read_to_string(path)
+            }
+        });
         match text {
             Ok(text) => self.text(&text, &path.display().to_string()),
             Err(e) => self
@@ -175,16 +174,22 @@ impl Loader {
         }
         self.line_offset = line_offset;
         if let Some((line, column)) = palisade_policy::yaml_nesting_too_deep(text) {
-            self.error_at(line, column, "the YAML nests too deeply (64 levels at most)");
+            self.error_at(
+                line,
+                column,
+                "the YAML nests too deeply (64 levels at most)",
+            );
             return;
         }
         match marked_yaml::parse_yaml_with_options(0, text, LoaderOptions::default()) {
             Ok(node) => self.object(&node),
             Err(e) => {
                 let (line, column, message) = match &e {
-                    marked_yaml::LoadError::TopLevelMustBeMapping(m) => {
-                        (m.line(), m.column(), "a manifest must be a mapping".to_owned())
-                    }
+                    marked_yaml::LoadError::TopLevelMustBeMapping(m) => (
+                        m.line(),
+                        m.column(),
+                        "a manifest must be a mapping".to_owned(),
+                    ),
                     marked_yaml::LoadError::ScanError(m, scan) => {
                         (m.line(), m.column(), format!("not YAML: {}", scan.info()))
                     }
@@ -277,7 +282,9 @@ impl Loader {
     fn list<'a>(&mut self, node: &'a Node, what: &str) -> Vec<&'a Node> {
         match node {
             Node::Sequence(seq) => seq.iter().collect(),
-            Node::Scalar(s) if s.as_str().is_empty() || s.as_str() == "null" || s.as_str() == "~" => {
+            Node::Scalar(s)
+                if s.as_str().is_empty() || s.as_str() == "null" || s.as_str() == "~" =>
+            {
                 Vec::new()
             }
             _ => {
@@ -314,7 +321,9 @@ impl Loader {
                 if api != "networking.k8s.io/v1" {
                     self.error(
                         node,
-                        format!("NetworkPolicy must be apiVersion networking.k8s.io/v1, not `{api}`"),
+                        format!(
+                            "NetworkPolicy must be apiVersion networking.k8s.io/v1, not `{api}`"
+                        ),
                     );
                     return;
                 }
@@ -456,14 +465,15 @@ impl Loader {
             .is_some_and(|p| matches!(p.as_str(), "Succeeded" | "Failed"));
         let mut ips: Vec<IpAddr> = Vec::new();
         if let Some(status) = status.filter(|_| !ended) {
-            let mut add = |loader: &mut Loader, n: &Node| match n.as_scalar().map(|s| s.as_str().parse()) {
-                Some(Ok(ip)) => {
-                    if !ips.contains(&ip) {
-                        ips.push(ip);
+            let mut add =
+                |loader: &mut Loader, n: &Node| match n.as_scalar().map(|s| s.as_str().parse()) {
+                    Some(Ok(ip)) => {
+                        if !ips.contains(&ip) {
+                            ips.push(ip);
+                        }
                     }
-                }
-                _ => loader.error(n, "a pod IP must be an IPv4 or IPv6 address"),
-            };
+                    _ => loader.error(n, "a pod IP must be an IPv4 or IPv6 address"),
+                };
             if let Some(list) = status.get_node("podIPs") {
                 for entry in self.list(list, "`status.podIPs`") {
                     if let Some(ip) = entry.as_mapping().and_then(|e| e.get_node("ip")) {
@@ -475,9 +485,13 @@ impl Loader {
                 add(self, ip);
             }
         }
-        self.cluster.inventory.namespaces.entry(namespace.clone()).or_insert_with(|| {
-            Labels::from([(NAMESPACE_NAME_LABEL.to_owned(), namespace.clone())])
-        });
+        self.cluster
+            .inventory
+            .namespaces
+            .entry(namespace.clone())
+            .or_insert_with(|| {
+                Labels::from([(NAMESPACE_NAME_LABEL.to_owned(), namespace.clone())])
+            });
         let source = self.at(node);
         self.cluster.inventory.pods.push(Pod {
             namespace,
@@ -495,7 +509,10 @@ impl Loader {
     fn container_port(&mut self, node: &Node) -> Option<ContainerPort> {
         let map = self.mapping(node, "a container port", None)?;
         let port = map.get_node("containerPort")?;
-        let number = match port.as_scalar().and_then(|s| s.as_str().parse::<u16>().ok()) {
+        let number = match port
+            .as_scalar()
+            .and_then(|s| s.as_str().parse::<u16>().ok())
+        {
             Some(n) if n > 0 => n,
             _ => {
                 self.error(port, "`containerPort` must be a port number (1-65535)");
@@ -597,7 +614,11 @@ impl Loader {
             return Vec::new();
         };
         let mut rules = Vec::new();
-        for (index, rule_node) in self.list(node, &format!("`spec.{direction}`")).into_iter().enumerate() {
+        for (index, rule_node) in self
+            .list(node, &format!("`spec.{direction}`"))
+            .into_iter()
+            .enumerate()
+        {
             let source = self.at(rule_node);
             if Self::null(rule_node) {
                 // `- {}` written as `-` alone: a rule that allows everything.
@@ -688,7 +709,8 @@ impl Loader {
         if let Some(list) = map.get_node("except") {
             for e in self.list(list, "`except`") {
                 let Some(c) = self.cidr(e) else { continue };
-                if c.family() != cidr.family() || c.first() < cidr.first() || c.last() > cidr.last() {
+                if c.family() != cidr.family() || c.first() < cidr.first() || c.last() > cidr.last()
+                {
                     self.error(e, format!("`{c}` is not inside the block's cidr `{cidr}`"));
                     continue;
                 }
@@ -707,7 +729,10 @@ impl Loader {
         let text = self.string(node, "a CIDR")?;
         // The API requires the prefix length (`10.0.0.1/32`, not `10.0.0.1`).
         if !text.contains('/') {
-            self.error(node, format!("`{text}` is not a CIDR (it needs a prefix length)"));
+            self.error(
+                node,
+                format!("`{text}` is not a CIDR (it needs a prefix length)"),
+            );
             return None;
         }
         match Cidr::parse(&text) {
@@ -786,7 +811,9 @@ impl Loader {
         }
         if let Some(list) = map.get_node("matchExpressions") {
             for e in self.list(list, "`matchExpressions`") {
-                let Some(m) = self.mapping(e, "an expression", Some(&["key", "operator", "values"])) else {
+                let Some(m) =
+                    self.mapping(e, "an expression", Some(&["key", "operator", "values"]))
+                else {
                     continue;
                 };
                 let (Some(key), Some(op)) = (m.get_scalar("key"), m.get_scalar("operator")) else {
@@ -813,7 +840,10 @@ impl Loader {
                 }
                 let needs_values = matches!(operator, Operator::In | Operator::NotIn);
                 if needs_values && values.is_empty() {
-                    self.error(e, format!("operator `{}` needs at least one value", op.as_str()));
+                    self.error(
+                        e,
+                        format!("operator `{}` needs at least one value", op.as_str()),
+                    );
                     continue;
                 }
                 if !needs_values && !values.is_empty() {
@@ -835,7 +865,8 @@ impl Loader {
 fn valid_port_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 15
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && s.bytes().any(|b| b.is_ascii_lowercase())
         && !s.starts_with('-')
         && !s.ends_with('-')

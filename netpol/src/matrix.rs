@@ -43,8 +43,14 @@ pub fn matrix(cluster: &Cluster, protocol: Proto, port: u16, family: Family) -> 
                     let (a, b) = (address(from)?, address(to)?);
                     let verdict = decide(
                         cluster,
-                        &End { ip: a, pod: Some(from) },
-                        &End { ip: b, pod: Some(to) },
+                        &End {
+                            ip: a,
+                            pod: Some(from),
+                        },
+                        &End {
+                            ip: b,
+                            pod: Some(to),
+                        },
                         protocol,
                         port,
                     );
@@ -54,7 +60,10 @@ pub fn matrix(cluster: &Cluster, protocol: Proto, port: u16, family: Family) -> 
         })
         .collect();
     Matrix {
-        pods: pods.iter().map(|&i| cluster.inventory.pods[i].key()).collect(),
+        pods: pods
+            .iter()
+            .map(|&i| cluster.inventory.pods[i].key())
+            .collect(),
         cells,
         protocol,
         port,

@@ -140,9 +140,10 @@ pub struct Inventory {
 impl Inventory {
     /// The labels of namespace `name` (its name label at least).
     pub fn namespace_labels(&self, name: &str) -> Labels {
-        self.namespaces.get(name).cloned().unwrap_or_else(|| {
-            Labels::from([(NAMESPACE_NAME_LABEL.to_owned(), name.to_owned())])
-        })
+        self.namespaces
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Labels::from([(NAMESPACE_NAME_LABEL.to_owned(), name.to_owned())]))
     }
 
     /// The pod `namespace/name`.

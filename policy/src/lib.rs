@@ -32,7 +32,8 @@ pub use compile::{compile, CompileError, Ruleset, TABLE};
 pub use explain::{decide, decide_segments, Decision, Reason};
 pub use lint::{lint, Warning};
 pub use load::{
-    load_file, load_str, parse_port_range, yaml_nesting_too_deep, LoadErrors, Located, PortRangeError,
+    load_file, load_str, parse_port_range, yaml_nesting_too_deep, LoadErrors, Located,
+    PortRangeError,
 };
 pub use model::{Action, Endpoint, EndpointError, Policy, Protocol, Rule, Segment, SegmentRef};
 pub use render::nft_text;

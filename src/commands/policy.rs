@@ -374,14 +374,19 @@ fn explain(args: &ExplainArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
         anyhow::bail!("--port is needed for {}", protocol.name());
     }
     let Some(cluster) = args.kubernetes.load()? else {
-        let file = args.file.as_deref().expect("clap requires FILE without --kubernetes");
+        let file = args
+            .file
+            .as_deref()
+            .expect("clap requires FILE without --kubernetes");
         let from: Endpoint = args.from.parse()?;
         let to: Endpoint = args.to.parse()?;
         let allowed = explain_policy(file, &from, &to, protocol, args.port, out)?;
         return Ok(verdict_code(allowed));
     };
     let proto = kubernetes_protocol(args.protocol)?;
-    let port = args.port.expect("checked above: TCP, UDP and SCTP have ports");
+    let port = args
+        .port
+        .expect("checked above: TCP, UDP and SCTP have ports");
     let end = |text: &str| -> anyhow::Result<palisade_netpol::End> {
         if let Ok(ip) = text.parse::<std::net::IpAddr>() {
             return Ok(palisade_netpol::End::at(&cluster, ip));
@@ -397,10 +402,13 @@ fn explain(args: &ExplainArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
             .copied()
             .find(|ip| palisade_policy::addrs::family_of(*ip) == family)
         else {
-            anyhow::bail!("pod `{text}` has no {} address", match family {
-                palisade_policy::addrs::Family::V4 => "IPv4",
-                palisade_policy::addrs::Family::V6 => "IPv6",
-            });
+            anyhow::bail!(
+                "pod `{text}` has no {} address",
+                match family {
+                    palisade_policy::addrs::Family::V4 => "IPv4",
+                    palisade_policy::addrs::Family::V6 => "IPv6",
+                }
+            );
         };
         Ok(palisade_netpol::End { ip, pod: Some(i) })
     };
@@ -423,7 +431,11 @@ fn explain(args: &ExplainArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
         write!(out, "and the Palisade policy: ")?;
         let (a, b) = (Endpoint::Address(from.ip), Endpoint::Address(to.ip));
         allowed &= explain_policy(file, &a, &b, protocol, args.port, out)?;
-        writeln!(out, "both layers: {}", if allowed { "allowed" } else { "denied" })?;
+        writeln!(
+            out,
+            "both layers: {}",
+            if allowed { "allowed" } else { "denied" }
+        )?;
     }
     Ok(verdict_code(allowed))
 }
