@@ -141,9 +141,11 @@ pub struct ApplyArgs {
 #[derive(Debug, Args)]
 pub struct SyncArgs {
     /// A policy file, a directory holding policy.yaml (a ConfigMap mount), or an http:// URL.
-    #[arg(long, value_name = "FILE|DIR|URL")]
-    pub source: String,
-    /// This host's name in the policy's `hosts:`.
+    #[arg(long, value_name = "FILE|DIR|URL", required_unless_present = "kubernetes")]
+    pub source: Option<String>,
+    #[command(flatten)]
+    pub kubernetes: KubernetesArgs,
+    /// This host's name in the policy's `hosts:` (the node name for --kubernetes).
     #[arg(long, value_name = "NAME")]
     pub host: String,
     /// How often the source is fetched and the live table checked for drift.
@@ -243,9 +245,13 @@ fn sync(args: &SyncArgs) -> anyhow::Result<ExitCode> {
     if !args.admin.ip().is_loopback() {
         anyhow::bail!("the admin address {} is not a loopback address", args.admin);
     }
-    let source = Source::parse(&args.source).map_err(anyhow::Error::msg)?;
+    let source = match &args.source {
+        Some(s) => Some(Source::parse(s).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
     let config = SyncConfig {
         source,
+        kubernetes: args.kubernetes.kubernetes.clone(),
         max_policy_bytes: args.max_policy_bytes,
         host: args.host.clone(),
         interval: args.interval,

@@ -1,6 +1,7 @@
 //! `palisade policy sync`: keeps this host's `inet palisade` table equal to what its policy
 //! compiles to. The host daemon: [`Sync`] with its [`SyncConfig`]; `source.rs` fetches the policy
-//! (file, ConfigMap directory, http), `revoke.rs` cuts denied established flows, `palisade-nft`
+//! (file, ConfigMap directory, http), `kubernetes.rs` watches NetworkPolicy manifests (either or
+//! both: a connection must pass both), `revoke.rs` cuts denied established flows, `palisade-nft`
 //! applies, `palisade-admin` serves /ready and /metrics.
 //!
 //! Each cycle (every `interval`, and at once when a file source changes): fetch the source, load
@@ -12,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+pub mod kubernetes;
 pub mod revoke;
 pub mod source;
 
@@ -39,8 +41,11 @@ const FILE_POLL: Duration = Duration::from_secs(1);
 /// How `palisade policy sync` runs: where the policy comes from, for which host, how often.
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
-    /// Where the policy is read.
-    pub source: Source,
+    /// Where the Palisade policy is read (`None`: Kubernetes input only).
+    pub source: Option<Source>,
+    /// Kubernetes manifests (NetworkPolicies, Pods, Namespaces), files or directories; `host`
+    /// is then also the node name. Empty: none.
+    pub kubernetes: Vec<PathBuf>,
     /// A policy larger than this is refused (see `source.rs`).
     pub max_policy_bytes: u64,
     /// This machine's name in the policy's `hosts`: the segments whose table it enforces. A
@@ -139,8 +144,12 @@ impl SyncMetrics {
 /// What the sync knows between cycles.
 #[derive(Default)]
 struct State {
-    /// The last policy that loaded and compiled, and its ruleset.
-    good: Option<(Policy, Ruleset)>,
+    /// The last Palisade policy that loaded and compiled, and its ruleset.
+    policy: Option<(Policy, Ruleset)>,
+    /// The last Kubernetes objects that loaded.
+    cluster: Option<palisade_netpol::Cluster>,
+    /// The ruleset of both, as last composed.
+    good: Option<Ruleset>,
     /// The generation last confirmed live.
     live_generation: Option<String>,
 }
@@ -184,20 +193,40 @@ impl Sync {
     /// Runs cycles until `shutdown`; serves the admin endpoints on `admin` meanwhile.
     pub async fn run(self: Arc<Self>, admin: TcpListener, shutdown: CancellationToken) {
         tokio::spawn(palisade_admin::serve(admin, self.clone(), shutdown.clone()));
-        let mut fetcher = Fetcher::new(self.config.source.clone(), self.config.max_policy_bytes);
+        let mut fetcher = self
+            .config
+            .source
+            .clone()
+            .map(|source| Fetcher::new(source, self.config.max_policy_bytes));
+        let kubernetes = (!self.config.kubernetes.is_empty())
+            .then(|| Arc::new(Mutex::new(kubernetes::KubernetesSource::new(self.config.kubernetes.clone()))));
         let poll = match self.config.source {
-            Source::Url(_) => self.config.interval,
+            Some(Source::Url(_)) if kubernetes.is_none() => self.config.interval,
             _ => FILE_POLL.min(self.config.interval),
         };
         let mut next_full = tokio::time::Instant::now();
         loop {
             let full = tokio::time::Instant::now() >= next_full;
-            let fetched = fetcher.fetch().await;
-            let changed = matches!(fetched, Ok(Fetched::Changed(_)));
+            let fetched = match (&mut fetcher, full) {
+                (Some(fetcher), _) => Some(fetcher.fetch().await),
+                (None, _) => None,
+            };
+            // Reading manifests is file I/O and parsing: off the runtime thread too.
+            let looked = match &kubernetes {
+                Some(k) => {
+                    let k = k.clone();
+                    tokio::task::spawn_blocking(move || k.lock().unwrap_or_else(|p| p.into_inner()).look())
+                        .await
+                        .ok()
+                        .flatten()
+                }
+                None => None,
+            };
+            let changed = matches!(fetched, Some(Ok(Fetched::Changed(_)))) || looked.is_some();
             if full || changed {
                 let this = self.clone();
                 // nft runs as a child process: keep it off the runtime thread.
-                let _ = tokio::task::spawn_blocking(move || this.cycle(fetched)).await;
+                let _ = tokio::task::spawn_blocking(move || this.cycle(fetched, looked)).await;
                 next_full = tokio::time::Instant::now() + self.config.interval;
             }
             tokio::select! {
@@ -210,26 +239,42 @@ impl Sync {
 
     /// One cycle: use what was fetched (a policy that does not load is reported once, since the
     /// same bytes are not looked at again), then make the live table equal to the last good one.
-    fn cycle(&self, fetched: Result<Fetched, source::FetchError>) {
+    fn cycle(
+        &self,
+        fetched: Option<Result<Fetched, source::FetchError>>,
+        looked: Option<Result<palisade_netpol::Cluster, palisade_netpol::LoadErrors>>,
+    ) {
         self.metrics.cycles.inc();
-        let source = self.config.source.name();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let mut policy_changed = false;
         match fetched {
-            Err(error) => {
+            None | Some(Ok(Fetched::Unchanged)) => {}
+            Some(Err(error)) => {
                 self.metrics.fail("fetch");
                 tracing::error!(%error, "cannot fetch the policy; the last good ruleset stays in force");
             }
-            Ok(Fetched::Unchanged) => {}
-            Ok(Fetched::Changed(text)) => {
-                if let Ok((policy, ruleset)) = self.compile(&text, &source) {
-                    policy_changed = state
-                        .good
-                        .as_ref()
-                        .is_none_or(|(_, r)| r.generation != ruleset.generation);
-                    state.good = Some((policy, ruleset));
+            Some(Ok(Fetched::Changed(text))) => {
+                let source = self.config.source.as_ref().map(Source::name).unwrap_or_default();
+                if let Ok(compiled) = self.compile(&text, &source) {
+                    state.policy = Some(compiled);
                 }
             }
+        }
+        match looked {
+            None => {}
+            Some(Ok(cluster)) => state.cluster = Some(cluster),
+            Some(Err(errors)) => {
+                self.metrics.fail("load");
+                tracing::error!(errors = %errors, "the Kubernetes manifests do not load; the last good ones stay in force");
+            }
+        }
+        let composed = self.compose(&state);
+        let policy_changed = match (&composed, &state.good) {
+            (Some(new), Some(old)) => new.generation != old.generation,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if composed.is_some() {
+            state.good = composed;
         }
         let live = match apply::live_table() {
             Ok(live) => live,
@@ -239,7 +284,8 @@ impl Sync {
                 return;
             }
         };
-        let Some((policy, ruleset)) = state.good.clone() else {
+        let policy = state.policy.as_ref().map(|(p, _)| p.clone());
+        let Some(ruleset) = state.good.clone() else {
             // Only a table we wrote (a generation or the baseline) counts as in force: an empty
             // or foreign `inet palisade` made by someone else would otherwise keep the host open.
             if live.as_ref().is_some_and(apply::is_ours) {
@@ -280,7 +326,8 @@ impl Sync {
                 self.confirmed(&mut state, &ruleset);
                 // After a drift, too: flows opened while the table was tampered with are in
                 // conntrack and would pass the repaired table as established.
-                if (policy_changed || drift) && self.config.revoke_established {
+                // (Flows that only the Kubernetes objects deny are not cut: see KUBERNETES.md.)
+                if let Some(policy) = policy.filter(|_| (policy_changed || drift) && self.config.revoke_established) {
                     let cut = crate::revoke::revoke_denied_flows(&policy, &self.config.host);
                     self.metrics.revoked.inc_by(cut);
                 }
@@ -290,6 +337,22 @@ impl Sync {
                 tracing::error!(%error, "the table was not written; the previous one stays in force");
             }
         }
+    }
+
+    /// The table for this host from the last good inputs: the Palisade policy's (or an open
+    /// one without a policy source), with the node's share of the Kubernetes objects added.
+    /// `None` while a configured input has never loaded.
+    fn compose(&self, state: &State) -> Option<Ruleset> {
+        let base = match (&self.config.source, &state.policy) {
+            (None, _) => Ruleset::open(Some(&self.config.host)),
+            (Some(_), Some((_, ruleset))) => ruleset.clone(),
+            (Some(_), None) => return None,
+        };
+        if self.config.kubernetes.is_empty() {
+            return Some(base);
+        }
+        let cluster = state.cluster.as_ref()?;
+        Some(palisade_netpol::compile(cluster, &self.config.host, base))
     }
 
     fn compile(&self, text: &str, source: &str) -> Result<(Policy, Ruleset), ()> {

@@ -1,0 +1,58 @@
+//! The Kubernetes input of `policy sync`: manifests (NetworkPolicies, Pods, Namespaces) in files
+//! or directories, such as a ConfigMap mount or a directory a controller writes. Looked at on
+//! every poll; loaded again only when the bytes of some file changed.
+
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+
+use palisade_netpol::{Cluster, LoadErrors, MAX_FILE_BYTES};
+
+/// Watches the manifests' paths.
+pub struct KubernetesSource {
+    paths: Vec<PathBuf>,
+    /// A hash of every file's name and bytes at the last load.
+    last: Option<u64>,
+}
+
+impl KubernetesSource {
+    /// Watches `paths` (files or directories); nothing is read until [`KubernetesSource::look`].
+    pub fn new(paths: Vec<PathBuf>) -> Self {
+        KubernetesSource { paths, last: None }
+    }
+
+    /// `None` when nothing changed since the last load; else the new load's result.
+    pub fn look(&mut self) -> Option<Result<Cluster, LoadErrors>> {
+        let fingerprint = self.fingerprint();
+        if self.last == Some(fingerprint) {
+            return None;
+        }
+        self.last = Some(fingerprint);
+        Some(palisade_netpol::load_paths(&self.paths))
+    }
+
+    /// Names and bytes of the files a load would read (unreadable ones by their error), hashed.
+    fn fingerprint(&self) -> u64 {
+        let mut hash = std::collections::hash_map::DefaultHasher::new();
+        for path in &self.paths {
+            let mut files = vec![path.clone()];
+            if path.is_dir() {
+                files = std::fs::read_dir(path)
+                    .map(|entries| {
+                        let mut v: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                        v.sort();
+                        v
+                    })
+                    .unwrap_or_default();
+            }
+            for file in files {
+                file.hash(&mut hash);
+                let bytes = std::fs::metadata(&file)
+                    .ok()
+                    .filter(|m| m.is_file() && m.len() <= MAX_FILE_BYTES)
+                    .and_then(|_| std::fs::read(&file).ok());
+                bytes.hash(&mut hash);
+            }
+        }
+        hash.finish()
+    }
+}
