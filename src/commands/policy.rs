@@ -141,7 +141,11 @@ pub struct ApplyArgs {
 #[derive(Debug, Args)]
 pub struct SyncArgs {
     /// A policy file, a directory holding policy.yaml (a ConfigMap mount), or an http:// URL.
-    #[arg(long, value_name = "FILE|DIR|URL", required_unless_present = "kubernetes")]
+    #[arg(
+        long,
+        value_name = "FILE|DIR|URL",
+        required_unless_present = "kubernetes"
+    )]
     pub source: Option<String>,
     #[command(flatten)]
     pub kubernetes: KubernetesArgs,

@@ -38,7 +38,8 @@ impl KubernetesSource {
             if path.is_dir() {
                 files = std::fs::read_dir(path)
                     .map(|entries| {
-                        let mut v: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                        let mut v: Vec<PathBuf> =
+                            entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
                         v.sort();
                         v
                     })

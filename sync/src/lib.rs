@@ -198,8 +198,11 @@ impl Sync {
             .source
             .clone()
             .map(|source| Fetcher::new(source, self.config.max_policy_bytes));
-        let kubernetes = (!self.config.kubernetes.is_empty())
-            .then(|| Arc::new(Mutex::new(kubernetes::KubernetesSource::new(self.config.kubernetes.clone()))));
+        let kubernetes = (!self.config.kubernetes.is_empty()).then(|| {
+            Arc::new(Mutex::new(kubernetes::KubernetesSource::new(
+                self.config.kubernetes.clone(),
+            )))
+        });
         let poll = match self.config.source {
             Some(Source::Url(_)) if kubernetes.is_none() => self.config.interval,
             _ => FILE_POLL.min(self.config.interval),
@@ -215,10 +218,12 @@ impl Sync {
             let looked = match &kubernetes {
                 Some(k) => {
                     let k = k.clone();
-                    tokio::task::spawn_blocking(move || k.lock().unwrap_or_else(|p| p.into_inner()).look())
-                        .await
-                        .ok()
-                        .flatten()
+                    tokio::task::spawn_blocking(move || {
+                        k.lock().unwrap_or_else(|p| p.into_inner()).look()
+                    })
+                    .await
+                    .ok()
+                    .flatten()
                 }
                 None => None,
             };
@@ -253,7 +258,12 @@ impl Sync {
                 tracing::error!(%error, "cannot fetch the policy; the last good ruleset stays in force");
             }
             Some(Ok(Fetched::Changed(text))) => {
-                let source = self.config.source.as_ref().map(Source::name).unwrap_or_default();
+                let source = self
+                    .config
+                    .source
+                    .as_ref()
+                    .map(Source::name)
+                    .unwrap_or_default();
                 if let Ok(compiled) = self.compile(&text, &source) {
                     state.policy = Some(compiled);
                 }
@@ -327,7 +337,9 @@ impl Sync {
                 // After a drift, too: flows opened while the table was tampered with are in
                 // conntrack and would pass the repaired table as established.
                 // (Flows that only the Kubernetes objects deny are not cut: see KUBERNETES.md.)
-                if let Some(policy) = policy.filter(|_| (policy_changed || drift) && self.config.revoke_established) {
+                if let Some(policy) =
+                    policy.filter(|_| (policy_changed || drift) && self.config.revoke_established)
+                {
                     let cut = crate::revoke::revoke_denied_flows(&policy, &self.config.host);
                     self.metrics.revoked.inc_by(cut);
                 }
