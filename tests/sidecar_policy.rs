@@ -117,7 +117,8 @@ fn a_listener_needs_either_an_allow_list_or_a_policy() {
     std::fs::write(pki.path().join("both.yaml"), both).unwrap();
     let out = common::palisade(&["sidecar", "run", "--config", "both.yaml"], pki.path());
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("either allow or policy"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("give one of allow, policy and network_policy, not several"));
 }
 
 /// Review finding 1, as reproduced: an ID in `frontend` (allowed to payments) and in `ops` (denied)

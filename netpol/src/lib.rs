@@ -2,7 +2,9 @@
 //! already have, and the pods and namespaces they select, read from manifests; their meaning
 //! for one connection ([`decide`], `palisade policy explain`) and for every pair of pods
 //! ([`matrix`], `palisade policy matrix`); and a node's share of them compiled into the host's
-//! `inet palisade` table ([`compile`]), beside or instead of a Palisade policy.
+//! `inet palisade` table ([`compile`]), beside or instead of a Palisade policy; and whom a
+//! sidecar admits by the same objects ([`ingress_admits_account`]). [`Watched`] re-reads
+//! manifests when they change.
 //!
 //! Where a NetworkPolicy travels: `load.rs` (YAML with positions, the API's defaults and checks)
 //! → `model.rs` (typed objects, label selectors) → `explain.rs` (the meaning, the one definition)
@@ -11,12 +13,15 @@
 
 #![warn(missing_docs)]
 
+mod admission;
 pub mod compile;
 mod explain;
 mod load;
 mod matrix;
 pub mod model;
+mod watch;
 
+pub use admission::ingress_admits_account;
 pub use compile::compile;
 pub use explain::{
     decide, peer_matches, port_matches, rule_admits, End, Explained, RuleRef, Side, Verdict,
@@ -24,3 +29,4 @@ pub use explain::{
 pub use load::{load_paths, load_str, LoadErrors, MAX_FILE_BYTES};
 pub use matrix::{matrix, Matrix};
 pub use model::{Cluster, Inventory, NetworkPolicy, Pod, Proto};
+pub use watch::Watched;

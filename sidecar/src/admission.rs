@@ -7,11 +7,13 @@
 //! listener asks a [`PolicyAuthorizer`], which reads the current policy on every handshake, so a
 //! new policy applies to the next handshake without rebuilding any TLS configuration.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
 use palisade_identity::{AllowList, AuthorizeId, SpiffeId};
+use palisade_netpol::{Cluster, Watched};
 use palisade_policy::{Admission, Policy};
 
 use crate::config::{InboundConfig, SidecarConfig};
@@ -26,12 +28,34 @@ pub(crate) struct PolicyFile {
     current: ArcSwapOption<Policy>,
 }
 
-/// Every policy file the inbound listeners name, each once.
+/// One set of Kubernetes manifests a listener's `network_policy` names, and the objects that
+/// last loaded from them.
+pub(crate) struct ManifestSet {
+    pub paths: Vec<PathBuf>,
+    current: ArcSwapOption<Cluster>,
+    watched: Mutex<Watched>,
+}
+
+/// Every policy file and set of manifests the listeners name, each once.
 #[derive(Default)]
-pub(crate) struct PolicyFiles(Vec<Arc<PolicyFile>>);
+pub(crate) struct PolicyFiles(Vec<Arc<PolicyFile>>, Vec<Arc<ManifestSet>>);
 
 impl PolicyFiles {
     pub fn of(config: &SidecarConfig) -> Self {
+        let mut manifests: Vec<Arc<ManifestSet>> = Vec::new();
+        for n in config
+            .inbound
+            .iter()
+            .filter_map(|l| l.network_policy.as_ref())
+        {
+            if !manifests.iter().any(|m| m.paths == n.manifests) {
+                manifests.push(Arc::new(ManifestSet {
+                    paths: n.manifests.clone(),
+                    current: ArcSwapOption::empty(),
+                    watched: Mutex::new(Watched::new(n.manifests.clone())),
+                }));
+            }
+        }
         let mut files: Vec<Arc<PolicyFile>> = Vec::new();
         let transparent = config.transparent.as_ref().map(|t| &t.policy);
         let paths = config
@@ -47,7 +71,7 @@ impl PolicyFiles {
                 }));
             }
         }
-        PolicyFiles(files)
+        PolicyFiles(files, manifests)
     }
 
     /// The policy loaded from `path` now, if any.
@@ -59,16 +83,36 @@ impl PolicyFiles {
         self.0.iter().find(|f| f.path == path)
     }
 
-    /// The first file no policy has loaded from yet, if any.
+    /// The first file no policy (or set of manifests) has loaded from yet, if any.
     pub fn not_loaded(&self) -> Option<&Path> {
         self.0
             .iter()
             .find(|f| f.current.load().is_none())
             .map(|f| f.path.as_path())
+            .or_else(|| {
+                self.1
+                    .iter()
+                    .find(|m| m.current.load().is_none())
+                    .and_then(|m| m.paths.first().map(PathBuf::as_path))
+            })
     }
 
     /// Who `listener` admits, for a workload whose own ID is `own`.
     pub fn authorizer(&self, listener: &InboundConfig, own: &SpiffeId) -> Arc<dyn AuthorizeId> {
+        if let Some(n) = &listener.network_policy {
+            return Arc::new(NetworkPolicyAuthorizer {
+                set: self
+                    .1
+                    .iter()
+                    .find(|m| m.paths == n.manifests)
+                    .expect("every set of manifests of the configuration is watched")
+                    .clone(),
+                own: own.clone(),
+                pod: n.pod.clone(),
+                port: n.port.unwrap_or(listener.listen.port()),
+                memory: Mutex::new(None),
+            });
+        }
         match &listener.policy {
             None => Arc::new(AllowList::new(listener.allow.clone())),
             Some(p) => Arc::new(PolicyAuthorizer {
@@ -128,6 +172,67 @@ impl AuthorizeId for PolicyAuthorizer {
     }
 }
 
+/// Admits by the current NetworkPolicies of one set of manifests, for one pod and port: a peer
+/// `spiffe://<own trust domain>/ns/<namespace>/sa/<account>` when
+/// [`palisade_netpol::ingress_admits_account`] says so. Nobody while no manifests have loaded,
+/// and no ID of another form or trust domain.
+pub(crate) struct NetworkPolicyAuthorizer {
+    set: Arc<ManifestSet>,
+    own: SpiffeId,
+    pod: String,
+    port: u16,
+    /// The objects last asked about and the answers given for them, per peer ID (bounded).
+    memory: Mutex<Option<(Arc<Cluster>, HashMap<String, bool>)>>,
+}
+
+impl std::fmt::Debug for NetworkPolicyAuthorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkPolicyAuthorizer")
+            .field("manifests", &self.set.paths)
+            .field("pod", &self.pod)
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+impl AuthorizeId for NetworkPolicyAuthorizer {
+    fn authorize(&self, peer: &SpiffeId) -> bool {
+        let Some(cluster) = self.set.current.load_full() else {
+            return false;
+        };
+        if peer.trust_domain() != self.own.trust_domain() {
+            return false;
+        }
+        let segments: Vec<&str> = peer.segments().collect();
+        let ["ns", namespace, "sa", account] = segments.as_slice() else {
+            return false;
+        };
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        match &*memory {
+            Some((seen, _)) if Arc::ptr_eq(seen, &cluster) => {}
+            _ => *memory = Some((cluster.clone(), HashMap::new())),
+        }
+        let (_, answers) = memory.as_mut().expect("just set");
+        if let Some(&known) = answers.get(peer.as_str()) {
+            return known;
+        }
+        let admitted = palisade_netpol::ingress_admits_account(
+            &cluster,
+            &self.pod,
+            namespace,
+            account,
+            palisade_netpol::Proto::Tcp,
+            self.port,
+        );
+        // Only authenticated IDs get here; still, a bounded memory.
+        if answers.len() >= 4096 {
+            answers.clear();
+        }
+        answers.insert(peer.as_str().to_owned(), admitted);
+        admitted
+    }
+}
+
 /// Re-reads the policy files and swaps in each one that loads.
 pub(crate) struct PolicyWatcher {
     files: Arc<PolicyFiles>,
@@ -149,8 +254,33 @@ impl PolicyWatcher {
         }
     }
 
-    /// One look at every policy file.
+    /// One look at every policy file and set of manifests.
     pub fn check(&mut self) {
+        for set in &self.files.1 {
+            let looked = set.watched.lock().unwrap_or_else(|p| p.into_inner()).look();
+            match looked {
+                None => {}
+                Some(Ok(cluster)) => {
+                    tracing::info!(
+                        manifests = ?set.paths,
+                        pods = cluster.inventory.pods.len(),
+                        policies = cluster.policies.len(),
+                        "loaded NetworkPolicies; new handshakes are admitted by them"
+                    );
+                    set.current.store(Some(Arc::new(cluster)));
+                    self.count("success");
+                }
+                Some(Err(errors)) => {
+                    let keeping = if set.current.load().is_some() {
+                        "keeping the last good ones"
+                    } else {
+                        "none loaded yet, so this listener admits nobody"
+                    };
+                    tracing::warn!(manifests = ?set.paths, %errors, "refused the NetworkPolicy manifests; {keeping}");
+                    self.count("failure");
+                }
+            }
+        }
         for (i, file) in self.files.0.iter().enumerate() {
             let keeping = if file.current.load().is_some() {
                 "keeping the last good policy"

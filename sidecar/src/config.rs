@@ -197,6 +197,10 @@ pub struct InboundConfig {
     /// Or: admit whom the segmentation policy lets reach this workload on this port.
     #[serde(default)]
     pub policy: Option<PolicyAdmission>,
+    /// Or: admit the service accounts whose pods this pod's Kubernetes NetworkPolicies admit on
+    /// this port (docs/KUBERNETES.md).
+    #[serde(default)]
+    pub network_policy: Option<NetworkPolicyAdmission>,
     /// ALPN protocols this listener accepts, in order of preference (for example `[h2,
     /// http/1.1]`); empty: none is negotiated. A client offering only others is refused in the
     /// handshake, as TLS says (RFC 7301 §3.2).
@@ -235,6 +239,22 @@ pub enum TransparentMode {
     /// Passed through in plaintext, counted and logged: for moving a namespace over one
     /// workload at a time.
     Permissive,
+}
+
+/// Admission decided by Kubernetes NetworkPolicies: a peer `spiffe://<own trust
+/// domain>/ns/<namespace>/sa/<account>` is admitted when some pod of that namespace running as
+/// that account is one `pod`'s ingress admits on `port` (`palisade policy explain --kubernetes`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkPolicyAdmission {
+    /// The manifests (NetworkPolicies, Pods, Namespaces): files or directories; re-read with the
+    /// identity files when their bytes change.
+    pub manifests: Vec<PathBuf>,
+    /// This workload's pod, `namespace/name`.
+    pub pod: String,
+    /// The port peers are checked for; default: the listener's port.
+    #[serde(default)]
+    pub port: Option<u16>,
 }
 
 /// Admission decided by a policy file (docs/POLICY.md): the peers whose identities are in a
@@ -370,10 +390,15 @@ impl SidecarConfig {
         // Relative file names are relative to the configuration file, not to wherever the
         // sidecar happens to be started from.
         if let Some(dir) = path.parent() {
-            let policies = config
-                .inbound
-                .iter_mut()
-                .filter_map(|l| l.policy.as_mut().map(|p| &mut p.file));
+            let policies = config.inbound.iter_mut().flat_map(|l| {
+                let file = l.policy.as_mut().map(|p| &mut p.file);
+                let manifests = l
+                    .network_policy
+                    .as_mut()
+                    .into_iter()
+                    .flat_map(|n| n.manifests.iter_mut());
+                file.into_iter().chain(manifests)
+            });
             let identity = &mut config.identity;
             let ca_files = identity.ca.as_mut().into_iter().flat_map(|ca| {
                 std::iter::once(&mut ca.bundle)
@@ -483,20 +508,46 @@ impl SidecarConfig {
             }
         }
         for l in &self.inbound {
-            match (l.allow.is_empty(), &l.policy) {
-                (true, None) => {
+            let ways = usize::from(!l.allow.is_empty())
+                + usize::from(l.policy.is_some())
+                + usize::from(l.network_policy.is_some());
+            match ways {
+                0 => {
                     return Err(format!(
                         "inbound listener \"{}\": allow is empty and no policy is named, so it would admit nobody",
                         l.name
                     ))
                 }
-                (false, Some(_)) => {
+                1 => {}
+                _ => {
                     return Err(format!(
-                        "inbound listener \"{}\": give either allow or policy, not both",
+                        "inbound listener \"{}\": give one of allow, policy and network_policy, not several",
                         l.name
                     ))
                 }
-                _ => {}
+            }
+            if let Some(n) = &l.network_policy {
+                if n.port.is_none() && l.listen.port() == 0 {
+                    return Err(format!(
+                        "inbound listener \"{}\": listens on port 0, so network_policy.port must say which port the policies speak of",
+                        l.name
+                    ));
+                }
+                if n.manifests.is_empty() {
+                    return Err(format!(
+                        "inbound listener \"{}\": network_policy.manifests names no file or directory",
+                        l.name
+                    ));
+                }
+                let pod_ok = n.pod.split_once('/').is_some_and(|(ns, name)| {
+                    !ns.is_empty() && !name.is_empty() && !name.contains('/')
+                });
+                if !pod_ok {
+                    return Err(format!(
+                        "inbound listener \"{}\": network_policy.pod \"{}\" is not namespace/name",
+                        l.name, n.pod
+                    ));
+                }
             }
             if let Some(p) = &l.policy {
                 if p.port.is_none() && l.listen.port() == 0 {

@@ -143,6 +143,7 @@ impl Transparent {
                 file: self.config.policy.clone(),
                 port: Some(port),
             }),
+            network_policy: None,
             alpn: Vec::new(),
         };
         let own_cert = Arc::new(SingleCertAndKey::from(credentials.certified_key.clone()));

@@ -1,7 +1,7 @@
 //! `palisade policy sync`: keeps this host's `inet palisade` table equal to what its policy
 //! compiles to. The host daemon: [`Sync`] with its [`SyncConfig`]; `source.rs` fetches the policy
-//! (file, ConfigMap directory, http), `kubernetes.rs` watches NetworkPolicy manifests (either or
-//! both: a connection must pass both), `revoke.rs` cuts denied established flows, `palisade-nft`
+//! (file, ConfigMap directory, http), `palisade_netpol::Watched` NetworkPolicy manifests (either
+//! or both: a connection must pass both), `revoke.rs` cuts denied established flows, `palisade-nft`
 //! applies, `palisade-admin` serves /ready and /metrics.
 //!
 //! Each cycle (every `interval`, and at once when a file source changes): fetch the source, load
@@ -13,7 +13,6 @@
 
 #![warn(missing_docs)]
 
-pub mod kubernetes;
 pub mod revoke;
 pub mod source;
 
@@ -199,7 +198,7 @@ impl Sync {
             .clone()
             .map(|source| Fetcher::new(source, self.config.max_policy_bytes));
         let kubernetes = (!self.config.kubernetes.is_empty()).then(|| {
-            Arc::new(Mutex::new(kubernetes::KubernetesSource::new(
+            Arc::new(Mutex::new(palisade_netpol::Watched::new(
                 self.config.kubernetes.clone(),
             )))
         });

@@ -1,23 +1,23 @@
-//! The Kubernetes input of `policy sync`: manifests (NetworkPolicies, Pods, Namespaces) in files
-//! or directories, such as a ConfigMap mount or a directory a controller writes. Looked at on
-//! every poll; loaded again only when the bytes of some file changed.
+//! Manifests watched for change: files or directories (a ConfigMap mount, a directory a
+//! controller writes), looked at on every poll and loaded again only when the bytes of some file
+//! changed. `policy sync` and the sidecar's `network_policy` admission both use it.
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 
-use palisade_netpol::{Cluster, LoadErrors, MAX_FILE_BYTES};
+use crate::{Cluster, LoadErrors, MAX_FILE_BYTES};
 
 /// Watches the manifests' paths.
-pub struct KubernetesSource {
+pub struct Watched {
     paths: Vec<PathBuf>,
     /// A hash of every file's name and bytes at the last load.
     last: Option<u64>,
 }
 
-impl KubernetesSource {
-    /// Watches `paths` (files or directories); nothing is read until [`KubernetesSource::look`].
+impl Watched {
+    /// Watches `paths` (files or directories); nothing is read until [`Watched::look`].
     pub fn new(paths: Vec<PathBuf>) -> Self {
-        KubernetesSource { paths, last: None }
+        Watched { paths, last: None }
     }
 
     /// `None` when nothing changed since the last load; else the new load's result.
@@ -27,7 +27,7 @@ impl KubernetesSource {
             return None;
         }
         self.last = Some(fingerprint);
-        Some(palisade_netpol::load_paths(&self.paths))
+        Some(crate::load_paths(&self.paths))
     }
 
     /// Names and bytes of the files a load would read (unreadable ones by their error), hashed.
