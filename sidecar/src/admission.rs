@@ -172,6 +172,9 @@ impl AuthorizeId for PolicyAuthorizer {
     }
 }
 
+/// Answers given for one set of objects, by peer ID.
+type Answers = (Arc<Cluster>, HashMap<String, bool>);
+
 /// Admits by the current NetworkPolicies of one set of manifests, for one pod and port: a peer
 /// `spiffe://<own trust domain>/ns/<namespace>/sa/<account>` when
 /// [`palisade_netpol::ingress_admits_account`] says so. Nobody while no manifests have loaded,
@@ -182,7 +185,7 @@ pub(crate) struct NetworkPolicyAuthorizer {
     pod: String,
     port: u16,
     /// The objects last asked about and the answers given for them, per peer ID (bounded).
-    memory: Mutex<Option<(Arc<Cluster>, HashMap<String, bool>)>>,
+    memory: Mutex<Option<Answers>>,
 }
 
 impl std::fmt::Debug for NetworkPolicyAuthorizer {
