@@ -115,7 +115,7 @@ fn sidecar_admission_by_network_policies_equals_explain_over_generated_clusters(
         let text = generated_cluster(&mut rng);
         let file = pki.path().join(format!("c{k}.yaml"));
         std::fs::write(&file, &text).unwrap();
-        let cluster = palisade_netpol::load_paths(&[file.clone()])
+        let cluster = palisade_netpol::load_paths(std::slice::from_ref(&file))
             .unwrap_or_else(|e| panic!("generated cluster does not load: {e}\n{text}"));
         // Destinations: isolated pods first (the interesting ones), then the rest.
         let mut order: Vec<usize> = (0..cluster.inventory.pods.len()).collect();
