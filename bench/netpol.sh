@@ -13,12 +13,21 @@
 #    sets). New-connection rate (bench/policy/crr.c) through each, alternating, pinned to one
 #    core. Goal: the cluster's table within 5% of the empty one.
 #
-# Usage: bench/netpol.sh [--quick]   (root; about 2 minutes, 1 with --quick)
+# 3. Scale of the policy language itself: policy_gen makes 10,000 segments x 100,000 rules (and
+#    1,000 x 10,000 to see the growth); `palisade policy compile --host` (load, compile, print one
+#    host's table) and `palisade policy check` (load and lint) are timed, three runs each.
+#    Goals: < 2 s and < 5 s (before issue 12: 6.7 s and 29 s).
+#
+# Usage: bench/netpol.sh [--quick] [--scale-only]   (root for parts 1-2; about 3 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 QUICK=0
-[[ ${1:-} == --quick ]] && QUICK=1
+SCALE_ONLY=0
+for arg in "$@"; do
+    [[ $arg == --quick ]] && QUICK=1
+    [[ $arg == --scale-only ]] && SCALE_ONLY=1
+done
 CORE=${BENCH_CORE:-1}
 OTHER_CORE=$(( CORE == 0 ? 1 : 0 ))
 if (( QUICK )); then COMPILE_RUNS=1; PP_REPS=6; PP_SECONDS=1; else COMPILE_RUNS=3; PP_REPS=12; PP_SECONDS=2; fi
@@ -43,12 +52,43 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log "building netpol_gen, palisade (release) and crr.c"
-cargo build --release -q -p palisade-bench --bin netpol_gen
+log "building netpol_gen, policy_gen, palisade (release) and crr.c"
+cargo build --release -q -p palisade-bench --bin netpol_gen --bin policy_gen
 cargo build --release -q --bin palisade
 taskset -pc "$OTHER_CORE" $$ >/dev/null 2>&1 || true
 GEN=$ROOT/target/release/netpol_gen
 BIN=$ROOT/target/release/palisade
+
+# 3 first (no root needed, no namespaces): the policy language's scale.
+SCALE=$TMP/scale.jsonl
+: >"$SCALE"
+for size in "1000 10000" "10000 100000"; do
+    read -r segments rules <<<"$size"
+    log "scale: $segments segments x $rules rules"
+    "$ROOT/target/release/policy_gen" gen --segments "$segments" --rules "$rules" -o "$TMP/scale.yaml"
+    for ((i = 0; i < 3; i++)); do
+        for what in compile check; do
+            if [[ $what == compile ]]; then cmd=("$BIN" policy compile "$TMP/scale.yaml" --host host-00000)
+            else cmd=("$BIN" policy check "$TMP/scale.yaml"); fi
+            start=$(date +%s.%N)
+            "${cmd[@]}" >/dev/null
+            end=$(date +%s.%N)
+            python3 -c 'import json,sys; print(json.dumps({"segments":int(sys.argv[1]),"rules":int(sys.argv[2]),"what":sys.argv[3],"s":round(float(sys.argv[5])-float(sys.argv[4]),3)}))' \
+                "$segments" "$rules" "$what" "$start" "$end" >>"$SCALE"
+        done
+    done
+done
+if (( SCALE_ONLY )); then
+    python3 - "$SCALE" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+out = {}
+for r in rows:
+    out.setdefault(f'{r["segments"]}x{r["rules"]}', {}).setdefault(r["what"], []).append(r["s"])
+print(json.dumps({"policy_language_scale": out}, indent=2))
+PY
+    exit 0
+fi
 CRR=$TMP/crr
 gcc -O2 -Wall -o "$CRR" "$ROOT/bench/policy/crr.c"
 
@@ -124,13 +164,17 @@ for ((rep = 0; rep < PP_REPS; rep++)); do
     done
 done
 
-python3 - "$COMPILE" "$LOADS" "$CHECKS" "$SAMPLES" "$PP_SECONDS" <<'PY'
+python3 - "$COMPILE" "$LOADS" "$CHECKS" "$SAMPLES" "$PP_SECONDS" "$SCALE" <<'PY'
 import json, statistics, sys, datetime, platform
 compile_runs = [json.loads(l) for l in open(sys.argv[1])]
 loads = [json.loads(l) for l in open(sys.argv[2])]
 checks = [json.loads(l) for l in open(sys.argv[3])]
 samples = [json.loads(l) for l in open(sys.argv[4])]
 seconds = float(sys.argv[5])
+scale = {}
+for r in (json.loads(l) for l in open(sys.argv[6])):
+    scale.setdefault(f'{r["segments"]}x{r["rules"]}', {}).setdefault(r["what"], []).append(r["s"])
+big = scale.get("10000x100000", {})
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
 rate = {}
 for t in ("none", "empty", "cluster"):
@@ -155,5 +199,8 @@ print(json.dumps({
     "per_packet": rate,
     "ratio_cluster_to_empty": round(ratio, 3),
     "goal_within_5_percent": ratio >= 0.95,
+    "policy_language_scale": scale,
+    "goal_scale_compile_under_2_s": bool(big) and max(big["compile"]) < 2,
+    "goal_scale_check_under_5_s": bool(big) and max(big["check"]) < 5,
 }, indent=2))
 PY

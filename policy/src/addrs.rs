@@ -308,6 +308,20 @@ impl Addrs {
         self.map2(other, AddrSet::union)
     }
 
+    /// The addresses in any of `sets`: one sort of all their ranges, where folding with
+    /// [`Addrs::union`] would sort the growing result again for every set.
+    pub fn union_all<'a>(sets: impl IntoIterator<Item = &'a Addrs>) -> Addrs {
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for set in sets {
+            v4.extend_from_slice(set.v4.ranges());
+            v6.extend_from_slice(set.v6.ranges());
+        }
+        Addrs {
+            v4: AddrSet::from_ranges(v4),
+            v6: AddrSet::from_ranges(v6),
+        }
+    }
+
     /// The addresses in both sets, family by family.
     pub fn intersection(&self, other: &Addrs) -> Addrs {
         self.map2(other, AddrSet::intersection)

@@ -426,9 +426,7 @@ pub fn compile(policy: &Policy, host: Option<&str>) -> Result<Ruleset, CompileEr
             }
         },
     };
-    let local: Addrs = local_segments.iter().fold(Addrs::default(), |acc, &i| {
-        acc.union(&policy.segments[i].members)
-    });
+    let local = Addrs::union_all(local_segments.iter().map(|&i| &policy.segments[i].members));
     let any_log = policy.rules.iter().any(|r| r.log);
     let mut sets = Vec::new();
     for family in [Family::V4, Family::V6] {

@@ -1,6 +1,7 @@
 //! What is legal but suspicious in a policy: `palisade policy check` prints these as warnings
 //! (exit 0 unless `--strict`).
 
+use std::collections::HashMap;
 use std::fmt;
 
 use crate::addrs::Addrs;
@@ -65,7 +66,19 @@ pub fn lint(policy: &Policy) -> Vec<Warning> {
         }
     }
 
-    // Rules that can never match, or that a deny above or below always wins over.
+    // Rules that can never match, or that a deny above or below always wins over. A deny can
+    // shadow an allow only if its `from` holds the allow's first source: the denies are indexed
+    // by each of their sources, so each allow is compared with a few candidates, in file order,
+    // not with every rule (quadratic at 100,000 rules).
+    let mut denies_from: HashMap<SegmentRef, Vec<&crate::model::Rule>> = HashMap::new();
+    for d in policy.rules.iter().filter(|d| d.action == Action::Deny) {
+        let mut sources = d.from.clone();
+        sources.sort_unstable();
+        sources.dedup();
+        for f in sources {
+            denies_from.entry(f).or_default().push(d);
+        }
+    }
     for rule in &policy.rules {
         let empty = |refs: &[SegmentRef]| {
             refs.iter().all(|r| match r {
@@ -111,7 +124,12 @@ pub fn lint(policy: &Policy) -> Vec<Warning> {
                     ),
                 );
             }
-            if let Some(deny) = policy.rules.iter().find(|d| {
+            let candidates = rule
+                .from
+                .first()
+                .and_then(|f| denies_from.get(f))
+                .map_or(&[][..], Vec::as_slice);
+            if let Some(deny) = candidates.iter().find(|d| {
                 d.action == Action::Deny
                     && rule.from.iter().all(|f| d.from.contains(f))
                     && rule.to.iter().all(|t| d.to.contains(t))
@@ -169,4 +187,110 @@ fn describe(addrs: &Addrs) -> String {
         }
     }
     parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Rule;
+
+    /// The shadowing check as first written: every allow against every deny, in file order.
+    fn shadowed_pairwise(policy: &Policy) -> Vec<(String, String)> {
+        let covers = |d: &Rule, rule: &Rule| {
+            d.action == Action::Deny
+                && rule.from.iter().all(|f| d.from.contains(f))
+                && rule.to.iter().all(|t| d.to.contains(t))
+                && d.protocol.covers(rule.protocol)
+                && (d.ports.is_empty()
+                    || (!rule.ports.is_empty()
+                        && rule.ports.iter().all(|p| {
+                            d.ports
+                                .iter()
+                                .any(|q| q.first <= p.first && p.last <= q.last)
+                        })))
+        };
+        let only_outside = |refs: &[SegmentRef]| refs.iter().all(|r| *r == SegmentRef::Outside);
+        policy
+            .rules
+            .iter()
+            // Outside to outside gets its own warning ("no effect") instead.
+            .filter(|r| {
+                r.action == Action::Allow && !(only_outside(&r.from) && only_outside(&r.to))
+            })
+            .filter_map(|r| {
+                policy
+                    .rules
+                    .iter()
+                    .find(|d| covers(d, r))
+                    .map(|d| (r.name.clone(), d.name.clone()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn indexed_shadowing_equals_every_pair_compared() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut below = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut found = 0;
+        for _ in 0..300 {
+            let mut text = String::from("version: 1\ntrust_domain: x.org\nsegments:\n");
+            for s in 0..4 {
+                text += &format!("  s{s}: {{addresses: [10.{s}.0.0/16]}}\n");
+            }
+            text += "rules:\n";
+            for r in 0..2 + below(12) {
+                let mut side = || {
+                    let names = ["s0", "s1", "s2", "s3", "outside"];
+                    let a = names[below(5) as usize];
+                    if below(3) == 0 {
+                        let b = names[below(5) as usize];
+                        if a == b {
+                            a.to_owned()
+                        } else {
+                            format!("[{a}, {b}]")
+                        }
+                    } else {
+                        a.to_owned()
+                    }
+                };
+                let (from, to) = (side(), side());
+                let action = if below(2) == 0 { "deny" } else { "allow" };
+                let traffic = match below(4) {
+                    0 => "protocol: any".to_owned(),
+                    1 => "protocol: tcp".to_owned(),
+                    2 => format!(
+                        "protocol: tcp, ports: [{}]",
+                        ["80", "80-90", "443"][below(3) as usize]
+                    ),
+                    _ => "protocol: udp, ports: [53]".to_owned(),
+                };
+                text += &format!(
+                    "  - {{name: r{r}, from: {from}, to: {to}, action: {action}, {traffic}}}\n"
+                );
+            }
+            let policy =
+                crate::load_str(&text, "p.yaml".as_ref()).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let expected = shadowed_pairwise(&policy);
+            let got: Vec<(String, String)> = lint(&policy)
+                .into_iter()
+                .filter_map(|w| {
+                    let rest = w.message.strip_prefix("rule `")?;
+                    let (rule, rest) = rest.split_once('`')?;
+                    let deny = rest
+                        .strip_prefix(" is shadowed by deny rule `")?
+                        .split_once('`')?
+                        .0;
+                    Some((rule.to_owned(), deny.to_owned()))
+                })
+                .collect();
+            assert_eq!(got, expected, "{text}");
+            found += expected.len();
+        }
+        assert!(found > 50, "only {found} shadowed rules generated");
+    }
 }

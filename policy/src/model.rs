@@ -292,8 +292,6 @@ impl Policy {
 
     /// Every address in some segment.
     pub fn all_members(&self) -> Addrs {
-        self.segments
-            .iter()
-            .fold(Addrs::default(), |acc, s| acc.union(&s.members))
+        Addrs::union_all(self.segments.iter().map(|s| &s.members))
     }
 }
