@@ -69,6 +69,26 @@ fn validator() -> Option<PathBuf> {
     None
 }
 
+/// Writes the documents of argv[1] to argv[2], each `List` replaced by its items; prints how
+/// many Lists there were (0 also when the file is not YAML: the validator then reads it as it is
+/// and says so).
+const EXPAND_LISTS: &str = r#"
+import sys, yaml
+docs, lists = [], 0
+try:
+    for d in yaml.safe_load_all(open(sys.argv[1])):
+        if isinstance(d, dict) and d.get("kind") == "List":
+            lists += 1
+            docs.extend(d.get("items") or [])
+        elif d is not None:
+            docs.append(d)
+except yaml.YAMLError:
+    lists = 0
+if lists:
+    yaml.safe_dump_all(docs, open(sys.argv[2], "w"))
+print(lists)
+"#;
+
 /// Every `.yaml` or `.yml` file under `dir`, at any depth, sorted.
 fn manifests(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -101,12 +121,27 @@ fn run(cmd: &mut Command) -> (String, String, bool, bool) {
 /// What is wrong with one file, one line each: empty when every document of it validates against
 /// every version of [`KUBERNETES_VERSIONS`].
 fn problems(validator: &Path, file: &Path) -> Vec<String> {
+    // kubernetes-validate has no schema for `kind: List` (what `kubectl get -o yaml` prints):
+    // its items are validated instead, written out one document each.
+    let expanded = tempfile::NamedTempFile::new().unwrap();
+    let mut cmd = Command::new(venv_bin("python"));
+    cmd.args(["-c", EXPAND_LISTS])
+        .arg(file)
+        .arg(expanded.path());
+    let (stdout, stderr, success, _) = run(&mut cmd);
+    assert!(
+        success,
+        "cannot expand the Lists of {}: {stdout}{stderr}",
+        file.display()
+    );
+    let lists = stdout.trim() != "0";
+    let validated: &Path = if lists { expanded.path() } else { file };
     let mut cmd = Command::new(validator);
     cmd.arg("--strict");
     for version in KUBERNETES_VERSIONS {
         cmd.args(["--kubernetes-version", version]);
     }
-    cmd.arg(file);
+    cmd.arg(validated);
     let (stdout, stderr, success, timed_out) = run(&mut cmd);
     let mut problems = Vec::new();
     // kubernetes-validate exits 0 when it has no schema for a kind or apiVersion (a typo in either

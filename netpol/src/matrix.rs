@@ -80,22 +80,22 @@ impl fmt::Display for Matrix {
             .chain([header.len()])
             .max()
             .unwrap_or(0);
-        write!(f, "{header:width$}")?;
+        let mut line = format!("{header:width$}");
         for pod in &self.pods {
-            write!(f, " {pod:width$}")?;
+            line += &format!(" {pod:width$}");
         }
-        writeln!(f)?;
+        writeln!(f, "{}", line.trim_end())?;
         for (pod, row) in self.pods.iter().zip(&self.cells) {
-            write!(f, "{pod:width$}")?;
+            let mut line = format!("{pod:width$}");
             for cell in row {
                 let mark = match cell {
                     Some(true) => ".",
                     Some(false) => "X",
                     None => "-",
                 };
-                write!(f, " {mark:width$}")?;
+                line += &format!(" {mark:width$}");
             }
-            writeln!(f)?;
+            writeln!(f, "{}", line.trim_end())?;
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! Golden files: every example policy (`examples/policy/*.yaml`), compiled for each of its hosts
-//! and for all hosts at once, as nft text and as nftables JSON, must equal the files under
+//! and for all hosts at once, and the Kubernetes example (`examples/kubernetes/netpol`) for each
+//! of its nodes, as nft text and as nftables JSON, must equal the files under
 //! `tests/golden/<policy>/<host>.nft` and `.json` (`all-hosts.*` for `--all-hosts`). The JSON is
 //! `serde_json` pretty-printed with a final newline, as `palisade policy compile --format json`
 //! prints it.
@@ -62,6 +63,24 @@ fn baseline_files() -> Vec<(PathBuf, String)> {
     ]
 }
 
+/// The Kubernetes example (examples/kubernetes/netpol: NetworkPolicies over nine pods on two
+/// nodes), compiled for each node without a Palisade policy.
+fn netpol_files() -> Vec<(PathBuf, String)> {
+    let cluster = palisade_netpol::load_paths(&[root_dir().join("examples/kubernetes/netpol")])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = root_dir().join("tests/golden/kubernetes-netpol");
+    let mut out = Vec::new();
+    for node in ["node-1", "node-2"] {
+        let ruleset =
+            palisade_netpol::compile(&cluster, node, palisade_policy::Ruleset::open(Some(node)));
+        let mut json = serde_json::to_string_pretty(&nft_json(&ruleset)).unwrap();
+        json.push('\n');
+        out.push((dir.join(format!("{node}.nft")), nft_text(&ruleset)));
+        out.push((dir.join(format!("{node}.json")), json));
+    }
+    out
+}
+
 /// Every (golden path, expected content) of one policy.
 fn expected_files(policy_path: &Path) -> Vec<(PathBuf, String)> {
     let policy = load_file(policy_path).unwrap_or_else(|e| panic!("{e}"));
@@ -113,6 +132,7 @@ fn golden_files_match_and_nft_accepts_them() {
         .iter()
         .map(|p| expected_files(p))
         .chain(std::iter::once(baseline_files()))
+        .chain(std::iter::once(netpol_files()))
         .collect();
     for files in groups {
         let dir = files[0].0.parent().unwrap().to_owned();
