@@ -109,6 +109,7 @@ pub(crate) async fn handle(
     metrics
         .handshake_seconds
         .observe(started.elapsed().as_secs_f64());
+    metrics.key_exchange(tls.get_ref().1);
     let peer_id = palisade_identity::peer_spiffe_id(tls.get_ref().1.peer_certificates());
     let mut app = timeout(shared.limits.connect_timeout, TcpStream::connect(target))
         .await

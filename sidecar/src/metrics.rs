@@ -68,6 +68,17 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+/// Labels of a finished handshake's key exchange.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyExchangeLabels {
+    /// The listener's configured name.
+    pub listener: String,
+    /// `inbound` or `outbound`.
+    pub direction: &'static str,
+    /// The TLS named group agreed (`X25519MLKEM768`, `X25519`, ...).
+    pub group: String,
+}
+
 type HistogramFamily = Family<ListenerLabels, Histogram, fn() -> Histogram>;
 
 fn handshake_histogram() -> Histogram {
@@ -84,6 +95,7 @@ pub struct Metrics {
     closed: Family<ReasonLabels, Counter>,
     bytes: Family<BytesLabels, Counter>,
     handshake_seconds: HistogramFamily,
+    key_exchanges: Family<KeyExchangeLabels, Counter>,
     /// NotAfter of the certificate in use, Unix seconds; 0 until one has loaded.
     pub certificate_expiry_seconds: Gauge,
     /// Attempts to load changed identity or policy files, by result.
@@ -146,6 +158,12 @@ impl Metrics {
             "Time from accept (inbound) or connect (outbound) to a finished mTLS handshake",
             handshake_seconds.clone(),
         );
+        let key_exchanges = Family::default();
+        registry.register(
+            "handshake_key_exchanges",
+            "Finished handshakes by the key exchange group agreed (X25519MLKEM768 between Palisade sidecars)",
+            key_exchanges.clone(),
+        );
         let certificate_expiry_seconds = Gauge::default();
         registry.register(
             "certificate_expiry_timestamp_seconds",
@@ -199,6 +217,7 @@ impl Metrics {
             closed,
             bytes,
             handshake_seconds,
+            key_exchanges,
             certificate_expiry_seconds,
             reloads,
             bundle_roots,
@@ -230,6 +249,7 @@ impl Metrics {
             peer_to_app: bytes(PEER_TO_APP),
             refused: self.refused.clone(),
             closed: self.closed.clone(),
+            key_exchanges: self.key_exchanges.clone(),
         }
     }
 
@@ -259,9 +279,24 @@ pub struct ListenerMetrics {
     pub peer_to_app: Counter,
     refused: Family<ReasonLabels, Counter>,
     closed: Family<ReasonLabels, Counter>,
+    key_exchanges: Family<KeyExchangeLabels, Counter>,
 }
 
 impl ListenerMetrics {
+    /// Counts a finished handshake by the key exchange group it agreed on.
+    pub fn key_exchange(&self, connection: &rustls::CommonState) {
+        let group = connection
+            .negotiated_key_exchange_group()
+            .map_or_else(|| "none".to_owned(), |g| format!("{:?}", g.name()));
+        self.key_exchanges
+            .get_or_create(&KeyExchangeLabels {
+                listener: self.name.clone(),
+                direction: self.direction.label(),
+                group,
+            })
+            .inc();
+    }
+
     /// Counts a connection refused before any byte was forwarded, with its reason label.
     pub fn refused(&self, reason: &'static str) {
         self.refused.get_or_create(&self.reason(reason)).inc();

@@ -102,6 +102,7 @@ pub(crate) async fn handle(
     metrics
         .handshake_seconds
         .observe(started.elapsed().as_secs_f64());
+    metrics.key_exchange(tls.get_ref().1);
     let end = Relay::new(
         &mut app,
         &mut tls,
