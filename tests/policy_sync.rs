@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{is_root, metric_value, on_path, BIN};
+use common::{is_root, metric_value, ok, on_path, palisade, BIN};
 use serde_json::Value;
 
 const SRV_ADDR: &str = "10.77.2.20";
@@ -148,6 +148,18 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 server = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+if len(sys.argv) > 3:
+    # https: argv[3] certificate, argv[4] key, argv[5] (optional) the CA client certificates
+    # must chain to.
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+    if len(sys.argv) > 5:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(sys.argv[5])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    # A refused handshake is the client's failure, not the server's.
+    server.handle_error = lambda request, address: None
 print("ready", flush=True)
 server.serve_forever()
 "#;
@@ -1456,7 +1468,12 @@ fn an_http_source_is_fetched_with_etag_and_changes_are_picked_up() {
     );
     server.wait_out("ready", Duration::from_secs(10), |l| l == "ready");
 
-    let daemon = Daemon::start(&lab, "http://127.0.0.1:8080/policy.yaml", "1s", &[]);
+    let daemon = Daemon::start(
+        &lab,
+        "http://127.0.0.1:8080/policy.yaml",
+        "1s",
+        &["--insecure-source"],
+    );
     daemon.wait_ready(interval + SLACK);
     assert!(lab.is_live(&p1));
     server.wait_out("a 304", 2 * interval + SLACK, |l| l == "GET 304");
@@ -1468,5 +1485,171 @@ fn an_http_source_is_fetched_with_etag_and_changes_are_picked_up() {
     let metrics = daemon.metrics();
     assert_eq!(metric_value(&metrics, WRITES, &[]), 2.0, "{metrics}");
     assert_eq!(metric_value(&metrics, FAILURES, &[]), 0.0, "{metrics}");
+    lab.assert_other_unchanged();
+}
+
+/// openssl in `dir`: a CA (`<name>-ca.pem`, `<name>-ca.key`) and a server certificate for
+/// 127.0.0.1 signed by it (`<name>-server.pem`, `<name>-server.key`).
+fn web_pki(dir: &Path, name: &str) {
+    let sh = format!(
+        "set -e; cd {dir}
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN={name}-ca -keyout {name}-ca.key -out {name}-ca.pem 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=policy-server -keyout {name}-server.key -out {name}-server.csr 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1' > {name}-san.ext
+openssl x509 -req -in {name}-server.csr -CA {name}-ca.pem -CAkey {name}-ca.key -CAcreateserial -days 1 -extfile {name}-san.ext -out {name}-server.pem 2>/dev/null",
+        dir = dir.display()
+    );
+    let out = Command::new("sh").args(["-c", &sh]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Authenticated sources (issue 13): a plain http:// source is refused unless allowed; an
+/// https:// one needs a pinned CA bundle, and a server whose certificate does not chain to it is
+/// never believed (the fail-closed baseline stays); with the right bundle the policy is applied;
+/// a server that asks for a client certificate gets the node's SVID, and without one refuses.
+#[test]
+fn http_sources_are_refused_unless_allowed_and_https_ones_are_pinned_and_can_ask_for_the_node() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::new();
+    for (source, sentence) in [
+        (
+            "http://127.0.0.1:8443/policy.yaml",
+            "http:// sources are refused",
+        ),
+        ("https://127.0.0.1:8443/policy.yaml", "needs --source-ca"),
+    ] {
+        let out = run_in(
+            &lab.srv,
+            &[BIN, "policy", "sync", "--source", source, "--host", HOST],
+            COMMAND_LIMIT,
+        );
+        assert_eq!(out.status.code(), Some(1), "{source}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(sentence), "{err}");
+    }
+
+    let pki = lab.dir.path().join("pki");
+    std::fs::create_dir(&pki).unwrap();
+    web_pki(&pki, "right");
+    web_pki(&pki, "wrong");
+    let www = lab.dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("policy.yaml"), small_policy("5432")).unwrap();
+    let p1 = lab.file("p1.yaml", &small_policy("5432"));
+    let path = |f: &str| pki.join(f).to_str().unwrap().to_owned();
+    let url = "https://127.0.0.1:8443/policy.yaml";
+
+    let mut server = Proc::spawn(
+        &lab.srv,
+        &[
+            python(),
+            "-c",
+            HTTP_PY,
+            "8443",
+            www.to_str().unwrap(),
+            &path("right-server.pem"),
+            &path("right-server.key"),
+        ],
+    );
+    server.wait_out("ready", Duration::from_secs(10), |l| l == "ready");
+
+    // A bundle the server's certificate does not chain to: nothing fetched, the baseline holds.
+    let wrong_ca = path("wrong-ca.pem");
+    let daemon = Daemon::start(&lab, url, "1s", &["--source-ca", &wrong_ca]);
+    daemon.wait_metric(
+        FAILURES,
+        &[("stage", "fetch")],
+        2.0,
+        Duration::from_secs(10),
+    );
+    assert_eq!(daemon.get("/ready").0, 503);
+    assert!(!lab.is_live(&p1));
+    assert!(
+        daemon
+            .proc
+            .err_text()
+            .contains("TLS: invalid peer certificate"),
+        "{}",
+        daemon.proc.err_text()
+    );
+    drop(daemon);
+
+    // The right bundle: applied.
+    let right_ca = path("right-ca.pem");
+    let daemon = Daemon::start(&lab, url, "1s", &["--source-ca", &right_ca]);
+    daemon.wait_ready(Duration::from_secs(10));
+    assert!(lab.is_live(&p1));
+    drop(daemon);
+    drop(server);
+
+    // A server that asks for the node's certificate (an SVID from Palisade's CA).
+    ok(palisade(
+        &["ca", "init", "--dir", "ca", "--trust-domain", "example.org"],
+        &pki,
+    ));
+    ok(palisade(
+        &[
+            "cert",
+            "issue",
+            "--ca-dir",
+            "ca",
+            "--spiffe-id",
+            "spiffe://example.org/node/srv",
+            "--out",
+            "node",
+        ],
+        &pki,
+    ));
+    let p2 = lab.file("p2.yaml", &small_policy("5433"));
+    std::fs::write(www.join("policy.yaml"), small_policy("5433")).unwrap();
+    let mut server = Proc::spawn(
+        &lab.srv,
+        &[
+            python(),
+            "-c",
+            HTTP_PY,
+            "8443",
+            www.to_str().unwrap(),
+            &path("right-server.pem"),
+            &path("right-server.key"),
+            &path("ca/bundle.pem"),
+        ],
+    );
+    server.wait_out("ready", Duration::from_secs(10), |l| l == "ready");
+    let daemon = Daemon::start(&lab, url, "1s", &["--source-ca", &right_ca]);
+    daemon.wait_metric(
+        FAILURES,
+        &[("stage", "fetch")],
+        2.0,
+        Duration::from_secs(10),
+    );
+    assert!(
+        !lab.is_live(&p2),
+        "a server that wants the node's certificate served it without one"
+    );
+    drop(daemon);
+    let (cert, key) = (path("node/cert.pem"), path("node/key.pem"));
+    let daemon = Daemon::start(
+        &lab,
+        url,
+        "1s",
+        &[
+            "--source-ca",
+            &right_ca,
+            "--source-cert",
+            &cert,
+            "--source-key",
+            &key,
+        ],
+    );
+    let took = lab.wait_live(&p2, Duration::from_secs(10));
+    println!("https with the node's certificate: live after {took:?}");
+    assert_eq!(daemon.metric(FAILURES, &[("stage", "fetch")]), 0.0);
     lab.assert_other_unchanged();
 }

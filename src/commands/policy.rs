@@ -33,7 +33,7 @@ nft refuses, exits 1 and leaves the table in force unchanged."
     /// Keep this host's table equal to the policy: re-read, compile, detect drift, reapply.
     #[command(
         after_help = "Examples:\n  palisade policy sync --source /etc/palisade/policy.yaml --host node-a --interval 30s\n  \
-palisade policy sync --source http://config.internal/policy.yaml --host node-a --log-format json\n\n\
+palisade policy sync --source https://config.internal/policy.yaml --source-ca /etc/palisade/config-ca.pem --host node-a\n\n\
 A file or directory source is also looked at every second and applied as soon as it changes.\n\
 Stopping never removes the table. See docs/POLICY.md, \"Host sync\"."
     )]
@@ -140,13 +140,27 @@ pub struct ApplyArgs {
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
-    /// A policy file, a directory holding policy.yaml (a ConfigMap mount), or an http:// URL.
+    /// A policy file, a directory holding policy.yaml (a ConfigMap mount), or an https:// URL.
     #[arg(
         long,
         value_name = "FILE|DIR|URL",
         required_unless_present = "kubernetes"
     )]
     pub source: Option<String>,
+    /// The PEM bundle an https:// source's certificate must chain to (only these CAs are
+    /// trusted, never the system's); its host name is checked too.
+    #[arg(long, value_name = "FILE")]
+    pub source_ca: Option<PathBuf>,
+    /// A certificate (chain) to present to an https:// source that asks for one: the node's
+    /// SVID. Re-read at each fetch, so a renewed one is used at once.
+    #[arg(long, value_name = "FILE", requires = "source_key")]
+    pub source_cert: Option<PathBuf>,
+    /// The key of --source-cert.
+    #[arg(long, value_name = "FILE", requires = "source_cert")]
+    pub source_key: Option<PathBuf>,
+    /// Accept a plain http:// source: anyone on the path could change the policy.
+    #[arg(long)]
+    pub insecure_source: bool,
     #[command(flatten)]
     pub kubernetes: KubernetesArgs,
     /// This host's name in the policy's `hosts:` (the node name for --kubernetes).
@@ -249,12 +263,18 @@ fn sync(args: &SyncArgs) -> anyhow::Result<ExitCode> {
     if !args.admin.ip().is_loopback() {
         anyhow::bail!("the admin address {} is not a loopback address", args.admin);
     }
+    let source_auth = palisade_sync::source::SourceAuth {
+        insecure_http: args.insecure_source,
+        ca: args.source_ca.clone(),
+        client: args.source_cert.clone().zip(args.source_key.clone()),
+    };
     let source = match &args.source {
-        Some(s) => Some(Source::parse(s).map_err(anyhow::Error::msg)?),
+        Some(s) => Some(Source::parse(s, &source_auth)?),
         None => None,
     };
     let config = SyncConfig {
         source,
+        source_auth,
         kubernetes: args.kubernetes.kubernetes.clone(),
         max_policy_bytes: args.max_policy_bytes,
         host: args.host.clone(),

@@ -45,6 +45,8 @@ pub struct SyncConfig {
     /// Kubernetes manifests (NetworkPolicies, Pods, Namespaces), files or directories; `host`
     /// is then also the node name. Empty: none.
     pub kubernetes: Vec<PathBuf>,
+    /// How a URL source is authenticated (see `source.rs`).
+    pub source_auth: source::SourceAuth,
     /// A policy larger than this is refused (see `source.rs`).
     pub max_policy_bytes: u64,
     /// This machine's name in the policy's `hosts`: the segments whose table it enforces. A
@@ -192,11 +194,13 @@ impl Sync {
     /// Runs cycles until `shutdown`; serves the admin endpoints on `admin` meanwhile.
     pub async fn run(self: Arc<Self>, admin: TcpListener, shutdown: CancellationToken) {
         tokio::spawn(palisade_admin::serve(admin, self.clone(), shutdown.clone()));
-        let mut fetcher = self
-            .config
-            .source
-            .clone()
-            .map(|source| Fetcher::new(source, self.config.max_policy_bytes));
+        let mut fetcher = self.config.source.clone().map(|source| {
+            Fetcher::new(
+                source,
+                self.config.source_auth.clone(),
+                self.config.max_policy_bytes,
+            )
+        });
         let kubernetes = (!self.config.kubernetes.is_empty()).then(|| {
             Arc::new(Mutex::new(palisade_netpol::Watched::new(
                 self.config.kubernetes.clone(),

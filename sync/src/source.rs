@@ -1,6 +1,12 @@
 //! Where `policy sync` reads its policy: a file, a directory holding `policy.yaml` (a Kubernetes
-//! ConfigMap mount, whose `..data` symlink swaps are followed), or an `http://` URL fetched with
+//! ConfigMap mount, whose `..data` symlink swaps are followed), or a URL fetched with
 //! `If-None-Match`, so an unchanged policy costs a 304.
+//!
+//! A URL is `https://`, its server's certificate checked against a pinned CA bundle (not the
+//! system's roots) and its host name, and the node's own certificate (its SVID) presented when
+//! one is configured ([`SourceAuth`]); files are read again at each fetch, so a renewed client
+//! certificate is used at once. A plain `http://` URL is refused unless allowed explicitly
+//! (`--insecure-source`): anyone on the path could push an open policy.
 //!
 //! Whatever the source, a policy larger than the limit is refused before it is held in memory
 //! whole: a `Content-Length` over it is refused at once, and a body is read only up to it.
@@ -32,9 +38,23 @@ pub enum SourceError {
         /// Why the URI parser refused it.
         reason: String,
     },
-    /// An `https://` source, which is not supported yet.
-    #[error("https sources are not supported yet; serve the policy over http on a trusted network or mount it as a file")]
-    Https,
+    /// An `http://` source without `insecure_http`.
+    #[error("http:// sources are refused: anyone on the path could push an open policy; serve it over https:// with --source-ca, or pass --insecure-source")]
+    Insecure,
+    /// An `https://` source without a CA bundle to check its certificate with.
+    #[error("an https:// source needs --source-ca, the CA bundle its certificate must chain to")]
+    NoCa,
+}
+
+/// How URL sources are authenticated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceAuth {
+    /// Accept `http://` URLs (no authentication at all).
+    pub insecure_http: bool,
+    /// The PEM bundle an `https://` server's certificate must chain to.
+    pub ca: Option<PathBuf>,
+    /// The certificate (chain) and key presented to an `https://` server that asks for one.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 /// Why a look at the source found no policy; the last good one stays in force.
@@ -75,6 +95,19 @@ pub enum FetchError {
         /// The operating system's reason.
         error: std::io::Error,
     },
+    /// The TLS configuration's files cannot be used (the CA bundle, the client certificate or
+    /// key).
+    #[error("{0}")]
+    TlsFiles(String),
+    /// The TLS handshake with an `https://` source failed (for example, a certificate that does
+    /// not chain to the pinned bundle or does not name the host).
+    #[error("{uri}: TLS: {reason}")]
+    Tls {
+        /// The URL fetched.
+        uri: Uri,
+        /// rustls' reason.
+        reason: String,
+    },
     /// The HTTP exchange failed after connecting.
     #[error("{uri}: {reason}")]
     Http {
@@ -101,15 +134,23 @@ pub enum Source {
     /// A directory holding [`DIR_FILE`], such as a ConfigMap mount; the file is opened anew at
     /// each look, so symlink swaps are followed.
     Dir(PathBuf),
-    /// An `http://` URL, fetched with `If-None-Match` once a policy has been read from it.
+    /// An `https://` (or, allowed explicitly, `http://`) URL, fetched with `If-None-Match` once
+    /// a policy has been read from it.
     Url(Uri),
 }
 
 impl Source {
-    /// `http://…` is a URL, `https://…` an error, an existing directory a directory source, and
-    /// anything else a file (which need not exist yet).
-    pub fn parse(s: &str) -> Result<Source, SourceError> {
-        if s.starts_with("http://") {
+    /// `https://…` and `http://…` are URLs (checked against `auth`: `http://` only with
+    /// `insecure_http`, `https://` only with a CA bundle), an existing directory a directory
+    /// source, and anything else a file (which need not exist yet).
+    pub fn parse(s: &str, auth: &SourceAuth) -> Result<Source, SourceError> {
+        if s.starts_with("http://") && !auth.insecure_http {
+            return Err(SourceError::Insecure);
+        }
+        if s.starts_with("https://") && auth.ca.is_none() {
+            return Err(SourceError::NoCa);
+        }
+        if s.starts_with("http://") || s.starts_with("https://") {
             let uri: Uri =
                 s.parse()
                     .map_err(|e: hyper::http::uri::InvalidUri| SourceError::BadUrl {
@@ -117,9 +158,6 @@ impl Source {
                         reason: e.to_string(),
                     })?;
             return Ok(Source::Url(uri));
-        }
-        if s.starts_with("https://") {
-            return Err(SourceError::Https);
         }
         let path = PathBuf::from(s);
         Ok(if path.is_dir() {
@@ -151,16 +189,19 @@ pub enum Fetched {
 /// Reads a source, remembering what it last saw so that "unchanged" is cheap to tell.
 pub struct Fetcher {
     source: Source,
+    auth: SourceAuth,
     max_bytes: u64,
     last: Option<String>,
     etag: Option<String>,
 }
 
 impl Fetcher {
-    /// Reads `source`, refusing a policy larger than `max_bytes` bytes.
-    pub fn new(source: Source, max_bytes: u64) -> Self {
+    /// Reads `source` (authenticated by `auth` when it is a URL), refusing a policy larger than
+    /// `max_bytes` bytes.
+    pub fn new(source: Source, auth: SourceAuth, max_bytes: u64) -> Self {
         Fetcher {
             source,
+            auth,
             max_bytes,
             last: None,
             etag: None,
@@ -203,7 +244,8 @@ impl Fetcher {
             }
         };
         let host = uri.host().ok_or_else(|| FetchError::NoHost(uri.clone()))?;
-        let port = uri.port_u16().unwrap_or(80);
+        let https = uri.scheme_str() == Some("https");
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let stream = tokio::net::TcpStream::connect((host, port))
             .await
             .map_err(|error| FetchError::Connect {
@@ -211,6 +253,30 @@ impl Fetcher {
                 port,
                 error,
             })?;
+        let stream: Box<dyn Io> = if https {
+            // `[::1]` in a URL is `::1` to the name check.
+            let name = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let server_name =
+                rustls_pki_types::ServerName::try_from(name).map_err(|e| FetchError::Tls {
+                    uri: uri.clone(),
+                    reason: e.to_string(),
+                })?;
+            let connector = tokio_rustls::TlsConnector::from(client_config(&self.auth)?);
+            let tls =
+                connector
+                    .connect(server_name, stream)
+                    .await
+                    .map_err(|e| FetchError::Tls {
+                        uri: uri.clone(),
+                        reason: e.to_string(),
+                    })?;
+            Box::new(tls)
+        } else {
+            Box::new(stream)
+        };
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(http(&uri))?;
@@ -271,6 +337,66 @@ impl Fetcher {
     }
 }
 
+/// A connection to a URL source, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// The largest CA bundle, certificate or key file read (they are a few kilobytes).
+const MAX_TLS_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The client side of an `https://` fetch, from `auth`'s files as they are now: only the pinned
+/// bundle's CAs are trusted (never the system's), and the node's certificate is presented when
+/// configured.
+fn client_config(auth: &SourceAuth) -> Result<std::sync::Arc<rustls::ClientConfig>, FetchError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, path: &std::path::Path, why: String| {
+        FetchError::TlsFiles(format!("{what} {}: {why}", path.display()))
+    };
+    let ca = auth.ca.as_ref().ok_or_else(|| {
+        FetchError::TlsFiles("an https:// source needs a CA bundle (--source-ca)".into())
+    })?;
+    let pem = read(ca, MAX_TLS_FILE_BYTES)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert = cert.map_err(|e| bad("the CA bundle", ca, e.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|e| bad("the CA bundle", ca, e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("the CA bundle", ca, "it holds no certificate".into()));
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| FetchError::TlsFiles(e.to_string()))?
+    .with_root_certificates(roots);
+    let config = match &auth.client {
+        None => builder.with_no_client_auth(),
+        Some((cert_path, key_path)) => {
+            let certs: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(read(cert_path, MAX_TLS_FILE_BYTES)?.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| bad("the client certificate", cert_path, e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad(
+                    "the client certificate",
+                    cert_path,
+                    "it holds no certificate".into(),
+                ));
+            }
+            let key = PrivateKeyDer::from_pem_slice(read(key_path, MAX_TLS_FILE_BYTES)?.as_bytes())
+                .map_err(|e| bad("the client key", key_path, e.to_string()))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| bad("the client certificate", cert_path, e.to_string()))?
+        }
+    };
+    Ok(std::sync::Arc::new(config))
+}
+
 fn read(path: &std::path::Path, max_bytes: u64) -> Result<String, FetchError> {
     use std::io::Read;
     let cannot = |error| FetchError::Read {
@@ -308,9 +434,9 @@ mod tests {
         symlink("..2026_1", d.join("..data")).unwrap();
         symlink("..data/policy.yaml", d.join(DIR_FILE)).unwrap();
 
-        let source = Source::parse(d.to_str().unwrap()).unwrap();
+        let source = Source::parse(d.to_str().unwrap(), &SourceAuth::default()).unwrap();
         assert_eq!(source, Source::Dir(d.to_owned()));
-        let mut fetcher = Fetcher::new(source, DEFAULT_MAX_POLICY_BYTES);
+        let mut fetcher = Fetcher::new(source, SourceAuth::default(), DEFAULT_MAX_POLICY_BYTES);
         assert_eq!(
             fetcher.fetch().await.unwrap(),
             Fetched::Changed("first".into())
@@ -362,8 +488,12 @@ mod tests {
                 }
             }
         });
-        let source = Source::parse(&format!("http://{addr}/policy.yaml")).unwrap();
-        let mut fetcher = Fetcher::new(source, 1024 * 1024);
+        let insecure = SourceAuth {
+            insecure_http: true,
+            ..SourceAuth::default()
+        };
+        let source = Source::parse(&format!("http://{addr}/policy.yaml"), &insecure).unwrap();
+        let mut fetcher = Fetcher::new(source, insecure, 1024 * 1024);
         let declared = fetcher.fetch().await.unwrap_err();
         assert!(
             matches!(declared, FetchError::TooLarge { limit: 1048576, .. }),
@@ -392,14 +522,34 @@ mod tests {
     }
 
     #[test]
-    fn sources_are_told_apart() {
+    fn sources_are_told_apart_and_urls_must_be_authenticated_or_allowed() {
+        let none = SourceAuth::default();
+        let insecure = SourceAuth {
+            insecure_http: true,
+            ..SourceAuth::default()
+        };
+        let pinned = SourceAuth {
+            ca: Some("/etc/palisade/policy-ca.pem".into()),
+            ..SourceAuth::default()
+        };
+        assert_eq!(
+            Source::parse("http://cfg.internal/p.yaml", &none),
+            Err(SourceError::Insecure)
+        );
         assert!(matches!(
-            Source::parse("http://cfg.internal/p.yaml"),
+            Source::parse("http://cfg.internal/p.yaml", &insecure),
             Ok(Source::Url(_))
         ));
-        assert!(Source::parse("https://cfg.internal/p.yaml").is_err());
         assert_eq!(
-            Source::parse("/no/such/policy.yaml"),
+            Source::parse("https://cfg.internal/p.yaml", &insecure),
+            Err(SourceError::NoCa)
+        );
+        assert!(matches!(
+            Source::parse("https://cfg.internal/p.yaml", &pinned),
+            Ok(Source::Url(_))
+        ));
+        assert_eq!(
+            Source::parse("/no/such/policy.yaml", &none),
             Ok(Source::File("/no/such/policy.yaml".into()))
         );
     }
