@@ -76,6 +76,32 @@ pub struct SidecarConfig {
     /// Runtime worker threads; default: one per CPU. 1 runs everything on one thread.
     #[serde(default)]
     pub workers: Option<usize>,
+    /// How `palisade sidecar run` restricts itself (docs/SIDECAR.md, "Sandbox").
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
+}
+
+/// The sidecar's own restrictions.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Landlock: `best_effort` (default: what the kernel supports, one log line for the rest),
+    /// `required` (refuse to start unless all of it is enforced) or `off`.
+    #[serde(default)]
+    pub landlock: SandboxMode,
+}
+
+/// Whether the Landlock sandbox is applied, and how strictly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxMode {
+    /// As much as the kernel supports; what it does not is logged.
+    #[default]
+    BestEffort,
+    /// All of it, or the sidecar does not start.
+    Required,
+    /// None (for debugging; logged as a warning).
+    Off,
 }
 
 /// Where this workload's identity comes from: three files (`cert`, `key`, `bundle`), re-read to

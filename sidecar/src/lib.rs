@@ -31,6 +31,7 @@ mod read_ahead;
 mod refusal;
 mod refusal_log;
 pub mod relay;
+pub mod sandbox;
 mod transparent;
 
 use std::future::Future;

@@ -18,6 +18,10 @@ SIGTERM (or POST /shutdown on the admin server) stops accepting, lets open conne
 within limits.drain_grace, then exits 0."
     )]
     Run(RunArgs),
+    /// Apply the sandbox `run` would apply for a configuration, then try what it must forbid
+    /// (reading a file outside its paths, writing, binding and connecting other ports); one JSON
+    /// line says what was allowed and refused. Exit 0 when every attempt was refused.
+    CheckSandbox(RunArgs),
     /// Exit 0 when the sidecar's admin server says /ready, 1 otherwise: for exec probes, since a
     /// kubelet cannot reach a loopback admin server by HTTP.
     Probe(ProbeArgs),
@@ -43,6 +47,7 @@ pub fn run(cmd: SidecarCommand, _out: &mut dyn Write) -> anyhow::Result<ExitCode
     match cmd {
         SidecarCommand::Run(args) => run_sidecar(&args),
         SidecarCommand::Probe(args) => probe(&args),
+        SidecarCommand::CheckSandbox(args) => check_sandbox(&args, _out),
         #[cfg(feature = "tools")]
         SidecarCommand::Redirect(args) => super::redirect::run(&args, _out),
     }
@@ -56,6 +61,7 @@ fn run_sidecar(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(%error, "cannot raise the open-file limit");
     }
+    sandbox(&config)?;
     let runtime = match config.workers {
         Some(1) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -79,6 +85,88 @@ fn run_sidecar(args: &RunArgs) -> anyhow::Result<ExitCode> {
     })?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Restricts this process to what `config` needs (sandbox.rs), before any other thread exists.
+fn sandbox(config: &SidecarConfig) -> anyhow::Result<()> {
+    use palisade_sidecar::config::SandboxMode;
+    match palisade_sidecar::sandbox::restrict(config) {
+        Ok(report) if config.sandbox.landlock == SandboxMode::Off => {
+            tracing::warn!(allowed = ?report.allowed, "sandbox.landlock is off: nothing restricts this process");
+        }
+        Ok(report) if report.fully_enforced => {
+            tracing::info!(read = report.allowed.read.len(), bind = ?report.allowed.bind, connect = ?report.allowed.connect, "sandbox: Landlock enforced")
+        }
+        Ok(report) => tracing::warn!(
+            partially = report.partially_enforced,
+            "sandbox: this kernel enforces {} of the Landlock rules (an older Landlock ABI); set sandbox.landlock: required to refuse to run so",
+            if report.partially_enforced { "only part" } else { "none" }
+        ),
+        Err(error) => {
+            tracing::error!(%error, "cannot apply the sandbox");
+            return Err(error.into());
+        }
+    }
+    Ok(())
+}
+
+/// `sidecar check-sandbox`: applies the sidecar's sandbox for `config`, then tries what it must
+/// forbid and reports each attempt; exit 0 when every one was refused.
+fn check_sandbox(args: &RunArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let config = SidecarConfig::load(&args.config)?;
+    let report = palisade_sidecar::sandbox::restrict(&config)?;
+    let allowed = &report.allowed;
+    let mut tries: Vec<(String, bool)> = Vec::new();
+    // A file outside every allowed directory.
+    let outside = ["/etc/passwd", "/etc/os-release", "/proc/version"]
+        .into_iter()
+        .map(std::path::Path::new)
+        .find(|p| p.exists() && !allowed.read.iter().any(|a| p.starts_with(a)));
+    if let Some(path) = outside {
+        let refused = std::fs::read(path).is_err();
+        tries.push((format!("read {}", path.display()), refused));
+    }
+    // A file inside an allowed directory may be read, but not written.
+    if let Some(dir) = allowed.read.iter().find(|d| d.is_dir()) {
+        let probe = dir.join(".palisade-sandbox-check");
+        let refused = std::fs::write(&probe, b"x").is_err();
+        let _ = std::fs::remove_file(&probe);
+        tries.push((format!("write {}", probe.display()), refused));
+    }
+    // A port no listener uses.
+    let free = (20000..60000u16)
+        .find(|p| !allowed.bind.contains(p) && !allowed.connect.iter().flatten().any(|c| c == p))
+        .expect("a port");
+    let refused = std::net::TcpListener::bind(("127.0.0.1", free))
+        .map_err(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+        .err()
+        .unwrap_or(false);
+    tries.push((format!("bind 127.0.0.1:{free}"), refused));
+    if allowed.connect.is_some() {
+        let refused = std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], free)),
+            std::time::Duration::from_secs(1),
+        )
+        .map_err(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+        .err()
+        .unwrap_or(false);
+        tries.push((format!("connect 127.0.0.1:{free}"), refused));
+    }
+    let line = serde_json::json!({
+        "landlock": if report.fully_enforced { "fully enforced" } else if report.partially_enforced { "partially enforced" } else { "not enforced" },
+        "allowed": {
+            "read": allowed.read.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "bind": allowed.bind,
+            "connect": allowed.connect,
+        },
+        "refused": tries.iter().map(|(what, refused)| serde_json::json!({"try": what, "refused": refused})).collect::<Vec<_>>(),
+    });
+    writeln!(out, "{line}")?;
+    Ok(if tries.iter().all(|(_, refused)| *refused) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// One JSON line on stdout with every address bound (listeners may ask for port 0), for

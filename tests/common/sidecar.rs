@@ -26,9 +26,29 @@ impl SidecarProcess {
     /// {"admin": .., "inbound": {name: addr}, "outbound": {..}}}` on stdout); every listener in
     /// `names` must be there.
     pub fn start(dir: &Path, file: &str, config: &str, names: &[&str]) -> Self {
+        Self::start_under(&[], dir, file, config, names)
+    }
+
+    /// [`SidecarProcess::start`], the sidecar started by `wrapper` (for example `setpriv` with
+    /// its arguments, which then executes the sidecar in its own process).
+    pub fn start_under(
+        wrapper: &[&str],
+        dir: &Path,
+        file: &str,
+        config: &str,
+        names: &[&str],
+    ) -> Self {
         let config_path = dir.join(file);
         std::fs::write(&config_path, config).expect("write config");
-        let mut child = Command::new(BIN)
+        let mut command = match wrapper.split_first() {
+            None => Command::new(BIN),
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+        };
+        let mut child = command
             .args(["--log-format", "json", "sidecar", "run", "--config"])
             .arg(&config_path)
             .env("PALISADE_LOG", "info")
