@@ -225,9 +225,18 @@ fn visit_pod_specs(doc: &mut Value, f: &mut PodVisitor<'_>) -> Result<(), Inject
     // Two mutable borrows of one mapping: take the metadata out and put it back in its place
     // (or leave it out when there was none and nothing is left in it, so uninjecting restores a
     // template that had no metadata).
+    // `metadata: null` is no metadata (as Kubernetes reads it): treated, and given back, as
+    // absent. (Removals shift, never swap, so that the other keys keep their order.)
+    if template.get("metadata").is_some_and(Value::is_null) {
+        template.shift_remove("metadata");
+    }
     let had_metadata = template.contains_key("metadata");
     if !had_metadata {
+        // First, where Kubernetes writes it: injecting a pod whose metadata uninject removed
+        // gives the same text as the first injection did.
+        let rest = std::mem::take(template);
         template.insert("metadata".into(), Value::Mapping(Mapping::new()));
+        template.extend(rest);
     }
     let mut meta = match template.get_mut("metadata").map(std::mem::take) {
         Some(Value::Mapping(m)) => m,
@@ -239,7 +248,7 @@ fn visit_pod_specs(doc: &mut Value, f: &mut PodVisitor<'_>) -> Result<(), Inject
         None => Ok(()),
     };
     if meta.is_empty() && !(had_metadata && empty_before) {
-        template.remove("metadata");
+        template.shift_remove("metadata");
     } else if let Some(slot) = template.get_mut("metadata") {
         *slot = Value::Mapping(meta);
     }
@@ -494,14 +503,14 @@ fn uninject_pod(meta: &mut Mapping, spec: &mut Mapping) {
         if let Some(list) = spec.get_mut(key).and_then(Value::as_sequence_mut) {
             list.retain(|v| !ours(v, names));
             if list.is_empty() && !had(key) {
-                spec.remove(key);
+                spec.shift_remove(key);
             }
         }
     }
     if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_mapping_mut) {
-        annotations.remove(INJECTED);
+        annotations.shift_remove(INJECTED);
         if annotations.is_empty() && !had("annotations") {
-            meta.remove("annotations");
+            meta.shift_remove("annotations");
         }
     }
 }

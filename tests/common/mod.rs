@@ -1,7 +1,7 @@
 //! Shared by the end-to-end tests, one module per concern: `pki` (a CA and certificates made with
 //! the real `palisade` binary), `sidecar` (a running sidecar and its bound addresses: every
 //! listener binds port 0, so parallel tests never collide), `http` (the one HTTP client and the
-//! tiny apps to proxy to), `ca` (a two-level CA and a running `ca serve`), `metrics` (reading /metrics), `netns` (network namespaces), `rng` (seeded generated cases), `probe` (real TCP, UDP and ping probes in namespaces); here:
+//! tiny apps to proxy to), `ca` (a two-level CA and a running `ca serve`), `metrics` (reading /metrics), `netns` (network namespaces), `rng` (seeded generated cases), `probe` (real TCP, UDP and ping probes in namespaces), `mutate` (fuzz-smoke mutations); here:
 //! running commands, waiting, and whether a test may run at all (`PALISADE_TEST_STRICT`).
 // Each test binary uses a part of this.
 #![allow(dead_code, unused_imports)]
@@ -9,6 +9,7 @@
 mod ca;
 mod http;
 mod metrics;
+pub mod mutate;
 mod netns;
 mod pki;
 mod probe;

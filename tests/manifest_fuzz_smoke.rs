@@ -1,0 +1,177 @@
+//! The Kubernetes manifest readers on stable, as the policy loader's smoke test does for it:
+//! every manifest under examples/kubernetes and 20,000 deterministic mutations of them go through
+//! the NetworkPolicy loader (whatever loads is compiled for each of its nodes and turned into
+//! matrices) and through `inject` (whatever injects is uninjected again). Nothing may panic, a
+//! failed load must say something, and uninjecting an injection must give back the input's
+//! objects. Bounded to about 15 seconds (the count is printed). cargo-fuzz targets for the same
+//! readers are in fuzz/ (docs/FUZZING.md).
+
+mod common;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::mutate::{mutate, Rng};
+
+const MUTATIONS: usize = 20_000;
+const BUDGET: Duration = Duration::from_secs(15);
+
+const TOKENS: &[&str] = &[
+    "apiVersion: v1\n",
+    "apiVersion: networking.k8s.io/v1\n",
+    "kind: NetworkPolicy\n",
+    "kind: Pod\n",
+    "kind: List\n",
+    "kind: CronJob\n",
+    "items:\n",
+    "metadata:\n",
+    "spec:\n",
+    "podSelector: ",
+    "namespaceSelector: ",
+    "matchLabels: ",
+    "matchExpressions: ",
+    "operator: NotIn",
+    "values: ",
+    "ipBlock: ",
+    "cidr: ",
+    "except: ",
+    "ports: ",
+    "port: ",
+    "endPort: ",
+    "protocol: SCTP",
+    "policyTypes: [Egress]",
+    "ingress: ",
+    "egress: ",
+    "from: ",
+    "to: ",
+    "initContainers: ",
+    "containers: ",
+    "restartPolicy: Always",
+    "annotations: ",
+    "palisade.io/inject: ",
+    "hostNetwork: true",
+    "podIPs: ",
+    "- ip: ",
+    "nodeName: ",
+    "  - ",
+    ": ",
+    "{}",
+    "[]",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    "\"",
+    "&a ",
+    "*a",
+    "!!str ",
+    "---\n",
+    "#",
+    "|\n",
+    "\t",
+    "\n",
+    "0.0.0.0/0",
+    "\"::/0\"",
+    "10.0.0.0/8",
+    "null",
+    "~",
+    "é",
+    "\u{feff}",
+];
+
+fn check(text: &str) -> bool {
+    let loaded = match palisade_netpol::load_str(text, "fuzz.yaml") {
+        Ok(cluster) => {
+            let nodes: std::collections::BTreeSet<&str> = cluster
+                .inventory
+                .pods
+                .iter()
+                .filter_map(|p| p.node.as_deref())
+                .collect();
+            for node in nodes {
+                let table = palisade_netpol::compile(
+                    &cluster,
+                    node,
+                    palisade_policy::Ruleset::open(Some(node)),
+                );
+                let _ = palisade_policy::nft_text(&table);
+            }
+            for family in [
+                palisade_policy::addrs::Family::V4,
+                palisade_policy::addrs::Family::V6,
+            ] {
+                let _ = palisade_netpol::matrix(&cluster, palisade_netpol::Proto::Tcp, 80, family)
+                    .to_string();
+            }
+            true
+        }
+        Err(errors) => {
+            assert!(!errors.errors.is_empty(), "a failed load without an error");
+            let _ = errors.to_string();
+            false
+        }
+    };
+    let settings = palisade_inject::Settings::default();
+    if let Ok(injected) = palisade_inject::inject(text, &settings) {
+        let back =
+            palisade_inject::uninject(&injected.text).expect("uninject takes inject's output");
+        let again =
+            palisade_inject::inject(&back, &settings).expect("what injected once injects again");
+        assert_eq!(again.text, injected.text, "twice is once, on:\n{text}");
+    }
+    loaded
+}
+
+fn run(text: &str) -> bool {
+    catch_unwind(AssertUnwindSafe(|| check(text)))
+        .unwrap_or_else(|_| panic!("panicked on this input:\n{text:?}"))
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            yaml_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "yaml") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn manifests_and_their_mutations_never_panic_the_readers() {
+    let mut files = Vec::new();
+    yaml_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kubernetes"),
+        &mut files,
+    );
+    files.sort();
+    let inputs: Vec<String> = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    assert!(inputs.len() >= 8, "{} seeds", inputs.len());
+    let started = Instant::now();
+    let (mut loaded, mut mutations) = (0usize, 0usize);
+    for seed in &inputs {
+        loaded += usize::from(run(seed));
+    }
+    let seeds_loaded = loaded;
+    let mut rng = Rng(0x6b38_f022_2026_1205);
+    while mutations < MUTATIONS && started.elapsed() < BUDGET {
+        let text = mutate(&mut rng, &inputs, TOKENS);
+        loaded += usize::from(run(&text));
+        mutations += 1;
+    }
+    println!(
+        "manifest fuzz smoke: {} seeds ({seeds_loaded} load as NetworkPolicy input), {mutations} mutations, {loaded} loaded, no panic, in {:.1} s",
+        inputs.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        mutations >= 1_000,
+        "only {mutations} mutations ran in {BUDGET:?}"
+    );
+}
