@@ -32,7 +32,7 @@ cargo build --release -q --bin palisade
 cargo build --release -q --no-default-features --bin palisade --target-dir target/sidecar-only
 CLI=$ROOT/target/release/palisade
 SIDECAR=$ROOT/target/sidecar-only/release/palisade
-ulimit -n 1048576 2>/dev/null || ulimit -n 65536
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 cd "$TMP"
 "$CLI" ca init --dir ca --trust-domain bench.example >/dev/null

@@ -10,8 +10,9 @@
 //! Stopping, rather than failing, matters: a peer may send application data right behind its
 //! Finished message, and rustls reads on until it holds a whole record of it (up to 16 KiB);
 //! what it already holds completes the handshake. [`ReadAhead::handshake_done`] lifts the budget
-//! and turns reading ahead on. The buffer is allocated on the first read after that, so connections that
-//! never receive anything cost nothing, and released at end of stream.
+//! and turns reading ahead on. The buffer is taken only once a read fills what the caller asked
+//! for (a stream worth reading ahead), so idle connections cost nothing; it is released at end of
+//! stream.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -95,6 +96,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             // A caller that asks for as much as we would read ahead gains nothing from a copy.
             if out.remaining() >= READ_AHEAD {
                 return Pin::new(&mut this.inner).poll_read(cx, out);
+            }
+            // No buffer yet: read straight into the caller's, and take a buffer only once a
+            // read fills it (more is waiting: a stream worth reading ahead). An idle or
+            // request-sized connection never holds one.
+            if this.buf.is_none() {
+                let wanted = out.remaining();
+                let before = out.filled().len();
+                ready!(Pin::new(&mut this.inner).poll_read(cx, out))?;
+                if out.filled().len() - before == wanted {
+                    this.buf = Some(vec![0; READ_AHEAD].into_boxed_slice());
+                }
+                return Poll::Ready(Ok(()));
             }
             let buf = this
                 .buf

@@ -88,8 +88,12 @@ impl From<io::Error> for RelayEnd {
     }
 }
 
+/// The first read of a direction, before it has a buffer (limits.buffer_size is at least 1 KiB).
+const FIRST_READ: usize = 1024;
+
 /// One direction: read from one side into a buffer, write the buffer to the other. The buffer is
-/// allocated on the first read, so a direction that never carries a byte costs no memory.
+/// allocated when the first bytes arrive, so a direction that never carries a byte costs no
+/// memory.
 struct Pipe {
     buf: Option<Box<[u8]>>,
     size: usize,
@@ -130,17 +134,25 @@ impl Pipe {
     {
         loop {
             if self.start == self.end && !self.read_eof {
-                let size = self.size;
-                let buf = self
-                    .buf
-                    .get_or_insert_with(|| vec![0; size].into_boxed_slice());
-                let mut read_buf = ReadBuf::new(buf);
+                // Until the first byte, read into the stack: a direction (or a connection) that
+                // stays idle never holds a buffer.
+                let mut first = [0u8; FIRST_READ];
+                let read_into: &mut [u8] = match self.buf.as_deref_mut() {
+                    Some(buf) => buf,
+                    None => &mut first,
+                };
+                let mut read_buf = ReadBuf::new(read_into);
                 match reader.as_mut().poll_read(cx, &mut read_buf) {
                     Poll::Ready(Ok(())) => {
                         let n = read_buf.filled().len();
                         if n == 0 {
                             self.read_eof = true;
                         } else {
+                            if self.buf.is_none() {
+                                let mut buf = vec![0; self.size].into_boxed_slice();
+                                buf[..n].copy_from_slice(&first[..n]);
+                                self.buf = Some(buf);
+                            }
                             self.start = 0;
                             self.end = n;
                             *active = true;
