@@ -7,21 +7,11 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 
 const PROXY_UID: &str = "1337";
-
-fn chown_to_proxy(dir: &std::path::Path) {
-    let status = Command::new("chown")
-        .args(["-R", &format!("{PROXY_UID}:{PROXY_UID}")])
-        .arg(dir)
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 fn status_field(pid: u32, field: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -60,7 +50,7 @@ fn the_sidecar_runs_without_capabilities_and_cannot_read_outside_its_files() {
     let elsewhere = pki.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
     std::fs::write(elsewhere.join("policy.yaml"), policy("nobody")).unwrap();
-    chown_to_proxy(pki.path());
+    chown_recursive(pki.path(), PROXY_UID);
 
     let app = spawn_app(http_ok);
     let config = format!(

@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -226,7 +225,7 @@ transparent:\n  inbound: \"[::]:15006\"\n  outbound: \"[::]:15001\"\n  policy: p
 admin:\n  listen: 127.0.0.1:15000\n"
         ),
     );
-    chown_to_proxy(dir);
+    chown_recursive(dir, PROXY_UID);
     let config = config.to_str().unwrap().to_owned();
     nets.spawn(
         &pod.ns,
@@ -258,15 +257,6 @@ fn admin(nets: &Netns, pod: &Pod, path: &str) -> String {
             .stdout,
     )
     .into_owned()
-}
-
-fn chown_to_proxy(dir: &Path) {
-    let status = Command::new("chown")
-        .args(["-R", &format!("{PROXY_UID}:{PROXY_UID}")])
-        .arg(dir)
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 fn redirect(nets: &Netns, pod: &Pod) {
@@ -439,7 +429,7 @@ fn pods_talk_mtls_through_transparent_sidecars_and_the_policy_decides_who() {
     ) >= 1.0));
     // A policy that admits it takes effect without a restart.
     write(&pki.path().join("policy.yaml"), &policy(true));
-    chown_to_proxy(pki.path());
+    chown_recursive(pki.path(), PROXY_UID);
     assert!(
         wait_until(Duration::from_secs(10), || curl(
             &nets, &scanner, &server.v4, APP_PORT

@@ -20,7 +20,7 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use palisade_policy::addrs::{from_u128, prefix_len, Family};
 use palisade_policy::compile::{
-    proto_name, ChainRule, Element, Key, Lookup, Mark, Ruleset, SetDef, BASELINE_MARK, TABLE,
+    proto_name, ChainRule, Element, Key, Lookup, Mark, Ruleset, SetDef, SetId, BASELINE_MARK, TABLE,
 };
 use palisade_policy::render::{end_field, ip_of, neighbour_discovery};
 
@@ -218,22 +218,14 @@ fn rule_statements(
             }
             (statements, None)
         }
-        ChainRule::DropLocal { set, source } => {
-            let s = &ruleset.sets[set.0];
-            let field = if *source { "saddr" } else { "daddr" };
-            (
-                vec![
-                    matches(
-                        payload(ip_of(s.family), field),
-                        string(&format!("@{}", s.name)),
-                        Operator::EQ,
-                    ),
-                    counter(),
-                    Statement::Drop(None),
-                ],
-                None,
-            )
-        }
+        ChainRule::DropLocal { set, source } => (
+            vec![
+                address_in(ruleset, *set, *source),
+                counter(),
+                Statement::Drop(None),
+            ],
+            None,
+        ),
         ChainRule::Jump(chain) => (
             vec![Statement::Jump(JumpTarget {
                 target: ruleset.chains[chain.0].name.clone().into(),
@@ -251,25 +243,28 @@ fn rule_statements(
             ],
             None,
         ),
-        ChainRule::JumpIf { set, source, chain } => {
-            let s = &ruleset.sets[set.0];
-            let field = if *source { "saddr" } else { "daddr" };
-            (
-                vec![
-                    matches(
-                        payload(ip_of(s.family), field),
-                        string(&format!("@{}", s.name)),
-                        Operator::EQ,
-                    ),
-                    Statement::Jump(JumpTarget {
-                        target: ruleset.chains[chain.0].name.clone().into(),
-                    }),
-                ],
-                None,
-            )
-        }
+        ChainRule::JumpIf { set, source, chain } => (
+            vec![
+                address_in(ruleset, *set, *source),
+                Statement::Jump(JumpTarget {
+                    target: ruleset.chains[chain.0].name.clone().into(),
+                }),
+            ],
+            None,
+        ),
         ChainRule::Drop => (vec![counter(), Statement::Drop(None)], None),
     }
+}
+
+/// `ip saddr @set` (or `daddr`, or the `ip6` forms): the packet's address is in an address set.
+fn address_in(ruleset: &Ruleset, set: SetId, source: bool) -> Statement<'static> {
+    let s = &ruleset.sets[set.0];
+    let field = if source { "saddr" } else { "daddr" };
+    matches(
+        payload(ip_of(s.family), field),
+        string(&format!("@{}", s.name)),
+        Operator::EQ,
+    )
 }
 
 fn set_object(set: &SetDef) -> Set<'static> {

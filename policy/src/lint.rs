@@ -26,6 +26,23 @@ impl fmt::Display for Warning {
     }
 }
 
+/// Whether deny rule `d` matches everything allow rule `rule` could: every source and
+/// destination of the allow is among the deny's, the deny's protocol covers the allow's, and its
+/// ports (if it names any) cover the allow's.
+fn shadows(d: &crate::model::Rule, rule: &crate::model::Rule) -> bool {
+    d.action == Action::Deny
+        && rule.from.iter().all(|f| d.from.contains(f))
+        && rule.to.iter().all(|t| d.to.contains(t))
+        && d.protocol.covers(rule.protocol)
+        && (d.ports.is_empty()
+            || (!rule.ports.is_empty()
+                && rule.ports.iter().all(|p| {
+                    d.ports
+                        .iter()
+                        .any(|q| q.first <= p.first && p.last <= q.last)
+                })))
+}
+
 /// Every warning about `policy`, sorted by position; empty when nothing looks wrong.
 pub fn lint(policy: &Policy) -> Vec<Warning> {
     let mut out = Vec::new();
@@ -129,19 +146,7 @@ pub fn lint(policy: &Policy) -> Vec<Warning> {
                 .first()
                 .and_then(|f| denies_from.get(f))
                 .map_or(&[][..], Vec::as_slice);
-            if let Some(deny) = candidates.iter().find(|d| {
-                d.action == Action::Deny
-                    && rule.from.iter().all(|f| d.from.contains(f))
-                    && rule.to.iter().all(|t| d.to.contains(t))
-                    && d.protocol.covers(rule.protocol)
-                    && (d.ports.is_empty()
-                        || (!rule.ports.is_empty()
-                            && rule.ports.iter().all(|p| {
-                                d.ports
-                                    .iter()
-                                    .any(|q| q.first <= p.first && p.last <= q.last)
-                            })))
-            }) {
+            if let Some(deny) = candidates.iter().find(|d| shadows(d, rule)) {
                 warn(
                     &mut out,
                     rule.pos,
@@ -192,23 +197,10 @@ fn describe(addrs: &Addrs) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Rule;
 
-    /// The shadowing check as first written: every allow against every deny, in file order.
+    /// The shadowing check as first written: every allow against every rule, in file order
+    /// (the index only chooses which denies to compare; `shadows` is the comparison).
     fn shadowed_pairwise(policy: &Policy) -> Vec<(String, String)> {
-        let covers = |d: &Rule, rule: &Rule| {
-            d.action == Action::Deny
-                && rule.from.iter().all(|f| d.from.contains(f))
-                && rule.to.iter().all(|t| d.to.contains(t))
-                && d.protocol.covers(rule.protocol)
-                && (d.ports.is_empty()
-                    || (!rule.ports.is_empty()
-                        && rule.ports.iter().all(|p| {
-                            d.ports
-                                .iter()
-                                .any(|q| q.first <= p.first && p.last <= q.last)
-                        })))
-        };
         let only_outside = |refs: &[SegmentRef]| refs.iter().all(|r| *r == SegmentRef::Outside);
         policy
             .rules
@@ -221,7 +213,7 @@ mod tests {
                 policy
                     .rules
                     .iter()
-                    .find(|d| covers(d, r))
+                    .find(|d| shadows(d, r))
                     .map(|d| (r.name.clone(), d.name.clone()))
             })
             .collect()

@@ -161,3 +161,13 @@ pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `chown -R uid:uid dir`: files a test hands to a process running as another UID.
+pub fn chown_recursive(dir: &Path, uid: &str) {
+    let status = Command::new("chown")
+        .args(["-R", &format!("{uid}:{uid}")])
+        .arg(dir)
+        .status()
+        .expect("run chown");
+    assert!(status.success(), "chown -R {uid} {}", dir.display());
+}
