@@ -562,3 +562,58 @@ fn a_server_started_without_jwks_refuses_bearer_tokens_with_jwt_not_configured()
     assert_eq!(line["credential"], "service_account", "{line}");
     assert!(!ca.path().join("sa/key.pem").exists());
 }
+
+/// The CA service restricts itself with Landlock (docs/IDENTITY.md): it may read its JWKS only in
+/// the file's own directory. A JWKS swapped for a symlink to a file elsewhere (publishing a key
+/// the cluster never had) is refused with "Permission denied"; the keys in force stay.
+#[test]
+fn the_ca_service_cannot_read_a_jwks_outside_its_directory() {
+    let k = keys();
+    let ca = TwoLevelCa::new();
+    let jwks_dir = ca.path().join("jwks");
+    let elsewhere = ca.path().join("elsewhere");
+    std::fs::create_dir(&jwks_dir).unwrap();
+    std::fs::create_dir(&elsewhere).unwrap();
+    let jwks = jwks_dir.join("jwks.json");
+    publish_jwks(&jwks, &[&k.rsa]);
+    publish_jwks(&elsewhere.join("jwks.json"), &[&k.rsa, &k.new_ec]);
+    let server = CaProcess::start(
+        &ca.issuer(),
+        &[
+            "--jwks",
+            jwks.to_str().unwrap(),
+            "--jwt-issuer",
+            ISSUER,
+            "--jwt-audience",
+            AUDIENCE,
+        ],
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || server
+            .log_text()
+            .contains("sandbox: Landlock enforced")),
+        "{}",
+        server.log_text()
+    );
+    let pod = "frontend-7d4b9c-sbx01";
+    let first = request_with(&ca, &server, &token(&k.rsa, &claims(pod)), "first");
+    assert!(first.status.success(), "{}", stderr(&first));
+
+    let link = jwks_dir.join("jwks.json.new");
+    std::os::unix::fs::symlink(elsewhere.join("jwks.json"), &link).unwrap();
+    std::fs::rename(&link, &jwks).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || server
+            .log_text()
+            .contains("Permission denied")),
+        "the JWKS outside its directory was not refused:\n{}",
+        server.log_text()
+    );
+    let outsider = request_with(&ca, &server, &token(&k.new_ec, &claims(pod)), "outsider");
+    assert!(
+        !outsider.status.success(),
+        "a key from outside the JWKS directory was accepted"
+    );
+    let again = request_with(&ca, &server, &token(&k.rsa, &claims(pod)), "again");
+    assert!(again.status.success(), "{}", stderr(&again));
+}

@@ -1,4 +1,5 @@
-//! The sidecar restricting itself with Landlock before it starts its runtime: it may read only
+//! The sidecar restricting itself with Landlock before it starts its runtime (and, with
+//! [`apply`] and an [`Allowed`] of its own, `ca serve`): it may read only
 //! the files its configuration names (each in its directory, so Kubernetes' symlink swaps keep
 //! working) and the name-resolution files, write nothing, bind only its listeners' ports, and
 //! connect only to the ports it forwards to, connects to, or renews at. With transparent
@@ -37,6 +38,9 @@ const RESOLVER_FILES: &[&str] = &[
 pub struct Allowed {
     /// Files and directories that may be read (beneath a directory: everything in it).
     pub read: Vec<PathBuf>,
+    /// Directories beneath which files may also be written, made, renamed and removed (none for
+    /// the sidecar; the CA service's state).
+    pub write: Vec<PathBuf>,
     /// TCP ports that may be bound (0 when a listener asks the kernel for one).
     pub bind: BTreeSet<u16>,
     /// TCP ports that may be connected to; `None`: any (transparent listeners).
@@ -167,9 +171,15 @@ pub fn allowed(config: &SidecarConfig) -> Allowed {
     };
     Allowed {
         read,
+        write: Vec::new(),
         bind,
         connect,
     }
+}
+
+/// The directory that holds `path`, for other services' sandboxes (see [`holder`]).
+pub fn directory_of(path: &Path) -> PathBuf {
+    holder(path)
 }
 
 /// Restricts this thread, and every thread it starts afterwards, to what `config` needs.
@@ -215,6 +225,16 @@ pub fn apply(allowed: &Allowed, mode: SandboxMode) -> Result<Report, SandboxErro
             // nothing there can be read then, which fails closed.
             Err(error) => {
                 tracing::warn!(path = %path.display(), %error, "sandbox: cannot open a path to allow reading it")
+            }
+        }
+    }
+    for path in &allowed.write {
+        match PathFd::new(path) {
+            Ok(fd) => {
+                ruleset = ruleset.add_rule(PathBeneath::new(fd, AccessFs::from_all(ABI_WANTED)))?
+            }
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "sandbox: cannot open a path to allow writing beneath it")
             }
         }
     }

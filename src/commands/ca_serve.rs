@@ -54,6 +54,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         reload_interval: args.reload_interval,
     };
+    sandbox(&config)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let server = CaServer::bind(config).await.inspect_err(|error| {
@@ -71,4 +72,42 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Restricts the CA service, before its runtime starts, to its state: reading and writing beneath
+/// its CA directory and token store (tokens are spent by renaming them), appending to its audit
+/// log, reading its JWKS file; binding its two ports; connecting nowhere. The sidecar's sandbox
+/// code (best effort: one log line for what the kernel lacks).
+fn sandbox(config: &CaServerConfig) -> anyhow::Result<()> {
+    use palisade_sidecar::config::SandboxMode;
+    use palisade_sidecar::sandbox::{apply, directory_of, Allowed};
+    let mut write = vec![directory_of(&config.dir), directory_of(&config.tokens_dir)];
+    if let AuditSink::File(path) = &config.audit {
+        write.push(directory_of(path));
+    }
+    let read = config
+        .service_account
+        .iter()
+        .map(|sa| directory_of(&sa.jwks_path))
+        .collect();
+    let allowed = Allowed {
+        read,
+        write,
+        bind: [config.listen.port(), config.admin_listen.port()].into(),
+        connect: Some(Default::default()),
+    };
+    let report = apply(&allowed, SandboxMode::BestEffort)?;
+    if report.fully_enforced {
+        tracing::info!(write = ?allowed.write, read = ?allowed.read, bind = ?allowed.bind, "sandbox: Landlock enforced");
+    } else {
+        tracing::warn!(
+            "sandbox: this kernel enforces {} of the Landlock rules",
+            if report.partially_enforced {
+                "only part"
+            } else {
+                "none"
+            }
+        );
+    }
+    Ok(())
 }
