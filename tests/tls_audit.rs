@@ -41,6 +41,8 @@ fn testssl(dir: &Path, port: u16, ca: &Path) -> serde_json::Value {
 
 fn testssl_once(dir: &Path, port: u16, ca: &Path) -> serde_json::Value {
     let out_file = dir.join(format!("testssl-{port}.json"));
+    // testssl adds to an existing report: each scan starts from none.
+    let _ = std::fs::remove_file(&out_file);
     let mut cmd = Command::new("testssl");
     cmd.current_dir(dir)
         .args(["--quiet", "--warnings", "batch", "--add-ca"])
