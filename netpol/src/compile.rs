@@ -22,7 +22,6 @@
 //! concatenated-interval sets require.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 
 use palisade_policy::addrs::{family_of, to_u128, Family};
 use palisade_policy::compile::{
@@ -248,13 +247,9 @@ fn admitted(
     for peer in &rule.peers {
         match peer {
             Peer::IpBlock { addrs, .. } => ranges.extend_from_slice(addrs.get(family).ranges()),
-            Peer::Pods { .. } => {
-                for (i, other) in cluster.inventory.pods.iter().enumerate() {
-                    let end = crate::End {
-                        ip: IpAddr::from([0, 0, 0, 0]),
-                        pod: Some(i),
-                    };
-                    if !crate::peer_matches(cluster, policy, peer, &end) {
+            Peer::Pods { pods, namespaces } => {
+                for other in &cluster.inventory.pods {
+                    if !crate::explain::pod_in_peer(cluster, policy, pods, namespaces, other) {
                         continue;
                     }
                     ranges.extend(

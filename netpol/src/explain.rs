@@ -9,7 +9,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::model::{Cluster, NetworkPolicy, Peer, Pod, Port, PortRef, Proto, Rule};
+use crate::model::{Cluster, NetworkPolicy, Peer, Pod, Port, PortRef, Proto, Rule, Selector};
 
 /// One end of a connection: an address, and the pod that has it (if any).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,22 +168,34 @@ pub fn rule_admits(
 pub fn peer_matches(cluster: &Cluster, policy: &NetworkPolicy, peer: &Peer, end: &End) -> bool {
     match peer {
         Peer::IpBlock { addrs, .. } => addrs.contains(end.ip),
-        Peer::Pods { pods, namespaces } => {
-            let Some(pod) = end.pod.map(|i| &cluster.inventory.pods[i]) else {
-                return false;
-            };
-            if !pod.in_pod_network() {
-                return false;
-            }
-            let namespace_ok = match namespaces {
-                Some(selector) => {
-                    selector.matches(&cluster.inventory.namespace_labels(&pod.namespace))
-                }
-                None => pod.namespace == policy.namespace,
-            };
-            namespace_ok && pods.as_ref().is_none_or(|s| s.matches(&pod.labels))
-        }
+        Peer::Pods { pods, namespaces } => end.pod.is_some_and(|i| {
+            pod_in_peer(
+                cluster,
+                policy,
+                pods,
+                namespaces,
+                &cluster.inventory.pods[i],
+            )
+        }),
     }
+}
+
+/// Whether `pod` is one of the pods a `podSelector`/`namespaceSelector` peer of `policy` names:
+/// in the pod network, in a namespace `namespaces` selects (the policy's own when absent), with
+/// labels `pods` selects (any when absent).
+pub fn pod_in_peer(
+    cluster: &Cluster,
+    policy: &NetworkPolicy,
+    pods: &Option<Selector>,
+    namespaces: &Option<Selector>,
+    pod: &Pod,
+) -> bool {
+    pod.in_pod_network()
+        && match namespaces {
+            Some(selector) => selector.matches(&cluster.inventory.namespace_labels(&pod.namespace)),
+            None => pod.namespace == policy.namespace,
+        }
+        && pods.as_ref().is_none_or(|s| s.matches(&pod.labels))
 }
 
 /// Whether a rule's port entry covers `protocol`/`port` on `destination`.

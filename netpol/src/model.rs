@@ -139,11 +139,17 @@ pub struct Inventory {
 
 impl Inventory {
     /// The labels of namespace `name` (its name label at least).
-    pub fn namespace_labels(&self, name: &str) -> Labels {
-        self.namespaces
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| Labels::from([(NAMESPACE_NAME_LABEL.to_owned(), name.to_owned())]))
+    ///
+    /// Borrowed when the namespace is known, as it is for every pod the loader read: compiling
+    /// asks this for every pod a peer might name.
+    pub fn namespace_labels(&self, name: &str) -> std::borrow::Cow<'_, Labels> {
+        match self.namespaces.get(name) {
+            Some(labels) => std::borrow::Cow::Borrowed(labels),
+            None => std::borrow::Cow::Owned(Labels::from([(
+                NAMESPACE_NAME_LABEL.to_owned(),
+                name.to_owned(),
+            )])),
+        }
     }
 
     /// The pod `namespace/name`.
