@@ -469,12 +469,16 @@ fn expired_misaddressed_foreign_and_forged_tokens_are_refused_each_with_its_code
         ),
         3.0
     );
-    let refusals = server
-        .audit_lines()
-        .iter()
-        .filter(|l| l["event"] == "refused")
-        .count();
-    assert_eq!(refusals, cases.len(), "{:#?}", server.audit_lines());
+    // Audit lines reach the test through a reader thread: the last may still be on its way.
+    let refusals = || {
+        server
+            .audit_lines()
+            .iter()
+            .filter(|l| l["event"] == "refused")
+            .count()
+    };
+    wait_until(Duration::from_secs(5), || refusals() >= cases.len());
+    assert_eq!(refusals(), cases.len(), "{:#?}", server.audit_lines());
     assert_eq!(
         server.metric(
             "palisade_ca_issued_total",
