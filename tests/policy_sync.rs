@@ -746,8 +746,20 @@ struct Daemon {
 impl Daemon {
     /// Starts the sync and waits (bounded) until its admin server answers.
     fn start(lab: &Lab, source: &str, interval: &str, extra: &[&str]) -> Daemon {
+        Daemon::start_under(&[], lab, source, interval, extra)
+    }
+
+    /// As [`Daemon::start`], run through `wrapper` (setpriv, to drop privileges).
+    fn start_under(
+        wrapper: &[&str],
+        lab: &Lab,
+        source: &str,
+        interval: &str,
+        extra: &[&str],
+    ) -> Daemon {
         let admin = format!("127.0.0.1:{ADMIN_PORT}");
-        let mut args = vec![
+        let mut args = wrapper.to_vec();
+        args.extend([
             BIN,
             "policy",
             "sync",
@@ -759,7 +771,7 @@ impl Daemon {
             interval,
             "--admin",
             &admin,
-        ];
+        ]);
         args.extend_from_slice(extra);
         let mut daemon = Daemon {
             proc: Proc::spawn(&lab.srv, &args),
@@ -1652,4 +1664,181 @@ fn http_sources_are_refused_unless_allowed_and_https_ones_are_pinned_and_can_ask
     println!("https with the node's certificate: live after {took:?}");
     assert_eq!(daemon.metric(FAILURES, &[("stage", "fetch")]), 0.0);
     lab.assert_other_unchanged();
+}
+
+/// The agent's user in the least-privilege test: not root, no capability but CAP_NET_ADMIN.
+const AGENT_UID: &str = "1338";
+
+/// `setpriv` arguments that run a command as AGENT_UID with CAP_NET_ADMIN as its only
+/// capability, ambient so that nft (which the agent runs) has it too.
+const AS_AGENT: &[&str] = &[
+    "setpriv",
+    "--reuid",
+    AGENT_UID,
+    "--regid",
+    AGENT_UID,
+    "--clear-groups",
+    "--inh-caps=-all,+net_admin",
+    "--ambient-caps=-all,+net_admin",
+    "--bounding-set=-all,+net_admin",
+];
+
+fn status_field(pid: u32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{field}:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Issue 13: the agent runs as a user of its own with CAP_NET_ADMIN only, under Landlock and the
+/// system call filter, and still enforces policies; a policy file swapped for a symlink out of
+/// its directory is refused (the last good policy stays); `--check-sandbox` shows what is
+/// refused (reading, writing, binding, connecting, running a shell, chroot) and that nft runs.
+#[test]
+fn the_agent_runs_as_a_user_with_net_admin_only_and_cannot_read_outside_its_source() {
+    if skip() {
+        return;
+    }
+    assert!(on_path("setpriv"), "setpriv (util-linux) is needed");
+    let interval = Duration::from_secs(1);
+    let lab = Lab::new();
+    let p1 = lab.file("p1.yaml", &small_policy("5432"));
+    let p2 = lab.file("p2.yaml", &small_policy("5433"));
+    // The source in a directory of its own (as a ConfigMap mount), and a policy elsewhere that
+    // the agent's user may read as far as file permissions go: only Landlock keeps it out.
+    let policies = lab.dir.path().join("policies");
+    let elsewhere = lab.dir.path().join("elsewhere");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::write(policies.join("policy.yaml"), small_policy("5432")).unwrap();
+    std::fs::write(elsewhere.join("policy.yaml"), small_policy("5433")).unwrap();
+    common::chown_recursive(lab.dir.path(), AGENT_UID);
+    let source = policies.join("policy.yaml");
+    let source = source.to_str().unwrap();
+
+    let daemon = Daemon::start_under(AS_AGENT, &lab, source, "1s", &["--landlock", "required"]);
+    let pid = daemon.proc.pid();
+    assert_eq!(
+        status_field(pid, "Uid").split_whitespace().next(),
+        Some(AGENT_UID)
+    );
+    // CAP_NET_ADMIN is bit 12; nothing else in any set.
+    for field in ["CapPrm", "CapEff", "CapBnd", "CapAmb", "CapInh"] {
+        assert_eq!(status_field(pid, field), "0000000000001000", "{field}");
+    }
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    assert_eq!(status_field(pid, "Seccomp"), "2");
+    daemon.wait_ready(interval + SLACK);
+    assert!(lab.is_live(&p1));
+    lab.assert_ports(5432, 5433);
+    assert!(
+        daemon
+            .proc
+            .err_text()
+            .contains("Landlock enforced for the policy agent"),
+        "{}",
+        daemon.proc.err_text()
+    );
+
+    // The source becomes a symlink to the policy elsewhere: refused, counted, p1 stays.
+    let failures = daemon.metric(FAILURES, &[]);
+    let link = policies.join("policy.yaml.new");
+    std::os::unix::fs::symlink(elsewhere.join("policy.yaml"), &link).unwrap();
+    std::fs::rename(&link, policies.join("policy.yaml")).unwrap();
+    daemon.wait_metric(FAILURES, &[], failures + 1.0, 2 * interval + SLACK);
+    assert!(
+        daemon.proc.err_text().contains("Permission denied"),
+        "{}",
+        daemon.proc.err_text()
+    );
+    assert!(lab.is_live(&p1), "the last good policy stays");
+    lab.assert_ports(5432, 5433);
+
+    // A real change in its directory is still enforced, by nft run as that user.
+    let tmp = policies.join(".policy.yaml.tmp");
+    std::fs::write(&tmp, small_policy("5433")).unwrap();
+    std::fs::rename(&tmp, policies.join("policy.yaml")).unwrap();
+    lab.wait_live(&p2, interval + SLACK);
+    lab.assert_ports(5433, 5432);
+    drop(daemon);
+
+    // --check-sandbox, as the same user with the same source.
+    let mut args = AS_AGENT.to_vec();
+    let admin = format!("127.0.0.1:{ADMIN_PORT}");
+    args.extend([
+        BIN,
+        "policy",
+        "sync",
+        "--source",
+        source,
+        "--host",
+        HOST,
+        "--admin",
+        &admin,
+        "--landlock",
+        "required",
+        "--check-sandbox",
+    ]);
+    let out = run_in(&lab.srv, &args, COMMAND_LIMIT);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(report["landlock"], "fully enforced", "{report}");
+    assert_eq!(report["seccomp"], "enforce", "{report}");
+    assert_eq!(
+        report["allowed"]["write"],
+        serde_json::json!([]),
+        "{report}"
+    );
+    assert_eq!(
+        report["allowed"]["connect"],
+        serde_json::json!([]),
+        "{report}"
+    );
+    let tried: Vec<(String, bool)> = report["tried"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["try"]
+                    .as_str()
+                    .unwrap()
+                    .split(' ')
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                t["refused"] == true,
+            )
+        })
+        .collect();
+    let nft = tried
+        .iter()
+        .find(|(what, _)| what.starts_with("run ") && what.ends_with("/nft"))
+        .unwrap_or_else(|| panic!("nft was not run: {report}"));
+    assert!(!nft.1, "nft must run: {report}");
+    for what in [
+        "read",
+        "write",
+        "bind",
+        "connect",
+        "run /bin/sh",
+        "chroot /",
+    ] {
+        assert!(
+            tried
+                .iter()
+                .any(|(w, refused)| w.starts_with(what) && *refused),
+            "{what} not refused: {report}"
+        );
+    }
 }

@@ -83,6 +83,9 @@ fn the_sidecar_runs_without_capabilities_and_cannot_read_outside_its_files() {
     );
     // Landlock sets no_new_privs: nothing the sidecar could execute would gain privileges.
     assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    // 2: a seccomp filter (the allow-list) is installed.
+    assert_eq!(status_field(pid, "Seccomp"), "2");
+    assert_eq!(status_field(pid, "Seccomp_filters"), "1");
     assert!(
         sidecar.log_text().contains("sandbox: Landlock enforced"),
         "{}",
@@ -156,15 +159,20 @@ fn check_sandbox_tries_what_the_sidecar_must_not_do_and_each_is_refused() {
         serde_json::json!([9, 8443]),
         "{report}"
     );
-    let tries: Vec<&str> = report["refused"]
+    assert_eq!(report["seccomp"], "enforce", "{report}");
+    let tries: Vec<&str> = report["tried"]
         .as_array()
         .unwrap()
         .iter()
         .map(|t| t["try"].as_str().unwrap().split(' ').next().unwrap())
         .collect();
-    assert_eq!(tries, ["read", "write", "bind", "connect"], "{report}");
+    assert_eq!(
+        tries,
+        ["read", "write", "bind", "connect", "run", "chroot"],
+        "{report}"
+    );
     assert!(
-        report["refused"]
+        report["tried"]
             .as_array()
             .unwrap()
             .iter()
@@ -200,4 +208,51 @@ fn check_sandbox_tries_what_the_sidecar_must_not_do_and_each_is_refused() {
         "{report}"
     );
     assert_eq!(out.status.code(), Some(0), "{report}");
+
+    // The system call filter bites on its own: with Landlock off, running a program and chroot
+    // are still refused; with both off, root may do both (and the check, which expects nothing
+    // to be refused then, passes).
+    let check = |landlock: &str, seccomp: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "{}inbound:\n  - name: api\n    listen: 127.0.0.1:0\n    forward_to: 127.0.0.1:9\n    allow: [spiffe://{TD}/frontend]\nadmin:\n  listen: 127.0.0.1:0\nsandbox: {{ landlock: {landlock}, seccomp: {seccomp} }}\n",
+                pki.identity_yaml("payments"),
+            ),
+        )
+        .unwrap();
+        let out = palisade(
+            &[
+                "sidecar",
+                "check-sandbox",
+                "--config",
+                file.to_str().unwrap(),
+            ],
+            pki.path(),
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+        let refused = |what: &str| {
+            report["tried"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["try"].as_str().unwrap().starts_with(what))
+                .unwrap_or_else(|| panic!("no {what} in {report}"))["refused"]
+                == true
+        };
+        (
+            out.status.code(),
+            refused("run /bin/sh"),
+            refused("chroot"),
+            report.clone(),
+        )
+    };
+    let (code, shell, chroot, report) = check("off", "enforce");
+    assert_eq!((code, shell, chroot), (Some(0), true, true), "{report}");
+    assert_eq!(report["landlock"], "not enforced", "{report}");
+    if is_root() {
+        let (code, shell, chroot, report) = check("off", "off");
+        assert_eq!((code, shell, chroot), (Some(0), false, false), "{report}");
+    }
 }

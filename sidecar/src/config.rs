@@ -81,28 +81,7 @@ pub struct SidecarConfig {
     pub sandbox: SandboxConfig,
 }
 
-/// The sidecar's own restrictions.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SandboxConfig {
-    /// Landlock: `best_effort` (default: what the kernel supports, one log line for the rest),
-    /// `required` (refuse to start unless all of it is enforced) or `off`.
-    #[serde(default)]
-    pub landlock: SandboxMode,
-}
-
-/// Whether the Landlock sandbox is applied, and how strictly.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SandboxMode {
-    /// As much as the kernel supports; what it does not is logged.
-    #[default]
-    BestEffort,
-    /// All of it, or the sidecar does not start.
-    Required,
-    /// None (for debugging; logged as a warning).
-    Off,
-}
+pub use palisade_sandbox::{LandlockMode, SandboxConfig, SeccompMode};
 
 /// Where this workload's identity comes from: three files (`cert`, `key`, `bundle`), re-read to
 /// pick up rotations, or the CA service (`ca`), from which the sidecar gets and renews its

@@ -76,11 +76,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// Restricts the CA service, before its runtime starts, to its state: reading and writing beneath
 /// its CA directory and token store (tokens are spent by renaming them), appending to its audit
-/// log, reading its JWKS file; binding its two ports; connecting nowhere. The sidecar's sandbox
-/// code (best effort: one log line for what the kernel lacks).
+/// log, reading its JWKS file; binding its two ports; connecting nowhere; the system calls of a
+/// service that writes state (best effort for Landlock: one log line for what the kernel lacks).
 fn sandbox(config: &CaServerConfig) -> anyhow::Result<()> {
-    use palisade_sidecar::config::SandboxMode;
-    use palisade_sidecar::sandbox::{apply, directory_of, Allowed};
+    use palisade_sandbox::{directory_of, Allowed, SandboxConfig, Syscalls};
     let mut write = vec![directory_of(&config.dir), directory_of(&config.tokens_dir)];
     if let AuditSink::File(path) = &config.audit {
         write.push(directory_of(path));
@@ -95,19 +94,10 @@ fn sandbox(config: &CaServerConfig) -> anyhow::Result<()> {
         write,
         bind: [config.listen.port(), config.admin_listen.port()].into(),
         connect: Some(Default::default()),
+        ..Allowed::default()
     };
-    let report = apply(&allowed, SandboxMode::BestEffort)?;
-    if report.fully_enforced {
-        tracing::info!(write = ?allowed.write, read = ?allowed.read, bind = ?allowed.bind, "sandbox: Landlock enforced");
-    } else {
-        tracing::warn!(
-            "sandbox: this kernel enforces {} of the Landlock rules",
-            if report.partially_enforced {
-                "only part"
-            } else {
-                "none"
-            }
-        );
-    }
+    let syscalls = Syscalls::service().state();
+    let report = palisade_sandbox::restrict(&allowed, &syscalls, SandboxConfig::default())?;
+    palisade_sandbox::log_report("CA service", &report);
     Ok(())
 }

@@ -87,21 +87,11 @@ fn run_sidecar(args: &RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Restricts this process to what `config` needs (sandbox.rs), before any other thread exists.
+/// Restricts this process to what `config` needs (sidecar/src/sandbox.rs), before any other
+/// thread exists.
 fn sandbox(config: &SidecarConfig) -> anyhow::Result<()> {
-    use palisade_sidecar::config::SandboxMode;
     match palisade_sidecar::sandbox::restrict(config) {
-        Ok(report) if config.sandbox.landlock == SandboxMode::Off => {
-            tracing::warn!(allowed = ?report.allowed, "sandbox.landlock is off: nothing restricts this process");
-        }
-        Ok(report) if report.fully_enforced => {
-            tracing::info!(read = report.allowed.read.len(), bind = ?report.allowed.bind, connect = ?report.allowed.connect, "sandbox: Landlock enforced")
-        }
-        Ok(report) => tracing::warn!(
-            partially = report.partially_enforced,
-            "sandbox: this kernel enforces {} of the Landlock rules (an older Landlock ABI); set sandbox.landlock: required to refuse to run so",
-            if report.partially_enforced { "only part" } else { "none" }
-        ),
+        Ok(report) => palisade_sandbox::log_report("sidecar", &report),
         Err(error) => {
             tracing::error!(%error, "cannot apply the sandbox");
             return Err(error.into());
@@ -115,54 +105,37 @@ fn sandbox(config: &SidecarConfig) -> anyhow::Result<()> {
 fn check_sandbox(args: &RunArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let config = SidecarConfig::load(&args.config)?;
     let report = palisade_sidecar::sandbox::restrict(&config)?;
+    let tries = palisade_sandbox::check(&report, &palisade_sidecar::sandbox::syscalls(), &[]);
+    write_check_report(&report, &tries, out)
+}
+
+/// The JSON line of a sandbox check (`sidecar check-sandbox`, `policy sync --check-sandbox`);
+/// exit 0 when every attempt came out as wanted.
+pub(crate) fn write_check_report(
+    report: &palisade_sandbox::Report,
+    tries: &[palisade_sandbox::Try],
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
     let allowed = &report.allowed;
-    let mut tries: Vec<(String, bool)> = Vec::new();
-    // A file outside every allowed directory.
-    let outside = ["/etc/passwd", "/etc/os-release", "/proc/version"]
-        .into_iter()
-        .map(std::path::Path::new)
-        .find(|p| p.exists() && !allowed.read.iter().any(|a| p.starts_with(a)));
-    if let Some(path) = outside {
-        let refused = std::fs::read(path).is_err();
-        tries.push((format!("read {}", path.display()), refused));
-    }
-    // A file inside an allowed directory may be read, but not written.
-    if let Some(dir) = allowed.read.iter().find(|d| d.is_dir()) {
-        let probe = dir.join(".palisade-sandbox-check");
-        let refused = std::fs::write(&probe, b"x").is_err();
-        let _ = std::fs::remove_file(&probe);
-        tries.push((format!("write {}", probe.display()), refused));
-    }
-    // A port no listener uses.
-    let free = (20000..60000u16)
-        .find(|p| !allowed.bind.contains(p) && !allowed.connect.iter().flatten().any(|c| c == p))
-        .expect("a port");
-    let refused = std::net::TcpListener::bind(("127.0.0.1", free))
-        .map_err(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
-        .err()
-        .unwrap_or(false);
-    tries.push((format!("bind 127.0.0.1:{free}"), refused));
-    if allowed.connect.is_some() {
-        let refused = std::net::TcpStream::connect_timeout(
-            &std::net::SocketAddr::from(([127, 0, 0, 1], free)),
-            std::time::Duration::from_secs(1),
-        )
-        .map_err(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
-        .err()
-        .unwrap_or(false);
-        tries.push((format!("connect 127.0.0.1:{free}"), refused));
-    }
+    let paths = |list: &[std::path::PathBuf]| {
+        list.iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+    };
     let line = serde_json::json!({
-        "landlock": if report.fully_enforced { "fully enforced" } else if report.partially_enforced { "partially enforced" } else { "not enforced" },
+        "landlock": report.landlock_status(),
+        "seccomp": format!("{:?}", report.seccomp).to_lowercase(),
         "allowed": {
-            "read": allowed.read.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "read": paths(&allowed.read),
+            "write": paths(&allowed.write),
+            "execute": paths(&allowed.execute),
             "bind": allowed.bind,
             "connect": allowed.connect,
         },
-        "refused": tries.iter().map(|(what, refused)| serde_json::json!({"try": what, "refused": refused})).collect::<Vec<_>>(),
+        "tried": tries.iter().map(|t| serde_json::json!({"try": t.what, "refused": t.refused, "as_wanted": t.as_wanted()})).collect::<Vec<_>>(),
     });
     writeln!(out, "{line}")?;
-    Ok(if tries.iter().all(|(_, refused)| *refused) {
+    Ok(if tries.iter().all(palisade_sandbox::Try::as_wanted) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

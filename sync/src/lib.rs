@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod revoke;
+pub mod sandbox;
 pub mod source;
 
 use std::path::PathBuf;

@@ -1,0 +1,154 @@
+//! Trying what the sandbox must forbid (and what it must still allow), after [`crate::restrict`]:
+//! the proof an operator can run on a node (`palisade sidecar check-sandbox`,
+//! `palisade policy sync --check-sandbox`), and what the tests read.
+
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::{Report, Syscalls};
+
+/// One attempt and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Try {
+    /// What was tried ("read /etc/passwd").
+    pub what: String,
+    /// The sandbox refused it.
+    pub refused: bool,
+    /// It should have been refused (false: something the service needs, which must still work).
+    pub must_be_refused: bool,
+}
+
+impl Try {
+    /// The outcome is the one wanted.
+    pub fn as_wanted(&self) -> bool {
+        self.refused == self.must_be_refused
+    }
+}
+
+fn refused_by_permission(result: std::io::Result<()>) -> bool {
+    matches!(result, Err(e) if e.kind() == ErrorKind::PermissionDenied)
+}
+
+/// Tries, in this process (already restricted as `report` says, with `syscalls`): reading a file
+/// outside what may be read, writing where only reading is allowed, binding and connecting to a
+/// port not allowed, running a program not allowed, and a system call off the list (`chroot`,
+/// refused even to root). Each program in `must_run` is run with `--version` and must start.
+pub fn check(report: &Report, syscalls: &Syscalls, must_run: &[&Path]) -> Vec<Try> {
+    let allowed = &report.allowed;
+    // What each layer must refuse, as configured: with a layer off its attempts are still made
+    // and reported, and must not be refused by it.
+    let landlock = report.landlock_fully_enforced || report.landlock_partially_enforced;
+    let filter = report.seccomp == crate::SeccompMode::Enforce;
+    let mut tries = Vec::new();
+    let mut push = |what: String, refused: bool, must_be_refused: bool| {
+        tries.push(Try {
+            what,
+            refused,
+            must_be_refused,
+        })
+    };
+    let readable = |p: &Path| {
+        allowed
+            .read
+            .iter()
+            .chain(&allowed.write)
+            .chain(&allowed.execute)
+            .any(|a| p.starts_with(a))
+    };
+    if let Some(path) = ["/etc/passwd", "/etc/os-release", "/proc/version"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists() && !readable(p))
+    {
+        let result = std::fs::read(path).map(drop);
+        push(
+            format!("read {}", path.display()),
+            refused_by_permission(result),
+            landlock,
+        );
+    }
+    if let Some(dir) = allowed
+        .read
+        .iter()
+        .find(|d| d.is_dir() && !allowed.write.iter().any(|w| d.starts_with(w)))
+    {
+        let probe = dir.join(".palisade-sandbox-check");
+        let result = std::fs::write(&probe, b"x");
+        let _ = std::fs::remove_file(&probe);
+        push(
+            format!("write {}", probe.display()),
+            refused_by_permission(result),
+            landlock,
+        );
+    }
+    let free = (20000..60000u16)
+        .find(|p| !allowed.bind.contains(p) && !allowed.connect.iter().flatten().any(|c| c == p))
+        .unwrap_or(1);
+    let bound = TcpListener::bind(("127.0.0.1", free)).map(drop);
+    push(
+        format!("bind 127.0.0.1:{free}"),
+        refused_by_permission(bound),
+        landlock,
+    );
+    if allowed.connect.is_some() {
+        let connected = TcpStream::connect_timeout(
+            &SocketAddr::from(([127, 0, 0, 1], free)),
+            Duration::from_secs(1),
+        )
+        .map(drop);
+        push(
+            format!("connect 127.0.0.1:{free}"),
+            refused_by_permission(connected),
+            landlock,
+        );
+    }
+    let shell = Path::new("/bin/sh");
+    if shell.exists() && !allowed.execute.iter().any(|a| shell.starts_with(a)) {
+        push(
+            "run /bin/sh".into(),
+            run(shell, &["-c", "exit 0"]).is_err(),
+            landlock || (filter && !syscalls.allows(libc::SYS_execve)),
+        );
+    }
+    for program in must_run {
+        push(
+            format!("run {} --version", program.display()),
+            run(program, &["--version"]).is_err(),
+            false,
+        );
+    }
+    if !syscalls.allows(libc::SYS_chroot) {
+        // chroot("/") changes nothing even where it is allowed, and only the filter refuses it to
+        // root (a process without CAP_SYS_CHROOT is refused anyway). Tried with the filter off
+        // too, where root is not refused: the check shows what the filter adds.
+        push(
+            "chroot / (a system call off the list)".into(),
+            refused_by_permission(std::os::unix::fs::chroot("/")),
+            filter,
+        );
+    }
+    tries
+}
+
+/// Runs `program` with `args`, output discarded, and waits: Ok when it started and exited 0.
+fn run(program: &Path, args: &[&str]) -> std::io::Result<()> {
+    let status = Command::new(program)
+        .args(args)
+        // Not Stdio::null(): opening /dev/null is itself refused to the sidecar.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()?
+        .status;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "{} exited with {status}",
+            program.display()
+        )))
+    }
+}

@@ -1,0 +1,344 @@
+//! The system call allow-list: every Palisade service needs the calls of a tokio program that
+//! reads files, serves TCP and TLS and resolves names ([`Syscalls::service`]); a service adds
+//! what else it does ([`Syscalls::spawn`] for `policy sync`, which runs `nft` and `conntrack`,
+//! whose calls the filter must allow too since a child inherits it; [`Syscalls::state`] for the
+//! CA service, which writes its state). Sockets may be made only in the families named
+//! ([`Syscalls::families`]).
+//!
+//! A call outside the list fails with EPERM rather than killing the process: a rarely taken path
+//! that needs a call we did not foresee then fails like any refused operation (logged, counted,
+//! the connection closed) instead of taking every other connection down, and the refusal holds
+//! either way. `seccomp: log` allows such calls and has the kernel log them (the audit log), to
+//! find one.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+use serde::Deserialize;
+
+/// Whether the allow-list is installed, and what happens to other calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeccompMode {
+    /// Calls outside the list fail with EPERM.
+    #[default]
+    Enforce,
+    /// Calls outside the list are allowed and logged by the kernel (to find a missing one).
+    Log,
+    /// No filter (for debugging; logged as a warning).
+    Off,
+}
+
+/// Why the filter was not installed.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    /// This architecture has no filter (seccompiler knows x86_64, aarch64 and riscv64).
+    #[error("no system call filter for the {0} architecture")]
+    Architecture(&'static str),
+    /// The filter could not be compiled or installed.
+    #[error("{0}")]
+    Filter(#[from] seccompiler::Error),
+    /// The filter could not be compiled.
+    #[error("{0}")]
+    Compile(#[from] seccompiler::BackendError),
+}
+
+/// A set of allowed system calls and socket families.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Syscalls {
+    calls: BTreeSet<i64>,
+    families: BTreeSet<i32>,
+}
+
+/// The calls of a tokio program serving TCP and TLS: memory, threads, time, files it reads,
+/// sockets, epoll, signals, name resolution (glibc), and the admin server.
+const SERVICE: &[i64] = &[
+    // Memory and threads.
+    libc::SYS_brk,
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mremap,
+    libc::SYS_mprotect,
+    libc::SYS_madvise,
+    libc::SYS_futex,
+    libc::SYS_clone,
+    libc::SYS_clone3,
+    libc::SYS_set_robust_list,
+    libc::SYS_rseq,
+    libc::SYS_sched_yield,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_membarrier,
+    libc::SYS_prctl,
+    libc::SYS_gettid,
+    libc::SYS_getpid,
+    libc::SYS_getppid,
+    libc::SYS_tgkill,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+    libc::SYS_getrandom,
+    libc::SYS_getrlimit,
+    libc::SYS_prlimit64,
+    libc::SYS_getrusage,
+    libc::SYS_uname,
+    libc::SYS_sysinfo,
+    libc::SYS_getuid,
+    libc::SYS_geteuid,
+    libc::SYS_getgid,
+    libc::SYS_getegid,
+    libc::SYS_getgroups,
+    libc::SYS_umask,
+    // Signals (tokio's signal handling, panics).
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_sigaltstack,
+    // Time.
+    libc::SYS_clock_gettime,
+    libc::SYS_clock_getres,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+    libc::SYS_gettimeofday,
+    // Files it reads (and descriptors).
+    libc::SYS_openat,
+    libc::SYS_close,
+    libc::SYS_close_range,
+    libc::SYS_read,
+    libc::SYS_readv,
+    libc::SYS_pread64,
+    libc::SYS_write,
+    libc::SYS_writev,
+    libc::SYS_pwrite64,
+    libc::SYS_lseek,
+    libc::SYS_fstat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    libc::SYS_statfs,
+    libc::SYS_fstatfs,
+    libc::SYS_getdents64,
+    libc::SYS_readlinkat,
+    libc::SYS_faccessat,
+    libc::SYS_faccessat2,
+    libc::SYS_getcwd,
+    libc::SYS_fcntl,
+    libc::SYS_ioctl,
+    libc::SYS_dup,
+    libc::SYS_dup3,
+    libc::SYS_pipe2,
+    libc::SYS_eventfd2,
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    // Sockets (the families are checked apart), epoll and polling.
+    libc::SYS_socket,
+    libc::SYS_socketpair,
+    libc::SYS_bind,
+    libc::SYS_listen,
+    libc::SYS_accept,
+    libc::SYS_accept4,
+    libc::SYS_connect,
+    libc::SYS_getsockname,
+    libc::SYS_getpeername,
+    libc::SYS_setsockopt,
+    libc::SYS_getsockopt,
+    libc::SYS_shutdown,
+    libc::SYS_sendto,
+    libc::SYS_recvfrom,
+    libc::SYS_sendmsg,
+    libc::SYS_recvmsg,
+    libc::SYS_sendmmsg,
+    libc::SYS_recvmmsg,
+    libc::SYS_epoll_create1,
+    libc::SYS_epoll_ctl,
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_pwait2,
+    libc::SYS_ppoll,
+    libc::SYS_pselect6,
+];
+
+/// The same, under their older names that only x86_64 has (glibc and Rust's std still use some).
+#[cfg(target_arch = "x86_64")]
+const SERVICE_X86_64: &[i64] = &[
+    libc::SYS_open,
+    libc::SYS_stat,
+    libc::SYS_lstat,
+    libc::SYS_access,
+    libc::SYS_readlink,
+    libc::SYS_pipe,
+    libc::SYS_dup2,
+    libc::SYS_poll,
+    libc::SYS_select,
+    libc::SYS_epoll_create,
+    libc::SYS_epoll_wait,
+    libc::SYS_eventfd,
+    libc::SYS_arch_prctl,
+    libc::SYS_getdents,
+    libc::SYS_time,
+];
+#[cfg(not(target_arch = "x86_64"))]
+const SERVICE_X86_64: &[i64] = &[];
+
+/// Writing state: files made, renamed, linked, removed, permissions set.
+const STATE: &[i64] = &[
+    libc::SYS_mkdirat,
+    libc::SYS_renameat,
+    libc::SYS_renameat2,
+    libc::SYS_unlinkat,
+    libc::SYS_linkat,
+    libc::SYS_fchmod,
+    libc::SYS_fchmodat,
+    libc::SYS_ftruncate,
+    libc::SYS_fallocate,
+    libc::SYS_flock,
+];
+#[cfg(target_arch = "x86_64")]
+const STATE_X86_64: &[i64] = &[
+    libc::SYS_mkdir,
+    libc::SYS_rename,
+    libc::SYS_unlink,
+    libc::SYS_rmdir,
+    libc::SYS_link,
+    libc::SYS_chmod,
+];
+#[cfg(not(target_arch = "x86_64"))]
+const STATE_X86_64: &[i64] = &[];
+
+/// Running another program and waiting for it (and what a dynamically linked C program such as
+/// `nft` does before its main).
+const SPAWN: &[i64] = &[
+    libc::SYS_execve,
+    libc::SYS_wait4,
+    libc::SYS_waitid,
+    libc::SYS_kill,
+    libc::SYS_set_tid_address,
+    libc::SYS_setpgid,
+    libc::SYS_getpgid,
+    libc::SYS_getsid,
+    libc::SYS_setsid,
+    libc::SYS_pidfd_open,
+    libc::SYS_pidfd_send_signal,
+    libc::SYS_capget,
+];
+#[cfg(target_arch = "x86_64")]
+const SPAWN_X86_64: &[i64] = &[libc::SYS_vfork, libc::SYS_fork];
+#[cfg(not(target_arch = "x86_64"))]
+const SPAWN_X86_64: &[i64] = &[];
+
+impl Syscalls {
+    /// What every Palisade service needs; sockets in IPv4, IPv6, Unix (the name service) and
+    /// netlink (glibc asks the kernel for the host's addresses before resolving a name).
+    pub fn service() -> Self {
+        Syscalls {
+            calls: SERVICE.iter().chain(SERVICE_X86_64).copied().collect(),
+            families: [
+                libc::AF_INET,
+                libc::AF_INET6,
+                libc::AF_UNIX,
+                libc::AF_NETLINK,
+            ]
+            .into(),
+        }
+    }
+
+    /// Adds writing state (the CA service: its directory, tokens and audit log).
+    pub fn state(mut self) -> Self {
+        self.calls.extend(STATE.iter().chain(STATE_X86_64));
+        self
+    }
+
+    /// Adds running other programs (`policy sync`: `nft`, `conntrack`).
+    pub fn spawn(mut self) -> Self {
+        self.calls.extend(SPAWN.iter().chain(SPAWN_X86_64));
+        self
+    }
+
+    /// Whether `call` (a system call number of this architecture) is allowed.
+    pub fn allows(&self, call: i64) -> bool {
+        self.calls.contains(&call)
+    }
+
+    /// The socket families that may be made.
+    pub fn families(&self) -> &BTreeSet<i32> {
+        &self.families
+    }
+
+    fn program(&self, mode: SeccompMode) -> Result<BpfProgram, SeccompError> {
+        let arch = TargetArch::try_from(std::env::consts::ARCH)
+            .map_err(|_| SeccompError::Architecture(std::env::consts::ARCH))?;
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+            self.calls.iter().map(|&call| (call, Vec::new())).collect();
+        // socket(family, ...): one rule per family (rules of a call are alternatives).
+        let families = self
+            .families
+            .iter()
+            .map(|&family| {
+                SeccompRule::new(vec![SeccompCondition::new(
+                    0,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::Eq,
+                    family as u64,
+                )?])
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        rules.insert(libc::SYS_socket, families);
+        let other = match mode {
+            SeccompMode::Log => SeccompAction::Log,
+            _ => SeccompAction::Errno(libc::EPERM as u32),
+        };
+        let filter = SeccompFilter::new(rules, other, SeccompAction::Allow, arch)?;
+        Ok(filter.try_into()?)
+    }
+}
+
+/// Installs the filter for `syscalls` on this thread (and those it starts later); nothing with
+/// [`SeccompMode::Off`]. Needs no_new_privs or CAP_SYS_ADMIN: Landlock has set the former.
+pub(crate) fn apply(syscalls: &Syscalls, mode: SeccompMode) -> Result<(), SeccompError> {
+    if mode == SeccompMode::Off {
+        return Ok(());
+    }
+    let program = syscalls.program(mode)?;
+    seccompiler::apply_filter(&program)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lists_compile_into_filters_on_this_architecture() {
+        for syscalls in [
+            Syscalls::service(),
+            Syscalls::service().state(),
+            Syscalls::service().spawn(),
+        ] {
+            assert!(!syscalls.program(SeccompMode::Enforce).unwrap().is_empty());
+            assert!(!syscalls.program(SeccompMode::Log).unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn the_service_list_holds_no_call_that_changes_the_system() {
+        let service = Syscalls::service();
+        for forbidden in [
+            libc::SYS_execve,
+            libc::SYS_ptrace,
+            libc::SYS_mount,
+            libc::SYS_chroot,
+            libc::SYS_setns,
+            libc::SYS_unshare,
+            libc::SYS_bpf,
+            libc::SYS_init_module,
+            libc::SYS_keyctl,
+            libc::SYS_process_vm_readv,
+            libc::SYS_setuid,
+            libc::SYS_renameat2,
+            libc::SYS_unlinkat,
+        ] {
+            assert!(!service.allows(forbidden), "{forbidden}");
+        }
+        assert!(Syscalls::service().spawn().allows(libc::SYS_execve));
+        assert!(!Syscalls::service().families().contains(&libc::AF_PACKET));
+    }
+}

@@ -1,0 +1,118 @@
+//! What `policy sync` may do once it has restricted itself (palisade-sandbox applies it): read
+//! its policy source, its Kubernetes manifests, its baseline and the files that authenticate an
+//! https:// source; run `nft` (and `conntrack` with `revoke_established`), which means reading
+//! and mapping the system's shared libraries and the few files nft reads; bind its admin port;
+//! connect only to the source's port. It writes no file: the table goes to the kernel through
+//! nft's netlink socket. Its system calls: a service's, plus running and waiting for programs
+//! (the filter applies to nft too, which makes only calls on that list).
+//!
+//! With this and CAP_NET_ADMIN (ambient, so nft gets it) as its only capability, the agent runs
+//! as a non-root user: docs/SECURITY.md.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use palisade_sandbox::{directory_of, resolver_files, Allowed, Syscalls};
+
+use crate::source::Source;
+use crate::SyncConfig;
+
+/// The programs the agent runs.
+const NFT: &str = "nft";
+const CONNTRACK: &str = "conntrack";
+
+/// Where shared libraries live (those that exist are allowed for reading and mapping).
+const LIBRARY_DIRS: &[&str] = &["/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib"];
+
+/// What the dynamic loader and nft read besides libraries: the loader's cache, iproute2's name
+/// tables (realms, device groups), and the kernel's random device.
+const PROGRAM_FILES: &[&str] = &[
+    "/etc/ld.so.cache",
+    "/etc/iproute2",
+    "/usr/share/iproute2",
+    "/usr/lib/iproute2",
+];
+
+/// Where `program` is found on `PATH`, as the process that runs it will find it.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+/// The programs `config` makes the agent run, where they were found.
+pub fn programs(config: &SyncConfig) -> Vec<PathBuf> {
+    let mut names = vec![NFT];
+    if config.revoke_established {
+        names.push(CONNTRACK);
+    }
+    names.into_iter().filter_map(find_program).collect()
+}
+
+/// What `config` needs, with the admin server on `admin`.
+pub fn allowed(config: &SyncConfig, admin: SocketAddr) -> Allowed {
+    let mut read: Vec<PathBuf> = Vec::new();
+    let mut add = |p: &Path| {
+        let dir = directory_of(p);
+        if !read.contains(&dir) {
+            read.push(dir);
+        }
+    };
+    let mut connect = std::collections::BTreeSet::new();
+    match &config.source {
+        Some(Source::File(path)) | Some(Source::Dir(path)) => add(path),
+        Some(Source::Url(uri)) => {
+            let default = if uri.scheme_str() == Some("http") {
+                80
+            } else {
+                443
+            };
+            connect.insert(uri.port_u16().unwrap_or(default));
+        }
+        None => {}
+    }
+    for path in &config.kubernetes {
+        add(path);
+    }
+    for path in config.baseline.iter().chain(&config.source_auth.ca) {
+        add(path);
+    }
+    if let Some((cert, key)) = &config.source_auth.client {
+        add(cert);
+        add(key);
+    }
+    if matches!(config.source, Some(Source::Url(_))) {
+        read.extend(resolver_files());
+    }
+    read.extend(
+        PROGRAM_FILES
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.exists()),
+    );
+    let mut execute = programs(config);
+    execute.extend(
+        LIBRARY_DIRS
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.is_dir()),
+    );
+    Allowed {
+        read,
+        execute,
+        devices: ["/dev/null", "/dev/urandom"]
+            .into_iter()
+            .map(PathBuf::from)
+            .filter(|p| p.exists())
+            .collect(),
+        bind: [admin.port()].into(),
+        connect: Some(connect),
+        ..Allowed::default()
+    }
+}
+
+/// The system calls the agent (and the programs it runs) may make.
+pub fn syscalls() -> Syscalls {
+    Syscalls::service().spawn()
+}
