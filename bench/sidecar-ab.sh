@@ -4,7 +4,9 @@
 # machine's noise: the median of each build's rounds, and B over A. Prints one JSON object.
 #
 # Usage: bench/sidecar-ab.sh A_BIN B_BIN [ROUNDS]   (default 4 rounds of each, ~30 s per round)
-# Knobs: AB_MODE (close: a handshake per request; or keepalive), AB_CONNS (10), DURATION (10).
+# Knobs: AB_MODE (close: a handshake per request; or keepalive), AB_CONNS (10), DURATION (10),
+# A_ENV / B_ENV: variables for one side only, e.g. B_ENV=BENCH_SECCOMP=off to measure the system
+# call filter with one binary on both sides (bench/peers/40-palisade.sh reads BENCH_*).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 HARNESS=${PEERS_HARNESS:-$ROOT/../shared/peers}
@@ -14,8 +16,10 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for ((r = 1; r <= ROUNDS; r++)); do
     for side in A B; do
-        bin=$A; [[ $side == B ]] && bin=$B
-        PALISADE_BIN=$bin EXTRA_PEERS_DIR=$ROOT/bench/peers PEERS=palisade MODES=$MODE \
+        bin=$A side_env=${A_ENV:-}
+        [[ $side == B ]] && bin=$B side_env=${B_ENV:-}
+        # shellcheck disable=SC2086 # side_env is a list of NAME=VALUE words
+        env $side_env PALISADE_BIN=$bin EXTRA_PEERS_DIR=$ROOT/bench/peers PEERS=palisade MODES=$MODE \
             CONNS=$CONNS IPERF_TIME=1 SKIP_SPEED=1 DIRECT_AT_END=0 \
             WORK_DIR=$work/run RESULTS_DIR=$work/$side-$r "$HARNESS/run.sh" > "$work/log" 2>&1 \
             || { cat "$work/log" >&2; exit 1; }

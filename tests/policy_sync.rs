@@ -1764,6 +1764,9 @@ fn the_agent_runs_as_a_user_with_net_admin_only_and_cannot_read_outside_its_sour
     std::fs::rename(&tmp, policies.join("policy.yaml")).unwrap();
     lab.wait_live(&p2, interval + SLACK);
     lab.assert_ports(5433, 5432);
+    // What nft reads back under the sandbox is what it was given: no cycle saw drift (nft
+    // without /etc/protocols lists protocol numbers, and every cycle rewrote the table).
+    assert_eq!(daemon.metric(REPAIRS, &[]), 0.0, "{}", daemon.metrics());
     drop(daemon);
 
     // --check-sandbox, as the same user with the same source.

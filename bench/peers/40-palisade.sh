@@ -40,6 +40,8 @@ admin:
 workers: ${BENCH_WORKERS:-1}
 tls:
   resumption: $resumption
+sandbox:
+  seccomp: ${BENCH_SECCOMP:-enforce}
 CONF
   PALISADE_LOG=${PALISADE_LOG:-warn} exec "$PALISADE_BIN" sidecar run --config "$wd/sidecar.yaml"
 }

@@ -25,12 +25,18 @@ const CONNTRACK: &str = "conntrack";
 const LIBRARY_DIRS: &[&str] = &["/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib"];
 
 /// What the dynamic loader and nft read besides libraries: the loader's cache, iproute2's name
-/// tables (realms, device groups), and the kernel's random device.
+/// tables (realms, device groups), conntrack labels, and the protocol and service names (with
+/// NSS's configuration) that nft prints: without them it lists `meta l4proto 6` where it was
+/// given `tcp`, and every read-back would look like drift.
 const PROGRAM_FILES: &[&str] = &[
     "/etc/ld.so.cache",
     "/etc/iproute2",
     "/usr/share/iproute2",
     "/usr/lib/iproute2",
+    "/etc/connlabel.conf",
+    "/etc/nsswitch.conf",
+    "/etc/protocols",
+    "/etc/services",
 ];
 
 /// Where `program` is found on `PATH`, as the process that runs it will find it.
