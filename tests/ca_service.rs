@@ -519,6 +519,22 @@ fn renew_watch_renews_at_half_life_keeps_its_certificate_while_the_ca_is_down_an
     let dir = ca.path().join("watched");
     let first = inspect(&dir);
     let mut watcher = Watcher::start(&server, &dir);
+    // It restricts itself: write only beneath its directory, connect only to the CA's port, the
+    // system call filter (2 in /proc/<pid>/status).
+    assert!(
+        watcher
+            .log_text()
+            .contains("Landlock enforced for the certificate renewer"),
+        "{}",
+        watcher.log_text()
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", watcher.child.id())).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().eq(["Seccomp:", "2"])),
+        "{status}"
+    );
 
     // Every certificate seen in cert.pem, by serial; the key stays 0600 through every rewrite.
     let mut serials = vec![first["serial"].as_str().unwrap().to_owned()];

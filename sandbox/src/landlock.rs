@@ -48,6 +48,26 @@ pub struct Allowed {
     pub connect: Option<BTreeSet<u16>>,
 }
 
+/// The port of a `host:port` or `http[s]://host[:port]/...` target (to allow connecting to it);
+/// `None` when it names none.
+pub fn port_of(target: &str) -> Option<u16> {
+    let rest = target
+        .strip_prefix("https://")
+        .or_else(|| target.strip_prefix("http://"));
+    let authority = rest.map_or(target, |r| r.split('/').next().unwrap_or(r));
+    // `[::1]:8443`: the address's colons are not the port's.
+    let port = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split_once("]:").map(|(_, port)| port),
+        None => authority.rsplit_once(':').map(|(_, port)| port),
+    };
+    match port {
+        Some(port) => port.parse().ok(),
+        None if target.starts_with("https://") => Some(443),
+        None if target.starts_with("http://") => Some(80),
+        None => None,
+    }
+}
+
 /// Files name resolution reads (a service that connects to a host by name).
 const RESOLVER_FILES: &[&str] = &[
     "/etc/resolv.conf",
@@ -157,4 +177,22 @@ pub(crate) fn apply(allowed: &Allowed, mode: LandlockMode) -> Result<(bool, bool
         }));
     }
     Ok((fully, partially))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::port_of;
+
+    #[test]
+    fn the_port_of_a_target_is_its_own_or_its_schemes() {
+        assert_eq!(port_of("localhost:8443"), Some(8443));
+        assert_eq!(port_of("[::1]:8443"), Some(8443));
+        assert_eq!(port_of("https://ca.example:9443/v1"), Some(9443));
+        assert_eq!(port_of("https://ca.example/v1"), Some(443));
+        assert_eq!(port_of("https://[fd00::1]/v1"), Some(443));
+        assert_eq!(port_of("https://[fd00::1]:7443"), Some(7443));
+        assert_eq!(port_of("http://policy.example"), Some(80));
+        assert_eq!(port_of("localhost"), None);
+        assert_eq!(port_of("host:notaport"), None);
+    }
 }

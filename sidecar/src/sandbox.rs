@@ -12,23 +12,10 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use palisade_sandbox::{directory_of, resolver_files, Allowed, Syscalls};
+use palisade_sandbox::{directory_of, port_of, resolver_files, Allowed, Syscalls};
 pub use palisade_sandbox::{Report, SandboxError};
 
 use crate::config::SidecarConfig;
-
-/// The port of a `host:port` or `https://host[:port]/...` target.
-fn port_of(target: &str) -> Option<u16> {
-    let rest = target
-        .strip_prefix("https://")
-        .or_else(|| target.strip_prefix("http://"));
-    let authority = rest.map_or(target, |r| r.split('/').next().unwrap_or(r));
-    match authority.rsplit_once(':') {
-        Some((_, port)) => port.parse().ok(),
-        None if target.starts_with("https://") => Some(443),
-        None => None,
-    }
-}
 
 /// What `config` needs, and nothing else.
 pub fn allowed(config: &SidecarConfig) -> Allowed {

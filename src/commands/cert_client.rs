@@ -222,9 +222,44 @@ impl SvidSink for DirSink {
     }
 }
 
+/// Restricts `cert renew --watch`, before its runtime starts, to its work: write beneath its SVID
+/// directory (files are replaced by renaming), read its service-account token's directory and
+/// the resolver's files, bind its admin port, connect only to the CA service's port; the system
+/// calls of a service that writes files.
+fn sandbox_watch(args: &RenewArgs) -> Result<(), Failure> {
+    use palisade_sandbox::{
+        directory_of, port_of, resolver_files, Allowed, SandboxConfig, Syscalls,
+    };
+    let mut read: Vec<_> = args
+        .service_account_token
+        .iter()
+        .map(|t| directory_of(t))
+        .collect();
+    read.extend(resolver_files());
+    let allowed = Allowed {
+        read,
+        write: vec![directory_of(&args.dir)],
+        bind: [args.admin_listen.port()].into(),
+        connect: Some(port_of(&args.ca.ca).into_iter().collect()),
+        ..Allowed::default()
+    };
+    let report = palisade_sandbox::restrict(
+        &allowed,
+        &Syscalls::service().state(),
+        SandboxConfig::default(),
+    )
+    .map_err(|e| Failure(EXIT_LOCAL, format!("cannot apply the sandbox: {e}")))?;
+    palisade_sandbox::log_report("certificate renewer", &report);
+    Ok(())
+}
+
 pub fn renew(args: &RenewArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     exit((|| {
         let dir = SvidDir::new(&args.dir);
+        if args.watch {
+            // Before the runtime exists, so that its threads are restricted too.
+            sandbox_watch(args)?;
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
