@@ -116,3 +116,59 @@ fn line_start(bytes: &[u8], at: usize) -> usize {
         .rposition(|&b| b == b'\n')
         .map_or(0, |i| i + 1)
 }
+
+/// Bytes that matter in DER: tags (SEQUENCE, SET, INTEGER, BIT STRING, OCTET STRING, NULL, OID,
+/// the string and time types, context tags), long-form length prefixes, and the edges of a byte.
+const DER_BYTES: &[u8] = &[
+    0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0c, 0x13, 0x16, 0x17, 0x18, 0x30, 0x31, 0x7f, 0x80,
+    0x81, 0x82, 0x83, 0x84, 0x86, 0xa0, 0xa3, 0xff,
+];
+
+/// One input of `inputs`, changed one to four times at the byte level, for binary formats such
+/// as DER, where a text mutation mostly breaks the outer length and stops the parser at once:
+/// bit flips, DER tag and length bytes put in place of a byte, a length nudged by a little,
+/// truncations, deletions, copied chunks, and splices of two inputs. Uses its own choices of
+/// `rng`, so the text mutator's sequences stay as they were.
+#[allow(dead_code)] // nft/tests/fuzz_smoke.rs includes this file and mutates text only.
+pub fn mutate_bytes(rng: &mut Rng, inputs: &[Vec<u8>]) -> Vec<u8> {
+    let mut bytes = rng.pick(inputs).clone();
+    for _ in 0..1 + rng.below(4) {
+        let len = bytes.len();
+        let at = rng.below(len + 1);
+        match rng.below(7) {
+            0 if len > 0 => bytes[rng.below(len)] ^= 1 << rng.below(8),
+            1 if len > 0 => bytes[rng.below(len)] = *rng.pick(DER_BYTES),
+            // Nudge a byte (often a length) up or down by up to 4.
+            2 if len > 0 => {
+                let i = rng.below(len);
+                let delta = 1 + rng.below(4) as u8;
+                bytes[i] = if rng.below(2) == 0 {
+                    bytes[i].wrapping_add(delta)
+                } else {
+                    bytes[i].wrapping_sub(delta)
+                };
+            }
+            3 => bytes.truncate(at),
+            4 => {
+                let end = (at + 1 + rng.below(16)).min(len);
+                bytes.drain(at.min(end)..end);
+            }
+            5 => {
+                let start = rng.below(len + 1);
+                let end = (start + rng.below(64)).min(len);
+                let chunk = bytes[start..end].to_vec();
+                let to = rng.below(bytes.len() + 1);
+                bytes.splice(to..to, chunk);
+            }
+            _ => {
+                // This one's head, another's tail: certificates share their structure, so the
+                // tail often lands where a field of the same kind was.
+                let other = rng.pick(inputs);
+                let cut_there = rng.below(other.len() + 1);
+                bytes.truncate(at);
+                bytes.extend_from_slice(&other[cut_there..]);
+            }
+        }
+    }
+    bytes
+}
