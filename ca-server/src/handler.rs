@@ -300,8 +300,15 @@ async fn read_csr(state: &State, req: Request<Incoming>) -> Result<CheckedCsr, R
         Ok(Err(_)) => return Err(Refusal::TooLarge(MAX_REQUEST_BYTES)),
         Ok(Ok(collected)) => collected.to_bytes(),
     };
+    csr_from_body(&body)
+}
+
+/// The body of a sign or renew request, once read, as a checked CSR: PEM if it looks like PEM,
+/// else DER. Apart from the reading (bounded in size and time) so that tests and the fuzz target
+/// (`fuzz/fuzz_targets/ca_csr.rs`) reach it without HTTP.
+pub fn csr_from_body(body: &[u8]) -> Result<CheckedCsr, Refusal> {
     let der = if body.starts_with(b"-----BEGIN") {
-        palisade_ca::pem::csr_from_pem(&body)
+        palisade_ca::pem::csr_from_pem(body)
             .map(|der| der.as_ref().to_vec())
             .ok_or(Refusal::Csr(IssueError::BadCsr))?
     } else {

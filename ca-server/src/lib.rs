@@ -39,6 +39,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use audit::AuditSink;
+pub use handler::csr_from_body;
 pub use limits::{RateLimiter, SigningSlots};
 pub use material::{bundle_document, Material, MaterialError, ServerIdentity};
 pub use refusal::Refusal;
