@@ -22,7 +22,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, CONTENT_TYPE, HOST, ORIGIN};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -111,13 +111,76 @@ pub async fn serve_with(
     }
 }
 
+/// What a request's head asks of the admin server: all [`decide`] reads, taken from the request
+/// by the server, so that the decision is a pure function that tests and the fuzz target
+/// (`fuzz/fuzz_targets/admin_request.rs`) can call without a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    /// The method, as sent (`GET`; methods are case-sensitive).
+    pub method: &'a str,
+    /// The URI's path, without its query.
+    pub path: &'a str,
+    /// The first `Host` header's bytes, if any.
+    pub host: Option<&'a [u8]>,
+    /// Whether an `Origin` header was sent.
+    pub has_origin: bool,
+    /// The address the connection came from.
+    pub remote: IpAddr,
+}
+
+/// What the admin server answers, decided before anything of the service is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// 403 with this sentence: what a web page could have sent (see the crate's trust model), or
+    /// a shutdown from a non-loopback address.
+    Forbidden(&'static str),
+    /// `GET`/`HEAD /live`: 200.
+    Live,
+    /// `GET`/`HEAD /ready`: 200 or 503, as the service says.
+    Ready,
+    /// `GET /metrics`: the service's metrics.
+    Metrics,
+    /// `POST /shutdown` from loopback: 202, or 404 when the service has no shutdown.
+    Shutdown,
+    /// 405 on a known path, with this `Allow` header.
+    MethodNotAllowed(&'static str),
+    /// 404: no such path.
+    NotFound,
+}
+
+/// The admin server's routing and its checks of `Host`, `Origin` and the client's address, in
+/// the order the server applies them: refusals of what a browser could send come first.
+pub fn decide(head: &RequestHead<'_>) -> Decision {
+    if let Some(why) = from_a_browser(head) {
+        return Decision::Forbidden(why);
+    }
+    match (head.method, head.path) {
+        ("GET" | "HEAD", "/live") => Decision::Live,
+        ("GET" | "HEAD", "/ready") => Decision::Ready,
+        ("GET", "/metrics") => Decision::Metrics,
+        ("POST", "/shutdown") if !head.remote.is_loopback() => {
+            Decision::Forbidden("shutdown is accepted from loopback only\n")
+        }
+        ("POST", "/shutdown") => Decision::Shutdown,
+        (_, "/shutdown") => Decision::MethodNotAllowed("POST"),
+        (_, "/live" | "/ready" | "/metrics") => Decision::MethodNotAllowed("GET, HEAD"),
+        _ => Decision::NotFound,
+    }
+}
+
 /// Whether a request may have come from a web page (see the crate's trust model): a `Host` that
 /// is not a loopback address or `localhost`, or any `Origin`.
-fn from_a_browser(req: &Request<Incoming>) -> Option<&'static str> {
-    if req.headers().contains_key(ORIGIN) {
+fn from_a_browser(head: &RequestHead<'_>) -> Option<&'static str> {
+    if head.has_origin {
         return Some("requests with an Origin header (from web pages) are refused\n");
     }
-    let host = req.headers().get(HOST)?.to_str().unwrap_or("");
+    // A Host that is not visible ASCII (as hyper's `to_str` reads it) names no loopback address.
+    let host = head.host?;
+    let host = if host.iter().all(|&b| b == b'\t' || (32..127).contains(&b)) {
+        std::str::from_utf8(host).unwrap_or("")
+    } else {
+        ""
+    };
     // host[:port], [v6][:port]
     let name = match host.strip_prefix('[') {
         Some(rest) => rest.split_once(']').map_or("", |(h, _)| h),
@@ -133,52 +196,44 @@ fn route(
     remote: SocketAddr,
     service: &dyn AdminService,
 ) -> Response<Full<Bytes>> {
-    if let Some(why) = from_a_browser(&req) {
-        return text(StatusCode::FORBIDDEN, why.into());
-    }
-    match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/live") => text(StatusCode::OK, "live\n".into()),
-        (&Method::GET | &Method::HEAD, "/ready") => match service.ready() {
+    let head = RequestHead {
+        method: req.method().as_str(),
+        path: req.uri().path(),
+        host: req.headers().get(HOST).map(|v| v.as_bytes()),
+        has_origin: req.headers().contains_key(ORIGIN),
+        remote: remote.ip(),
+    };
+    match decide(&head) {
+        Decision::Forbidden(why) => text(StatusCode::FORBIDDEN, why.into()),
+        Decision::Live => text(StatusCode::OK, "live\n".into()),
+        Decision::Ready => match service.ready() {
             Ok(()) => text(StatusCode::OK, "ready\n".into()),
             Err(why) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("not ready: {why}\n"),
             ),
         },
-        (&Method::GET, "/metrics") => Response::builder()
+        Decision::Metrics => Response::builder()
             .header(
                 CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )
             .body(Full::new(Bytes::from(service.metrics())))
             .expect("static response"),
-        (&Method::POST, "/shutdown") => {
-            if !remote.ip().is_loopback() {
-                return text(
-                    StatusCode::FORBIDDEN,
-                    "shutdown is accepted from loopback only\n".into(),
-                );
+        Decision::Shutdown => match service.shutdown() {
+            Some(()) => {
+                tracing::info!(%remote, "shutdown requested through the admin server");
+                text(
+                    StatusCode::ACCEPTED,
+                    "shutting down: draining connections\n".into(),
+                )
             }
-            match service.shutdown() {
-                Some(()) => {
-                    tracing::info!(%remote, "shutdown requested through the admin server");
-                    text(
-                        StatusCode::ACCEPTED,
-                        "shutting down: draining connections\n".into(),
-                    )
-                }
-                None => text(
-                    StatusCode::NOT_FOUND,
-                    "this service has no /shutdown\n".into(),
-                ),
-            }
-        }
-        (_, "/live" | "/ready" | "/metrics" | "/shutdown") => {
-            let allow = if req.uri().path() == "/shutdown" {
-                "POST"
-            } else {
-                "GET, HEAD"
-            };
+            None => text(
+                StatusCode::NOT_FOUND,
+                "this service has no /shutdown\n".into(),
+            ),
+        },
+        Decision::MethodNotAllowed(allow) => {
             let mut response = text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method not allowed\n".into(),
@@ -188,7 +243,7 @@ fn route(
                 .insert(ALLOW, allow.parse().expect("static header"));
             response
         }
-        _ => text(
+        Decision::NotFound => text(
             StatusCode::NOT_FOUND,
             "not found: try /live, /ready, /metrics or POST /shutdown\n".into(),
         ),
