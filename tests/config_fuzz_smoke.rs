@@ -130,6 +130,14 @@ fn check(text: &str) -> bool {
                 config.outbound.iter().all(|l| !l.expect.is_empty()),
                 "an outbound listener expects nobody"
             );
+            // The counts become tokio semaphores (at most 2^61 permits, or a panic at start).
+            for count in [config.limits.max_connections, config.limits.max_handshakes] {
+                assert!(
+                    (1..=tokio::sync::Semaphore::MAX_PERMITS).contains(&count),
+                    "a count no semaphore holds: {count}"
+                );
+            }
+            assert!(config.workers.is_none_or(|w| (1..=1024).contains(&w)));
             true
         }
         Err(ConfigError::Syntax {

@@ -39,6 +39,10 @@ fuzz_target!(|data: &[u8]| {
                 let _ = AllowList::new(l.allow.clone());
             }
             assert!(config.outbound.iter().all(|l| !l.expect.is_empty()));
+            // The counts become tokio semaphores (a panic at start above 2^61 permits).
+            let most = palisade_sidecar::config::MAX_COUNT;
+            assert!((1..=most).contains(&config.limits.max_connections));
+            assert!((1..=most).contains(&config.limits.max_handshakes));
         }
         Err(ConfigError::Syntax {
             line,

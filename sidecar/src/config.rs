@@ -594,11 +594,18 @@ impl SidecarConfig {
             ));
         }
         let limits = &self.limits;
-        if limits.max_connections == 0 {
-            return Err("limits.max_connections must be at least 1".into());
-        }
-        if limits.max_handshakes == 0 {
-            return Err("limits.max_handshakes must be at least 1".into());
+        // Upper bounds too: a count becomes a tokio semaphore (which refuses more than 2^61
+        // permits, with a panic at start) and is doubled for a gauge; a million connections per
+        // direction already needs four million descriptors.
+        for (name, count) in [
+            ("max_connections", limits.max_connections),
+            ("max_handshakes", limits.max_handshakes),
+        ] {
+            if !(1..=MAX_COUNT).contains(&count) {
+                return Err(format!(
+                    "limits.{name} must be between 1 and {MAX_COUNT}, not {count}"
+                ));
+            }
         }
         if !(1024..=16 * 1024 * 1024).contains(&limits.buffer_size) {
             return Err("limits.buffer_size must be between 1024 and 16777216 bytes".into());
@@ -617,12 +624,19 @@ impl SidecarConfig {
         if self.identity.reload_interval.is_zero() {
             return Err("identity.reload_interval must be longer than zero".into());
         }
-        if self.workers == Some(0) {
-            return Err("workers must be at least 1".into());
+        if let Some(workers) = self.workers.filter(|w| !(1..=MAX_WORKERS).contains(w)) {
+            return Err(format!(
+                "workers must be between 1 and {MAX_WORKERS}, not {workers}"
+            ));
         }
         Ok(())
     }
 }
+
+/// The largest `limits.max_connections` (per direction) and `limits.max_handshakes`.
+pub const MAX_COUNT: usize = 1_000_000;
+/// The most runtime worker threads.
+pub const MAX_WORKERS: usize = 1024;
 
 /// serde_yaml appends " at line L column C" to its messages; we print the location first.
 fn strip_location(message: &str) -> String {
@@ -679,6 +693,29 @@ inbound:
         let text = format!("{MINIMAL}limits:\n  idle_timeout: forever\n");
         let e = parse(&text).unwrap_err().to_string();
         assert!(e.starts_with("sidecar.yaml:11:"), "{e}");
+    }
+
+    #[test]
+    fn counts_that_a_semaphore_cannot_hold_are_refused() {
+        // Found by the config fuzz target: 2^61 passed the load and panicked in tokio at start.
+        for (field, value) in [
+            ("max_connections", "2305843009213693952"),
+            ("max_handshakes", "18446744073709551615"),
+            ("max_connections", "1000001"),
+        ] {
+            let text = format!("{MINIMAL}limits:\n  {field}: {value}\n");
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("limits.{field} must be between 1 and 1000000")),
+                "{e}"
+            );
+        }
+        let text = format!("{MINIMAL}limits:\n  max_connections: 1000000\n");
+        assert_eq!(parse(&text).unwrap().limits.max_connections, MAX_COUNT);
+        let e = parse(&format!("{MINIMAL}workers: 100000\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("workers must be between 1 and 1024"), "{e}");
     }
 
     #[test]
