@@ -528,13 +528,7 @@ fn renew_watch_renews_at_half_life_keeps_its_certificate_while_the_ca_is_down_an
         "{}",
         watcher.log_text()
     );
-    let status = std::fs::read_to_string(format!("/proc/{}/status", watcher.child.id())).unwrap();
-    assert!(
-        status
-            .lines()
-            .any(|l| l.split_whitespace().eq(["Seccomp:", "2"])),
-        "{status}"
-    );
+    assert_eq!(proc_status_field(watcher.child.id(), "Seccomp"), "2");
 
     // Every certificate seen in cert.pem, by serial; the key stays 0600 through every rewrite.
     let mut serials = vec![first["serial"].as_str().unwrap().to_owned()];

@@ -1683,17 +1683,6 @@ const AS_AGENT: &[&str] = &[
     "--bounding-set=-all,+net_admin",
 ];
 
-fn status_field(pid: u32, field: &str) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{field}:"))
-                .map(|v| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
 /// Issue 13: the agent runs as a user of its own with CAP_NET_ADMIN only, under Landlock and the
 /// system call filter, and still enforces policies; a policy file swapped for a symlink out of
 /// its directory is refused (the last good policy stays); `--check-sandbox` shows what is
@@ -1723,15 +1712,21 @@ fn the_agent_runs_as_a_user_with_net_admin_only_and_cannot_read_outside_its_sour
     let daemon = Daemon::start_under(AS_AGENT, &lab, source, "1s", &["--landlock", "required"]);
     let pid = daemon.proc.pid();
     assert_eq!(
-        status_field(pid, "Uid").split_whitespace().next(),
+        common::proc_status_field(pid, "Uid")
+            .split_whitespace()
+            .next(),
         Some(AGENT_UID)
     );
     // CAP_NET_ADMIN is bit 12; nothing else in any set.
     for field in ["CapPrm", "CapEff", "CapBnd", "CapAmb", "CapInh"] {
-        assert_eq!(status_field(pid, field), "0000000000001000", "{field}");
+        assert_eq!(
+            common::proc_status_field(pid, field),
+            "0000000000001000",
+            "{field}"
+        );
     }
-    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
-    assert_eq!(status_field(pid, "Seccomp"), "2");
+    assert_eq!(common::proc_status_field(pid, "NoNewPrivs"), "1");
+    assert_eq!(common::proc_status_field(pid, "Seccomp"), "2");
     daemon.wait_ready(interval + SLACK);
     assert!(lab.is_live(&p1));
     lab.assert_ports(5432, 5433);

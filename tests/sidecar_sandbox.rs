@@ -13,17 +13,6 @@ use common::*;
 
 const PROXY_UID: &str = "1337";
 
-fn status_field(pid: u32, field: &str) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{field}:"))
-                .map(|v| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
 #[test]
 fn the_sidecar_runs_without_capabilities_and_cannot_read_outside_its_files() {
     if !is_root() {
@@ -75,17 +64,17 @@ fn the_sidecar_runs_without_capabilities_and_cannot_read_outside_its_files() {
     );
     let pid = sidecar.child.id();
     for field in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
-        assert_eq!(status_field(pid, field), "0000000000000000", "{field}");
+        assert_eq!(proc_status_field(pid, field), "0000000000000000", "{field}");
     }
     assert_eq!(
-        status_field(pid, "Uid").split_whitespace().next(),
+        proc_status_field(pid, "Uid").split_whitespace().next(),
         Some(PROXY_UID)
     );
     // Landlock sets no_new_privs: nothing the sidecar could execute would gain privileges.
-    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    assert_eq!(proc_status_field(pid, "NoNewPrivs"), "1");
     // 2: a seccomp filter (the allow-list) is installed.
-    assert_eq!(status_field(pid, "Seccomp"), "2");
-    assert_eq!(status_field(pid, "Seccomp_filters"), "1");
+    assert_eq!(proc_status_field(pid, "Seccomp"), "2");
+    assert_eq!(proc_status_field(pid, "Seccomp_filters"), "1");
     assert!(
         sidecar.log_text().contains("sandbox: Landlock enforced"),
         "{}",

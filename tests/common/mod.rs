@@ -162,6 +162,20 @@ pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// A field of `/proc/<pid>/status` (`CapEff`, `NoNewPrivs`, `Seccomp`…), trimmed: what a test
+/// reads to see which privileges and restrictions a process it started really has.
+pub fn proc_status_field(pid: u32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"))
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
 /// `chown -R uid:uid dir`: files a test hands to a process running as another UID.
 pub fn chown_recursive(dir: &Path, uid: &str) {
     let status = Command::new("chown")
