@@ -5,20 +5,26 @@
 //! loopback shuts down. Then up to 2,000 mutated raw requests are sent over TCP to a real admin
 //! server on 127.0.0.1 (port 0), each read with a timeout: every answer must be a status line or
 //! a closed connection, no request with an Origin header may succeed, only a `POST /shutdown`
-//! request may shut down, and the server must still answer `GET /live` at the end. Bounded to
+//! request may shut down, and the server must still answer `GET /live` at the end. The checks of
+//! `decide` are fuzz/checks/admin_request.rs, the same file the fuzz target includes. Bounded to
 //! about 10 seconds in all (the counts are printed). docs/FUZZING.md.
 
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::mutate::{mutate, Rng};
-use palisade_admin::{decide, AdminService, Decision, NotReady, RequestHead};
+use palisade_admin::{AdminService, NotReady};
+
+// The checks of `decide` themselves, shared with the fuzz target so that the two cannot drift
+// apart; the raw requests over TCP below are this test's own.
+#[path = "../fuzz/checks/admin_request.rs"]
+mod checks;
 
 const HEADS: usize = 200_000;
 const REQUESTS: usize = 2_000;
@@ -97,62 +103,9 @@ const RAW_TOKENS: &[&str] = &[
     "POST",
 ];
 
-/// The trust model, written apart from the server's parser.
-fn loopback_host(host: &[u8]) -> bool {
-    let Ok(host) = std::str::from_utf8(host) else {
-        return false;
-    };
-    if host
-        .bytes()
-        .any(|b| !(b == b'\t' || (32..127).contains(&b)))
-    {
-        return false;
-    }
-    let name = if let Some(inside) = host.strip_prefix('[') {
-        match inside.find(']') {
-            Some(end) => &inside[..end],
-            None => return false,
-        }
-    } else {
-        host.rsplit_once(':').map_or(host, |(name, _)| name)
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-/// One head through `decide`; true when it was refused.
+/// One head through the shared checks; true when it was refused.
 fn check_head(input: &str) -> bool {
-    let mut lines = input.split('\n');
-    let method = lines.next().unwrap_or("");
-    let path = lines.next().unwrap_or("");
-    let host = match lines.next() {
-        None | Some("-") => None,
-        Some(host) => Some(host.as_bytes()),
-    };
-    let has_origin = lines.next().is_some_and(|o| !o.is_empty());
-    let remote = lines
-        .next()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let head = RequestHead {
-        method,
-        path,
-        host,
-        has_origin,
-        remote,
-    };
-    let decision = decide(&head);
-    let refused = matches!(decision, Decision::Forbidden(_));
-    if has_origin || host.is_some_and(|h| !loopback_host(h)) {
-        assert!(refused, "not refused: {head:?} -> {decision:?}");
-    }
-    if decision == Decision::Shutdown {
-        assert!(
-            method == "POST" && path == "/shutdown" && remote.is_loopback(),
-            "{head:?} shuts down"
-        );
-    }
-    refused
+    checks::check(input.as_bytes()).expect("a head of UTF-8 lines is always a head")
 }
 
 struct Fake {

@@ -4,17 +4,21 @@
 //! located (line and column from 1) and say something; a configuration that loads must hold what
 //! the sidecar relies on when it binds and runs (one identity source, a loopback admin address,
 //! unique listener names, one means of admission per inbound listener, someone expected by each
-//! outbound listener). Bounded to about 10 seconds (the counts are printed). docs/FUZZING.md.
+//! outbound listener, counts its semaphores can hold). The checks are
+//! fuzz/checks/sidecar_config.rs, the same file the fuzz target includes. Bounded to about 10
+//! seconds (the counts are printed). docs/FUZZING.md.
 
 mod common;
 
-use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::mutate::{mutate, Rng};
-use palisade_sidecar::{AllowList, ConfigError, SidecarConfig};
+
+// The checks themselves, shared with the fuzz target so that the two cannot drift apart.
+#[path = "../fuzz/checks/sidecar_config.rs"]
+mod checks;
 
 const MUTATIONS: usize = 60_000;
 const BUDGET: Duration = Duration::from_secs(10);
@@ -98,68 +102,8 @@ const TOKENS: &[&str] = &[
     "\u{feff}",
 ];
 
-/// The fuzz target's checks; true when the configuration loaded.
-fn check(text: &str) -> bool {
-    match SidecarConfig::from_yaml(text, Path::new("sidecar.yaml")) {
-        Ok(config) => {
-            assert!(
-                config.identity.source().is_some(),
-                "loaded without an identity source"
-            );
-            assert!(config.admin.listen.ip().is_loopback(), "admin off loopback");
-            let mut names = HashSet::new();
-            for name in config
-                .inbound
-                .iter()
-                .map(|l| &l.name)
-                .chain(config.outbound.iter().map(|l| &l.name))
-            {
-                assert!(
-                    !name.is_empty() && names.insert(name),
-                    "listener name {name:?} empty or repeated"
-                );
-            }
-            for l in &config.inbound {
-                let ways = usize::from(!l.allow.is_empty())
-                    + usize::from(l.policy.is_some())
-                    + usize::from(l.network_policy.is_some());
-                assert_eq!(ways, 1, "listener {} admits by {ways} means", l.name);
-                let _ = AllowList::new(l.allow.clone());
-            }
-            assert!(
-                config.outbound.iter().all(|l| !l.expect.is_empty()),
-                "an outbound listener expects nobody"
-            );
-            // The counts become tokio semaphores (at most 2^61 permits, or a panic at start).
-            for count in [config.limits.max_connections, config.limits.max_handshakes] {
-                assert!(
-                    (1..=tokio::sync::Semaphore::MAX_PERMITS).contains(&count),
-                    "a count no semaphore holds: {count}"
-                );
-            }
-            assert!(config.workers.is_none_or(|w| (1..=1024).contains(&w)));
-            true
-        }
-        Err(ConfigError::Syntax {
-            line,
-            column,
-            message,
-            ..
-        }) => {
-            assert!(line >= 1 && column >= 1, "located at {line}:{column}");
-            assert!(!message.is_empty(), "a syntax error without a message");
-            false
-        }
-        Err(ConfigError::Invalid { message, .. }) => {
-            assert!(!message.is_empty(), "a refusal without a message");
-            false
-        }
-        Err(error @ ConfigError::Read { .. }) => panic!("from_yaml read a file: {error}"),
-    }
-}
-
 fn run(text: &str) -> bool {
-    catch_unwind(AssertUnwindSafe(|| check(text)))
+    catch_unwind(AssertUnwindSafe(|| checks::check(text)))
         .unwrap_or_else(|_| panic!("panicked on this input:\n{text:?}"))
 }
 

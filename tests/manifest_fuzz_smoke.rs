@@ -3,8 +3,9 @@
 //! the NetworkPolicy loader (whatever loads is compiled for each of its nodes and turned into
 //! matrices) and through `inject` (whatever injects is uninjected again). Nothing may panic, a
 //! failed load must say something, and uninjecting an injection must give back the input's
-//! objects. Bounded to about 15 seconds (the count is printed). cargo-fuzz targets for the same
-//! readers are in fuzz/ (docs/FUZZING.md).
+//! objects. Bounded to about 15 seconds (the count is printed). The checks are
+//! fuzz/checks/kubernetes_manifests.rs, the same file the cargo-fuzz target
+//! fuzz/fuzz_targets/kubernetes_manifests.rs includes (docs/FUZZING.md).
 
 mod common;
 
@@ -13,6 +14,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::mutate::{mutate, Rng};
+
+// The checks themselves, shared with the fuzz target so that the two cannot drift apart.
+#[path = "../fuzz/checks/kubernetes_manifests.rs"]
+mod checks;
 
 const MUTATIONS: usize = 20_000;
 const BUDGET: Duration = Duration::from_secs(15);
@@ -81,51 +86,8 @@ const TOKENS: &[&str] = &[
     "\u{feff}",
 ];
 
-fn check(text: &str) -> bool {
-    let loaded = match palisade_netpol::load_str(text, "fuzz.yaml") {
-        Ok(cluster) => {
-            let nodes: std::collections::BTreeSet<&str> = cluster
-                .inventory
-                .pods
-                .iter()
-                .filter_map(|p| p.node.as_deref())
-                .collect();
-            for node in nodes {
-                let table = palisade_netpol::compile(
-                    &cluster,
-                    node,
-                    palisade_policy::Ruleset::open(Some(node)),
-                );
-                let _ = palisade_policy::nft_text(&table);
-            }
-            for family in [
-                palisade_policy::addrs::Family::V4,
-                palisade_policy::addrs::Family::V6,
-            ] {
-                let _ = palisade_netpol::matrix(&cluster, palisade_netpol::Proto::Tcp, 80, family)
-                    .to_string();
-            }
-            true
-        }
-        Err(errors) => {
-            assert!(!errors.errors.is_empty(), "a failed load without an error");
-            let _ = errors.to_string();
-            false
-        }
-    };
-    let settings = palisade_inject::Settings::default();
-    if let Ok(injected) = palisade_inject::inject(text, &settings) {
-        let back =
-            palisade_inject::uninject(&injected.text).expect("uninject takes inject's output");
-        let again =
-            palisade_inject::inject(&back, &settings).expect("what injected once injects again");
-        assert_eq!(again.text, injected.text, "twice is once, on:\n{text}");
-    }
-    loaded
-}
-
 fn run(text: &str) -> bool {
-    catch_unwind(AssertUnwindSafe(|| check(text)))
+    catch_unwind(AssertUnwindSafe(|| checks::check(text)))
         .unwrap_or_else(|_| panic!("panicked on this input:\n{text:?}"))
 }
 

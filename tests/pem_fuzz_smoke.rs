@@ -6,7 +6,8 @@
 //! `not_after` and `CertInfo::inspect` (the leaf profile, the SPIFFE ID and the URI SANs), each
 //! input as PEM, as a raw DER leaf and as an intermediate under a valid leaf. Nothing may panic;
 //! what verifies must carry an ID of the bundle's trust domain, with a path, and `inspect` must
-//! agree. Bounded to about 10 seconds and 12,000 mutations (the counts are printed).
+//! agree. The checks are fuzz/checks/svid.rs, the same file the fuzz target includes. Bounded to
+//! about 10 seconds and 12,000 mutations (the counts are printed).
 //!
 //! `cargo test --test pem_fuzz_smoke -- --ignored write_svid_seeds` makes the seeds anew.
 
@@ -17,11 +18,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::mutate::{mutate, mutate_bytes, Rng};
-use palisade_ca::pem::{certificates_from_pem, csr_from_pem, private_key_from_pem};
-use palisade_ca::{
-    not_after, verify_svid, CertInfo, PeerRole, TrustBundle, TrustBundleSet, TrustDomain, Verdict,
-};
-use rustls_pki_types::{CertificateDer, UnixTime};
+use palisade_ca::pem::certificates_from_pem;
+use rustls_pki_types::CertificateDer;
+
+// The checks themselves, shared with the fuzz target so that the two cannot drift apart.
+#[path = "../fuzz/checks/svid.rs"]
+mod checks;
 
 const MUTATIONS: usize = 12_000;
 const BUDGET: Duration = Duration::from_secs(10);
@@ -51,100 +53,13 @@ fn seeds_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/svid")
 }
 
-/// The fixed bundle every input is verified against, and the time it is verified at: a day into
-/// the root's validity, so that the seeds stay valid whenever the test runs.
-struct Fixed {
-    bundles: TrustBundleSet,
-    trust_domain: TrustDomain,
-    now: UnixTime,
-    valid_leaf: CertificateDer<'static>,
-}
-
-fn fixed() -> Fixed {
-    let dir = seeds_dir();
-    let bundle_pem = std::fs::read(dir.join("bundle.pem")).unwrap();
-    let bundle = TrustBundle::from_pem_own_domain(&bundle_pem).unwrap();
-    let root = CertInfo::inspect(&bundle.roots()[..1], None, UnixTime::now()).unwrap();
-    let now = UnixTime::since_unix_epoch(Duration::from_secs(
-        (root.not_before.unix_timestamp() + 86_400) as u64,
-    ));
-    let valid_leaf = certificates_from_pem(&std::fs::read(dir.join("leaf-root.pem")).unwrap())
-        .unwrap()
-        .remove(0);
-    Fixed {
-        trust_domain: bundle.trust_domain().clone(),
-        bundles: bundle.into(),
-        now,
-        valid_leaf,
-    }
-}
-
-/// One chain through the validator: what verifies must be an SVID of the bundle's trust domain,
-/// and `inspect` must say the same. True when it verified.
-fn check_chain(fixed: &Fixed, chain: &[CertificateDer<'_>]) -> bool {
-    let mut verified = false;
-    for role in [PeerRole::Client, PeerRole::Server] {
-        if let Ok(id) = verify_svid(chain, &fixed.bundles, role, fixed.now) {
-            assert!(id.has_path(), "a verified leaf without a path: {id}");
-            assert_eq!(id.trust_domain(), &fixed.trust_domain);
-            verified = true;
-        }
-    }
-    for der in chain {
-        let _ = not_after(der);
-    }
-    match CertInfo::inspect(chain, Some(&fixed.bundles), fixed.now) {
-        Ok(info) => {
-            assert_eq!(
-                info.verdict == Verdict::Valid,
-                verify_svid(chain, &fixed.bundles, PeerRole::Client, fixed.now).is_ok(),
-                "inspect and verify_svid disagree"
-            );
-            let unverified = CertInfo::inspect(chain, None, fixed.now).unwrap();
-            if info.verdict == Verdict::Valid {
-                assert_eq!(unverified.verdict, Verdict::ValidUnverified);
-                assert_eq!(info.spiffe_id, unverified.spiffe_id);
-                assert!(info.spiffe_id.is_some(), "valid without an ID");
-            }
-        }
-        Err(error) => assert!(!error.to_string().is_empty()),
-    }
-    verified
-}
-
-/// Every reader on one input; how many of its readings verified.
-fn check(fixed: &Fixed, input: &[u8]) -> usize {
-    let mut verified = 0;
-    match certificates_from_pem(input) {
-        Ok(chain) => {
-            assert!(!chain.is_empty(), "Ok with no certificate");
-            verified += usize::from(check_chain(fixed, &chain));
-        }
-        Err(error) => assert!(!error.to_string().is_empty()),
-    }
-    if let Ok(bundle) = TrustBundle::from_pem(fixed.trust_domain.clone(), input) {
-        assert!(!bundle.roots().is_empty(), "a bundle without roots");
-    }
-    if let Ok(bundle) = TrustBundle::from_pem_own_domain(input) {
-        assert!(!bundle.roots().is_empty(), "a bundle without roots");
-    }
-    let _ = private_key_from_pem(input);
-    let _ = csr_from_pem(input);
-    let der = CertificateDer::from(input.to_vec());
-    verified += usize::from(check_chain(fixed, std::slice::from_ref(&der)));
-    // As an intermediate under a leaf that verifies alone: webpki reads it while building paths.
-    let _ = check_chain(fixed, &[fixed.valid_leaf.clone(), der]);
-    verified
-}
-
-fn run(fixed: &Fixed, input: &[u8]) -> usize {
-    catch_unwind(AssertUnwindSafe(|| check(fixed, input)))
+fn run(input: &[u8]) -> usize {
+    catch_unwind(AssertUnwindSafe(|| checks::check(input)))
         .unwrap_or_else(|_| panic!("panicked on this input: {input:02x?}"))
 }
 
 #[test]
 fn certificates_and_their_mutations_never_panic_the_validator() {
-    let fixed = fixed();
     let mut files: Vec<_> = std::fs::read_dir(seeds_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -153,7 +68,7 @@ fn certificates_and_their_mutations_never_panic_the_validator() {
     let seeds: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
     assert!(seeds.len() >= 12, "{} seeds", seeds.len());
     let started = Instant::now();
-    let seeds_verified: usize = seeds.iter().map(|s| run(&fixed, s)).sum();
+    let seeds_verified: usize = seeds.iter().map(|s| run(s)).sum();
     // leaf-root.pem and .der, leaf-issuer-chain.pem, leaf-ed25519.pem, leaf-with-key.pem.
     assert!(
         seeds_verified >= 5,
@@ -188,7 +103,7 @@ fn certificates_and_their_mutations_never_panic_the_validator() {
             }
             _ => mutate_bytes(&mut rng, &der_inputs),
         };
-        verified += run(&fixed, &input);
+        verified += run(&input);
         mutations += 1;
     }
     println!(
@@ -208,7 +123,7 @@ fn certificates_and_their_mutations_never_panic_the_validator() {
 #[test]
 #[ignore = "writes the seeds of fuzz/seeds/svid; run by hand"]
 fn write_svid_seeds() {
-    use palisade_ca::{CertificateAuthority, KeyType, LeafRequest, SpiffeId};
+    use palisade_ca::{CertificateAuthority, KeyType, LeafRequest, SpiffeId, TrustDomain};
     use rcgen::{
         BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
     };
