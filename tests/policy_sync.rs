@@ -1389,11 +1389,16 @@ fn no_loadable_policy_installs_the_baseline_and_stopping_keeps_it() {
     assert!(list_table(&lab.srv, "palisade").is_none());
     let missing = lab.dir.path().join("missing.yaml");
     let mut daemon = Daemon::start(&lab, missing.to_str().unwrap(), "1s", &[]);
+    // Waiting for the whole table, not for the table alone: nft lists a table in several netlink
+    // dumps, and one that overlaps the transaction can show the table before its chains.
     let baseline = wait_until(
         "the baseline table",
         interval + SLACK,
         Duration::from_millis(100),
-        || list_table(&lab.srv, "palisade"),
+        || {
+            list_table(&lab.srv, "palisade")
+                .filter(|t| rule_comments(t).iter().any(|c| c == "palisade baseline"))
+        },
     );
     assert!(
         rule_comments(&baseline)
@@ -1432,13 +1437,14 @@ fn no_loadable_policy_installs_the_baseline_and_stopping_keeps_it() {
     );
     // ...and put back when the table is gone.
     run_ok(&lab.srv, &["nft", "delete", "table", "inet", "palisade"]);
+    let whole = normalized(before.clone(), false);
     let again = wait_until(
-        "the baseline table again",
+        "the whole baseline table again",
         interval + SLACK,
         Duration::from_millis(100),
-        || list_table(&lab.srv, "palisade"),
+        || list_table(&lab.srv, "palisade").filter(|t| normalized(t.clone(), false) == whole),
     );
-    assert_eq!(normalized(again, false), normalized(before.clone(), false));
+    assert_eq!(normalized(again, false), whole);
     drop(daemon);
 
     // One-shot apply for a host the policy does not name: non-zero, table unchanged.
