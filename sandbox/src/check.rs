@@ -70,10 +70,13 @@ pub fn check(report: &Report, syscalls: &Syscalls, must_run: &[&Path]) -> Vec<Tr
             landlock,
         );
     }
+    // Only under Landlock: without it the write would succeed, and a check must not leave (or
+    // even briefly make) a file in a directory such as /etc/iproute2.
     if let Some(dir) = allowed
         .read
         .iter()
         .find(|d| d.is_dir() && !allowed.write.iter().any(|w| d.starts_with(w)))
+        .filter(|_| landlock)
     {
         let probe = dir.join(".palisade-sandbox-check");
         let result = std::fs::write(&probe, b"x");

@@ -73,7 +73,7 @@ pub enum SandboxError {
     #[error("landlock: {0}")]
     Landlock(#[from] ::landlock::RulesetError),
     /// `landlock: required`, and this kernel enforces only part of it (or none).
-    #[error("sandbox.landlock is required, but this kernel enforces {0} of it (Landlock ABI {wanted:?} wanted)", wanted = landlock::ABI_WANTED)]
+    #[error("Landlock is required (sandbox.landlock: required, or --landlock required), but this kernel enforces {0} of it (Landlock ABI {wanted:?} wanted)", wanted = landlock::ABI_WANTED)]
     NotFullyEnforced(&'static str),
     /// The seccomp filter could not be built or installed.
     #[error("seccomp: {0}")]
