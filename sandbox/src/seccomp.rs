@@ -64,6 +64,8 @@ const SERVICE: &[i64] = &[
     libc::SYS_mprotect,
     libc::SYS_madvise,
     libc::SYS_futex,
+    // clone only without namespace flags (see `NAMESPACE_FLAGS`); clone3 is answered ENOSYS by a
+    // filter of its own (`clone3_filter`), so libc falls back to clone.
     libc::SYS_clone,
     libc::SYS_clone3,
     libc::SYS_set_robust_list,
@@ -225,6 +227,18 @@ const SPAWN_X86_64: &[i64] = &[libc::SYS_vfork, libc::SYS_fork];
 #[cfg(not(target_arch = "x86_64"))]
 const SPAWN_X86_64: &[i64] = &[];
 
+/// clone's flags that make new namespaces. A process that may not call unshare or setns could
+/// still make a user namespace with clone, and in it hold every capability over new network and
+/// mount namespaces: the way most nf_tables and mount exploits reach the kernel from an
+/// unprivileged process. clone is allowed only without these (threads and posix_spawn use none).
+const NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
+    | libc::CLONE_NEWCGROUP
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET) as u64;
+
 impl Syscalls {
     /// What every Palisade service needs; sockets in IPv4, IPv6, Unix (the name service) and
     /// netlink (glibc asks the kernel for the host's addresses before resolving a name).
@@ -282,6 +296,18 @@ impl Syscalls {
             })
             .collect::<Result<Vec<_>, _>>()?;
         rules.insert(libc::SYS_socket, families);
+        if self.calls.contains(&libc::SYS_clone) {
+            // clone(flags, ...): flags is the first argument on x86_64, aarch64 and riscv64.
+            rules.insert(
+                libc::SYS_clone,
+                vec![SeccompRule::new(vec![SeccompCondition::new(
+                    0,
+                    SeccompCmpArgLen::Qword,
+                    SeccompCmpOp::MaskedEq(NAMESPACE_FLAGS),
+                    0,
+                )?])?],
+            );
+        }
         let other = match mode {
             SeccompMode::Log => SeccompAction::Log,
             _ => SeccompAction::Errno(libc::EPERM as u32),
@@ -291,13 +317,34 @@ impl Syscalls {
     }
 }
 
-/// Installs the filter for `syscalls` on this thread (and those it starts later); nothing with
-/// [`SeccompMode::Off`]. Needs no_new_privs or CAP_SYS_ADMIN: Landlock has set the former.
+/// A filter that answers clone3 with ENOSYS and allows everything else. clone3 passes its flags
+/// in memory, where a filter cannot read them, so it cannot be allowed only without namespace
+/// flags as clone is; ENOSYS (not EPERM) is what makes glibc fall back to clone for threads and
+/// posix_spawn. The main filter allows clone3, so this filter's answer is the one that counts
+/// (the kernel takes the highest-precedence action of all filters: ERRNO over ALLOW).
+fn clone3_filter() -> Result<BpfProgram, SeccompError> {
+    let arch = TargetArch::try_from(std::env::consts::ARCH)
+        .map_err(|_| SeccompError::Architecture(std::env::consts::ARCH))?;
+    let filter = SeccompFilter::new(
+        [(libc::SYS_clone3, Vec::new())].into(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )?;
+    Ok(filter.try_into()?)
+}
+
+/// Installs the filters for `syscalls` on this thread (and those it starts later); nothing with
+/// [`SeccompMode::Off`]. Needs no_new_privs or CAP_SYS_ADMIN (seccompiler sets the former). The
+/// clone3 filter goes first: once the main one is in, the seccomp call itself is refused.
 pub(crate) fn apply(syscalls: &Syscalls, mode: SeccompMode) -> Result<(), SeccompError> {
     if mode == SeccompMode::Off {
         return Ok(());
     }
     let program = syscalls.program(mode)?;
+    if mode == SeccompMode::Enforce {
+        seccompiler::apply_filter(&clone3_filter()?)?;
+    }
     seccompiler::apply_filter(&program)?;
     Ok(())
 }
