@@ -34,8 +34,8 @@ fn refused_by_permission(result: std::io::Result<()>) -> bool {
 
 /// Tries, in this process (already restricted as `report` says, with `syscalls`): reading a file
 /// outside what may be read, writing where only reading is allowed, binding and connecting to a
-/// port not allowed, running a program not allowed, and a system call off the list (`chroot`,
-/// refused even to root). Each program in `must_run` is run with `--version` and must start.
+/// port not allowed, running a program not allowed, and a system call off the list (a `chown`
+/// that changes nothing, which any user may make without the filter). Each program in `must_run` is run with `--version` and must start.
 pub fn check(report: &Report, syscalls: &Syscalls, must_run: &[&Path]) -> Vec<Try> {
     let allowed = &report.allowed;
     // What each layer must refuse, as configured: with a layer off its attempts are still made
@@ -112,7 +112,7 @@ pub fn check(report: &Report, syscalls: &Syscalls, must_run: &[&Path]) -> Vec<Tr
     if shell.exists() && !allowed.execute.iter().any(|a| shell.starts_with(a)) {
         push(
             "run /bin/sh".into(),
-            run(shell, &["-c", "exit 0"]).is_err(),
+            refused_by_permission(run(shell, &["-c", "exit 0"])),
             landlock || (filter && !syscalls.allows(libc::SYS_execve)),
         );
     }
@@ -123,13 +123,13 @@ pub fn check(report: &Report, syscalls: &Syscalls, must_run: &[&Path]) -> Vec<Tr
             false,
         );
     }
-    if !syscalls.allows(libc::SYS_chroot) {
-        // chroot("/") changes nothing even where it is allowed, and only the filter refuses it to
-        // root (a process without CAP_SYS_CHROOT is refused anyway). Tried with the filter off
-        // too, where root is not refused: the check shows what the filter adds.
+    if !syscalls.allows(libc::SYS_fchownat) {
+        // chown("/", unchanged, unchanged) is a no-op that any user may make, so only the filter
+        // refuses it (unlike chroot, which the kernel refuses to a process without
+        // CAP_SYS_CHROOT anyway): a check that tells whether the filter is there.
         push(
-            "chroot / (a system call off the list)".into(),
-            refused_by_permission(std::os::unix::fs::chroot("/")),
+            "chown / to itself (a system call off the list)".into(),
+            refused_by_permission(std::os::unix::fs::chown("/", None, None)),
             filter,
         );
     }

@@ -37,8 +37,7 @@ pub struct Allowed {
     pub read: Vec<PathBuf>,
     /// Directories beneath which files may also be written, made, renamed and removed.
     pub write: Vec<PathBuf>,
-    /// Files that may be executed, and directories beneath which files may be read and mapped
-    /// executable (the shared libraries of a program the service runs).
+    /// Files that may be executed and read (a program the service runs, and its loader).
     pub execute: Vec<PathBuf>,
     /// Files that may be read and written but not made or removed (`/dev/null`).
     pub devices: Vec<PathBuf>,
@@ -48,24 +47,72 @@ pub struct Allowed {
     pub connect: Option<BTreeSet<u16>>,
 }
 
-/// The port of a `host:port` or `http[s]://host[:port]/...` target (to allow connecting to it);
-/// `None` when it names none.
-pub fn port_of(target: &str) -> Option<u16> {
+/// The host and the port text of a `host:port` or `http[s]://host[:port]/...` target.
+fn host_and_port(target: &str) -> (&str, Option<&str>) {
     let rest = target
         .strip_prefix("https://")
         .or_else(|| target.strip_prefix("http://"));
     let authority = rest.map_or(target, |r| r.split('/').next().unwrap_or(r));
     // `[::1]:8443`: the address's colons are not the port's.
-    let port = match authority.strip_prefix('[') {
-        Some(bracketed) => bracketed.split_once("]:").map(|(_, port)| port),
-        None => authority.rsplit_once(':').map(|(_, port)| port),
-    };
-    match port {
+    match authority.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((host, rest)) => (host, rest.strip_prefix(':')),
+            None => (bracketed, None),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    }
+}
+
+/// Whether a target names a host rather than an address: connecting to it needs name
+/// resolution, which may go to a DNS server over TCP port 53 (answers too large for UDP).
+pub fn names_a_host(target: &str) -> bool {
+    let (host, _) = host_and_port(target);
+    !host.is_empty() && host.parse::<std::net::IpAddr>().is_err()
+}
+
+/// The port of a `host:port` or `http[s]://host[:port]/...` target (to allow connecting to it);
+/// `None` when it names none.
+pub fn port_of(target: &str) -> Option<u16> {
+    match host_and_port(target).1 {
         Some(port) => port.parse().ok(),
         None if target.starts_with("https://") => Some(443),
         None if target.starts_with("http://") => Some(80),
         None => None,
     }
+}
+
+/// The dynamic loader a program names (its ELF `PT_INTERP`), with symlinks resolved: executing
+/// a program makes the kernel execute its loader too, so both need the Execute right, while the
+/// shared libraries the loader maps need only reading. `None` for a static or non-ELF program
+/// (or one this reader does not understand: 64-bit little-endian ELF only).
+pub fn elf_interpreter(program: &Path) -> Option<PathBuf> {
+    let elf = std::fs::read(program).ok()?;
+    let u16_at = |at: usize| Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?));
+    // "\x7fELF", 64-bit, little-endian.
+    if elf.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let (table, entry_size, entries) = (
+        usize::try_from(u64_at(0x20)?).ok()?,
+        usize::from(u16_at(0x36)?),
+        usize::from(u16_at(0x38)?),
+    );
+    const PT_INTERP: u32 = 3;
+    let header = (0..entries)
+        .map(|i| table + i * entry_size)
+        .find(|&at| u32_at(at) == Some(PT_INTERP))?;
+    let (offset, size) = (
+        usize::try_from(u64_at(header + 8)?).ok()?,
+        usize::try_from(u64_at(header + 32)?).ok()?,
+    );
+    let name = elf.get(offset..offset.checked_add(size)?)?;
+    let name = std::str::from_utf8(name.strip_suffix(b"\0").unwrap_or(name)).ok()?;
+    std::fs::canonicalize(name).ok()
 }
 
 /// Files name resolution reads (a service that connects to a host by name).
@@ -77,41 +124,64 @@ const RESOLVER_FILES: &[&str] = &[
     "/etc/gai.conf",
 ];
 
-/// Those of the files name resolution reads that exist here, to allow reading them.
+/// What to allow reading for name resolution: each of its files that exists here, or, for one
+/// that is a symlink (systemd-resolved's `/etc/resolv.conf` -> `/run/systemd/resolve/...`), the
+/// directory of its target. A Landlock rule on a file holds that file, not its name, and the
+/// resolver replaces its file by renaming a new one into that directory: a rule on the old file
+/// would refuse every lookup after the first change.
 pub fn resolver_files() -> Vec<PathBuf> {
-    RESOLVER_FILES
-        .iter()
-        .map(PathBuf::from)
-        .filter(|f| f.exists())
-        .collect()
+    let mut allowed: Vec<PathBuf> = Vec::new();
+    for file in RESOLVER_FILES.iter().map(Path::new).filter(|f| f.exists()) {
+        let path = if file.is_symlink() {
+            match std::fs::canonicalize(file)
+                .ok()
+                .and_then(|t| t.parent().map(Path::to_owned))
+            {
+                Some(dir) => dir,
+                None => continue,
+            }
+        } else {
+            file.to_owned()
+        };
+        if !allowed.contains(&path) {
+            allowed.push(path);
+        }
+    }
+    allowed
 }
 
 /// The directory that holds `path` (the path itself when it is a directory). When that
-/// directory does not exist yet (files that appear later, with their directory), the nearest
-/// one that does: Landlock allows only what can be opened now, and the service must still be
-/// able to read the files once they come. Logged, since it widens what may be read.
+/// directory does not exist yet (files that come later, with their directory), its parent if
+/// that exists and is not `/`: Landlock allows only what can be opened now, and a directory made
+/// later is most often made in one that exists. Logged, since it widens what may be read. No
+/// further: climbing on could reach `/`; a path neither exists for stays unreadable (its rule
+/// cannot be made, which fails closed) until the service restarts.
 pub fn directory_of(path: &Path) -> PathBuf {
-    let mut dir = if path.is_dir() {
+    let dir = if path.is_dir() {
         path.to_owned()
     } else {
         path.parent()
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), Path::to_owned)
     };
-    let wanted = dir.clone();
-    while !dir.is_dir() {
-        match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            Some(up) => dir = up.to_owned(),
-            None => {
-                dir = PathBuf::from(".");
-                break;
-            }
+    if dir.is_dir() {
+        return dir;
+    }
+    let parent = match dir.parent() {
+        Some(p) if p.as_os_str().is_empty() => Some(PathBuf::from(".")),
+        Some(p) => Some(p.to_owned()),
+        None => None,
+    };
+    match parent.filter(|p| p.is_dir() && p != Path::new("/")) {
+        Some(parent) => {
+            tracing::warn!(wanted = %dir.display(), allowed = %parent.display(), "sandbox: a directory the configuration names does not exist yet; reading is allowed beneath its parent");
+            parent
+        }
+        None => {
+            tracing::warn!(wanted = %dir.display(), "sandbox: a directory the configuration names does not exist, nor does its parent: nothing there can be read until restart");
+            dir
         }
     }
-    if dir != wanted {
-        tracing::warn!(wanted = %wanted.display(), allowed = %dir.display(), "sandbox: a directory the configuration names does not exist yet; reading is allowed beneath the nearest one that does");
-    }
-    dir
 }
 
 /// Applies `allowed` to this thread and those it starts later; returns (fully enforced,
@@ -181,7 +251,9 @@ pub(crate) fn apply(allowed: &Allowed, mode: LandlockMode) -> Result<(bool, bool
 
 #[cfg(test)]
 mod tests {
-    use super::port_of;
+    use std::path::{Path, PathBuf};
+
+    use super::{directory_of, elf_interpreter, names_a_host, port_of};
 
     #[test]
     fn the_port_of_a_target_is_its_own_or_its_schemes() {
@@ -194,5 +266,50 @@ mod tests {
         assert_eq!(port_of("http://policy.example"), Some(80));
         assert_eq!(port_of("localhost"), None);
         assert_eq!(port_of("host:notaport"), None);
+    }
+
+    #[test]
+    fn a_missing_directory_widens_one_level_and_never_to_the_root() {
+        let tmp = std::env::temp_dir().join(format!("palisade-dir-of-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        assert_eq!(directory_of(&tmp.join("policy.yaml")), tmp);
+        assert_eq!(directory_of(&tmp.join("later/policy.yaml")), tmp);
+        let deep = tmp.join("a/b/policy.yaml");
+        assert_eq!(
+            directory_of(&deep),
+            tmp.join("a/b"),
+            "not widened past one level"
+        );
+        assert_eq!(
+            directory_of(Path::new("/no-such-dir/policy.yaml")),
+            PathBuf::from("/no-such-dir"),
+            "never the root"
+        );
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn a_target_names_a_host_unless_it_is_an_address() {
+        assert!(names_a_host("ledger.shop.svc:8443"));
+        assert!(names_a_host("https://ca.example/v1"));
+        assert!(names_a_host("localhost:8443"));
+        assert!(!names_a_host("127.0.0.1:8443"));
+        assert!(!names_a_host("[::1]:8443"));
+        assert!(!names_a_host("https://[fd00::1]/v1"));
+        assert!(!names_a_host("https://10.0.0.1:9443"));
+    }
+
+    #[test]
+    fn the_loader_of_a_dynamic_program_is_found() {
+        let loader = elf_interpreter(&std::env::current_exe().unwrap())
+            .expect("a test binary is linked dynamically");
+        assert!(loader.is_absolute() && loader.is_file(), "{loader:?}");
+        assert_eq!(
+            elf_interpreter(std::path::Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/Cargo.toml"
+            ))),
+            None
+        );
     }
 }

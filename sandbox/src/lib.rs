@@ -21,7 +21,9 @@ pub mod landlock;
 pub mod seccomp;
 
 pub use check::{check, Try};
-pub use landlock::{directory_of, port_of, resolver_files, Allowed, LandlockMode};
+pub use landlock::{
+    directory_of, elf_interpreter, names_a_host, port_of, resolver_files, Allowed, LandlockMode,
+};
 pub use seccomp::{SeccompMode, Syscalls};
 
 use serde::Deserialize;

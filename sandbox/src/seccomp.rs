@@ -96,6 +96,8 @@ const SERVICE: &[i64] = &[
     libc::SYS_rt_sigaction,
     libc::SYS_rt_sigprocmask,
     libc::SYS_rt_sigreturn,
+    // What the kernel calls when a signal interrupted poll or nanosleep and it restarts them.
+    libc::SYS_restart_syscall,
     libc::SYS_sigaltstack,
     // Time.
     libc::SYS_clock_gettime,

@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use palisade_sandbox::{directory_of, port_of, resolver_files, Allowed, Syscalls};
+use palisade_sandbox::{directory_of, names_a_host, port_of, resolver_files, Allowed, Syscalls};
 pub use palisade_sandbox::{Report, SandboxError};
 
 use crate::config::SidecarConfig;
@@ -72,6 +72,14 @@ pub fn allowed(config: &SidecarConfig) -> Allowed {
                 .filter_map(|l| port_of(&l.connect_to)),
         );
         ports.extend(id.ca.iter().filter_map(|ca| port_of(&ca.url)));
+        // A target named by host may need DNS over TCP (an answer too large for UDP).
+        let targets = config.outbound.iter().map(|l| l.connect_to.as_str());
+        if targets
+            .chain(id.ca.iter().map(|ca| ca.url.as_str()))
+            .any(names_a_host)
+        {
+            ports.insert(53);
+        }
         Some(ports)
     };
     Allowed {

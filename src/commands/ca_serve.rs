@@ -54,8 +54,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         reload_interval: args.reload_interval,
     };
+    // Counted before the sandbox closes the cgroup files (see `sidecar::available_parallelism`).
+    let workers = super::sidecar::available_parallelism();
     sandbox(&config)?;
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let server = CaServer::bind(config).await.inspect_err(|error| {
             tracing::error!(%error, "cannot start the CA service");

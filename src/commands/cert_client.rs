@@ -228,7 +228,7 @@ impl SvidSink for DirSink {
 /// calls of a service that writes files.
 fn sandbox_watch(args: &RenewArgs) -> Result<(), Failure> {
     use palisade_sandbox::{
-        directory_of, port_of, resolver_files, Allowed, SandboxConfig, Syscalls,
+        directory_of, names_a_host, port_of, resolver_files, Allowed, SandboxConfig, Syscalls,
     };
     let mut read: Vec<_> = args
         .service_account_token
@@ -240,7 +240,13 @@ fn sandbox_watch(args: &RenewArgs) -> Result<(), Failure> {
         read,
         write: vec![directory_of(&args.dir)],
         bind: [args.admin_listen.port()].into(),
-        connect: Some(port_of(&args.ca.ca).into_iter().collect()),
+        // And DNS over TCP when the CA is named by host (answers too large for UDP).
+        connect: Some(
+            port_of(&args.ca.ca)
+                .into_iter()
+                .chain(names_a_host(&args.ca.ca).then_some(53))
+                .collect(),
+        ),
         ..Allowed::default()
     };
     let report = palisade_sandbox::restrict(

@@ -61,18 +61,18 @@ fn run_sidecar(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(%error, "cannot raise the open-file limit");
     }
+    // Counted before the sandbox: the count honours the cgroup's CPU quota only when the cgroup
+    // files can be read, which Landlock then forbids (tokio would count every CPU of the node).
+    let workers = config.workers.unwrap_or_else(available_parallelism);
     sandbox(&config)?;
-    let runtime = match config.workers {
-        Some(1) => tokio::runtime::Builder::new_current_thread()
+    let runtime = match workers {
+        1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-        workers => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            if let Some(n) = workers {
-                builder.worker_threads(n);
-            }
-            builder.enable_all().build()
-        }
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
     }
     .context("cannot start the async runtime")?;
     runtime.block_on(async {
@@ -85,6 +85,12 @@ fn run_sidecar(args: &RunArgs) -> anyhow::Result<ExitCode> {
     })?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The CPUs this process may use (its cgroup's quota and affinity), read before the sandbox
+/// closes the cgroup files; 1 when unknown.
+pub(crate) fn available_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// Restricts this process to what `config` needs (sidecar/src/sandbox.rs), before any other

@@ -1,7 +1,7 @@
 //! What `policy sync` may do once it has restricted itself (palisade-sandbox applies it): read
 //! its policy source, its Kubernetes manifests, its baseline and the files that authenticate an
-//! https:// source; run `nft` (and `conntrack` with `revoke_established`), which means reading
-//! and mapping the system's shared libraries and the few files nft reads; bind its admin port;
+//! https:// source; run `nft` (and `conntrack` with `revoke_established`) and their loader, which
+//! means reading the system's shared libraries and the few files nft reads; bind its admin port;
 //! connect only to the source's port. It writes no file: the table goes to the kernel through
 //! nft's netlink socket. Its system calls: a service's, plus running and waiting for programs
 //! (the filter applies to nft too, which makes only calls on that list).
@@ -12,7 +12,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use palisade_sandbox::{directory_of, resolver_files, Allowed, Syscalls};
+use palisade_sandbox::{
+    directory_of, elf_interpreter, names_a_host, resolver_files, Allowed, Syscalls,
+};
 
 use crate::source::Source;
 use crate::SyncConfig;
@@ -21,7 +23,7 @@ use crate::SyncConfig;
 const NFT: &str = "nft";
 const CONNTRACK: &str = "conntrack";
 
-/// Where shared libraries live (those that exist are allowed for reading and mapping).
+/// Where shared libraries live (those that exist may be read, which is all mapping them needs).
 const LIBRARY_DIRS: &[&str] = &["/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib"];
 
 /// What the dynamic loader and nft read besides libraries: the loader's cache, iproute2's name
@@ -75,6 +77,13 @@ pub fn allowed(config: &SyncConfig, admin: SocketAddr) -> Allowed {
                 443
             };
             connect.insert(uri.port_u16().unwrap_or(default));
+            // By name: DNS may answer over TCP when the answer is too large for UDP.
+            if uri
+                .host()
+                .is_some_and(|h| names_a_host(h.trim_matches(['[', ']'])))
+            {
+                connect.insert(53);
+            }
         }
         None => {}
     }
@@ -97,8 +106,19 @@ pub fn allowed(config: &SyncConfig, admin: SocketAddr) -> Allowed {
             .map(PathBuf::from)
             .filter(|p| p.exists()),
     );
-    let mut execute = programs(config);
-    execute.extend(
+    // The programs and their loaders may be executed; the libraries only read (mapping a
+    // library needs no Execute right, and an executable right on /usr/lib would let every
+    // program there run with the agent's capability).
+    let mut execute: Vec<PathBuf> = Vec::new();
+    for program in programs(config) {
+        let loader = elf_interpreter(&program);
+        for path in std::iter::once(program).chain(loader) {
+            if !execute.contains(&path) {
+                execute.push(path);
+            }
+        }
+    }
+    read.extend(
         LIBRARY_DIRS
             .iter()
             .map(PathBuf::from)
