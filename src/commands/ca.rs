@@ -134,6 +134,9 @@ pub struct ServeArgs {
     /// How often the CA directory and the JWKS are read again.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5s")]
     pub reload_interval: Duration,
+    /// How the service restricts itself (Landlock: its state; the system call allow-list).
+    #[command(flatten)]
+    pub sandbox: super::SandboxArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -56,7 +56,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     // Counted before the sandbox closes the cgroup files (see `sidecar::available_parallelism`).
     let workers = super::sidecar::available_parallelism();
-    sandbox(&config)?;
+    sandbox(&config, args.sandbox.config())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
@@ -83,8 +83,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// its CA directory and token store (tokens are spent by renaming them), appending to its audit
 /// log, reading its JWKS file; binding its two ports; connecting nowhere; the system calls of a
 /// service that writes state (best effort for Landlock: one log line for what the kernel lacks).
-fn sandbox(config: &CaServerConfig) -> anyhow::Result<()> {
-    use palisade_sandbox::{directory_of, Allowed, SandboxConfig, Syscalls};
+fn sandbox(config: &CaServerConfig, mode: palisade_sandbox::SandboxConfig) -> anyhow::Result<()> {
+    use palisade_sandbox::{directory_of, Allowed, Syscalls};
     let mut write = vec![directory_of(&config.dir), directory_of(&config.tokens_dir)];
     if let AuditSink::File(path) = &config.audit {
         write.push(directory_of(path));
@@ -102,7 +102,7 @@ fn sandbox(config: &CaServerConfig) -> anyhow::Result<()> {
         ..Allowed::default()
     };
     let syscalls = Syscalls::service().state();
-    let report = palisade_sandbox::restrict(&allowed, &syscalls, SandboxConfig::default())?;
+    let report = palisade_sandbox::restrict(&allowed, &syscalls, mode)?;
     palisade_sandbox::log_report("CA service", &report);
     Ok(())
 }

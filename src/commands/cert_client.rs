@@ -80,6 +80,10 @@ pub struct RenewArgs {
     /// expires (after a long outage).
     #[arg(long, value_name = "FILE", requires = "watch")]
     pub service_account_token: Option<PathBuf>,
+    /// With --watch: how it restricts itself (Landlock: its directory and the CA's port; the
+    /// system call allow-list).
+    #[command(flatten)]
+    pub sandbox: super::SandboxArgs,
 }
 
 /// An error with the exit code it deserves.
@@ -228,7 +232,7 @@ impl SvidSink for DirSink {
 /// calls of a service that writes files.
 fn sandbox_watch(args: &RenewArgs) -> Result<(), Failure> {
     use palisade_sandbox::{
-        directory_of, names_a_host, port_of, resolver_files, Allowed, SandboxConfig, Syscalls,
+        directory_of, names_a_host, port_of, resolver_files, Allowed, Syscalls,
     };
     let mut read: Vec<_> = args
         .service_account_token
@@ -252,7 +256,7 @@ fn sandbox_watch(args: &RenewArgs) -> Result<(), Failure> {
     let report = palisade_sandbox::restrict(
         &allowed,
         &Syscalls::service().state(),
-        SandboxConfig::default(),
+        args.sandbox.config(),
     )
     .map_err(|e| Failure(EXIT_LOCAL, format!("cannot apply the sandbox: {e}")))?;
     palisade_sandbox::log_report("certificate renewer", &report);

@@ -32,6 +32,56 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// How a long-running command restricts itself (`policy sync`, `ca serve`, `cert renew --watch`;
+/// the sidecar takes the same in its configuration's `sandbox:`).
+#[cfg(feature = "tools")]
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct SandboxArgs {
+    /// Landlock: best-effort (what the kernel supports, logged), required (refuse to run
+    /// otherwise), off.
+    #[arg(long, value_enum, default_value = "best-effort")]
+    pub landlock: LandlockArg,
+    /// The system call allow-list: enforce, log (calls off the list allowed and logged by the
+    /// kernel's audit, to find one that is missing) or off.
+    #[arg(long, value_enum, default_value = "enforce")]
+    pub seccomp: SeccompArg,
+}
+
+#[cfg(feature = "tools")]
+impl SandboxArgs {
+    pub fn config(&self) -> palisade_sandbox::SandboxConfig {
+        use palisade_sandbox::{LandlockMode, SeccompMode};
+        palisade_sandbox::SandboxConfig {
+            landlock: match self.landlock {
+                LandlockArg::BestEffort => LandlockMode::BestEffort,
+                LandlockArg::Required => LandlockMode::Required,
+                LandlockArg::Off => LandlockMode::Off,
+            },
+            seccomp: match self.seccomp {
+                SeccompArg::Enforce => SeccompMode::Enforce,
+                SeccompArg::Log => SeccompMode::Log,
+                SeccompArg::Off => SeccompMode::Off,
+            },
+        }
+    }
+}
+
+#[cfg(feature = "tools")]
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LandlockArg {
+    BestEffort,
+    Required,
+    Off,
+}
+
+#[cfg(feature = "tools")]
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SeccompArg {
+    Enforce,
+    Log,
+    Off,
+}
+
 /// The key types a command accepts, as clap lists them in `--help` and in errors.
 #[cfg(feature = "tools")]
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -183,32 +183,14 @@ pub struct SyncArgs {
     /// A fetched or read policy larger than this many bytes is refused (the last good one stays).
     #[arg(long, value_name = "BYTES", default_value_t = palisade_sync::source::DEFAULT_MAX_POLICY_BYTES)]
     pub max_policy_bytes: u64,
-    /// Landlock (files nft and the sources need, the admin port, the source's port):
-    /// best-effort (what the kernel supports, logged), required (refuse to run otherwise), off.
-    #[arg(long, value_enum, default_value = "best-effort")]
-    pub landlock: LandlockArg,
-    /// The system call allow-list (it covers nft too): enforce, log (allowed, logged by the
-    /// kernel) or off.
-    #[arg(long, value_enum, default_value = "enforce")]
-    pub seccomp: SeccompArg,
+    /// Landlock (files nft and the sources need, the admin port, the source's port) and the
+    /// system call allow-list (it covers nft too).
+    #[command(flatten)]
+    pub sandbox: super::SandboxArgs,
     /// Apply the sandbox, try what it must forbid (and run nft, which it must allow), print one
     /// JSON line, and exit: 0 when every attempt came out as it should.
     #[arg(long)]
     pub check_sandbox: bool,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LandlockArg {
-    BestEffort,
-    Required,
-    Off,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum SeccompArg {
-    Enforce,
-    Log,
-    Off,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -309,18 +291,7 @@ fn sync(args: &SyncArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         revoke_established: args.revoke_established,
     };
     // Restricted before the runtime (and its blocking threads, and nft) exist.
-    let sandbox = palisade_sandbox::SandboxConfig {
-        landlock: match args.landlock {
-            LandlockArg::BestEffort => palisade_sandbox::LandlockMode::BestEffort,
-            LandlockArg::Required => palisade_sandbox::LandlockMode::Required,
-            LandlockArg::Off => palisade_sandbox::LandlockMode::Off,
-        },
-        seccomp: match args.seccomp {
-            SeccompArg::Enforce => palisade_sandbox::SeccompMode::Enforce,
-            SeccompArg::Log => palisade_sandbox::SeccompMode::Log,
-            SeccompArg::Off => palisade_sandbox::SeccompMode::Off,
-        },
-    };
+    let sandbox = args.sandbox.config();
     let syscalls = palisade_sync::sandbox::syscalls();
     let report = palisade_sandbox::restrict(
         &palisade_sync::sandbox::allowed(&config, args.admin),
