@@ -111,16 +111,9 @@ fn the_sidecar_runs_without_capabilities_and_cannot_read_outside_its_files() {
     );
 }
 
-#[test]
-fn check_sandbox_tries_what_the_sidecar_must_not_do_and_each_is_refused() {
-    let pki = Pki::new();
-    pki.issue("payments", "payments", &[]);
-    let config = format!(
-        "{}inbound:\n  - name: api\n    listen: 127.0.0.1:0\n    forward_to: 127.0.0.1:9\n    allow: [spiffe://{TD}/frontend]\noutbound:\n  - name: out\n    listen: 127.0.0.1:0\n    connect_to: localhost:8443\n    expect: [spiffe://{TD}/ledger]\nadmin:\n  listen: 127.0.0.1:0\nsandbox:\n  landlock: required\n",
-        pki.identity_yaml("payments"),
-    );
-    let file = pki.path().join("sidecar.yaml");
-    std::fs::write(&file, config).unwrap();
+/// `palisade sidecar check-sandbox --config FILE`: its exit code and its JSON line (stderr added
+/// to the panic when the line does not parse).
+fn check_sandbox(pki: &Pki, file: &std::path::Path) -> (Option<i32>, serde_json::Value) {
     let out = palisade(
         &[
             "sidecar",
@@ -131,13 +124,23 @@ fn check_sandbox_tries_what_the_sidecar_must_not_do_and_each_is_refused() {
         pki.path(),
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let report = serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code(), report)
+}
+
+#[test]
+fn check_sandbox_tries_what_the_sidecar_must_not_do_and_each_is_refused() {
+    let pki = Pki::new();
+    pki.issue("payments", "payments", &[]);
+    let config = format!(
+        "{}inbound:\n  - name: api\n    listen: 127.0.0.1:0\n    forward_to: 127.0.0.1:9\n    allow: [spiffe://{TD}/frontend]\noutbound:\n  - name: out\n    listen: 127.0.0.1:0\n    connect_to: localhost:8443\n    expect: [spiffe://{TD}/ledger]\nadmin:\n  listen: 127.0.0.1:0\nsandbox:\n  landlock: required\n",
+        pki.identity_yaml("payments"),
     );
-    let report: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let file = pki.path().join("sidecar.yaml");
+    std::fs::write(&file, config).unwrap();
+    let (code, report) = check_sandbox(&pki, &file);
+    assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["landlock"], "fully enforced", "{report}");
     assert_eq!(
         report["allowed"]["bind"],
@@ -182,23 +185,13 @@ fn check_sandbox_tries_what_the_sidecar_must_not_do_and_each_is_refused() {
     )
     .unwrap();
     std::fs::write(&file, transparent).unwrap();
-    let out = palisade(
-        &[
-            "sidecar",
-            "check-sandbox",
-            "--config",
-            file.to_str().unwrap(),
-        ],
-        pki.path(),
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let (code, report) = check_sandbox(&pki, &file);
     assert_eq!(
         report["allowed"]["connect"],
         serde_json::Value::Null,
         "{report}"
     );
-    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(code, Some(0), "{report}");
 
     // The system call filter bites on its own: with Landlock off, running a program and a no-op chown
     // are still refused; with both off, any user may do both (and the check, which expects
@@ -212,17 +205,7 @@ fn check_sandbox_tries_what_the_sidecar_must_not_do_and_each_is_refused() {
             ),
         )
         .unwrap();
-        let out = palisade(
-            &[
-                "sidecar",
-                "check-sandbox",
-                "--config",
-                file.to_str().unwrap(),
-            ],
-            pki.path(),
-        );
-        let report: serde_json::Value =
-            serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+        let (code, report) = check_sandbox(&pki, &file);
         let refused = |what: &str| {
             report["tried"]
                 .as_array()
@@ -233,7 +216,7 @@ fn check_sandbox_tries_what_the_sidecar_must_not_do_and_each_is_refused() {
                 == true
         };
         (
-            out.status.code(),
+            code,
             refused("run /bin/sh"),
             refused("chown"),
             report.clone(),
