@@ -1,11 +1,20 @@
 //! The audit trail: one JSON line for every issuance and every refusal of a sign or renew request,
 //! on stdout (after the `listening` line) or appended to a file. Peer-supplied strings go through
 //! JSON escaping, so a hostile one cannot forge a line; they are also cut to a bounded length.
+//!
+//! Issuances are always written, and an issuance whose line cannot be written is not delivered
+//! (the handler refuses it with `audit_unavailable`: a CA does not issue what it cannot account
+//! for). Refusals are rate limited: in each window, at most `per_client` lines per client
+//! ([`client_key`](crate::limits::client_key)) and `total` lines in all; the others are counted,
+//! and when the window ends one `refusals_left_out` line per client and code says how many were
+//! left out. The metrics count every refusal either way.
 
+use std::collections::HashMap;
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -75,14 +84,86 @@ impl AuditEvent {
     }
 }
 
-/// Writes audit lines; a failure to write is logged and counted, never fatal to the request.
+/// How many refusal lines the audit trail takes.
+#[derive(Debug, Clone)]
+pub struct RefusalBudget {
+    /// The window the counts below are per.
+    pub window: Duration,
+    /// Refusal lines per client per window.
+    pub per_client: u32,
+    /// Refusal lines per window from all clients together.
+    pub total: u32,
+}
+
+impl Default for RefusalBudget {
+    fn default() -> Self {
+        RefusalBudget {
+            window: Duration::from_secs(10),
+            per_client: 20,
+            total: 1000,
+        }
+    }
+}
+
+/// The line that stands for refusals left out in a window.
+#[derive(Debug, Serialize)]
+struct LeftOutEvent {
+    time: String,
+    event: &'static str,
+    /// The client's address (`10.0.0.7`, `2001:db8::/64`), or `other clients` beyond the
+    /// number of clients counted one by one.
+    client: String,
+    code: &'static str,
+    count: u64,
+    window_seconds: u64,
+    reason: String,
+}
+
+/// Distinct (client, code) pairs counted one by one in a window; beyond, as `other clients`.
+const MAX_LEFT_OUT_KEYS: usize = 4096;
+
+struct Window {
+    started: Instant,
+    total: u32,
+    written: HashMap<IpAddr, u32>,
+    left_out: HashMap<(Option<IpAddr>, &'static str), u64>,
+}
+
+impl Window {
+    fn new(now: Instant) -> Self {
+        Window {
+            started: now,
+            total: 0,
+            written: HashMap::new(),
+            left_out: HashMap::new(),
+        }
+    }
+}
+
+/// What became of a refusal's line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// It was written.
+    Yes,
+    /// It was left out (counted for the window's summary).
+    LeftOut,
+}
+
+/// Writes audit lines.
 pub struct AuditLog {
     sink: Mutex<Box<dyn Write + Send>>,
+    budget: RefusalBudget,
+    window: Mutex<Window>,
 }
 
 impl AuditLog {
-    /// Opens the sink.
+    /// Opens the sink, with the default refusal budget.
     pub fn open(sink: &AuditSink) -> std::io::Result<Self> {
+        Self::open_with(sink, RefusalBudget::default())
+    }
+
+    /// Opens the sink, taking refusal lines within `budget`.
+    pub fn open_with(sink: &AuditSink, budget: RefusalBudget) -> std::io::Result<Self> {
         let writer: Box<dyn Write + Send> = match sink {
             AuditSink::Stdout => Box::new(std::io::stdout()),
             AuditSink::File(path) => {
@@ -98,16 +179,193 @@ impl AuditLog {
         };
         Ok(AuditLog {
             sink: Mutex::new(writer),
+            budget,
+            window: Mutex::new(Window::new(Instant::now())),
         })
     }
 
-    /// Writes one line.
+    /// Writes one line, always (issuances).
     pub fn write(&self, event: &AuditEvent) -> std::io::Result<()> {
+        self.write_line(event)
+    }
+
+    fn write_line(&self, event: &impl Serialize) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
         line.push(b'\n');
         let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
         sink.write_all(&line)?;
         sink.flush()
+    }
+
+    /// Writes a refusal's line if `client`'s budget and the total budget of the window allow,
+    /// else counts it for the window's summary. A window that has ended is summarized first.
+    pub fn refusal(&self, event: &AuditEvent, client: IpAddr) -> std::io::Result<Written> {
+        let key = crate::limits::client_key(client);
+        let write = {
+            let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+            self.roll(&mut window, Instant::now())?;
+            let written = window.written.get(&key).copied().unwrap_or(0);
+            if written < self.budget.per_client && window.total < self.budget.total {
+                window.total += 1;
+                // Bounded: `total` entries at most.
+                *window.written.entry(key).or_default() += 1;
+                true
+            } else {
+                let code = event.code.unwrap_or("unknown");
+                let counted = if window.left_out.len() < MAX_LEFT_OUT_KEYS
+                    || window.left_out.contains_key(&(Some(key), code))
+                {
+                    (Some(key), code)
+                } else {
+                    (None, code)
+                };
+                *window.left_out.entry(counted).or_default() += 1;
+                false
+            }
+        };
+        if write {
+            self.write_line(event)?;
+            Ok(Written::Yes)
+        } else {
+            Ok(Written::LeftOut)
+        }
+    }
+
+    /// Writes the summary of the window if it has ended, and starts a new one (called on a timer,
+    /// so that a flood that stops is summarized too, and at shutdown with `force`).
+    pub fn summarize(&self, force: bool) -> std::io::Result<()> {
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if force {
+            window.started = now
+                .checked_sub(self.budget.window)
+                .unwrap_or(window.started);
+        }
+        self.roll(&mut window, now)
+    }
+
+    fn roll(&self, window: &mut Window, now: Instant) -> std::io::Result<()> {
+        if now.saturating_duration_since(window.started) < self.budget.window {
+            return Ok(());
+        }
+        let ended = std::mem::replace(window, Window::new(now));
+        let seconds = self.budget.window.as_secs().max(1);
+        let mut left_out: Vec<_> = ended.left_out.into_iter().collect();
+        left_out.sort_by_key(|((client, code), _)| (client.is_none(), *client, *code));
+        let mut result = Ok(());
+        for ((client, code), count) in left_out {
+            let client = client
+                .map(crate::limits::client_label)
+                .unwrap_or_else(|| "other clients".into());
+            let line = LeftOutEvent {
+                time: rfc3339(OffsetDateTime::now_utc()),
+                event: "refusals_left_out",
+                reason: format!(
+                    "left out {count} {code} refusals from {client} in the last {seconds} s"
+                ),
+                client,
+                code,
+                count,
+                window_seconds: seconds,
+            };
+            if let Err(error) = self.write_line(&line) {
+                result = Err(error);
+            }
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(budget: RefusalBudget) -> (AuditLog, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open_with(&AuditSink::File(dir.path().join("audit")), budget).unwrap();
+        (log, dir)
+    }
+
+    fn lines(dir: &tempfile::TempDir) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.path().join("audit"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn refused(client: &str, code: &'static str) -> AuditEvent {
+        let mut event = AuditEvent::new("refused", "sign", client.parse().unwrap());
+        event.code = Some(code);
+        event
+    }
+
+    #[test]
+    fn refusals_beyond_the_budget_are_counted_and_summarized_per_client_and_code() {
+        let (log, dir) = log(RefusalBudget {
+            window: Duration::from_secs(3600),
+            per_client: 3,
+            total: 5,
+        });
+        let a: IpAddr = "10.0.0.7".parse().unwrap();
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        let mut written = 0;
+        for i in 0..100 {
+            let code = if i % 2 == 0 {
+                "rate_limited"
+            } else {
+                "csr_invalid"
+            };
+            if log.refusal(&refused("10.0.0.7:1", code), a).unwrap() == Written::Yes {
+                written += 1;
+            }
+        }
+        assert_eq!(written, 3);
+        // Another client has its own budget, within the total.
+        let b_written = (0..10)
+            .filter(|_| {
+                log.refusal(&refused("[2001:db8::1]:1", "no_credential"), b)
+                    .unwrap()
+                    == Written::Yes
+            })
+            .count();
+        assert_eq!(b_written, 2, "the total (5) is reached");
+        assert_eq!(lines(&dir).len(), 5);
+        log.summarize(true).unwrap();
+        let all = lines(&dir);
+        let summaries: Vec<_> = all
+            .iter()
+            .filter(|l| l["event"] == "refusals_left_out")
+            .collect();
+        assert_eq!(summaries.len(), 3, "{summaries:#?}");
+        let count = |client: &str, code: &str| {
+            summaries
+                .iter()
+                .find(|l| l["client"] == client && l["code"] == code)
+                .map(|l| l["count"].as_u64().unwrap())
+        };
+        assert_eq!(
+            count("10.0.0.7", "rate_limited").unwrap() + count("10.0.0.7", "csr_invalid").unwrap(),
+            97
+        );
+        assert_eq!(count("2001:db8::/64", "no_credential"), Some(8));
+        assert!(summaries[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("left out "));
+        // A new window: the budget is back.
+        assert_eq!(
+            log.refusal(&refused("10.0.0.7:1", "rate_limited"), a)
+                .unwrap(),
+            Written::Yes
+        );
+    }
+
+    #[test]
+    fn an_unwritable_sink_is_an_error_not_silence() {
+        let log = AuditLog::open(&AuditSink::File("/dev/full".into())).unwrap();
+        let event = AuditEvent::new("issued", "sign", "10.0.0.1:1".parse().unwrap());
+        assert!(log.write(&event).is_err());
     }
 }
 

@@ -37,6 +37,8 @@ pub(crate) struct Peer {
     /// connection; not verified (verification is [`Peer::verify`]).
     subject: Option<String>,
     verified: std::sync::Mutex<Option<VerifiedChain>>,
+    /// Requests refused on this connection so far: past the limit, it is closed.
+    refusals: std::sync::atomic::AtomicU32,
 }
 
 struct VerifiedChain {
@@ -62,11 +64,17 @@ impl Peer {
             chain,
             subject,
             verified: std::sync::Mutex::new(None),
+            refusals: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
+    /// Whether the client presented a certificate at all.
+    pub(crate) fn presented(&self) -> bool {
+        !self.chain.is_empty()
+    }
+
     /// The chain's SPIFFE ID if it verifies to `material`'s bundle now.
-    fn verify(&self, material: &Arc<crate::Material>) -> Result<SpiffeId, SvidError> {
+    pub(crate) fn verify(&self, material: &Arc<crate::Material>) -> Result<SpiffeId, SvidError> {
         let now = UnixTime::now();
         let now_secs = now.as_secs() as i64;
         let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
@@ -100,8 +108,33 @@ pub(crate) async fn handle(
     client: SocketAddr,
     chain: PeerChain,
 ) -> Response<Full<Bytes>> {
-    let mut response = route(state, req, client, chain).await;
+    let mut response = route(state.clone(), req, client, chain.clone()).await;
     secure_headers(response.headers_mut());
+    // A client that is refused again and again on one connection (pipelined requests cost it
+    // nothing) is cut off: it may reconnect, within its connection cap and rate.
+    if response.status().is_client_error() || response.status().is_server_error() {
+        let refused = chain
+            .refusals
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .saturating_add(1);
+        if refused >= state.refusals_per_connection {
+            response.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            if refused == state.refusals_per_connection {
+                state
+                    .metrics
+                    .connection(&state.metrics.connections_closed, "refusals");
+                if let Some(left_out) = state.log_budget.refusals.take() {
+                    tracing::info!(
+                        %client, refused, left_out,
+                        "closing a connection after too many refused requests (left_out: lines like this one not logged since the last)"
+                    );
+                }
+            }
+        }
+    }
     response
 }
 
@@ -147,13 +180,13 @@ async fn route(
         (Method::POST, SIGN_PATH) => {
             let mut audit = AuditEvent::new("refused", "sign", client);
             let outcome = sign(&state, req, client, &mut audit).await;
-            finish(&state, "sign", outcome, audit)
+            finish(&state, "sign", client, outcome, audit)
         }
         (Method::POST, RENEW_PATH) => {
             let mut audit = AuditEvent::new("refused", "renew", client);
             audit.credential = "mtls";
             let outcome = renew(&state, req, client, &chain, &mut audit).await;
-            finish(&state, "renew", outcome, audit)
+            finish(&state, "renew", client, outcome, audit)
         }
         (_, "/live" | "/ready" | BUNDLE_PATH | SIGN_PATH | RENEW_PATH) => {
             refusal_response(&Refusal::MethodNotAllowed)
@@ -345,16 +378,27 @@ fn token_fingerprint(token: &str) -> String {
 fn finish(
     state: &State,
     endpoint: &'static str,
+    client: SocketAddr,
     outcome: Result<IssuedCert, Refusal>,
     mut audit: AuditEvent,
 ) -> Response<Full<Bytes>> {
-    let response = match outcome {
+    match outcome {
         Ok(issued) => {
             let material = state.material.load_full();
             audit.event = "issued";
             let serial = hex(&issued.serial);
             audit.serial = Some(serial.clone());
             audit.not_after = Some(rfc3339(issued.not_after));
+            if let Err(refusal) = audit_outcome(state, endpoint, true, client, &audit) {
+                state.metrics.request(endpoint, refusal.code());
+                tracing::error!(
+                    endpoint,
+                    serial,
+                    spiffe_id = audit.spiffe_id.as_deref().unwrap_or(""),
+                    "signed a certificate but did not deliver it: its audit line cannot be written"
+                );
+                return refusal_response(&refusal);
+            }
             state.metrics.request(endpoint, "ok");
             state
                 .metrics
@@ -381,13 +425,56 @@ fn finish(
             audit.reason = Some(refusal.to_string());
             state.metrics.request(endpoint, refusal.code());
             tracing::debug!(endpoint, code = refusal.code(), client = %audit.client, "refused");
+            let _ = audit_outcome(state, endpoint, false, client, &audit);
             refusal_response(&refusal)
         }
-    };
-    if let Err(error) = state.audit.write(&audit) {
-        tracing::error!(%error, "cannot write the audit line");
     }
-    response
+}
+
+/// An issuance is delivered only once its audit line is written (fail closed: a CA issues nothing
+/// it cannot account for); a refusal's line is written within the audit trail's budget.
+fn audit_outcome(
+    state: &State,
+    endpoint: &'static str,
+    issued: bool,
+    client: SocketAddr,
+    audit: &AuditEvent,
+) -> Result<(), Refusal> {
+    let written = if issued {
+        state
+            .audit
+            .write(audit)
+            .map(|()| crate::audit::Written::Yes)
+    } else {
+        state.audit.refusal(audit, client.ip())
+    };
+    match written {
+        Ok(crate::audit::Written::Yes) => Ok(()),
+        Ok(crate::audit::Written::LeftOut) => {
+            state
+                .metrics
+                .audit_left_out
+                .get_or_create(&crate::metrics::LeftOutLabels {
+                    code: audit.code.unwrap_or("unknown"),
+                })
+                .inc();
+            Ok(())
+        }
+        Err(error) => {
+            state.metrics.audit_write_failures.inc();
+            if let Some(left_out) = state.log_budget.audit.take() {
+                tracing::error!(
+                    %error, endpoint, issued, left_out,
+                    "cannot write the audit line; issuances are refused until it can be written (left_out: lines like this one not logged since the last)"
+                );
+            }
+            if issued {
+                Err(Refusal::AuditUnavailable)
+            } else {
+                Ok(())
+            }
+        }
+    }
 }
 
 fn bundle(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {

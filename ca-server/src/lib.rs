@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+mod connections;
 mod handler;
 mod limits;
 mod material;
@@ -35,12 +36,11 @@ use palisade_ca::{CaDir, JoinTokens};
 use rustls::crypto::CryptoProvider;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-pub use audit::AuditSink;
+pub use audit::{AuditSink, RefusalBudget};
 pub use handler::csr_from_body;
-pub use limits::{RateLimiter, SigningSlots};
+pub use limits::{client_key, client_label, RateLimiter, SigningSlots};
 pub use material::{bundle_document, Material, MaterialError, ServerIdentity};
 pub use refusal::Refusal;
 use service_account::{ServiceAccountConfig, ServiceAccountVerifier};
@@ -81,14 +81,29 @@ pub struct Limits {
     pub max_signing: usize,
     /// How long a request waits for a signing slot before it is told to retry.
     pub signing_wait: Duration,
-    /// Connections open at once; more are closed at accept.
+    /// Connections open at once (both classes; see `connections.rs`).
     pub max_connections: usize,
+    /// Of `max_connections`, those only a connection whose client certificate verified to the
+    /// bundle can hold (renewals): a flood of unauthenticated connections cannot take them.
+    pub reserved_connections: usize,
+    /// Connections one client (an IPv4 address, an IPv6 /64) may hold in each class; a new one
+    /// beyond replaces its oldest idle one, or is refused when none is idle.
+    pub max_connections_per_client: usize,
     /// Time for the TLS handshake.
     pub handshake_timeout: Duration,
-    /// Time for a request's head to arrive (also bounds an idle keep-alive connection).
+    /// Time for a request's head to arrive on a connection without a verified client
+    /// certificate (after the handshake, and between requests): a stranger's idle connection
+    /// is short.
+    pub request_timeout: Duration,
+    /// Time for a request's head to arrive on an authenticated (renewal) connection, also how
+    /// long such a connection is kept idle.
     pub header_timeout: Duration,
     /// Time for a request's body to arrive.
     pub body_timeout: Duration,
+    /// Requests refused on one connection before it is closed (`Connection: close`).
+    pub refusals_per_connection: u32,
+    /// How many refusal lines the audit trail takes.
+    pub audit_refusals: RefusalBudget,
 }
 
 impl Default for Limits {
@@ -99,9 +114,14 @@ impl Default for Limits {
             max_signing: 256,
             signing_wait: Duration::from_secs(2),
             max_connections: 4096,
+            reserved_connections: 1024,
+            max_connections_per_client: 64,
             handshake_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(10),
+            refusals_per_connection: 16,
+            audit_refusals: RefusalBudget::default(),
         }
     }
 }
@@ -147,6 +167,26 @@ pub(crate) struct State {
     pub(crate) slots: SigningSlots,
     pub(crate) leaf_ttl: Duration,
     pub(crate) body_timeout: Duration,
+    pub(crate) refusals_per_connection: u32,
+    pub(crate) log_budget: LogBudgets,
+}
+
+/// One log line per kind of flood per interval, with the count left out.
+pub(crate) struct LogBudgets {
+    pub(crate) refusals: connections::LogBudget,
+    pub(crate) audit: connections::LogBudget,
+    pub(crate) connections: connections::LogBudget,
+}
+
+impl LogBudgets {
+    fn new() -> Self {
+        let every = Duration::from_secs(10);
+        LogBudgets {
+            refusals: connections::LogBudget::new(every),
+            audit: connections::LogBudget::new(every),
+            connections: connections::LogBudget::new(every),
+        }
+    }
 }
 
 impl State {
@@ -248,13 +288,14 @@ impl CaServer {
             .clone()
             .map(ServiceAccountVerifier::load)
             .transpose()?;
-        let audit = audit::AuditLog::open(&config.audit).map_err(|error| CaServerError::Audit {
-            path: match &config.audit {
-                AuditSink::File(path) => path.clone(),
-                AuditSink::Stdout => "stdout".into(),
-            },
-            error,
-        })?;
+        let audit = audit::AuditLog::open_with(&config.audit, config.limits.audit_refusals.clone())
+            .map_err(|error| CaServerError::Audit {
+                path: match &config.audit {
+                    AuditSink::File(path) => path.clone(),
+                    AuditSink::Stdout => "stdout".into(),
+                },
+                error,
+            })?;
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -276,6 +317,8 @@ impl CaServer {
             slots: SigningSlots::new(limits.max_signing, limits.signing_wait),
             leaf_ttl: config.leaf_ttl,
             body_timeout: limits.body_timeout,
+            refusals_per_connection: limits.refusals_per_connection.max(1),
+            log_budget: LogBudgets::new(),
         });
         state.publish_gauges(&state.material.load());
         Ok(BoundCaServer {
@@ -325,6 +368,29 @@ impl BoundCaServer {
                 }
             })
         };
+        // Refusals left out of the audit trail are summarized when their window ends, also when
+        // the flood has stopped.
+        let summaries = {
+            let state = self.state.clone();
+            let stop = stop.clone();
+            let every = self
+                .limits
+                .audit_refusals
+                .window
+                .max(Duration::from_millis(100));
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                    if let Err(error) = state.audit.summarize(false) {
+                        state.metrics.audit_write_failures.inc();
+                        tracing::error!(%error, "cannot write the audit trail's summary of left-out refusals");
+                    }
+                }
+            })
+        };
         let connections = tokio_util::task::TaskTracker::new();
         let accept = accept_loop(
             self.api,
@@ -342,6 +408,10 @@ impl BoundCaServer {
         let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
         let _ = admin.await;
         let _ = reloader.await;
+        let _ = summaries.await;
+        if let Err(error) = self.state.audit.summarize(true) {
+            tracing::error!(%error, "cannot write the audit trail's summary of left-out refusals");
+        }
     }
 }
 
@@ -352,7 +422,13 @@ async fn accept_loop(
     stop: CancellationToken,
     connections: tokio_util::task::TaskTracker,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let admission = Arc::new(connections::Admission::new(
+        limits.max_connections,
+        limits.reserved_connections,
+        limits.max_connections_per_client,
+        state.metrics.connections_in("general"),
+        state.metrics.connections_in("authenticated"),
+    ));
     loop {
         let (stream, client) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -365,59 +441,135 @@ async fn accept_loop(
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%client, "connection refused: too many open");
-            continue;
+        let slot = match admission.admit(client.ip()) {
+            Ok((slot, shed)) => {
+                for crowding in shed {
+                    state
+                        .metrics
+                        .connection(&state.metrics.connections_shed, crowding.label());
+                    log_crowding(&state, client, crowding, "closed an idle connection");
+                }
+                slot
+            }
+            Err(crowding) => {
+                state
+                    .metrics
+                    .connection(&state.metrics.connections_refused, crowding.label());
+                log_crowding(&state, client, crowding, "refused a connection");
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let limits = limits.clone();
         let stop = stop.clone();
-        connections.spawn(async move {
-            let acceptor = tokio_rustls::TlsAcceptor::from(state.material.load().tls.clone());
-            let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(error)) => {
-                    tracing::debug!(%client, %error, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%client, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let chain: handler::PeerChain = Arc::new(handler::Peer::new(
-                tls.get_ref()
-                    .1
-                    .peer_certificates()
-                    .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect())
-                    .unwrap_or_default(),
-            ));
-            let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                let chain = chain.clone();
-                async move {
-                    Ok::<_, std::convert::Infallible>(
-                        handler::handle(state, req, client, chain).await,
-                    )
-                }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(tls), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-            }
-            drop(slot);
-        });
+        connections.spawn(serve_connection(state, limits, stop, stream, client, slot));
     }
+}
+
+fn log_crowding(state: &State, client: SocketAddr, crowding: connections::Crowding, what: &str) {
+    if let Some(left_out) = state.log_budget.connections.take() {
+        tracing::warn!(
+            client = %limits::client_label(limits::client_key(client.ip())),
+            reason = crowding.label(),
+            left_out,
+            "{what}: {crowding} (left_out: lines like this one not logged since the last)"
+        );
+    }
+}
+
+/// One connection: the handshake, then HTTP/1.1 with the timeouts of its class, until it ends,
+/// the service stops, or it is shed to make room.
+async fn serve_connection(
+    state: Arc<State>,
+    limits: Limits,
+    stop: CancellationToken,
+    stream: tokio::net::TcpStream,
+    client: SocketAddr,
+    slot: connections::Slot,
+) {
+    let shed = slot.shed().clone();
+    let acceptor = tokio_rustls::TlsAcceptor::from(state.material.load().tls.clone());
+    let handshake = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream));
+    let tls = tokio::select! {
+        _ = shed.cancelled() => return,
+        done = handshake => match done {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => {
+                tracing::debug!(%client, %error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%client, "TLS handshake timed out");
+                state
+                    .metrics
+                    .connection(&state.metrics.connections_closed, "handshake_timeout");
+                return;
+            }
+        },
+    };
+    let chain: handler::PeerChain = Arc::new(handler::Peer::new(
+        tls.get_ref()
+            .1
+            .peer_certificates()
+            .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect())
+            .unwrap_or_default(),
+    ));
+    // A client certificate that verifies to the bundle now (the verification is kept for the
+    // connection's renewals) moves the connection into the reserved class.
+    let authenticated = chain.presented()
+        && chain.verify(&state.material.load_full()).is_ok()
+        && slot.authenticate();
+    let header_timeout = if authenticated {
+        limits.header_timeout
+    } else {
+        limits.request_timeout
+    };
+    let slot = Arc::new(slot);
+    let service = {
+        let slot = slot.clone();
+        let state = state.clone();
+        hyper::service::service_fn(move |req| {
+            let state = state.clone();
+            let chain = chain.clone();
+            let busy = slot.busy();
+            async move {
+                let Some(_busy) = busy else {
+                    // Shed a moment ago: nothing is started, the connection is closing.
+                    return Ok::<_, std::convert::Infallible>(handler::refusal_response(
+                        &Refusal::Busy,
+                    ));
+                };
+                Ok(handler::handle(state, req, client, chain).await)
+            }
+        })
+    };
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        _ = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+            Ok(())
+        }
+        _ = shed.cancelled() => {
+            // Idle (never shed during a request): closes at once; bounded all the same.
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), connection).await;
+            Ok(())
+        }
+    };
+    if let Err(error) = ended {
+        if error.is_timeout() {
+            state
+                .metrics
+                .connection(&state.metrics.connections_closed, "request_timeout");
+        }
+    }
+    drop(slot);
 }

@@ -1,8 +1,13 @@
 //! What one client, and all of them together, may ask of the CA: a token bucket per client
 //! address and a cap on signings in progress. Both act before any signature is made.
+//!
+//! A "client" is [`client_key`] of its address: an IPv4 address, or an IPv6 /64 (one host
+//! usually holds a whole /64, and would otherwise get a fresh bucket for each of its 2^64
+//! addresses). The connection caps (`connections.rs`) and the audit trail's rate limit use the
+//! same key.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -12,7 +17,30 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 /// forgotten first, so a flood of addresses costs bounded memory.
 const MAX_CLIENTS: usize = 65_536;
 
-/// A token bucket per client IP: `per_second` requests on average, bursts of `burst`.
+/// The key one client is counted under: an IPv4 address as it is (also when it comes as an
+/// IPv4-mapped IPv6 address, as on a dual-stack listener), an IPv6 address cut to its /64.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(bits))
+            }
+        },
+    }
+}
+
+/// A client key as it is written in logs and the audit trail: `10.0.0.7`, `2001:db8:1:2::/64`.
+pub fn client_label(key: IpAddr) -> String {
+    match key {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("{v6}/64"),
+    }
+}
+
+/// A token bucket per client ([`client_key`]): `per_second` requests on average, bursts of `burst`.
 pub struct RateLimiter {
     per_second: f64,
     burst: f64,
@@ -34,11 +62,13 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token for `client`; `false` when its bucket is empty.
+    /// Takes one token for `client` (any of its addresses: the bucket is its [`client_key`]'s);
+    /// `false` when its bucket is empty.
     pub fn allow(&self, client: IpAddr) -> bool {
         if self.per_second <= 0.0 {
             return true;
         }
+        let client = client_key(client);
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(&client) {
@@ -102,6 +132,43 @@ mod tests {
         assert!((0..3).all(|_| limiter.allow(a)));
         assert!(!limiter.allow(a));
         assert!(limiter.allow(b));
+    }
+
+    #[test]
+    fn an_ipv6_client_has_one_bucket_for_its_whole_slash_64() {
+        let limiter = RateLimiter::new(0.001, 3);
+        // Three addresses of one /64: one bucket, used up by the three.
+        for a in [
+            "2001:db8:1:2::1",
+            "2001:db8:1:2:ffff::9",
+            "2001:db8:1:2:1:2:3:4",
+        ] {
+            assert!(limiter.allow(a.parse().unwrap()), "{a}");
+        }
+        assert!(!limiter.allow("2001:db8:1:2:dead:beef::1".parse().unwrap()));
+        // The next /64 is another client.
+        assert!(limiter.allow("2001:db8:1:3::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_is_the_ipv4_client() {
+        let limiter = RateLimiter::new(0.001, 2);
+        assert!(limiter.allow("10.0.0.7".parse().unwrap()));
+        assert!(limiter.allow("::ffff:10.0.0.7".parse().unwrap()));
+        assert!(!limiter.allow("10.0.0.7".parse().unwrap()));
+        assert!(!limiter.allow("::ffff:10.0.0.7".parse().unwrap()));
+        assert!(limiter.allow("::ffff:10.0.0.8".parse().unwrap()));
+    }
+
+    #[test]
+    fn client_keys_and_their_labels() {
+        let key = |s: &str| client_key(s.parse().unwrap());
+        assert_eq!(key("10.0.0.7"), key("::ffff:10.0.0.7"));
+        assert_eq!(client_label(key("::ffff:10.0.0.7")), "10.0.0.7");
+        assert_eq!(key("2001:db8::1"), key("2001:db8::ffff:ffff:ffff:ffff"));
+        assert_ne!(key("2001:db8::1"), key("2001:db8:0:1::1"));
+        assert_eq!(client_label(key("2001:db8:0:0:5::1")), "2001:db8::/64");
+        assert_eq!(client_label(key("::1")), "::/64");
     }
 
     #[test]

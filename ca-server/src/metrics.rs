@@ -31,6 +31,28 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+/// Labels of a connection refused, shed or closed by the service.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    /// `client_cap`, `pool_full` (refused or shed); `handshake_timeout`, `request_timeout`,
+    /// `refusals` (closed).
+    pub reason: &'static str,
+}
+
+/// Labels of the connections open now.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    /// `general` or `authenticated`.
+    pub class: &'static str,
+}
+
+/// Labels of refusals left out of the audit trail.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeftOutLabels {
+    /// The refusal's code.
+    pub code: &'static str,
+}
+
 /// The CA service's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -46,6 +68,18 @@ pub struct Metrics {
     pub root_expiry_seconds: Gauge,
     /// Roots in the bundle served now.
     pub bundle_roots: Gauge,
+    /// Connections refused at accept, by reason.
+    pub connections_refused: Family<ConnectionLabels, Counter>,
+    /// Idle connections closed to make room for a new one, by reason.
+    pub connections_shed: Family<ConnectionLabels, Counter>,
+    /// Connections the service closed: timeouts, too many refusals.
+    pub connections_closed: Family<ConnectionLabels, Counter>,
+    /// Connections open now, by class.
+    pub connections: Family<ClassLabels, Gauge>,
+    /// Refusals not written to the audit trail (counted in its summary lines), by code.
+    pub audit_left_out: Family<LeftOutLabels, Counter>,
+    /// Audit lines that could not be written.
+    pub audit_write_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -94,7 +128,49 @@ impl Metrics {
             "Roots in the bundle served now",
             bundle_roots.clone(),
         );
+        let connections_refused = Family::default();
+        registry.register(
+            "connections_refused",
+            "Connections refused at accept, by reason (client_cap, pool_full)",
+            connections_refused.clone(),
+        );
+        let connections_shed = Family::default();
+        registry.register(
+            "connections_shed",
+            "Idle unauthenticated connections closed to make room for a new one, by reason",
+            connections_shed.clone(),
+        );
+        let connections_closed = Family::default();
+        registry.register(
+            "connections_closed",
+            "Connections closed by the service (handshake_timeout, request_timeout, refusals)",
+            connections_closed.clone(),
+        );
+        let connections = Family::default();
+        registry.register(
+            "connections",
+            "Connections open now, by class (general, authenticated)",
+            connections.clone(),
+        );
+        let audit_left_out = Family::default();
+        registry.register(
+            "audit_refusals_left_out",
+            "Refusals left out of the audit trail by its rate limit (each summarized), by code",
+            audit_left_out.clone(),
+        );
+        let audit_write_failures = Counter::default();
+        registry.register(
+            "audit_write_failures",
+            "Audit lines that could not be written",
+            audit_write_failures.clone(),
+        );
         Metrics {
+            connections_refused,
+            connections_shed,
+            connections_closed,
+            connections,
+            audit_left_out,
+            audit_write_failures,
             registry,
             requests,
             issued,
@@ -110,6 +186,18 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels { endpoint, code })
             .inc();
+    }
+
+    /// Counts one connection refused at accept (`refused`), shed or closed.
+    pub fn connection(&self, family: &Family<ConnectionLabels, Counter>, reason: &'static str) {
+        family.get_or_create(&ConnectionLabels { reason }).inc();
+    }
+
+    /// The gauge of connections open now in `class`.
+    pub fn connections_in(&self, class: &'static str) -> Gauge {
+        self.connections
+            .get_or_create(&ClassLabels { class })
+            .clone()
     }
 
     /// Counts one reload.

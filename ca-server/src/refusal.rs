@@ -66,6 +66,10 @@ pub enum Refusal {
     /// The CA cannot sign now (no usable key, or it expired).
     #[error("the CA cannot sign now: {0}")]
     Unavailable(String),
+    /// The certificate was signed but its audit line could not be written, so it is not
+    /// delivered: the CA issues nothing it cannot account for.
+    #[error("the CA cannot write its audit trail; retry later")]
+    AuditUnavailable,
     /// No such endpoint.
     #[error("no such endpoint")]
     NotFound,
@@ -97,6 +101,7 @@ impl Refusal {
             Refusal::RateLimited => "rate_limited",
             Refusal::Busy => "busy",
             Refusal::Unavailable(_) => "ca_unavailable",
+            Refusal::AuditUnavailable => "audit_unavailable",
             Refusal::NotFound => "not_found",
             Refusal::MethodNotAllowed => "method_not_allowed",
         }
@@ -121,7 +126,9 @@ impl Refusal {
             Refusal::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Refusal::Csr(_) | Refusal::BadIdHeader => StatusCode::BAD_REQUEST,
             Refusal::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Refusal::Busy | Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Busy | Refusal::Unavailable(_) | Refusal::AuditUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Refusal::NotFound => StatusCode::NOT_FOUND,
             Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
