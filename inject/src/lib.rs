@@ -19,8 +19,15 @@
 //! Annotations on the pod template steer it: `palisade.io/inject: "false"` opts out;
 //! `palisade.io/inbound-port`, `palisade.io/outbound-port`, `palisade.io/exclude-inbound-ports`,
 //! `palisade.io/exclude-outbound-ports`, `palisade.io/exclude-cidrs`, `palisade.io/config`.
-//! The ports of the app's kubelet probes are excluded from the redirect, so probes keep working.
+//! The ports of the app's kubelet probes are excluded from the redirect, so probes keep working
+//! (with a warning: any peer reaches such a port in plaintext).
 //! Pods on the host's network are left alone: their namespace is the host's.
+//!
+//! A pod whose app could take its traffic past the sidecar is refused (a privileged container,
+//! one adding NET_ADMIN or NET_RAW, one that may run as root or gain privileges in a pod sharing
+//! its process namespace), or warned about (one that may hold CAP_SETUID), unless
+//! `palisade.io/allow-bypass` names the container; every other app container gets NET_RAW in its
+//! `capabilities.drop` (docs/SECURITY.md, "A compromised workload", says why each).
 
 #![warn(missing_docs)]
 
@@ -30,6 +37,9 @@ use serde_yaml::{Mapping, Value};
 pub const INJECTED: &str = "palisade.io/injected";
 /// Annotation opting a workload out (`"false"`).
 pub const INJECT: &str = "palisade.io/inject";
+/// Annotation naming (comma-separated) the app's containers that are accepted as they are although
+/// they could bypass the sidecar: inject neither refuses, warns about, nor hardens them.
+pub const ALLOW_BYPASS: &str = "palisade.io/allow-bypass";
 const REDIRECT: &str = "palisade-redirect";
 const SIDECAR: &str = "palisade-sidecar";
 const CONFIG_VOLUME: &str = "palisade-config";
@@ -69,6 +79,19 @@ pub enum InjectError {
         container: String,
         /// The UID.
         uid: u32,
+    },
+    /// A container of the pod could take its traffic past the sidecar (or reach into the
+    /// sidecar's process), and `palisade.io/allow-bypass` does not name it.
+    #[error("{kind} {name}: container {container} {how}, so it could bypass the sidecar (change that, or accept the risk with the annotation {ALLOW_BYPASS}: \"{container}\")")]
+    CanBypass {
+        /// The workload's kind.
+        kind: String,
+        /// The workload's name.
+        name: String,
+        /// The container.
+        container: String,
+        /// What it has, and what that lets it do.
+        how: String,
     },
     /// An annotation's value is not what it must be.
     #[error("{kind} {name}: annotation {annotation}: {message}")]
@@ -283,6 +306,318 @@ fn runs_as(spec: &Mapping, uid: u32) -> Option<String> {
         })
 }
 
+/// The sections of a pod spec that hold the app's containers. The app's init containers run after
+/// the redirect and the sidecar (inject puts those two first), so their traffic is captured too,
+/// and one that removed the redirect table would remove it for the whole pod; ephemeral
+/// containers (found only in a Pod read back from the API) run beside the app.
+const APP_SECTIONS: [&str; 3] = ["initContainers", "containers", "ephemeralContainers"];
+
+/// A capability as the runtimes read it: upper case, without `CAP_`.
+fn capability(name: &str) -> String {
+    let upper = name.to_ascii_uppercase();
+    upper.strip_prefix("CAP_").unwrap_or(&upper).to_owned()
+}
+
+/// What one app container may do, from its `securityContext` and, for what the container leaves
+/// unsaid, the pod's (`runAsUser` and `runAsNonRoot` exist at both levels; `privileged`,
+/// `allowPrivilegeEscalation` and `capabilities` only on the container).
+struct Powers {
+    privileged: bool,
+    added: Vec<String>,
+    dropped: Vec<String>,
+    /// `runAsUser: 0`, said by the container or the pod.
+    root: bool,
+    /// It may run as root: `runAsUser: 0`, or no `runAsUser` and no `runAsNonRoot: true` (then
+    /// the image decides, and most images run as root).
+    may_be_root: bool,
+    /// It may gain root by running a setuid-root (or file-capability) program of its image:
+    /// `allowPrivilegeEscalation` is not false (Kubernetes' default is true).
+    may_escalate: bool,
+}
+
+impl Powers {
+    fn of(container: &Value, pod: Option<&Value>) -> Powers {
+        let own = container.get("securityContext");
+        let field = |key: &str| {
+            own.and_then(|c| c.get(key))
+                .filter(|v| !v.is_null())
+                .or_else(|| pod.and_then(|p| p.get(key)).filter(|v| !v.is_null()))
+        };
+        let caps = |key: &str| -> Vec<String> {
+            own.and_then(|c| c.get("capabilities"))
+                .and_then(|c| c.get(key))
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(capability)
+                .collect()
+        };
+        let privileged = own
+            .and_then(|c| c.get("privileged"))
+            .and_then(Value::as_bool)
+            == Some(true);
+        let uid = field("runAsUser").and_then(Value::as_u64);
+        let non_root = field("runAsNonRoot").and_then(Value::as_bool) == Some(true);
+        Powers {
+            privileged,
+            added: caps("add"),
+            dropped: caps("drop"),
+            // With runAsNonRoot the kubelet refuses to start a container whose UID is 0.
+            root: uid == Some(0) && !non_root,
+            may_be_root: !non_root && uid.is_none_or(|u| u == 0),
+            may_escalate: privileged
+                || own
+                    .and_then(|c| c.get("allowPrivilegeEscalation"))
+                    .and_then(Value::as_bool)
+                    != Some(false),
+        }
+    }
+
+    fn adds(&self, cap: &str) -> bool {
+        self.added.iter().any(|c| c == cap || c == "ALL")
+    }
+
+    fn drops(&self, cap: &str) -> bool {
+        self.dropped.iter().any(|c| c == cap || c == "ALL")
+    }
+
+    /// Whether it may hold `cap`, one that containerd and CRI-O both give root by default
+    /// (SETUID, KILL): as root, or as whoever gains root, unless the container drops it.
+    fn may_hold_default(&self, cap: &str) -> bool {
+        self.privileged
+            || self.adds(cap)
+            || (!self.drops(cap) && (self.may_be_root || self.may_escalate))
+    }
+
+    /// Whether it may hold `cap`, one no runtime gives by default (SYS_PTRACE).
+    fn may_hold(&self, cap: &str) -> bool {
+        self.privileged || self.adds(cap)
+    }
+}
+
+/// An app container inject hardens: NET_RAW goes into its `capabilities.drop`.
+struct Harden {
+    section: &'static str,
+    index: usize,
+    name: String,
+}
+
+/// Refuses the pod when an app container could bypass the sidecar and `accepted` does not name
+/// it; warns about those that may hold CAP_SETUID; returns those that get NET_RAW dropped.
+/// Why each case is refused, warned about or hardened: docs/SECURITY.md, "A compromised workload".
+fn check_bypass(
+    spec: &Mapping,
+    accepted: &[String],
+    proxy_uid: u32,
+    kind: &str,
+    name: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Harden>, InjectError> {
+    let pod = spec.get("securityContext");
+    let shares_processes = spec.get("shareProcessNamespace").and_then(Value::as_bool) == Some(true);
+    let mut harden = Vec::new();
+    for section in APP_SECTIONS {
+        let list = spec.get(section).and_then(Value::as_sequence);
+        for (index, container) in list.into_iter().flatten().enumerate() {
+            let cname = container
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("(unnamed)");
+            if accepted.iter().any(|a| a == cname) {
+                continue;
+            }
+            let refuse = |how: String| InjectError::CanBypass {
+                kind: kind.to_owned(),
+                name: name.to_owned(),
+                container: cname.to_owned(),
+                how,
+            };
+            let p = Powers::of(container, pod);
+            if p.privileged {
+                return Err(refuse(
+                    "is privileged (it holds every capability, NET_ADMIN among them, and can \
+                     delete the redirect table)"
+                        .into(),
+                ));
+            }
+            let all = if p.added.iter().any(|c| c == "ALL") {
+                "ALL, NET_ADMIN among them"
+            } else {
+                "NET_ADMIN"
+            };
+            if p.adds("NET_ADMIN") {
+                return Err(refuse(format!(
+                    "adds capability {all} (it can delete or rewrite the redirect table)"
+                )));
+            }
+            if p.adds("NET_RAW") {
+                return Err(refuse(
+                    "adds capability NET_RAW (what it sends through a packet socket never meets \
+                     the redirect)"
+                        .into(),
+                ));
+            }
+            // With a shared process namespace the app sees the sidecar's process: with CAP_KILL
+            // it can stop it; with CAP_SETUID it can take the sidecar's UID and then, as that
+            // UID (the sidecar is dumpable), read its memory, the workload's key, and its files
+            // (the CA token) through /proc/<pid>/mem and /proc/<pid>/root; CAP_SYS_PTRACE does
+            // that without the UID. Without those, it sees only the sidecar's command line.
+            let reach: Vec<&str> = [
+                ("CAP_SETUID", p.may_hold_default("SETUID")),
+                ("CAP_KILL", p.may_hold_default("KILL")),
+                ("CAP_SYS_PTRACE", p.may_hold("SYS_PTRACE")),
+            ]
+            .into_iter()
+            .filter(|(_, held)| *held)
+            .map(|(cap, _)| cap)
+            .collect();
+            if shares_processes && !reach.is_empty() {
+                return Err(refuse(format!(
+                    "may hold {} in a pod with shareProcessNamespace: true (it can stop the \
+                     sidecar, or take UID {proxy_uid} and read the sidecar's memory, its key, \
+                     through /proc)",
+                    reach.join(" and ")
+                )));
+            }
+            if p.may_hold_default("SETUID") {
+                // Warned about, not refused: most images run as root and keep CAP_SETUID, and
+                // many need it (nginx's master, entrypoints that step down with gosu or su-exec),
+                // so neither refusing them nor dropping SETUID behind the user's back is a safe
+                // default. Istio and Linkerd document the same limit.
+                let why = if p.root {
+                    "runs as root with CAP_SETUID"
+                } else if p.may_be_root {
+                    "may run as root with CAP_SETUID (no runAsNonRoot: true and no runAsUser rule it out)"
+                } else if p.may_escalate {
+                    "may gain root and CAP_SETUID through a setuid program of its image \
+                     (allowPrivilegeEscalation is not false)"
+                } else {
+                    "adds capability SETUID"
+                };
+                warnings.push(format!(
+                    "{kind} {name}: container {cname} {why}, so it can take the sidecar's UID \
+                     {proxy_uid} (setpriv --reuid {proxy_uid}) and bypass the redirect; give it \
+                     runAsNonRoot: true and allowPrivilegeEscalation: false, or drop SETUID if it \
+                     never changes user, or accept the risk with the annotation {ALLOW_BYPASS}: \
+                     \"{cname}\""
+                ));
+            }
+            // NET_RAW (a packet socket skips netfilter, the redirect with it) is in containerd's
+            // default set for root but not in CRI-O's, so apps that run on both already do
+            // without it: dropping it is safe where dropping SETUID is not.
+            if !p.drops("NET_RAW") {
+                harden.push(Harden {
+                    section,
+                    index,
+                    name: cname.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(harden)
+}
+
+/// Puts NET_RAW in the container's `capabilities.drop`; returns the outermost key it created
+/// ("securityContext", "capabilities", "drop", or "" for none), so uninject can take exactly that
+/// away, or None when a level is not what the schema says (then it leaves the container alone).
+fn drop_net_raw(container: &mut Value) -> Option<&'static str> {
+    fn present(v: Option<&Value>) -> Option<&Value> {
+        v.filter(|v| !v.is_null())
+    }
+    let context = present(container.get("securityContext"));
+    let caps = context.and_then(|c| present(c.get("capabilities")));
+    let drop = caps.and_then(|c| present(c.get("drop")));
+    let created = match (context, caps, drop) {
+        (None, _, _) => "securityContext",
+        (Some(Value::Mapping(_)), None, _) => "capabilities",
+        (Some(Value::Mapping(_)), Some(Value::Mapping(_)), None) => "drop",
+        (Some(Value::Mapping(_)), Some(Value::Mapping(_)), Some(Value::Sequence(_))) => "",
+        _ => return None,
+    };
+    // A null level is taken out and added at the end, as an absent one is: uninject gives back
+    // an absent key, and injecting that again must give the same text.
+    let mut level = container.as_mapping_mut()?;
+    for key in ["securityContext", "capabilities"] {
+        if !matches!(level.get(key), Some(Value::Mapping(_))) {
+            level.shift_remove(key);
+            level.insert(key.into(), Value::Mapping(Mapping::new()));
+        }
+        level = level.get_mut(key)?.as_mapping_mut()?;
+    }
+    if level.get("drop").is_some_and(Value::is_null) {
+        level.shift_remove("drop");
+    }
+    sequence(level, "drop").push(Value::String("NET_RAW".into()));
+    Some(created)
+}
+
+/// Undoes [`drop_net_raw`] on the container the injection record names.
+fn restore_net_raw(spec: &mut Mapping, record: &serde_json::Value) {
+    let (Some(section), Some(index), Some(name), Some(created)) = (
+        record.get("in").and_then(serde_json::Value::as_str),
+        record.get("index").and_then(serde_json::Value::as_u64),
+        record.get("name").and_then(serde_json::Value::as_str),
+        record.get("created").and_then(serde_json::Value::as_str),
+    ) else {
+        return;
+    };
+    let Some(list) = spec.get_mut(section).and_then(Value::as_sequence_mut) else {
+        return;
+    };
+    let named = |c: &Value| c.get("name").and_then(Value::as_str) == Some(name);
+    // By position (names may repeat in a manifest the API server would refuse), else by name.
+    let at = usize::try_from(index)
+        .ok()
+        .filter(|i| list.get(*i).is_some_and(named))
+        .or_else(|| list.iter().position(named));
+    let Some(context) = at
+        .and_then(|i| list.get_mut(i))
+        .and_then(|c| c.as_mapping_mut())
+    else {
+        return;
+    };
+    let Some(caps) = context
+        .get_mut("securityContext")
+        .and_then(Value::as_mapping_mut)
+        .and_then(|c| c.get_mut("capabilities"))
+        .and_then(Value::as_mapping_mut)
+    else {
+        return;
+    };
+    let Some(drop) = caps.get_mut("drop").and_then(Value::as_sequence_mut) else {
+        return;
+    };
+    let Some(ours) = drop.iter().rposition(|c| c.as_str() == Some("NET_RAW")) else {
+        return;
+    };
+    drop.remove(ours);
+    let levels = ["securityContext", "capabilities", "drop"];
+    let from = levels
+        .iter()
+        .position(|l| *l == created)
+        .unwrap_or(levels.len());
+    if from <= 2 && drop.is_empty() {
+        caps.shift_remove("drop");
+    }
+    if from <= 1 && caps.is_empty() {
+        if let Some(sc) = context
+            .get_mut("securityContext")
+            .and_then(Value::as_mapping_mut)
+        {
+            sc.shift_remove("capabilities");
+        }
+    }
+    if from == 0
+        && context
+            .get("securityContext")
+            .and_then(Value::as_mapping)
+            .is_some_and(Mapping::is_empty)
+    {
+        context.shift_remove("securityContext");
+    }
+}
+
 fn annotation<'a>(meta: &'a Mapping, key: &str) -> Option<&'a str> {
     meta.get("annotations")?.get(key)?.as_str()
 }
@@ -344,8 +679,6 @@ fn inject_pod(
                 .map_err(|_| bad(key, format!("{v:?} is not a port"))),
         }
     };
-    let inbound = port("palisade.io/inbound-port", settings.inbound_port)?;
-    let outbound = port("palisade.io/outbound-port", settings.outbound_port)?;
     let list = |key: &'static str| -> Vec<String> {
         annotation(meta, key)
             .map(|v| {
@@ -357,9 +690,35 @@ fn inject_pod(
             })
             .unwrap_or_default()
     };
+    let accepted = list(ALLOW_BYPASS);
+    let names: Vec<&str> = APP_SECTIONS
+        .into_iter()
+        .filter_map(|key| spec.get(key).and_then(Value::as_sequence))
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .collect();
+    // A name that matches no container accepts nothing: most likely a typo, or "true".
+    if let Some(unknown) = accepted.iter().find(|a| !names.contains(&a.as_str())) {
+        return Err(bad(
+            ALLOW_BYPASS,
+            format!("{unknown:?} is not the name of one of the pod's containers"),
+        ));
+    }
+    let harden = check_bypass(spec, &accepted, settings.proxy_uid, kind, name, warnings)?;
+    let inbound = port("palisade.io/inbound-port", settings.inbound_port)?;
+    let outbound = port("palisade.io/outbound-port", settings.outbound_port)?;
     let mut exclude_inbound = vec![settings.admin_port.to_string()];
     let (dedicated, served) = probe_ports(spec);
     exclude_inbound.extend(dedicated.iter().map(u16::to_string));
+    for port in &dedicated {
+        // Until probes are rewritten to go through the sidecar, excluding the port is what keeps
+        // the kubelet's plaintext probe working, and it opens the port to everyone else too.
+        warnings.push(format!(
+            "{kind} {name}: a kubelet probe uses port {port}, which the app does not declare, so \
+             inject excludes it from the inbound redirect: that port is now reachable by any peer \
+             in plaintext, bypassing mTLS (serve nothing but health checks there)"
+        ));
+    }
     for port in served {
         warnings.push(format!(
             "{kind} {name}: a kubelet probe uses port {port}, which the app also serves; it stays \
@@ -397,11 +756,27 @@ fn inject_pod(
         .unwrap_or(&settings.config_map)
         .to_owned();
 
-    let before = serde_json::json!({
+    let mut before = serde_json::json!({
         "initContainers": spec.contains_key("initContainers"),
         "volumes": spec.contains_key("volumes"),
         "annotations": meta.contains_key("annotations"),
     });
+    let mut dropped = Vec::new();
+    for h in harden {
+        let container = spec
+            .get_mut(h.section)
+            .and_then(Value::as_sequence_mut)
+            .and_then(|list| list.get_mut(h.index));
+        if let Some(created) = container.and_then(drop_net_raw) {
+            dropped.push(serde_json::json!({
+                "in": h.section, "index": h.index, "name": h.name, "created": created,
+            }));
+        }
+    }
+    // Recorded only when there is something to undo, so a record stays short.
+    if !dropped.is_empty() {
+        before["droppedNetRaw"] = serde_json::Value::Array(dropped);
+    }
 
     let mut redirect_args = vec![
         "sidecar".to_owned(),
@@ -505,6 +880,15 @@ fn uninject_pod(meta: &mut Mapping, spec: &mut Mapping) {
             if list.is_empty() && !had(key) {
                 spec.shift_remove(key);
             }
+        }
+    }
+    // After our init containers are gone: the record counts the app's init containers from 0.
+    if let Some(dropped) = before
+        .get("droppedNetRaw")
+        .and_then(serde_json::Value::as_array)
+    {
+        for record in dropped {
+            restore_net_raw(spec, record);
         }
     }
     if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_mapping_mut) {
