@@ -26,7 +26,10 @@ pub use compile::compile;
 pub use explain::{
     decide, peer_matches, port_matches, rule_admits, End, Explained, RuleRef, Side, Verdict,
 };
-pub use load::{load_paths, load_str, LoadErrors, MAX_FILE_BYTES};
+pub use load::{
+    load_partial, load_paths, load_str, load_str_partial, LoadErrors, Loaded, Refused,
+    MAX_FILE_BYTES,
+};
 pub use matrix::{matrix, Matrix};
 pub use model::{Cluster, Inventory, NetworkPolicy, Pod, Proto};
 pub use watch::Watched;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use marked_yaml::types::MarkedMappingNode;
 use marked_yaml::{LoaderOptions, Node, Span};
-use palisade_policy::addrs::{Addrs, Cidr};
+use palisade_policy::addrs::{Addrs, Cidr, CidrError};
 
 use crate::model::{
     Cluster, ContainerPort, Labels, NetworkPolicy, Operator, Peer, Pod, Port, PortRef, Proto,
@@ -42,11 +42,43 @@ impl fmt::Display for LoadErrors {
 
 impl std::error::Error for LoadErrors {}
 
+/// A NetworkPolicy the loader refused, and what stands in for it.
+///
+/// Its namespace and name could be read, so it is known which object is wrong; in its place the
+/// load holds a policy of the same name that admits nothing: it isolates the pods its
+/// `podSelector` selects (every pod of its namespace when the selector itself is wrong), in the
+/// directions its `policyTypes` name (both when they are wrong), and has no rules. Dropping the
+/// object instead would leave the pods it isolates open (a deny-all policy with a typo would
+/// allow everything); keeping some of its rules could widen them (a rule whose every port is
+/// wrong would be left with none, which means every port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// `NetworkPolicy namespace/name`.
+    pub object: String,
+    /// Where the object starts.
+    pub source: Source,
+    /// Its problems, each located.
+    pub errors: Vec<(Source, String)>,
+}
+
+/// What a load that tolerates refused NetworkPolicies produced ([`load_partial`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// The objects, with a stand-in for each refused NetworkPolicy (see [`Refused`]).
+    pub cluster: Cluster,
+    /// The NetworkPolicies refused, in the order read.
+    pub refused: Vec<Refused>,
+    /// What was read other than as written, each located (a CIDR with host bits set is read as
+    /// its network).
+    pub warnings: Vec<(Source, String)>,
+}
+
 /// Files larger than this are refused: manifests of a large cluster are tens of megabytes.
 pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Loads every path (a file, or a directory whose `*.yaml`, `*.yml` and `*.json` files are read
-/// in name order; names starting with `.` are skipped, as a mounted ConfigMap's are).
+/// in name order; names starting with `.` are skipped, as a mounted ConfigMap's are). Any
+/// problem fails the load (warnings are dropped; [`load_partial`] returns them).
 pub fn load_paths(paths: &[PathBuf]) -> Result<Cluster, LoadErrors> {
     let mut loader = Loader::default();
     for path in paths {
@@ -62,10 +94,35 @@ pub fn load_str(text: &str, file: &str) -> Result<Cluster, LoadErrors> {
     loader.finish()
 }
 
+/// As [`load_paths`], but a NetworkPolicy with problems is refused alone (see [`Refused`]) and
+/// the rest loads. The load fails, with every problem found, only when some problem belongs to
+/// no one NetworkPolicy: a file that cannot be read, YAML that does not parse, a policy whose
+/// name cannot be read, a Pod or Namespace that is wrong (a pod left out would be a pod no
+/// policy isolates).
+pub fn load_partial(paths: &[PathBuf]) -> Result<Loaded, LoadErrors> {
+    let mut loader = Loader::default();
+    for path in paths {
+        loader.path(path);
+    }
+    loader.finish_partial()
+}
+
+/// [`load_partial`] from text; `file` only names it in errors.
+pub fn load_str_partial(text: &str, file: &str) -> Result<Loaded, LoadErrors> {
+    let mut loader = Loader::default();
+    loader.text(text, file);
+    loader.finish_partial()
+}
+
 #[derive(Default)]
 struct Loader {
     cluster: Cluster,
+    /// Every problem, in the order found.
     errors: Vec<(Source, String)>,
+    /// How many of `errors` belong to a refused NetworkPolicy.
+    attributed: usize,
+    refused: Vec<Refused>,
+    warnings: Vec<(Source, String)>,
     /// `kind/namespace/name` of every object read, to refuse a second one.
     seen: HashSet<String>,
     file: Arc<str>,
@@ -90,6 +147,19 @@ impl Loader {
                 errors: self.errors,
             })
         }
+    }
+
+    fn finish_partial(self) -> Result<Loaded, LoadErrors> {
+        if self.errors.len() > self.attributed {
+            return Err(LoadErrors {
+                errors: self.errors,
+            });
+        }
+        Ok(Loaded {
+            cluster: self.cluster,
+            refused: self.refused,
+            warnings: self.warnings,
+        })
     }
 
     fn path(&mut self, path: &Path) {
@@ -181,7 +251,9 @@ impl Loader {
             );
             return;
         }
-        match marked_yaml::parse_yaml_with_options(0, text, LoaderOptions::default()) {
+        // Scalars remember whether they were quoted: `"null"` is a string, `null` is null.
+        let options = LoaderOptions::default().prevent_coercion(true);
+        match marked_yaml::parse_yaml_with_options(0, text, options) {
             Ok(node) => self.object(&node),
             Err(e) => {
                 let (line, column, message) = match &e {
@@ -268,7 +340,11 @@ impl Loader {
         Some(map)
     }
 
+    /// A string; `null` is the empty string, as Go decodes it into a string.
     fn string(&mut self, node: &Node, what: &str) -> Option<String> {
+        if Self::null(node) {
+            return Some(String::new());
+        }
         match node.as_scalar() {
             Some(s) => Some(s.as_str().to_owned()),
             None => {
@@ -278,15 +354,11 @@ impl Loader {
         }
     }
 
-    /// A list, where `null` (an empty value) counts as an empty list.
+    /// A list, where `null` counts as an empty list (a nil slice).
     fn list<'a>(&mut self, node: &'a Node, what: &str) -> Vec<&'a Node> {
         match node {
             Node::Sequence(seq) => seq.iter().collect(),
-            Node::Scalar(s)
-                if s.as_str().is_empty() || s.as_str() == "null" || s.as_str() == "~" =>
-            {
-                Vec::new()
-            }
+            _ if Self::null(node) => Vec::new(),
             _ => {
                 self.error(node, format!("{what} must be a list"));
                 Vec::new()
@@ -294,8 +366,25 @@ impl Loader {
         }
     }
 
+    /// YAML's null: an empty value, `~`, `null`, `Null` or `NULL`, unquoted (JSON's `null`
+    /// too). The API server decodes it as Go's encoding/json does: a pointer, slice or map
+    /// field is left nil, so `null` means the same as leaving the field out; a struct value
+    /// field is left zero (`spec.podSelector: null` is `{}`); a string is left empty.
     fn null(node: &Node) -> bool {
-        matches!(node, Node::Scalar(s) if s.as_str().is_empty() || s.as_str() == "null" || s.as_str() == "~")
+        matches!(node, Node::Scalar(s) if s.may_coerce()
+            && matches!(s.as_str(), "" | "~" | "null" | "Null" | "NULL"))
+    }
+
+    /// The field `key` of `map`, unless it is absent or `null` (which mean the same).
+    fn field<'a>(map: &'a MarkedMappingNode, key: &str) -> Option<&'a Node> {
+        map.get_node(key).filter(|n| !Self::null(n))
+    }
+
+    /// The text of the field `key`, unless it is absent, `null` or not a scalar.
+    fn field_text<'a>(map: &'a MarkedMappingNode, key: &str) -> Option<&'a str> {
+        Self::field(map, key)
+            .and_then(Node::as_scalar)
+            .map(|s| s.as_str())
     }
 
     fn object(&mut self, node: &Node) {
@@ -303,11 +392,10 @@ impl Loader {
             self.error(node, "a manifest must be a mapping");
             return;
         };
-        let kind = map.get_scalar("kind").map(|k| k.as_str().to_owned());
-        let api = map
-            .get_scalar("apiVersion")
-            .map(|k| k.as_str().to_owned())
-            .unwrap_or_default();
+        let kind = Self::field_text(map, "kind").map(str::to_owned);
+        let api = Self::field_text(map, "apiVersion")
+            .unwrap_or_default()
+            .to_owned();
         match kind.as_deref() {
             None => self.error(node, "a manifest needs `kind`"),
             Some("List") | Some("PodList") | Some("NamespaceList") | Some("NetworkPolicyList") => {
@@ -317,18 +405,7 @@ impl Loader {
                     }
                 }
             }
-            Some("NetworkPolicy") => {
-                if api != "networking.k8s.io/v1" {
-                    self.error(
-                        node,
-                        format!(
-                            "NetworkPolicy must be apiVersion networking.k8s.io/v1, not `{api}`"
-                        ),
-                    );
-                    return;
-                }
-                self.network_policy(node, map);
-            }
+            Some("NetworkPolicy") => self.network_policy(node, map, &api),
             Some("Pod") => self.pod(node, map),
             Some("Namespace") => self.namespace(map),
             // Deployments, Services and the rest hold no pods with addresses or policies.
@@ -360,17 +437,17 @@ impl Loader {
             "finalizers",
             "managedFields",
         ];
-        let Some(meta_node) = map.get_node("metadata") else {
+        let Some(meta_node) = Self::field(map, "metadata") else {
             self.error(object, format!("{kind} needs `metadata.name`"));
             return None;
         };
         let meta = self.mapping(meta_node, "metadata", Some(OBJECT_META))?;
-        let Some(name) = meta.get_node("name") else {
+        let Some(name) = Self::field(meta, "name") else {
             self.error(meta_node, format!("{kind} needs `metadata.name`"));
             return None;
         };
         let name = self.string(name, "`metadata.name`")?;
-        let namespace = match meta.get_node("namespace") {
+        let namespace = match Self::field(meta, "namespace") {
             Some(n) => self.string(n, "`metadata.namespace`")?,
             None => "default".to_owned(),
         };
@@ -410,7 +487,7 @@ impl Loader {
         let Some(meta) = map.get_node("metadata").and_then(Node::as_mapping) else {
             return;
         };
-        let Some(name) = meta.get_scalar("name").map(|n| n.as_str().to_owned()) else {
+        let Some(name) = Self::field_text(meta, "name").map(str::to_owned) else {
             return;
         };
         let mut labels = match meta.get_node("labels") {
@@ -433,18 +510,19 @@ impl Loader {
         let spec = map.get_node("spec").and_then(Node::as_mapping);
         let status = map.get_node("status").and_then(Node::as_mapping);
         let node_name = spec
-            .and_then(|s| s.get_scalar("nodeName"))
-            .map(|n| n.as_str().to_owned());
+            .and_then(|s| Self::field_text(s, "nodeName"))
+            .map(str::to_owned);
         let host_network = spec
             .and_then(|s| s.get_scalar("hostNetwork"))
             .and_then(|h| h.as_bool())
             .unwrap_or(false);
         let service_account = spec
             .and_then(|s| {
-                s.get_scalar("serviceAccountName")
-                    .or_else(|| s.get_scalar("serviceAccount"))
+                Self::field_text(s, "serviceAccountName")
+                    .or_else(|| Self::field_text(s, "serviceAccount"))
             })
-            .map(|n| n.as_str().to_owned())
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
             .unwrap_or_else(|| "default".to_owned());
         let mut ports = Vec::new();
         if let Some(containers) = spec.and_then(|s| s.get_node("containers")) {
@@ -476,12 +554,12 @@ impl Loader {
                 };
             if let Some(list) = status.get_node("podIPs") {
                 for entry in self.list(list, "`status.podIPs`") {
-                    if let Some(ip) = entry.as_mapping().and_then(|e| e.get_node("ip")) {
+                    if let Some(ip) = entry.as_mapping().and_then(|e| Self::field(e, "ip")) {
                         add(self, ip);
                     }
                 }
             }
-            if let Some(ip) = status.get_node("podIP") {
+            if let Some(ip) = Self::field(status, "podIP") {
                 add(self, ip);
             }
         }
@@ -508,7 +586,7 @@ impl Loader {
 
     fn container_port(&mut self, node: &Node) -> Option<ContainerPort> {
         let map = self.mapping(node, "a container port", None)?;
-        let port = map.get_node("containerPort")?;
+        let port = Self::field(map, "containerPort")?;
         let number = match port
             .as_scalar()
             .and_then(|s| s.as_str().parse::<u16>().ok())
@@ -519,12 +597,12 @@ impl Loader {
                 return None;
             }
         };
-        let protocol = match map.get_node("protocol") {
+        let protocol = match Self::field(map, "protocol") {
             None => Proto::Tcp,
             Some(p) => self.protocol(p)?,
         };
         Some(ContainerPort {
-            name: map.get_scalar("name").map(|n| n.as_str().to_owned()),
+            name: Self::field_text(map, "name").map(str::to_owned),
             port: number,
             protocol,
         })
@@ -544,59 +622,111 @@ impl Loader {
         }
     }
 
-    fn network_policy(&mut self, node: &Node, map: &MarkedMappingNode) {
+    fn network_policy(&mut self, node: &Node, map: &MarkedMappingNode, api: &str) {
+        // Every problem from here on belongs to this object once its name is known.
+        let errors_before = self.errors.len();
         self.mapping(
             node,
             "a NetworkPolicy",
             Some(&["apiVersion", "kind", "metadata", "spec", "status"]),
         );
+        if api != "networking.k8s.io/v1" {
+            self.error(
+                node,
+                format!("NetworkPolicy must be apiVersion networking.k8s.io/v1, not `{api}`"),
+            );
+        }
         let Some((name, namespace, _)) = self.metadata(node, map, "NetworkPolicy") else {
             return;
         };
-        if !self.first_time(node, "NetworkPolicy", &format!("{namespace}/{name}")) {
-            return;
-        }
-        let errors_before = self.errors.len();
         let source = self.at(node);
-        let Some(spec_node) = map.get_node("spec") else {
-            self.error(node, "a NetworkPolicy needs `spec`");
-            return;
+        self.first_time(node, "NetworkPolicy", &format!("{namespace}/{name}"));
+        // `spec` is a struct value: absent or null, it is the zero spec (`podSelector: {}`, no
+        // rules), which the API server accepts: every pod of the namespace isolated for ingress.
+        let empty = MarkedMappingNode::new_empty(Span::new_blank());
+        let spec = match Self::field(map, "spec") {
+            None => Some(&empty),
+            Some(spec_node) => self.mapping(
+                spec_node,
+                "`spec`",
+                Some(&["podSelector", "policyTypes", "ingress", "egress"]),
+            ),
         };
-        let Some(spec) = self.mapping(
-            spec_node,
-            "`spec`",
-            Some(&["podSelector", "policyTypes", "ingress", "egress"]),
-        ) else {
-            return;
-        };
+        // (An unknown field in it is refused, but leaves the fields it has readable.)
+        let spec_readable = spec.is_some();
+        let spec = spec.unwrap_or(&empty);
+
+        // What stands in for the object if it is refused needs to know whether its selector and
+        // its policy types could be read.
+        let before = self.errors.len();
         let pod_selector = match spec.get_node("podSelector") {
+            // A struct value as well: absent or null, the empty selector.
             Some(s) => self.selector(s, "`spec.podSelector`").unwrap_or_default(),
             None => Selector::default(),
         };
+        let selector_readable = spec_readable && self.errors.len() == before;
+        let before = self.errors.len();
         let mut types = Vec::new();
         if let Some(list) = spec.get_node("policyTypes") {
             for t in self.list(list, "`spec.policyTypes`") {
                 match t.as_scalar().map(|s| s.as_str()) {
-                    Some(v @ ("Ingress" | "Egress")) => types.push(v.to_owned()),
+                    Some(v @ ("Ingress" | "Egress")) if !Self::null(t) => types.push(v.to_owned()),
                     _ => self.error(t, "a policy type must be `Ingress` or `Egress`"),
                 }
             }
         }
+        let types_readable = spec_readable && self.errors.len() == before;
         let ingress = self.rules(spec.get_node("ingress"), "ingress", "from");
         let egress = self.rules(spec.get_node("egress"), "egress", "to");
-        // The API server's defaulting: no policyTypes means Ingress, and Egress too when there
-        // are egress rules.
-        let (ingress_isolation, egress_isolation) = if types.is_empty() {
-            (true, !egress.is_empty())
-        } else {
-            (
-                types.iter().any(|t| t == "Ingress"),
-                types.iter().any(|t| t == "Egress"),
-            )
+        // Whether the object has egress rules, counting ones that do not read.
+        let egress_given = match spec.get_node("egress") {
+            None => false,
+            Some(e) if Self::null(e) => false,
+            Some(e) => e.as_sequence().is_none_or(|s| !s.is_empty()),
+        };
+        let isolation = |egress_given: bool| {
+            // The API server's defaulting: no policyTypes means Ingress, and Egress too when
+            // there are egress rules.
+            if types.is_empty() {
+                (true, egress_given)
+            } else {
+                (
+                    types.iter().any(|t| t == "Ingress"),
+                    types.iter().any(|t| t == "Egress"),
+                )
+            }
         };
         if self.errors.len() > errors_before {
+            self.attributed += self.errors.len() - errors_before;
+            self.refused.push(Refused {
+                object: format!("NetworkPolicy {namespace}/{name}"),
+                source: source.clone(),
+                errors: self.errors[errors_before..].to_vec(),
+            });
+            // The stand-in (see `Refused`): it admits nothing, and isolates at least what the
+            // object would have.
+            let (ingress_isolation, egress_isolation) = if types_readable {
+                isolation(egress_given)
+            } else {
+                (true, true)
+            };
+            self.cluster.policies.push(NetworkPolicy {
+                namespace,
+                name,
+                source,
+                pod_selector: if selector_readable {
+                    pod_selector
+                } else {
+                    Selector::default()
+                },
+                ingress_isolation,
+                egress_isolation,
+                ingress: Vec::new(),
+                egress: Vec::new(),
+            });
             return;
         }
+        let (ingress_isolation, egress_isolation) = isolation(!egress.is_empty());
         self.cluster.policies.push(NetworkPolicy {
             namespace,
             name,
@@ -661,14 +791,22 @@ impl Loader {
     }
 
     fn peer(&mut self, node: &Node) -> Option<Peer> {
-        let map = self.mapping(
-            node,
-            "a peer",
-            Some(&["podSelector", "namespaceSelector", "ipBlock"]),
-        )?;
-        let pods = map.get_node("podSelector");
-        let namespaces = map.get_node("namespaceSelector");
-        match (map.get_node("ipBlock"), pods, namespaces) {
+        let empty = MarkedMappingNode::new_empty(Span::new_blank());
+        // A null peer is the zero peer, which names nothing (refused below).
+        let map = if Self::null(node) {
+            &empty
+        } else {
+            self.mapping(
+                node,
+                "a peer",
+                Some(&["podSelector", "namespaceSelector", "ipBlock"]),
+            )?
+        };
+        // All three are pointers: null is absent. (`namespaceSelector: null` is not `{}`, every
+        // namespace, but the policy's own namespace.)
+        let pods = Self::field(map, "podSelector");
+        let namespaces = Self::field(map, "namespaceSelector");
+        match (Self::field(map, "ipBlock"), pods, namespaces) {
             (Some(block), None, None) => self.ip_block(block),
             (Some(_), _, _) => {
                 self.error(
@@ -700,7 +838,7 @@ impl Loader {
 
     fn ip_block(&mut self, node: &Node) -> Option<Peer> {
         let map = self.mapping(node, "`ipBlock`", Some(&["cidr", "except"]))?;
-        let Some(cidr_node) = map.get_node("cidr") else {
+        let Some(cidr_node) = Self::field(map, "cidr") else {
             self.error(node, "`ipBlock` needs `cidr`");
             return None;
         };
@@ -737,6 +875,23 @@ impl Loader {
         }
         match Cidr::parse(&text) {
             Ok(c) => Some(c),
+            // The API server accepts host bits (unless its StrictIPCIDRValidation gate is on),
+            // upstream's own conformance tests write `<pod IP>/4`, and other implementations
+            // take the network: refusing them would stop a cluster's valid objects.
+            Err(CidrError::HostBitsSet { network, .. }) => match Cidr::parse(&network) {
+                Ok(c) => {
+                    let at = self.at(node);
+                    self.warnings.push((
+                        at,
+                        format!("`{text}` has host bits set; read as the network `{c}`, as Kubernetes does"),
+                    ));
+                    Some(c)
+                }
+                Err(e) => {
+                    self.error(node, format!("`{text}` is not a CIDR: {e}"));
+                    None
+                }
+            },
             Err(e) => {
                 self.error(node, format!("`{text}` is not a CIDR: {e}"));
                 None
@@ -745,13 +900,19 @@ impl Loader {
     }
 
     fn port(&mut self, node: &Node) -> Option<Port> {
-        let map = self.mapping(node, "a port", Some(&["protocol", "port", "endPort"]))?;
-        let protocol = match map.get_node("protocol") {
+        let empty = MarkedMappingNode::new_empty(Span::new_blank());
+        // A null entry is the zero port: TCP, every port.
+        let map = if Self::null(node) {
+            &empty
+        } else {
+            self.mapping(node, "a port", Some(&["protocol", "port", "endPort"]))?
+        };
+        // All three are pointers: null is absent.
+        let protocol = match Self::field(map, "protocol") {
             None => Proto::Tcp,
-            Some(p) if Self::null(p) => Proto::Tcp,
             Some(p) => self.protocol(p)?,
         };
-        let port = match map.get_node("port") {
+        let port = match Self::field(map, "port") {
             None => None,
             Some(p) => {
                 let text = self.string(p, "`port`")?;
@@ -772,7 +933,7 @@ impl Loader {
                 }
             }
         };
-        let end_port = match map.get_node("endPort") {
+        let end_port = match Self::field(map, "endPort") {
             None => None,
             Some(e) => {
                 let end = e.as_scalar().and_then(|s| s.as_str().parse::<u16>().ok());
@@ -816,11 +977,13 @@ impl Loader {
                 else {
                     continue;
                 };
-                let (Some(key), Some(op)) = (m.get_scalar("key"), m.get_scalar("operator")) else {
+                let (Some(key), Some(op)) =
+                    (Self::field_text(m, "key"), Self::field_text(m, "operator"))
+                else {
                     self.error(e, "an expression needs `key` and `operator`");
                     continue;
                 };
-                let operator = match op.as_str() {
+                let operator = match op {
                     "In" => Operator::In,
                     "NotIn" => Operator::NotIn,
                     "Exists" => Operator::Exists,
@@ -840,18 +1003,15 @@ impl Loader {
                 }
                 let needs_values = matches!(operator, Operator::In | Operator::NotIn);
                 if needs_values && values.is_empty() {
-                    self.error(
-                        e,
-                        format!("operator `{}` needs at least one value", op.as_str()),
-                    );
+                    self.error(e, format!("operator `{op}` needs at least one value"));
                     continue;
                 }
                 if !needs_values && !values.is_empty() {
-                    self.error(e, format!("operator `{}` takes no values", op.as_str()));
+                    self.error(e, format!("operator `{op}` takes no values"));
                     continue;
                 }
                 selector.match_expressions.push(Requirement {
-                    key: key.as_str().to_owned(),
+                    key: key.to_owned(),
                     operator,
                     values,
                 });

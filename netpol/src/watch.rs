@@ -5,7 +5,7 @@
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 
-use crate::{Cluster, LoadErrors, MAX_FILE_BYTES};
+use crate::{Cluster, LoadErrors, Loaded, MAX_FILE_BYTES};
 
 /// Watches the manifests' paths.
 pub struct Watched {
@@ -22,12 +22,23 @@ impl Watched {
 
     /// `None` when nothing changed since the last load; else the new load's result.
     pub fn look(&mut self) -> Option<Result<Cluster, LoadErrors>> {
+        self.changed().then(|| crate::load_paths(&self.paths))
+    }
+
+    /// As [`Watched::look`], but loaded with [`crate::load_partial`]: a refused NetworkPolicy
+    /// does not hold up the rest.
+    pub fn look_partial(&mut self) -> Option<Result<Loaded, LoadErrors>> {
+        self.changed().then(|| crate::load_partial(&self.paths))
+    }
+
+    /// Whether the files changed since the last look (remembering what they are now).
+    fn changed(&mut self) -> bool {
         let fingerprint = self.fingerprint();
         if self.last == Some(fingerprint) {
-            return None;
+            return false;
         }
         self.last = Some(fingerprint);
-        Some(crate::load_paths(&self.paths))
+        true
     }
 
     /// Names and bytes of the files a load would read (unreadable ones by their error), hashed.
