@@ -7,6 +7,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -761,4 +762,407 @@ fn a_silent_client_is_dropped_after_the_handshake_timeout() {
     // Meanwhile and after, the service answers others.
     let token = ca.token("ns/shop/sa/after", "10m");
     ok(request(&ca, &server, &token, "after", &[]));
+}
+
+/// TCP connections to `to` from the loopback address `from` (any of 127.0.0.0/8 is bindable as a
+/// source), each connected within 5 s.
+fn connect_from(from: &str, to: std::net::SocketAddr, count: usize) -> Vec<std::net::TcpStream> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let source: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    runtime.block_on(async {
+        let mut streams = Vec::with_capacity(count);
+        for _ in 0..count {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(source).unwrap();
+            let stream = tokio::time::timeout(Duration::from_secs(5), socket.connect(to))
+                .await
+                .expect("connect within 5 s")
+                .unwrap();
+            let stream = stream.into_std().unwrap();
+            stream.set_nonblocking(false).unwrap();
+            streams.push(stream);
+        }
+        streams
+    })
+}
+
+/// Accepts the service's certificate without looking at it (its SPIFFE ID names no address);
+/// these tests are about what the service does with connections, not who it is.
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
+
+/// A TLS connection over `tcp`, its handshake done, presenting `identity`'s `cert.pem` and
+/// `key.pem` if given.
+fn tls_over(tcp: std::net::TcpStream, identity: Option<&Path>) -> Tls {
+    use rustls_pki_types::pem::PemObject;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)));
+    let config = match identity {
+        Some(dir) => {
+            let chain = rustls_pki_types::CertificateDer::pem_file_iter(dir.join("cert.pem"))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let key = rustls_pki_types::PrivateKeyDer::from_pem_file(dir.join("key.pem")).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let name = rustls_pki_types::ServerName::try_from("ca.example.org").unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tcp = tcp;
+    tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    tcp.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).expect("TLS handshake");
+    }
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// Reads until the service closes the connection (a clean close, or a reset), or 15 s without a
+/// byte: (what was read, whether it was closed).
+fn read_until_closed(tls: &mut Tls) -> (String, bool) {
+    use std::io::Read;
+    let mut read = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let closed = loop {
+        match tls.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => read.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break false
+            }
+            Err(_) => break true,
+        }
+    };
+    (String::from_utf8_lossy(&read).into_owned(), closed)
+}
+
+/// A CSR for a new P-256 key, PEM, made by OpenSSL in `dir`.
+fn new_csr(dir: &Path) -> Vec<u8> {
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/",
+            "-keyout",
+        ])
+        .arg(dir.join("held.key"))
+        .arg("-out")
+        .arg(dir.join("held.csr"))
+        .output()
+        .expect("openssl req");
+    assert!(made.status.success());
+    std::fs::read(dir.join("held.csr")).unwrap()
+}
+
+/// One renewal on an open connection: (status, body).
+fn renew_on(tls: &mut Tls, csr: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let head = format!(
+        "POST /v1/renew HTTP/1.1\r\nHost: ca\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        csr.len()
+    );
+    tls.write_all(head.as_bytes()).unwrap();
+    tls.write_all(csr).unwrap();
+    tls.flush().unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or(answer);
+    (status, body)
+}
+
+#[test]
+fn one_client_cannot_hold_the_connections_and_renewals_still_get_in() {
+    if !have("curl") || !have("openssl") {
+        return;
+    }
+    let ca = TwoLevelCa::new();
+    // 40 connections, 8 of them kept for authenticated ones; 8 per client. Silent connections
+    // are held for 2 minutes (the handshake timeout), so the flood stays while the test looks.
+    let server = CaProcess::start(
+        &ca.issuer(),
+        &[
+            "--max-connections",
+            "40",
+            "--reserved-connections",
+            "8",
+            "--max-connections-per-client",
+            "8",
+            "--handshake-timeout",
+            "120s",
+            "--request-timeout",
+            "1s",
+            "--rate-limit",
+            "0",
+        ],
+    );
+    let token = ca.token("ns/shop/sa/renewer", "10m");
+    ok(request(&ca, &server, &token, "renewer", &[]));
+    let dir = ca.path().join("renewer");
+    let gauge = |class: &str| server.metric("palisade_ca_connections", &[("class", class)]);
+    let shed =
+        |reason: &str| server.metric("palisade_ca_connections_shed_total", &[("reason", reason)]);
+    assert!(
+        wait_until(Duration::from_secs(10), || gauge("general") == 0.0),
+        "{}",
+        server.log_text()
+    );
+
+    // A renewing client's connection, handshake done and idle: it holds a reserved slot.
+    let mut held = tls_over(
+        connect_from("127.0.0.9", server.api, 1).remove(0),
+        Some(&dir),
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || gauge("authenticated") == 1.0),
+        "the renewal connection is not in the reserve:\n{}",
+        server.log_text()
+    );
+
+    // One address opens three times its cap of silent connections: it never holds more than
+    // its cap, each one beyond replacing its own oldest.
+    let flood_one = connect_from("127.0.0.2", server.api, 24);
+    assert!(
+        wait_until(Duration::from_secs(10), || shed("client_cap") == 16.0),
+        "shed for the client cap: {}\n{}",
+        shed("client_cap"),
+        server.log_text()
+    );
+    assert_eq!(gauge("general"), 8.0);
+    // Four more addresses fill the 32 general slots and go beyond: the most crowded client's
+    // oldest idle connection makes room each time.
+    let flood_many: Vec<_> = (3..=6)
+        .flat_map(|i| connect_from(&format!("127.0.0.{i}"), server.api, 8))
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(10), || shed("pool_full") == 8.0),
+        "shed for a full pool: {}\n{}",
+        shed("pool_full"),
+        server.log_text()
+    );
+    assert_eq!(gauge("general"), 32.0);
+
+    // With every general slot held, a renewal from another address gets in (an idle connection
+    // made room for its handshake), and so does one from a flooding address.
+    let (status, body) = curl_renew(&server, &dir, &["--interface", "127.0.0.10"]);
+    assert_eq!(status, 200, "{body}\n{}", server.log_text());
+    assert_eq!(shed("pool_full"), 9.0);
+    let (status, body) = curl_renew(&server, &dir, &["--interface", "127.0.0.3"]);
+    assert_eq!(status, 200, "{body}\n{}", server.log_text());
+
+    // The reserved connection outlived the flood and the unauthenticated request timeout (1 s):
+    // it renews.
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, body) = renew_on(&mut held, &new_csr(ca.path()));
+    assert_eq!(status, 200, "{body}\n{}", server.log_text());
+    assert_eq!(
+        server.metric("palisade_ca_connections_refused_total", &[]),
+        0.0,
+        "nothing was refused: idle connections made room"
+    );
+    assert!(
+        server
+            .log_text()
+            .contains("closed an idle connection: the client holds its cap of connections"),
+        "{}",
+        server.log_text()
+    );
+    drop((flood_one, flood_many));
+}
+
+#[test]
+fn a_connection_that_sends_no_request_after_its_handshake_is_closed_after_the_request_timeout() {
+    let ca = TwoLevelCa::new();
+    let server = CaProcess::start(&ca.issuer(), &["--request-timeout", "1s"]);
+    let mut idle = tls_over(connect_from("127.0.0.1", server.api, 1).remove(0), None);
+    // Bounded wait (15 s of silence); the header timeout of an authenticated connection is 30 s.
+    let (read, closed) = read_until_closed(&mut idle);
+    assert!(closed, "the connection is still open: {read:?}");
+    assert!(
+        wait_until(Duration::from_secs(5), || server.metric(
+            "palisade_ca_connections_closed_total",
+            &[("reason", "request_timeout")]
+        ) == 1.0),
+        "{}",
+        server.log_text()
+    );
+}
+
+#[test]
+fn refusals_pipelined_on_one_connection_are_audited_within_a_budget_summarized_and_cut_off() {
+    let ca = TwoLevelCa::new();
+    let server = CaProcess::start(
+        &ca.issuer(),
+        &[
+            "--refusals-per-connection",
+            "16",
+            "--audit-refusals-per-client",
+            "5",
+            "--audit-window",
+            "5s",
+        ],
+    );
+    use std::io::Write;
+    let request = "POST /v1/sign HTTP/1.1\r\nHost: ca\r\nContent-Length: 0\r\n\r\n".repeat(300);
+    for _ in 0..3 {
+        let mut tls = tls_over(connect_from("127.0.0.1", server.api, 1).remove(0), None);
+        tls.write_all(request.as_bytes()).unwrap();
+        tls.flush().unwrap();
+        // The service stops reading after the 16th refusal and closes, which may reset the
+        // connection before every answer is read: the counts are taken from its metrics.
+        let (read, closed) = read_until_closed(&mut tls);
+        assert!(
+            closed,
+            "still open after {} answers",
+            read.matches("HTTP/1.1 ").count()
+        );
+        assert!(read.matches("HTTP/1.1 ").count() <= 16);
+    }
+    let metric = |name: &str, labels: &[(&str, &str)]| server.metric(name, labels);
+    assert_eq!(
+        metric("palisade_ca_requests_total", &[("endpoint", "sign")]),
+        48.0,
+        "16 answered on each connection, then closed"
+    );
+    assert_eq!(
+        metric(
+            "palisade_ca_connections_closed_total",
+            &[("reason", "refusals")]
+        ),
+        3.0
+    );
+    // Every refusal is either an audit line or counted in a summary line once its window ends.
+    let mut lines = Vec::new();
+    let accounted = wait_until(Duration::from_secs(20), || {
+        lines = server.audit_lines();
+        let written = lines.iter().filter(|l| l["event"] == "refused").count() as u64;
+        let left_out: u64 = lines
+            .iter()
+            .filter(|l| l["event"] == "refusals_left_out")
+            .map(|l| l["count"].as_u64().unwrap())
+            .sum();
+        written + left_out == 48
+    });
+    assert!(accounted, "{lines:#?}");
+    let written = lines.iter().filter(|l| l["event"] == "refused").count();
+    assert!(written <= 10, "{written} refusal lines (5 per 5 s window)");
+    let summary = lines
+        .iter()
+        .find(|l| l["event"] == "refusals_left_out")
+        .expect("a summary line");
+    assert_eq!(summary["client"], "127.0.0.1");
+    assert!(
+        summary["reason"].as_str().unwrap().starts_with("left out "),
+        "{summary}"
+    );
+    assert_eq!(
+        metric("palisade_ca_audit_refusals_left_out_total", &[]),
+        (48 - written) as f64
+    );
+}
+
+#[test]
+fn an_issuance_whose_audit_line_cannot_be_written_is_not_delivered() {
+    let ca = TwoLevelCa::new();
+    // /dev/full: every write fails with ENOSPC, as on a full disk.
+    let server = CaProcess::start(&ca.issuer(), &["--audit-log", "/dev/full"]);
+    let token = ca.token("ns/shop/sa/unaudited", "10m");
+    let out = request(&ca, &server, &token, "unaudited", &[]);
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("audit_unavailable"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!ca.path().join("unaudited/key.pem").exists());
+    assert!(!ca.path().join("unaudited/cert.pem").exists());
+    assert_eq!(
+        server.metric(
+            "palisade_ca_requests_total",
+            &[("code", "audit_unavailable")]
+        ),
+        1.0
+    );
+    assert_eq!(server.metric("palisade_ca_issued_total", &[]), 0.0);
+    assert!(server.metric("palisade_ca_audit_write_failures_total", &[]) >= 1.0);
+    assert!(
+        server.log_text().contains("cannot write the audit line"),
+        "{}",
+        server.log_text()
+    );
 }

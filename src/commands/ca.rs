@@ -131,6 +131,34 @@ pub struct ServeArgs {
     /// Signings in progress at once.
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_signing: usize,
+    /// Connections open at once, both classes together.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Of --max-connections, those kept for connections whose client certificate verified to the
+    /// bundle (renewals): a flood of unauthenticated connections cannot take them.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub reserved_connections: usize,
+    /// Connections one client (an IPv4 address, an IPv6 /64) may hold in each class; a new one
+    /// beyond closes its oldest idle one, or is refused when none is idle.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_connections_per_client: usize,
+    /// Time for a connection's TLS handshake.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5s")]
+    pub handshake_timeout: Duration,
+    /// Time for a request head on a connection without a verified client certificate (after the
+    /// handshake and between requests); renewal connections get 30 s.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5s")]
+    pub request_timeout: Duration,
+    /// Requests refused on one connection before it is closed.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub refusals_per_connection: u32,
+    /// Refusal lines per client per --audit-window in the audit trail; the rest are counted in
+    /// one summary line per client and code when the window ends.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub audit_refusals_per_client: u32,
+    /// The window of --audit-refusals-per-client (1,000 refusal lines per window in all).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "10s")]
+    pub audit_window: Duration,
     /// How often the CA directory and the JWKS are read again.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5s")]
     pub reload_interval: Duration,

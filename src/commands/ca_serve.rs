@@ -50,6 +50,17 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             rate_per_second: args.rate_limit,
             burst: args.rate_burst,
             max_signing: args.max_signing,
+            max_connections: args.max_connections,
+            reserved_connections: args.reserved_connections,
+            max_connections_per_client: args.max_connections_per_client,
+            handshake_timeout: args.handshake_timeout,
+            request_timeout: args.request_timeout,
+            refusals_per_connection: args.refusals_per_connection,
+            audit_refusals: palisade_ca_server::RefusalBudget {
+                window: args.audit_window,
+                per_client: args.audit_refusals_per_client,
+                ..Default::default()
+            },
             ..Limits::default()
         },
         reload_interval: args.reload_interval,
