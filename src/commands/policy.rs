@@ -96,12 +96,28 @@ pub struct KubernetesArgs {
 }
 
 impl KubernetesArgs {
-    /// The objects, if any path was given.
+    /// The objects, if any path was given. Warnings (a CIDR read as its network) go to stderr,
+    /// located; a refused NetworkPolicy fails the command, with every problem located (`policy
+    /// sync` enforces the rest instead: a one-shot command has no last good table to keep).
     fn load(&self) -> anyhow::Result<Option<palisade_netpol::Cluster>> {
         if self.kubernetes.is_empty() {
             return Ok(None);
         }
-        Ok(Some(palisade_netpol::load_paths(&self.kubernetes)?))
+        let loaded = palisade_netpol::load_partial(&self.kubernetes)?;
+        for (at, warning) in &loaded.warnings {
+            eprintln!("{at}: warning: {warning}");
+        }
+        if !loaded.refused.is_empty() {
+            let errors = palisade_netpol::LoadErrors {
+                errors: loaded
+                    .refused
+                    .into_iter()
+                    .flat_map(|refused| refused.errors)
+                    .collect(),
+            };
+            return Err(errors.into());
+        }
+        Ok(Some(loaded.cluster))
     }
 }
 

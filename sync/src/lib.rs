@@ -8,6 +8,10 @@
 //! and compile it, read our live table back, and write only if they differ: because the policy
 //! changed, or because someone changed the table (drift). A policy that fails to load or compile
 //! keeps the last good one in force; a refused transaction leaves the previous table in force.
+//! Of Kubernetes manifests, a refused NetworkPolicy does not hold up the rest: it stands in
+//! isolating what it selects and admitting nothing, and is logged and counted
+//! (`palisade_sync_kubernetes_refused`); only a problem of no one policy keeps the last good
+//! manifests in force.
 //! Starting with no loadable policy and no table installs a fail-closed baseline. Stopping never
 //! touches the table: a stopped daemon must not open the host.
 
@@ -73,6 +77,14 @@ struct GenerationLabels {
     generation: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    /// `NetworkPolicy namespace/name`.
+    object: String,
+    /// file:line:column of its first problem.
+    at: String,
+}
+
 /// The sync's metrics, registered under `palisade_sync_`.
 struct SyncMetrics {
     registry: Registry,
@@ -83,6 +95,8 @@ struct SyncMetrics {
     last_success: Gauge,
     generation: Family<GenerationLabels, Gauge>,
     revoked: Counter,
+    refused: Family<RefusedLabels, Gauge>,
+    refused_objects: Gauge,
 }
 
 impl SyncMetrics {
@@ -126,6 +140,18 @@ impl SyncMetrics {
             "Established flows cut because a new policy denies them",
             revoked.clone(),
         );
+        let refused = Family::default();
+        registry.register(
+            "kubernetes_refused",
+            "1 for each NetworkPolicy refused in the manifests in force (labels: the object, where its first problem is); it stands in isolating what it selects and admitting nothing",
+            refused.clone(),
+        );
+        let refused_objects = Gauge::default();
+        registry.register(
+            "kubernetes_refused_objects",
+            "How many NetworkPolicies the manifests in force have refused",
+            refused_objects.clone(),
+        );
         SyncMetrics {
             registry,
             cycles,
@@ -135,6 +161,8 @@ impl SyncMetrics {
             last_success,
             generation,
             revoked,
+            refused,
+            refused_objects,
         }
     }
 
@@ -223,7 +251,7 @@ impl Sync {
                 Some(k) => {
                     let k = k.clone();
                     tokio::task::spawn_blocking(move || {
-                        k.lock().unwrap_or_else(|p| p.into_inner()).look()
+                        k.lock().unwrap_or_else(|p| p.into_inner()).look_partial()
                     })
                     .await
                     .ok()
@@ -251,7 +279,7 @@ impl Sync {
     fn cycle(
         &self,
         fetched: Option<Result<Fetched, source::FetchError>>,
-        looked: Option<Result<palisade_netpol::Cluster, palisade_netpol::LoadErrors>>,
+        looked: Option<Result<palisade_netpol::Loaded, palisade_netpol::LoadErrors>>,
     ) {
         self.metrics.cycles.inc();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -275,7 +303,12 @@ impl Sync {
         }
         match looked {
             None => {}
-            Some(Ok(cluster)) => state.cluster = Some(cluster),
+            Some(Ok(loaded)) => {
+                self.report(&loaded);
+                state.cluster = Some(loaded.cluster);
+            }
+            // A problem that belongs to no one NetworkPolicy (see `load_partial`): what the
+            // broken part would isolate is unknown.
             Some(Err(errors)) => {
                 self.metrics.fail("load");
                 tracing::error!(errors = %errors, "the Kubernetes manifests do not load; the last good ones stay in force");
@@ -369,6 +402,39 @@ impl Sync {
         }
         let cluster = state.cluster.as_ref()?;
         Some(palisade_netpol::compile(cluster, &self.config.host, base))
+    }
+
+    /// Logs a new load's warnings and refused objects (once: the same bytes are not loaded
+    /// again), and sets the refused-object metrics to this load's.
+    fn report(&self, loaded: &palisade_netpol::Loaded) {
+        for (at, warning) in &loaded.warnings {
+            tracing::warn!("{at}: {warning}");
+        }
+        self.metrics.refused.clear();
+        for refused in &loaded.refused {
+            let errors = palisade_netpol::LoadErrors {
+                errors: refused.errors.clone(),
+            };
+            tracing::error!(
+                object = refused.object,
+                errors = %errors,
+                "a NetworkPolicy is refused; the rest is enforced, and it stands in isolating what it selects and admitting nothing"
+            );
+            let at = refused
+                .errors
+                .first()
+                .map_or_else(|| refused.source.to_string(), |(at, _)| at.to_string());
+            self.metrics
+                .refused
+                .get_or_create(&RefusedLabels {
+                    object: refused.object.clone(),
+                    at,
+                })
+                .set(1);
+        }
+        self.metrics
+            .refused_objects
+            .set(loaded.refused.len() as i64);
     }
 
     fn compile(&self, text: &str, source: &str) -> Result<(Policy, Ruleset), ()> {
