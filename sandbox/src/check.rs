@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::{Report, Syscalls};
+use crate::{Report, SocketKind, Syscalls};
 
 /// One attempt and its outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +35,10 @@ fn refused_by_permission(result: std::io::Result<()>) -> bool {
 /// Tries, in this process (already restricted as `report` says, with `syscalls`): reading a file
 /// outside what may be read, writing where only reading is allowed, binding and connecting to a
 /// port not allowed, running a program not allowed, and a system call off the list (a `chown`
-/// that changes nothing, which any user may make without the filter). Each program in `must_run` is run with `--version` and must start.
+/// that changes nothing, which any user may make without the filter), and the sockets Landlock's
+/// port rules do not cover: an MPTCP connection, a UDP datagram (refused unless the service looks
+/// names up) and a connection to a Unix socket. Each program in `must_run` is run with
+/// `--version` and must start.
 pub fn check(report: &Report, syscalls: &Syscalls, must_run: &[&Path]) -> Vec<Try> {
     let allowed = &report.allowed;
     // What each layer must refuse, as configured: with a layer off its attempts are still made
@@ -108,6 +111,48 @@ pub fn check(report: &Report, syscalls: &Syscalls, must_run: &[&Path]) -> Vec<Tr
             landlock,
         );
     }
+    // Landlock's network rules hold for plain TCP only: the filter must refuse the other kinds.
+    let mptcp = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::from(libc::IPPROTO_MPTCP)),
+    )
+    .and_then(|socket| {
+        socket.connect_timeout(
+            &SocketAddr::from(([127, 0, 0, 1], free)).into(),
+            Duration::from_secs(1),
+        )
+    });
+    push(
+        format!("connect over MPTCP to 127.0.0.1:{free}"),
+        refused_by_permission(mptcp),
+        filter,
+    );
+    let udp = std::net::UdpSocket::bind(("127.0.0.1", 0))
+        .and_then(|socket| socket.send_to(b"x", ("127.0.0.1", free)))
+        .map(drop);
+    let resolves = syscalls.allows_socket(SocketKind::Udp);
+    push(
+        format!(
+            "send UDP to 127.0.0.1:{free}{}",
+            if resolves {
+                " (allowed: this service looks names up)"
+            } else {
+                ""
+            }
+        ),
+        refused_by_permission(udp),
+        filter && !resolves,
+    );
+    // A path that does not exist: without the filter the attempt fails with "not found", so
+    // only a refusal of the socket itself counts.
+    let unix =
+        std::os::unix::net::UnixStream::connect("/run/palisade-sandbox-check.sock").map(drop);
+    push(
+        "connect to a Unix socket".into(),
+        refused_by_permission(unix),
+        filter,
+    );
     let shell = Path::new("/bin/sh");
     if shell.exists() && !allowed.execute.iter().any(|a| shell.starts_with(a)) {
         push(

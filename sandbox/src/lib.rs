@@ -24,7 +24,7 @@ pub use check::{check, Try};
 pub use landlock::{
     directory_of, elf_interpreter, names_a_host, port_of, resolver_files, Allowed, LandlockMode,
 };
-pub use seccomp::{SeccompMode, Syscalls};
+pub use seccomp::{SeccompMode, SocketKind, Syscalls};
 
 use serde::Deserialize;
 

@@ -2,8 +2,11 @@
 //! reads files, serves TCP and TLS and resolves names ([`Syscalls::service`]); a service adds
 //! what else it does ([`Syscalls::spawn`] for `policy sync`, which runs `nft` and `conntrack`,
 //! whose calls the filter must allow too since a child inherits it; [`Syscalls::state`] for the
-//! CA service, which writes its state). Sockets may be made only in the families named
-//! ([`Syscalls::families`]).
+//! CA service, which writes its state). Sockets may be made only of the kinds named
+//! ([`SocketKind`]): family, type and protocol are all checked, because Landlock's port rules
+//! hold for plain TCP only. An MPTCP, SCTP or raw socket, UDP where no name is looked up, and
+//! Unix sockets (a path such as a container runtime's socket is a door out that no port rule
+//! covers) are refused to every service.
 //!
 //! A call outside the list fails with EPERM rather than killing the process: a rarely taken path
 //! that needs a call we did not foresee then fails like any refused operation (logged, counted,
@@ -46,11 +49,61 @@ pub enum SeccompError {
     Compile(#[from] seccompiler::BackendError),
 }
 
-/// A set of allowed system calls and socket families.
+/// A set of allowed system calls and socket kinds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Syscalls {
     calls: BTreeSet<i64>,
-    families: BTreeSet<i32>,
+    sockets: BTreeSet<SocketKind>,
+}
+
+/// A kind of socket a service may make. `socket()` is refused for every other (family, type,
+/// protocol): the filter reads all three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SocketKind {
+    /// TCP over IPv4 or IPv6, protocol 0 or IPPROTO_TCP: the only kind Landlock's bind and
+    /// connect rules cover. Not MPTCP (IPPROTO_MPTCP is a SOCK_STREAM socket that Landlock
+    /// does not see), SCTP or raw.
+    Tcp,
+    /// UDP over IPv4 or IPv6: the resolver's queries, for a service that looks names up. The
+    /// filter cannot see where a datagram goes (the address is in memory), so this is allowed
+    /// only where a name is looked up, and the service's TCP stays limited to port 53 for DNS.
+    Udp,
+    /// Netlink, routing family: reading the host's addresses (glibc before resolving a name,
+    /// the sidecar when it checks an original destination). Changing them needs CAP_NET_ADMIN.
+    NetlinkRoute,
+    /// Netlink, netfilter family: `nft` and `conntrack` (the host agent).
+    NetlinkNetfilter,
+}
+
+/// The socket type's bits in socket()'s second argument (SOCK_NONBLOCK and SOCK_CLOEXEC are
+/// flags above them): the kernel's SOCK_TYPE_MASK.
+const SOCK_TYPE_MASK: u64 = 0xf;
+
+impl SocketKind {
+    /// The (family, type, protocol) triples of this kind, `None` for any value.
+    fn triples(self) -> Vec<(i32, Option<i32>, Option<i32>)> {
+        let inet = |ty: i32, protocol: i32| {
+            [libc::AF_INET, libc::AF_INET6]
+                .into_iter()
+                .flat_map(move |family| {
+                    [
+                        (family, Some(ty), Some(0)),
+                        (family, Some(ty), Some(protocol)),
+                    ]
+                })
+                .collect::<Vec<_>>()
+        };
+        match self {
+            SocketKind::Tcp => inet(libc::SOCK_STREAM, libc::IPPROTO_TCP),
+            SocketKind::Udp => inet(libc::SOCK_DGRAM, libc::IPPROTO_UDP),
+            SocketKind::NetlinkRoute => {
+                vec![(libc::AF_NETLINK, None, Some(libc::NETLINK_ROUTE))]
+            }
+            SocketKind::NetlinkNetfilter => {
+                vec![(libc::AF_NETLINK, None, Some(libc::NETLINK_NETFILTER))]
+            }
+        }
+    }
 }
 
 /// The calls of a tokio program serving TCP and TLS: memory, threads, time, files it reads,
@@ -242,19 +295,26 @@ const NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWNET) as u64;
 
 impl Syscalls {
-    /// What every Palisade service needs; sockets in IPv4, IPv6, Unix (the name service) and
-    /// netlink (glibc asks the kernel for the host's addresses before resolving a name).
+    /// What every Palisade service needs; sockets: TCP and netlink's routing family (glibc asks
+    /// the kernel for the host's addresses before resolving a name). No Unix socket: glibc's
+    /// name service asks nscd over one when it can and does without when it cannot.
     pub fn service() -> Self {
         Syscalls {
             calls: SERVICE.iter().chain(SERVICE_X86_64).copied().collect(),
-            families: [
-                libc::AF_INET,
-                libc::AF_INET6,
-                libc::AF_UNIX,
-                libc::AF_NETLINK,
-            ]
-            .into(),
+            sockets: [SocketKind::Tcp, SocketKind::NetlinkRoute].into(),
         }
+    }
+
+    /// Adds UDP, for a service that looks names up (the resolver's queries to port 53).
+    pub fn resolver(mut self) -> Self {
+        self.sockets.insert(SocketKind::Udp);
+        self
+    }
+
+    /// Adds netlink's netfilter family (`nft`, `conntrack`).
+    pub fn netfilter(mut self) -> Self {
+        self.sockets.insert(SocketKind::NetlinkNetfilter);
+        self
     }
 
     /// Adds writing state (the CA service: its directory, tokens and audit log).
@@ -274,9 +334,22 @@ impl Syscalls {
         self.calls.contains(&call)
     }
 
-    /// The socket families that may be made.
-    pub fn families(&self) -> &BTreeSet<i32> {
-        &self.families
+    /// Whether sockets of `kind` may be made.
+    pub fn allows_socket(&self, kind: SocketKind) -> bool {
+        self.sockets.contains(&kind)
+    }
+
+    /// Whether `socket(family, ty, protocol)` passes the filter (`ty` may carry SOCK_NONBLOCK
+    /// and SOCK_CLOEXEC); the same reading as the filter's, for tests and reports.
+    pub fn allows_socket_call(&self, family: i32, ty: i32, protocol: i32) -> bool {
+        self.sockets
+            .iter()
+            .flat_map(|k| k.triples())
+            .any(|(f, t, p)| {
+                f == family
+                    && t.is_none_or(|t| (ty as u64 & SOCK_TYPE_MASK) == t as u64)
+                    && p.is_none_or(|p| p == protocol)
+            })
     }
 
     fn program(&self, mode: SeccompMode) -> Result<BpfProgram, SeccompError> {
@@ -284,20 +357,50 @@ impl Syscalls {
             .map_err(|_| SeccompError::Architecture(std::env::consts::ARCH))?;
         let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
             self.calls.iter().map(|&call| (call, Vec::new())).collect();
-        // socket(family, ...): one rule per family (rules of a call are alternatives).
-        let families = self
-            .families
+        // socket(family, type, protocol): one rule per allowed triple (the conditions of a rule
+        // must all hold; the rules of a call are alternatives).
+        let sockets = self
+            .sockets
             .iter()
-            .map(|&family| {
-                SeccompRule::new(vec![SeccompCondition::new(
+            .flat_map(|k| k.triples())
+            .map(|(family, ty, protocol)| {
+                let mut conditions = vec![SeccompCondition::new(
                     0,
                     SeccompCmpArgLen::Dword,
                     SeccompCmpOp::Eq,
                     family as u64,
-                )?])
+                )?];
+                if let Some(ty) = ty {
+                    conditions.push(SeccompCondition::new(
+                        1,
+                        SeccompCmpArgLen::Dword,
+                        SeccompCmpOp::MaskedEq(SOCK_TYPE_MASK),
+                        ty as u64,
+                    )?);
+                }
+                if let Some(protocol) = protocol {
+                    conditions.push(SeccompCondition::new(
+                        2,
+                        SeccompCmpArgLen::Dword,
+                        SeccompCmpOp::Eq,
+                        protocol as u64,
+                    )?);
+                }
+                SeccompRule::new(conditions)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        rules.insert(libc::SYS_socket, families);
+        rules.insert(libc::SYS_socket, sockets);
+        // socketpair makes a connected pair and reaches nothing (tokio's signal handling uses
+        // one); only the Unix family makes pairs, but say so rather than rely on it.
+        rules.insert(
+            libc::SYS_socketpair,
+            vec![SeccompRule::new(vec![SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Eq,
+                libc::AF_UNIX as u64,
+            )?])?],
+        );
         if self.calls.contains(&libc::SYS_clone) {
             // clone(flags, ...): flags is the first argument on x86_64, aarch64 and riscv64.
             rules.insert(
@@ -388,6 +491,51 @@ mod tests {
             assert!(!service.allows(forbidden), "{forbidden}");
         }
         assert!(Syscalls::service().spawn().allows(libc::SYS_execve));
-        assert!(!Syscalls::service().families().contains(&libc::AF_PACKET));
+    }
+
+    #[test]
+    fn sockets_are_allowed_by_family_type_and_protocol() {
+        let service = Syscalls::service();
+        let nonblocking = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        assert!(service.allows_socket_call(libc::AF_INET, nonblocking, 0));
+        assert!(service.allows_socket_call(libc::AF_INET6, libc::SOCK_STREAM, libc::IPPROTO_TCP));
+        assert!(service.allows_socket_call(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE));
+        for (family, ty, protocol) in [
+            (libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_MPTCP),
+            (libc::AF_INET6, nonblocking, libc::IPPROTO_MPTCP),
+            (libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_SCTP),
+            (libc::AF_INET, libc::SOCK_DGRAM, 0),
+            (libc::AF_INET6, libc::SOCK_DGRAM, libc::IPPROTO_UDP),
+            (libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP),
+            (libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP),
+            (libc::AF_UNIX, libc::SOCK_STREAM, 0),
+            (libc::AF_UNIX, libc::SOCK_DGRAM, 0),
+            (libc::AF_PACKET, libc::SOCK_RAW, 0),
+            (libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_NETFILTER),
+            (libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_AUDIT),
+        ] {
+            assert!(
+                !service.allows_socket_call(family, ty, protocol),
+                "{family} {ty} {protocol}"
+            );
+        }
+        let resolver = Syscalls::service().resolver();
+        assert!(resolver.allows_socket_call(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            0
+        ));
+        assert!(!resolver.allows_socket_call(
+            libc::AF_INET,
+            libc::SOCK_STREAM,
+            libc::IPPROTO_MPTCP
+        ));
+        let agent = Syscalls::service().spawn().netfilter();
+        assert!(agent.allows_socket_call(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW,
+            libc::NETLINK_NETFILTER
+        ));
+        assert!(!agent.allows_socket_call(libc::AF_UNIX, libc::SOCK_STREAM, 0));
     }
 }

@@ -1,10 +1,14 @@
 //! The system call filter in a real process: this test runs itself again as a child (the filter
 //! cannot be taken off a process once installed), which installs the agent's filter (a service's
-//! calls plus running programs; Landlock off, so that only the filter decides) and then:
+//! calls plus running programs and netlink's netfilter family; Landlock off, so that only the
+//! filter decides) and then:
 //! starts a thread (glibc's clone3 is answered ENOSYS and falls back to clone), runs python3,
 //! which inherits the filter and tries clone with CLONE_NEWUSER (refused), clone3 (ENOSYS),
-//! unshare (refused) and a plain fork (allowed). The same probe without the filter is the
-//! control (on this machine it makes a user namespace). No root needed: no_new_privs is enough.
+//! unshare (refused) and a plain fork (allowed), then the sockets Landlock's port rules do not
+//! cover: MPTCP, UDP, and a connection to a live Unix socket (all refused; plain TCP and
+//! netlink's routing family allowed). The same probe without the filter is the control (on this
+//! machine it makes a user namespace, an MPTCP socket, a UDP socket and the Unix connection). No
+//! root needed: no_new_privs is enough.
 
 use std::process::Command;
 
@@ -15,8 +19,11 @@ const CHILD: &str = "PALISADE_SANDBOX_FILTER_CHILD";
 /// (pyenv's shim), whose own calls are not what this test is about.
 const PYTHON: &str = "PALISADE_SANDBOX_FILTER_PYTHON";
 
+/// A Unix socket the parent listens on, for the child to try.
+const UNIX_PATH: &str = "PALISADE_SANDBOX_FILTER_UNIX";
+
 const PROBE_PY: &str = r#"
-import ctypes, errno, json, os, sys
+import ctypes, errno, json, os, socket, sys
 libc = ctypes.CDLL(None, use_errno=True)
 sys_clone, sys_clone3 = int(sys.argv[1]), int(sys.argv[2])
 def attempt(r):
@@ -35,6 +42,32 @@ if pid == 0:
     os._exit(0)
 os.waitpid(pid, 0)
 out["fork"] = "allowed"
+def make(family, kind, protocol=0, then=None):
+    try:
+        s = socket.socket(family, kind, protocol)
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+    try:
+        if then:
+            then(s)
+        return "allowed"
+    except OSError as e:
+        return "made, then " + errno.errorcode.get(e.errno, str(e.errno))
+    finally:
+        s.close()
+out["tcp"] = make(socket.AF_INET, socket.SOCK_STREAM)
+out["tcp6"] = make(socket.AF_INET6, socket.SOCK_STREAM | socket.SOCK_NONBLOCK, socket.IPPROTO_TCP)
+out["netlink_route"] = make(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+out["netlink_netfilter"] = make(socket.AF_NETLINK, socket.SOCK_RAW, 12)
+out["netlink_audit"] = make(socket.AF_NETLINK, socket.SOCK_RAW, 9)
+out["mptcp"] = make(socket.AF_INET, socket.SOCK_STREAM, 262)
+out["mptcp6"] = make(socket.AF_INET6, socket.SOCK_STREAM | socket.SOCK_CLOEXEC, 262)
+out["sctp"] = make(socket.AF_INET, socket.SOCK_STREAM, 132)
+out["udp"] = make(socket.AF_INET, socket.SOCK_DGRAM, 0, lambda s: s.sendto(b"x", ("127.0.0.1", 9)))
+out["udp6"] = make(socket.AF_INET6, socket.SOCK_DGRAM, 17)
+out["icmp"] = make(socket.AF_INET, socket.SOCK_DGRAM, 1)
+out["unix"] = make(socket.AF_UNIX, socket.SOCK_STREAM, 0, lambda s: s.connect(sys.argv[3]))
+out["unix_dgram"] = make(socket.AF_UNIX, socket.SOCK_DGRAM)
 print(json.dumps(out))
 "#;
 
@@ -51,7 +84,7 @@ fn filtered_child() {
     };
     restrict(
         &Allowed::default(),
-        &Syscalls::service().spawn(),
+        &Syscalls::service().spawn().netfilter(),
         SandboxConfig {
             landlock: LandlockMode::Off,
             seccomp,
@@ -65,6 +98,7 @@ fn filtered_child() {
         .args(["-c", PROBE_PY])
         .arg(libc::SYS_clone.to_string())
         .arg(libc::SYS_clone3.to_string())
+        .arg(std::env::var(UNIX_PATH).expect("the parent names its Unix socket"))
         .output()
         .expect("run python3 under the filter");
     assert!(
@@ -91,6 +125,10 @@ fn under_the_filter_no_namespace_can_be_made_but_threads_and_processes_can() {
         eprintln!("SKIP: python3 is not installed");
         return;
     };
+    let dir = tempfile::tempdir().unwrap();
+    let unix_path = dir.path().join("live.sock");
+    // Listening: without the filter the child's connection succeeds (it waits in the backlog).
+    let _unix = std::os::unix::net::UnixListener::bind(&unix_path).unwrap();
     let probe = |seccomp: &str| {
         let out = Command::new(std::env::current_exe().unwrap())
             .args([
@@ -101,6 +139,7 @@ fn under_the_filter_no_namespace_can_be_made_but_threads_and_processes_can() {
             ])
             .env(CHILD, seccomp)
             .env(PYTHON, &python)
+            .env(UNIX_PATH, &unix_path)
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -126,6 +165,32 @@ fn under_the_filter_no_namespace_can_be_made_but_threads_and_processes_can() {
     assert_eq!(with["clone3"], "ENOSYS", "{with:?}");
     assert_eq!(with["unshare"], "EPERM", "{with:?}");
     assert_eq!(with["fork"], "allowed", "{with:?}");
+    // Sockets: plain TCP and netlink's routing family are what a service needs; the rest would
+    // go where Landlock's port rules do not look.
+    for kind in ["tcp", "tcp6", "netlink_route", "netlink_netfilter"] {
+        assert_eq!(with[kind], "allowed", "{kind}: {with:?}");
+    }
+    for kind in [
+        "mptcp",
+        "mptcp6",
+        "sctp",
+        "udp",
+        "udp6",
+        "icmp",
+        "unix",
+        "unix_dgram",
+        "netlink_audit",
+    ] {
+        assert_eq!(with[kind], "EPERM", "{kind}: {with:?}");
+    }
+    // The control: UDP and the Unix connection work without the filter (MPTCP and SCTP where
+    // the kernel has them).
+    for kind in ["udp", "udp6", "unix", "unix_dgram"] {
+        assert_eq!(without[kind], "allowed", "{kind}: {without:?}");
+    }
+    if without["mptcp"] != "allowed" {
+        eprintln!("note: this kernel makes no MPTCP socket even without the filter: {without:?}");
+    }
     if without["clone_newuser"] != "allowed" {
         // This host refuses user namespaces to this process anyway (a sysctl, AppArmor, or a
         // process without CAP_SYS_ADMIN where unprivileged ones are off): the filter's refusal

@@ -4,7 +4,8 @@
 //! nothing, bind only its listeners' ports, and connect only to the ports it forwards to,
 //! connects to, or renews at. With transparent listeners the destinations are any port, so
 //! connections are not restricted then. Its system calls are those of any Palisade service
-//! ([`Syscalls::service`]): no program is run, nothing written.
+//! ([`Syscalls::service`]): no program is run, nothing written; its sockets are TCP and netlink's
+//! routing family, plus UDP only when its configuration names a host to resolve.
 //!
 //! Landlock and seccomp restrict the calling thread and the threads it starts later, so
 //! `palisade sidecar run` calls [`restrict`] on its only thread, before the runtime exists.
@@ -73,11 +74,7 @@ pub fn allowed(config: &SidecarConfig) -> Allowed {
         );
         ports.extend(id.ca.iter().filter_map(|ca| port_of(&ca.url)));
         // A target named by host may need DNS over TCP (an answer too large for UDP).
-        let targets = config.outbound.iter().map(|l| l.connect_to.as_str());
-        if targets
-            .chain(id.ca.iter().map(|ca| ca.url.as_str()))
-            .any(names_a_host)
-        {
+        if looks_up_names(config) {
             ports.insert(53);
         }
         Some(ports)
@@ -90,12 +87,26 @@ pub fn allowed(config: &SidecarConfig) -> Allowed {
     }
 }
 
-/// The system calls the sidecar may make.
-pub fn syscalls() -> Syscalls {
-    Syscalls::service()
+/// Whether the sidecar resolves a name: an outbound target or the CA's URL names a host.
+/// (Transparent destinations are addresses.)
+fn looks_up_names(config: &SidecarConfig) -> bool {
+    let targets = config.outbound.iter().map(|l| l.connect_to.as_str());
+    targets
+        .chain(config.identity.ca.iter().map(|ca| ca.url.as_str()))
+        .any(names_a_host)
+}
+
+/// The system calls the sidecar may make: those of any service, and UDP (the resolver's) only
+/// when it looks a name up.
+pub fn syscalls(config: &SidecarConfig) -> Syscalls {
+    if looks_up_names(config) {
+        Syscalls::service().resolver()
+    } else {
+        Syscalls::service()
+    }
 }
 
 /// Restricts this thread, and every thread it starts afterwards, to what `config` needs.
 pub fn restrict(config: &SidecarConfig) -> Result<Report, SandboxError> {
-    palisade_sandbox::restrict(&allowed(config), &syscalls(), config.sandbox)
+    palisade_sandbox::restrict(&allowed(config), &syscalls(config), config.sandbox)
 }

@@ -253,12 +253,14 @@ fn sandbox_watch(args: &RenewArgs) -> Result<(), Failure> {
         ),
         ..Allowed::default()
     };
-    let report = palisade_sandbox::restrict(
-        &allowed,
-        &Syscalls::service().state(),
-        args.sandbox.config(),
-    )
-    .map_err(|e| Failure(EXIT_LOCAL, format!("cannot apply the sandbox: {e}")))?;
+    // UDP for the resolver only when the CA is named by host.
+    let syscalls = if names_a_host(&args.ca.ca) {
+        Syscalls::service().state().resolver()
+    } else {
+        Syscalls::service().state()
+    };
+    let report = palisade_sandbox::restrict(&allowed, &syscalls, args.sandbox.config())
+        .map_err(|e| Failure(EXIT_LOCAL, format!("cannot apply the sandbox: {e}")))?;
     palisade_sandbox::log_report("certificate renewer", &report);
     Ok(())
 }

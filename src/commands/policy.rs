@@ -308,7 +308,7 @@ fn sync(args: &SyncArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     };
     // Restricted before the runtime (and its blocking threads, and nft) exist.
     let sandbox = args.sandbox.config();
-    let syscalls = palisade_sync::sandbox::syscalls();
+    let syscalls = palisade_sync::sandbox::syscalls(&config);
     let report = palisade_sandbox::restrict(
         &palisade_sync::sandbox::allowed(&config, args.admin),
         &syscalls,

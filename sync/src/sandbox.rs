@@ -78,10 +78,7 @@ pub fn allowed(config: &SyncConfig, admin: SocketAddr) -> Allowed {
             };
             connect.insert(uri.port_u16().unwrap_or(default));
             // By name: DNS may answer over TCP when the answer is too large for UDP.
-            if uri
-                .host()
-                .is_some_and(|h| names_a_host(h.trim_matches(['[', ']'])))
-            {
+            if looks_up_names(config) {
                 connect.insert(53);
             }
         }
@@ -138,7 +135,21 @@ pub fn allowed(config: &SyncConfig, admin: SocketAddr) -> Allowed {
     }
 }
 
-/// The system calls the agent (and the programs it runs) may make.
-pub fn syscalls() -> Syscalls {
-    Syscalls::service().spawn()
+/// Whether the agent resolves a name: its source is a URL that names a host.
+fn looks_up_names(config: &SyncConfig) -> bool {
+    matches!(&config.source, Some(Source::Url(uri)) if uri
+        .host()
+        .is_some_and(|h| names_a_host(h.trim_matches(['[', ']']))))
+}
+
+/// The system calls the agent (and the programs it runs) may make: those of a service, running
+/// programs, netlink's netfilter family (`nft`, `conntrack`), and UDP only when it looks a name
+/// up.
+pub fn syscalls(config: &SyncConfig) -> Syscalls {
+    let syscalls = Syscalls::service().spawn().netfilter();
+    if looks_up_names(config) {
+        syscalls.resolver()
+    } else {
+        syscalls
+    }
 }
