@@ -13,6 +13,8 @@
 //!   }
 //!   chain prerouting {    # connections to the pod -> the sidecar's inbound port
 //!     type nat hook prerouting priority -100; policy accept;
+//!     ip daddr 127.0.0.0/8 return; ip6 daddr ::1 return
+//!     fib daddr type != local return           # only packets for the pod's own addresses
 //!     tcp dport { <excluded inbound ports> } return
 //!     meta l4proto tcp redirect to :<inbound port>
 //!   }
@@ -22,6 +24,15 @@
 //! Written like the host table: one transaction that adds, deletes and recreates the table (so
 //! applying twice equals applying once, and a refused transaction changes nothing), then read
 //! back. Priority -100 is dstnat's number: nft 1.0.6 refuses the name on the output hook.
+//!
+//! Prerouting captures only what is addressed to the pod. A neighbour on the pod's link can
+//! route a packet for any address through it (its MAC as the next hop): were that redirected,
+//! the sidecar, exempt from the redirect, would connect onward for the neighbour, past the
+//! node's table. `fib daddr type local` names the pod's addresses, but the kernel's fib also
+//! calls all of 127.0.0.0/8 local, and the redirect would rewrite such a packet's destination
+//! before the routing check that drops it as martian: loopback returns first. The sidecar
+//! refuses such destinations too (palisade-sidecar's `local_addrs.rs`), for tables written
+//! before this rule.
 
 use palisade_policy::addrs::Cidr;
 use serde_json::{json, Value};
@@ -106,7 +117,19 @@ pub fn redirect_transaction(redirect: &Redirect) -> Value {
     last_out["rule"]["comment"] = json!(format!("{MARK} {}", settings(redirect)));
     output.push(last_out);
 
-    let mut prerouting = Vec::new();
+    let mut prerouting: Vec<Value> = loopback
+        .iter()
+        .map(|net| rule("prerouting", vec![daddr(net), ret.clone()]))
+        .collect();
+    prerouting.push(rule(
+        "prerouting",
+        vec![
+            json!({"match": {"op": "!=",
+                "left": {"fib": {"result": "type", "flags": ["daddr"]}},
+                "right": "local"}}),
+            ret.clone(),
+        ],
+    ));
     if !redirect.exclude_inbound_ports.is_empty() {
         prerouting.push(rule(
             "prerouting",

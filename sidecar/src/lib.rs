@@ -25,6 +25,7 @@ mod ca_source;
 pub mod config;
 mod identity;
 mod inbound;
+mod local_addrs;
 pub mod metrics;
 mod outbound;
 mod read_ahead;

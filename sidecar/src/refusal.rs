@@ -28,6 +28,9 @@ pub enum Refusal {
     ConnectFailed(String, io::Error),
     /// A transparent connection whose original destination could not be read.
     NoOriginalDestination(io::Error),
+    /// A transparent inbound connection whose original destination is not one of the pod's own
+    /// addresses, or is loopback: a packet routed through the pod for somewhere else.
+    DestinationNotLocal(std::net::SocketAddr),
     /// A transparent outbound connection to an address in no segment of the policy (or in
     /// segments without identities), in strict mode.
     DestinationNotInPolicy(std::net::IpAddr),
@@ -57,6 +60,7 @@ impl Refusal {
             Refusal::ConnectFailed(..) => "connect_failed",
             Refusal::NoOriginalDestination(_) => "no_original_destination",
             Refusal::DestinationNotInPolicy(_) => "destination_not_in_policy",
+            Refusal::DestinationNotLocal(_) => "destination_not_local",
             Refusal::NoPolicy => "no_policy_loaded",
             Refusal::Handshake(e) => match rustls_error(e) {
                 Some(rustls::Error::NoCertificatesPresented) => "no_client_certificate",
@@ -123,6 +127,10 @@ impl std::fmt::Display for Refusal {
                 "{ip} is in no segment of the policy with identities, so no peer identity can be expected (mode strict)"
             ),
             Refusal::NoPolicy => write!(f, "no policy has loaded yet"),
+            Refusal::DestinationNotLocal(to) => write!(
+                f,
+                "the connection was going to {to}, which is not an address of this pod (a packet routed through the pod for elsewhere is not relayed)"
+            ),
             Refusal::Handshake(e) => match rustls_error(e) {
                 Some(rustls::Error::NoCertificatesPresented) => {
                     f.write_str("the peer presented no client certificate")

@@ -38,6 +38,7 @@ use crate::identity::{
     Credentials, InboundListenerTls, InboundTls, ListenerTls, OutboundListenerTls, OutboundTls,
 };
 use crate::inbound::starts_with_tls;
+use crate::local_addrs::{canonical, LocalAddresses};
 use crate::metrics::ListenerMetrics;
 use crate::refusal::Refusal;
 use crate::relay::{end_connections, Relay};
@@ -70,14 +71,6 @@ pub fn original_destination(tcp: &TcpStream) -> std::io::Result<SocketAddr> {
     Ok(original)
 }
 
-/// An IPv4 address seen through a dual-stack socket, as the IPv4 address it is.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 /// TLS configurations made on demand, and what they need.
 pub(crate) struct Transparent {
     config: TransparentConfig,
@@ -87,6 +80,8 @@ pub(crate) struct Transparent {
     resumption: bool,
     /// Ports of the sidecar's own listeners and admin server: never forwarded to.
     reserved_ports: Vec<u16>,
+    /// The pod's own addresses: the only destinations an inbound connection is carried to.
+    local: LocalAddresses,
     inbound: Mutex<HashMap<u16, Made<InboundTls>>>,
     outbound: Mutex<HashMap<Vec<String>, Made<OutboundTls>>>,
 }
@@ -105,6 +100,7 @@ impl Transparent {
     ) -> Arc<Self> {
         Arc::new(Transparent {
             reserved_ports,
+            local: LocalAddresses::new(),
             config,
             listener_tls,
             policies,
@@ -210,12 +206,19 @@ impl Transparent {
     }
 }
 
-/// The app on this pod: the address and port the peer was connecting to (the pod's own address;
-/// our UID is exempt from the redirect, so this connection is not caught again). Never loopback:
-/// what listens on loopback only (the sidecar's own outbound listeners, its admin server, an app's
-/// debug port) must not become reachable from the network through the sidecar.
-fn app_address(original: SocketAddr) -> SocketAddr {
-    SocketAddr::new(canonical(original.ip()), original.port())
+/// The app on this pod: the address and port the peer was connecting to, when that is one of the
+/// pod's own addresses (our UID is exempt from the redirect, so this connection is not caught
+/// again). Never loopback: what listens on loopback only (the sidecar's own outbound listeners,
+/// its admin server, an app's debug port) must not become reachable from the network through
+/// the sidecar; and never another host: a neighbour that routes a packet for elsewhere through
+/// the pod must not get a relay past the node's table. The redirect table captures only packets
+/// for the pod's own addresses; this holds even under an older table that captured everything.
+fn app_address(original: SocketAddr, local: &LocalAddresses) -> Result<SocketAddr, Refusal> {
+    if local.contains(original.ip()) {
+        Ok(SocketAddr::new(canonical(original.ip()), original.port()))
+    } else {
+        Err(Refusal::DestinationNotLocal(original))
+    }
 }
 
 pub(crate) async fn serve_inbound(
@@ -243,7 +246,8 @@ pub(crate) async fn serve_inbound(
                         "port {} is one of the sidecar's own", original.port()
                     ))));
                 }
-                let target = app_address(original);
+                // Checked before anything else, a plaintext pass-through included.
+                let target = app_address(original, &transparent.local)?;
                 // Is it TLS at all? Asked before anything is built for the port, so a scan of
                 // ports costs no TLS configuration.
                 let tls = starts_with_tls(&tcp, &shared).await?;
