@@ -219,3 +219,255 @@ fn a_container_running_as_the_proxy_uid_is_refused() {
     let other = own.replace("1337", "1000");
     assert!(inject_stdin(&other).status.success());
 }
+
+/// A Pod named p with `spec` (YAML, its keys indented by two) and, when `allow` is given, the
+/// annotation that accepts those containers as they are.
+fn pod(spec: &str, allow: Option<&str>) -> String {
+    let meta = allow
+        .map(|a| format!("  annotations:\n    palisade.io/allow-bypass: \"{a}\"\n"))
+        .unwrap_or_default();
+    format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n{meta}spec:\n{spec}")
+}
+
+/// Issue 20, item 6: each way an app container could take its traffic past the sidecar (or reach
+/// into the sidecar's process) is refused with the container named and the annotation that
+/// accepts it; naming the container in that annotation lets the pod through.
+#[test]
+fn an_app_container_that_could_bypass_the_sidecar_is_refused_unless_the_annotation_names_it() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "  containers:\n  - name: app\n    image: i\n    securityContext:\n      privileged: true\n",
+            "app",
+            "is privileged",
+        ),
+        (
+            "  containers:\n  - name: app\n    image: i\n    securityContext:\n      capabilities:\n        add: [NET_ADMIN]\n",
+            "app",
+            "adds capability NET_ADMIN",
+        ),
+        // Spelled as the runtimes also accept it: any case, with CAP_.
+        (
+            "  containers:\n  - name: app\n    image: i\n    securityContext:\n      capabilities:\n        add: [cap_net_raw]\n",
+            "app",
+            "adds capability NET_RAW",
+        ),
+        (
+            "  containers:\n  - name: app\n    image: i\n    securityContext:\n      capabilities:\n        add: [ALL]\n",
+            "app",
+            "adds capability ALL, NET_ADMIN among them",
+        ),
+        // The app's init containers run after the redirect is in place: one with NET_ADMIN
+        // could delete it for the whole pod.
+        (
+            "  initContainers:\n  - name: setup\n    image: i\n    securityContext:\n      capabilities:\n        add: [NET_ADMIN]\n  containers:\n  - name: app\n    image: i\n",
+            "setup",
+            "adds capability NET_ADMIN",
+        ),
+        (
+            "  containers:\n  - name: app\n    image: i\n  ephemeralContainers:\n  - name: debug\n    image: i\n    securityContext:\n      privileged: true\n",
+            "debug",
+            "is privileged",
+        ),
+        // A shared process namespace with a container that may be root (nothing says otherwise).
+        (
+            "  shareProcessNamespace: true\n  containers:\n  - name: app\n    image: i\n",
+            "app",
+            "may hold CAP_SETUID and CAP_KILL in a pod with shareProcessNamespace: true",
+        ),
+        // Non-root, but it may gain root through a setuid program: allowPrivilegeEscalation is
+        // not false.
+        (
+            "  shareProcessNamespace: true\n  securityContext:\n    runAsNonRoot: true\n  containers:\n  - name: app\n    image: i\n",
+            "app",
+            "may hold CAP_SETUID and CAP_KILL in a pod with shareProcessNamespace: true",
+        ),
+        // The container's runAsNonRoot overrides the pod's.
+        (
+            "  shareProcessNamespace: true\n  securityContext:\n    runAsNonRoot: true\n    runAsUser: 1000\n  containers:\n  - name: app\n    image: i\n    securityContext:\n      runAsUser: 0\n      runAsNonRoot: false\n      allowPrivilegeEscalation: false\n",
+            "app",
+            "may hold CAP_SETUID and CAP_KILL in a pod",
+        ),
+        // Non-root and no escalation, but it can trace any process it sees.
+        (
+            "  shareProcessNamespace: true\n  securityContext:\n    runAsNonRoot: true\n  containers:\n  - name: app\n    image: i\n    securityContext:\n      allowPrivilegeEscalation: false\n      capabilities:\n        add: [SYS_PTRACE]\n",
+            "app",
+            "may hold CAP_SYS_PTRACE in a pod with shareProcessNamespace: true",
+        ),
+    ];
+    for (spec, container, how) in cases {
+        let out = inject_stdin(&pod(spec, None));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "not refused: {spec}\n{err}");
+        assert!(
+            err.contains(&format!("Pod p: container {container} {how}")),
+            "{spec}\n{err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "so it could bypass the sidecar (change that, or accept the risk with the annotation palisade.io/allow-bypass: \"{container}\")"
+            )),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "one sentence: {err}");
+        let accepted = inject_stdin(&pod(spec, Some(container)));
+        assert!(
+            accepted.status.success(),
+            "{spec}\n{}",
+            String::from_utf8_lossy(&accepted.stderr)
+        );
+    }
+    // Accepting one container accepts that one only.
+    let two = "  shareProcessNamespace: true\n  containers:\n  - name: app\n    image: i\n  - name: helper\n    image: i\n";
+    let out = inject_stdin(&pod(two, Some("app")));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Pod p: container helper may hold"), "{err}");
+    assert!(inject_stdin(&pod(two, Some("app, helper")))
+        .status
+        .success());
+    // And the same refusal in a workload's template, named by its kind and name.
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  selector: {matchLabels: {a: b}}\n  template:\n    metadata:\n      labels: {a: b}\n    spec:\n      containers:\n      - name: worker\n        image: i\n        securityContext:\n          capabilities:\n            add: [NET_ADMIN]\n";
+    let err = String::from_utf8_lossy(&inject_stdin(deployment).stderr).into_owned();
+    assert!(
+        err.contains("Deployment d: container worker adds capability NET_ADMIN"),
+        "{err}"
+    );
+}
+
+/// The annotation accepts containers by name: a name that matches none (a typo, or "true") is
+/// refused, not taken as accepting nothing.
+#[test]
+fn the_allow_bypass_annotation_must_name_containers_of_the_pod() {
+    let spec = "  containers:\n  - name: app\n    image: i\n    securityContext:\n      privileged: true\n";
+    let out = inject_stdin(&pod(spec, Some("true")));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Pod p: annotation palisade.io/allow-bypass: \"true\" is not the name of one of the pod's containers"),
+        "{err}"
+    );
+}
+
+/// A container that may hold CAP_SETUID can become UID 1337 and walk past the redirect
+/// (`setpriv --reuid 1337 curl ...`). Most images run as root and many need SETUID, so inject
+/// warns, naming the container and the fix, and injects; a container that cannot hold it (by its
+/// own securityContext or the pod's) and one the annotation names are not warned about.
+#[test]
+fn a_container_that_may_hold_cap_setuid_is_warned_about_and_injected() {
+    let warned: &[(&str, &str)] = &[
+        (
+            "  containers:\n  - name: app\n    image: i\n",
+            "container app may run as root with CAP_SETUID (no runAsNonRoot: true and no runAsUser rule it out)",
+        ),
+        (
+            "  securityContext:\n    runAsUser: 0\n  containers:\n  - name: app\n    image: i\n",
+            "container app runs as root with CAP_SETUID",
+        ),
+        (
+            "  securityContext:\n    runAsNonRoot: true\n  initContainers:\n  - name: setup\n    image: i\n  containers:\n  - name: app\n    image: i\n    securityContext:\n      allowPrivilegeEscalation: false\n",
+            "container setup may gain root and CAP_SETUID through a setuid program of its image (allowPrivilegeEscalation is not false)",
+        ),
+    ];
+    for (spec, expected) in warned {
+        let out = inject_stdin(&pod(spec, None));
+        assert!(out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("warning: Pod p: {expected}, so it can take the sidecar's UID 1337 (setpriv --reuid 1337) and bypass the redirect; give it runAsNonRoot: true and allowPrivilegeEscalation: false, or drop SETUID if it never changes user, or accept the risk with the annotation palisade.io/allow-bypass:")),
+            "{spec}\n{err}"
+        );
+    }
+    let quiet: &[(&str, Option<&str>)] = &[
+        (
+            "  securityContext:\n    runAsNonRoot: true\n  containers:\n  - name: app\n    image: i\n    securityContext:\n      allowPrivilegeEscalation: false\n",
+            None,
+        ),
+        // The container's runAsUser overrides the pod's root.
+        (
+            "  securityContext:\n    runAsUser: 0\n  containers:\n  - name: app\n    image: i\n    securityContext:\n      runAsUser: 1000\n      allowPrivilegeEscalation: false\n",
+            None,
+        ),
+        (
+            "  containers:\n  - name: app\n    image: i\n    securityContext:\n      capabilities:\n        drop: [SETUID]\n",
+            None,
+        ),
+        ("  containers:\n  - name: app\n    image: i\n", Some("app")),
+    ];
+    for (spec, allow) in quiet {
+        let out = inject_stdin(&pod(spec, *allow));
+        assert!(out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("CAP_SETUID"), "{spec}\n{err}");
+    }
+}
+
+/// Every app container gets NET_RAW in its capabilities.drop (a packet socket skips the redirect;
+/// CRI-O never gives it, so apps do without it), unless it drops it already or the annotation
+/// names it; uninject takes exactly that away (the golden files show it in full, and
+/// tests/kubernetes_manifests.rs validates them). The proxy's GID (runAsGroup, fsGroup,
+/// supplementalGroups 1337) is no way past a redirect that exempts its UID only: no warning.
+#[test]
+fn app_containers_lose_net_raw_unless_they_drop_it_already_or_are_accepted() {
+    let drops = |c: &serde_yaml::Value| -> Vec<String> {
+        c["securityContext"]["capabilities"]["drop"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Injected here, not read from the golden files, so this test stands on its own.
+    let injected = |file: &str| {
+        values(&run(
+            &["inject", "-f", "-"],
+            &std::fs::read_to_string(dir().join("input").join(file)).unwrap(),
+        ))
+    };
+    let shop = injected("shop.yaml");
+    let web = &shop[1]["spec"]["template"]["spec"];
+    for c in web["containers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .chain(&web["initContainers"].as_sequence().unwrap()[2..])
+    {
+        assert_eq!(drops(c), ["NET_RAW"], "{c:?}");
+    }
+    let security = injected("security.yaml");
+    // Already dropping ALL: left alone.
+    let api = &security[0]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(drops(api), ["ALL"]);
+    // Added to what is there, or to a securityContext without capabilities.
+    let pod = &security[1]["spec"]["containers"];
+    assert_eq!(drops(&pod[0]), ["KILL", "NET_RAW"]);
+    assert_eq!(drops(&pod[1]), ["NET_RAW"]);
+    // Accepted by the annotation: as it was.
+    let icmp = &security[2]["spec"]["template"]["spec"]["containers"][0];
+    assert!(icmp["securityContext"]["capabilities"]
+        .get("drop")
+        .is_none());
+
+    let input = std::fs::read_to_string(dir().join("input/security.yaml")).unwrap();
+    let out = inject_stdin(&input);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "no warning");
+    let back = run(
+        &["inject", "-f", "-", "--uninject"],
+        &String::from_utf8(out.stdout).unwrap(),
+    );
+    assert_eq!(values(&back), values(&input));
+}
+
+/// Issue 20, item 8: a port only the kubelet's probes use is excluded from the inbound redirect
+/// so that the plaintext probe works; the warning says what that costs.
+#[test]
+fn a_port_only_probes_use_is_warned_about_as_reachable_in_plaintext() {
+    let text = std::fs::read_to_string(dir().join("input/shop.yaml")).unwrap();
+    let out = inject_stdin(&text);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: Deployment web: a kubelet probe uses port 9901, which the app does not declare, so inject excludes it from the inbound redirect: that port is now reachable by any peer in plaintext, bypassing mTLS"),
+        "{err}"
+    );
+}

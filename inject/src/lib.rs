@@ -459,25 +459,42 @@ fn check_bypass(
                 ));
             }
             // With a shared process namespace the app sees the sidecar's process: with CAP_KILL
-            // it can stop it; with CAP_SETUID it can take the sidecar's UID and then, as that
-            // UID (the sidecar is dumpable), read its memory, the workload's key, and its files
+            // it can stop it; with CAP_SETUID it can take the sidecar's UID (and GID: CAP_SETGID
+            // comes with it by default) and then, as the sidecar's owner (the sidecar is
+            // dumpable: it never changes credentials), read its memory, the workload's key, and its files
             // (the CA token) through /proc/<pid>/mem and /proc/<pid>/root; CAP_SYS_PTRACE does
             // that without the UID. Without those, it sees only the sidecar's command line.
-            let reach: Vec<&str> = [
-                ("CAP_SETUID", p.may_hold_default("SETUID")),
-                ("CAP_KILL", p.may_hold_default("KILL")),
-                ("CAP_SYS_PTRACE", p.may_hold("SYS_PTRACE")),
-            ]
-            .into_iter()
-            .filter(|(_, held)| *held)
-            .map(|(cap, _)| cap)
-            .collect();
-            if shares_processes && !reach.is_empty() {
+            let setuid = p.may_hold_default("SETUID");
+            let kill = p.may_hold_default("KILL");
+            let ptrace = p.may_hold("SYS_PTRACE");
+            if shares_processes && (setuid || kill || ptrace) {
+                let held: Vec<&str> = [
+                    (setuid, "CAP_SETUID"),
+                    (kill, "CAP_KILL"),
+                    (ptrace, "CAP_SYS_PTRACE"),
+                ]
+                .into_iter()
+                .filter_map(|(held, cap)| held.then_some(cap))
+                .collect();
+                let mut can = Vec::new();
+                if kill {
+                    can.push("stop the sidecar".to_owned());
+                }
+                if setuid {
+                    can.push(format!(
+                        "take UID {proxy_uid} and read the sidecar's memory (the workload's key) \
+                         and files through /proc"
+                    ));
+                } else if ptrace {
+                    can.push(
+                        "read the sidecar's memory (the workload's key) and files through /proc"
+                            .to_owned(),
+                    );
+                }
                 return Err(refuse(format!(
-                    "may hold {} in a pod with shareProcessNamespace: true (it can stop the \
-                     sidecar, or take UID {proxy_uid} and read the sidecar's memory, its key, \
-                     through /proc)",
-                    reach.join(" and ")
+                    "may hold {} in a pod with shareProcessNamespace: true (it can {})",
+                    held.join(" and "),
+                    can.join(", or ")
                 )));
             }
             if p.may_hold_default("SETUID") {
