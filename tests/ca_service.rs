@@ -1166,3 +1166,104 @@ fn an_issuance_whose_audit_line_cannot_be_written_is_not_delivered() {
         server.log_text()
     );
 }
+
+#[test]
+fn a_csr_asking_for_more_gets_only_its_key_into_the_certificate() {
+    if !have("curl") || !have("openssl") {
+        return;
+    }
+    let ca = TwoLevelCa::new();
+    let server = CaProcess::start(&ca.issuer(), &[]);
+    // A CSR whose subject, SANs (a DNS name and another ID), CA:true, key usages and extended
+    // key usages are all what the CA must not copy.
+    let dir = ca.path();
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "greedy.key",
+            "-out",
+            "greedy.csr",
+            "-subj",
+            "/CN=greedy.example.org/O=Greedy",
+            "-addext",
+            "subjectAltName=DNS:greedy.example.org,URI:spiffe://example.org/ns/shop/sa/admin",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE,pathlen:3",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+            "-addext",
+            "extendedKeyUsage=codeSigning,emailProtection",
+        ])
+        .current_dir(dir)
+        .output()
+        .expect("openssl req");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let token = ca.token("ns/shop/sa/greedy", "10m");
+    let auth = format!("Authorization: JoinToken {token}");
+    let csr = format!("@{}", dir.join("greedy.csr").display());
+    let (status, body) = curl(
+        &server,
+        &["-X", "POST", "--data-binary", &csr, "-H", &auth],
+        "/v1/sign",
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        answer["spiffe_id"],
+        "spiffe://example.org/ns/shop/sa/greedy"
+    );
+    let chain = answer["certificate_chain"].as_str().unwrap();
+    let end = "-----END CERTIFICATE-----";
+    let leaf = &chain[..chain.find(end).unwrap() + end.len()];
+    std::fs::write(dir.join("greedy.pem"), format!("{leaf}\n")).unwrap();
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in", "greedy.pem"])
+        .current_dir(dir)
+        .output()
+        .expect("openssl x509");
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(
+        text.contains("URI:spiffe://example.org/ns/shop/sa/greedy"),
+        "{text}"
+    );
+    for copied in [
+        "greedy.example.org",
+        "sa/admin",
+        "Greedy",
+        "CA:TRUE",
+        "pathlen",
+        "Certificate Sign",
+        "CRL Sign",
+        "Code Signing",
+        "E-mail Protection",
+    ] {
+        assert!(
+            !text.contains(copied),
+            "{copied} copied from the CSR:\n{text}"
+        );
+    }
+    // The key is the CSR's: the certificate's public key matches the key the CSR was made with.
+    let pubkey = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        pubkey(&["x509", "-noout", "-pubkey", "-in", "greedy.pem"]),
+        pubkey(&["pkey", "-pubout", "-in", "greedy.key"])
+    );
+}

@@ -276,6 +276,22 @@ impl AuditLog {
     }
 }
 
+/// A peer-supplied string cut to [`MAX_FIELD`] characters (JSON escaping does the rest).
+pub fn bounded(text: &str) -> String {
+    match text.char_indices().nth(MAX_FIELD) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// RFC 3339 in UTC, seconds precision.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,20 +383,4 @@ mod tests {
         let event = AuditEvent::new("issued", "sign", "10.0.0.1:1".parse().unwrap());
         assert!(log.write(&event).is_err());
     }
-}
-
-/// A peer-supplied string cut to [`MAX_FIELD`] characters (JSON escaping does the rest).
-pub fn bounded(text: &str) -> String {
-    match text.char_indices().nth(MAX_FIELD) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
-}
-
-/// RFC 3339 in UTC, seconds precision.
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.replace_nanosecond(0)
-        .unwrap_or(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
