@@ -3,7 +3,10 @@
 //! The generator makes namespaces, pods (labels, nodes, named ports, IPv4 and IPv6 addresses) and
 //! NetworkPolicies (every selector form, every peer form, `from`/`to` absent or empty, ports by
 //! number, name and range, policyTypes absent, one or both), as its own structs, and writes them
-//! out as manifests. Then, over every (source, destination, protocol, port) including an address
+//! out as manifests, where an absent field is often written as null instead (`null`, `~`, `Null`
+//! or an empty value: `namespaceSelector: null`, `ports: ~`, `matchLabels: null`...), which the
+//! API server reads as absent (a struct value, `spec.podSelector`, as `{}`), and a CIDR often
+//! with host bits set (`10.9.1.77/24`), which it reads as the network. Then, over every (source, destination, protocol, port) including an address
 //! outside the cluster:
 //!
 //! 1. `palisade_netpol::decide` on the loaded manifests must equal the straightforward evaluation
@@ -149,7 +152,15 @@ fn cidr(rng: &mut Rng) -> (String, Vec<String>) {
             "10.9.0.0/16".into(),
             vec![format!("10.9.{}.0/24", 1 + rng.below(2))],
         ),
-        1 => (format!("10.9.{}.0/24", 1 + rng.below(2)), Vec::new()),
+        // Host bits set half the time: the API server accepts them, and means the network.
+        1 => (
+            format!(
+                "10.9.{}.{}/24",
+                1 + rng.below(2),
+                if rng.chance(2) { 0 } else { rng.below(256) }
+            ),
+            Vec::new(),
+        ),
         2 => {
             let node = 1 + rng.below(2);
             (
@@ -158,7 +169,11 @@ fn cidr(rng: &mut Rng) -> (String, Vec<String>) {
             )
         }
         3 => (
-            "fd09::/32".into(),
+            if rng.chance(2) {
+                "fd09::/32".into()
+            } else {
+                format!("fd09::{:x}/32", rng.below(65536))
+            },
             vec![format!("fd09:0:{}::/48", 1 + rng.below(2))],
         ),
         _ => ("0.0.0.0/0".into(), vec!["10.9.0.0/16".into()]),
@@ -282,6 +297,17 @@ fn generate(rng: &mut Rng) -> Generated {
     }
 }
 
+/// A way to write null, for a field written as ` key:<this>`. `empty` allows the empty value,
+/// which only block style has.
+fn null(rng: &mut Rng, empty: bool) -> &'static str {
+    let forms: &[&'static str] = if empty {
+        &[" null", " ~", " Null", ""]
+    } else {
+        &[" null", " ~", " Null", " NULL"]
+    };
+    *rng.pick(forms)
+}
+
 fn yaml_labels(labels: &[(String, String)], indent: &str) -> String {
     if labels.is_empty() {
         return " {}".into();
@@ -292,39 +318,65 @@ fn yaml_labels(labels: &[(String, String)], indent: &str) -> String {
         .collect()
 }
 
-fn yaml_selector(s: &GSelector, indent: &str) -> String {
+/// A selector; `zero_is_null`: the field is a struct value (`spec.podSelector`), so null is
+/// `{}` (for a peer's selectors, pointers, null is absent).
+fn yaml_selector(s: &GSelector, indent: &str, zero_is_null: bool, rng: &mut Rng) -> String {
     match s {
-        GSelector::Empty => " {}".into(),
-        GSelector::Labels(l) => format!(
-            "\n{indent}matchLabels:{}",
-            yaml_labels(l, &format!("{indent}  "))
-        ),
+        GSelector::Empty => match rng.below(6) {
+            0 if zero_is_null => null(rng, true).into(),
+            1 => format!("\n{indent}matchLabels:{}", null(rng, true)),
+            2 => format!("\n{indent}matchExpressions:{}", null(rng, true)),
+            _ => " {}".into(),
+        },
+        GSelector::Labels(l) => {
+            let mut out = format!(
+                "\n{indent}matchLabels:{}",
+                yaml_labels(l, &format!("{indent}  "))
+            );
+            if rng.chance(3) {
+                out += &format!("\n{indent}matchExpressions:{}", null(rng, true));
+            }
+            out
+        }
         GSelector::Exprs(e) => {
             let mut out = format!("\n{indent}matchExpressions:");
             for (key, op, values) in e {
                 out += &format!("\n{indent}- key: {key}\n{indent}  operator: {op}");
                 if !values.is_empty() {
                     out += &format!("\n{indent}  values: [{}]", values.join(", "));
+                } else if rng.chance(3) {
+                    out += &format!("\n{indent}  values:{}", null(rng, true));
                 }
+            }
+            if rng.chance(3) {
+                out += &format!("\n{indent}matchLabels:{}", null(rng, true));
             }
             out
         }
     }
 }
 
-fn yaml_rules(rules: &[GRule], peers_field: &str) -> String {
+fn yaml_rules(rules: &[GRule], peers_field: &str, rng: &mut Rng) -> String {
     let mut out = String::new();
     for r in rules {
         out += "\n  -";
+        if r.peers.is_none() && r.ports.is_none() && rng.chance(3) {
+            // A null entry: the zero rule, which is `{}`.
+            continue;
+        }
         let mut first = true;
         let mut field = |name: &str| {
             let prefix = if first { " " } else { "\n    " };
             first = false;
             format!("{prefix}{name}:")
         };
-        if r.peers.is_none() && r.ports.is_none() {
+        if r.peers.is_none() && r.ports.is_none() && rng.chance(2) {
             out += " {}";
             continue;
+        }
+        if r.peers.is_none() && rng.chance(2) {
+            out += &field(peers_field);
+            out += null(rng, true);
         }
         if let Some(peers) = &r.peers {
             out += &field(peers_field);
@@ -335,15 +387,20 @@ fn yaml_rules(rules: &[GRule], peers_field: &str) -> String {
                 match p {
                     GPeer::Pods(pods, namespaces) => {
                         let mut lead = "\n    - ";
-                        if let Some(s) = pods {
-                            out += &format!("{lead}podSelector:{}", yaml_selector(s, "        "));
+                        // An absent selector is often written as null: still absent.
+                        for (name, selector) in
+                            [("podSelector", pods), ("namespaceSelector", namespaces)]
+                        {
+                            let text = match selector {
+                                Some(s) => yaml_selector(s, "        ", false, rng),
+                                None if rng.chance(2) => null(rng, true).to_owned(),
+                                None => continue,
+                            };
+                            out += &format!("{lead}{name}:{text}");
                             lead = "\n      ";
                         }
-                        if let Some(s) = namespaces {
-                            out += &format!(
-                                "{lead}namespaceSelector:{}",
-                                yaml_selector(s, "        ")
-                            );
+                        if rng.chance(4) {
+                            out += &format!("{lead}ipBlock:{}", null(rng, true));
                         }
                     }
                     GPeer::Block(c, e) => {
@@ -352,10 +409,20 @@ fn yaml_rules(rules: &[GRule], peers_field: &str) -> String {
                             let quoted: Vec<String> =
                                 e.iter().map(|x| format!("\"{x}\"")).collect();
                             out += &format!("\n        except: [{}]", quoted.join(", "));
+                        } else if rng.chance(2) {
+                            out += &format!("\n        except:{}", null(rng, true));
+                        }
+                        if rng.chance(3) {
+                            let name = rng.pick(&["podSelector", "namespaceSelector"]);
+                            out += &format!("\n      {name}:{}", null(rng, true));
                         }
                     }
                 }
             }
+        }
+        if r.ports.is_none() && rng.chance(2) {
+            out += &field("ports");
+            out += null(rng, true);
         }
         if let Some(ports) = &r.ports {
             out += &field("ports");
@@ -364,23 +431,28 @@ fn yaml_rules(rules: &[GRule], peers_field: &str) -> String {
             }
             for p in ports {
                 let mut parts = Vec::new();
-                if let Some(proto) = p.protocol {
-                    parts.push(format!("protocol: {proto}"));
+                // Each absent field is sometimes written as null: still absent.
+                let mut part = |name: &str, value: Option<String>, rng: &mut Rng| match value {
+                    Some(v) => parts.push(format!("{name}: {v}")),
+                    None if rng.chance(3) => parts.push(format!("{name}:{}", null(rng, false))),
+                    None => {}
+                };
+                part("protocol", p.protocol.map(str::to_owned), rng);
+                part("port", p.port.clone(), rng);
+                part("endPort", p.end.map(|e| e.to_string()), rng);
+                if parts.is_empty() && rng.chance(2) {
+                    // A null entry: the zero port, TCP and every port.
+                    out += "\n    -";
+                } else {
+                    out += &format!("\n    - {{{}}}", parts.join(", "));
                 }
-                if let Some(port) = &p.port {
-                    parts.push(format!("port: {port}"));
-                }
-                if let Some(end) = p.end {
-                    parts.push(format!("endPort: {end}"));
-                }
-                out += &format!("\n    - {{{}}}", parts.join(", "));
             }
         }
     }
     out
 }
 
-fn manifests(g: &Generated) -> String {
+fn manifests(g: &Generated, rng: &mut Rng) -> String {
     let mut docs = Vec::new();
     for ns in &g.namespaces {
         docs.push(format!(
@@ -409,29 +481,26 @@ fn manifests(g: &Generated) -> String {
         ));
     }
     for np in &g.policies {
-        let mut spec = format!("  podSelector:{}", yaml_selector(&np.selector, "    "));
-        if let Some(t) = &np.types {
-            spec += &format!("\n  policyTypes: [{}]", t.join(", "));
+        let mut spec = format!(
+            "  podSelector:{}",
+            yaml_selector(&np.selector, "    ", true, rng)
+        );
+        match &np.types {
+            Some(t) => spec += &format!("\n  policyTypes: [{}]", t.join(", ")),
+            None if rng.chance(3) => spec += &format!("\n  policyTypes:{}", null(rng, true)),
+            None => {}
         }
-        if let Some(r) = &np.ingress {
-            spec += &format!(
-                "\n  ingress:{}",
-                if r.is_empty() {
-                    " []".to_owned()
-                } else {
-                    yaml_rules(r, "from")
-                }
-            );
-        }
-        if let Some(r) = &np.egress {
-            spec += &format!(
-                "\n  egress:{}",
-                if r.is_empty() {
-                    " []".to_owned()
-                } else {
-                    yaml_rules(r, "to")
-                }
-            );
+        for (name, rules, peers) in [
+            ("ingress", &np.ingress, "from"),
+            ("egress", &np.egress, "to"),
+        ] {
+            let text = match rules {
+                Some(r) if r.is_empty() => " []".to_owned(),
+                Some(r) => yaml_rules(r, peers, rng),
+                None if rng.chance(3) => null(rng, true).to_owned(),
+                None => continue,
+            };
+            spec += &format!("\n  {name}:{text}");
         }
         docs.push(format!(
             "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {}\n  namespace: {}\nspec:\n{spec}",
@@ -694,7 +763,7 @@ fn decide_and_the_compiled_tables_equal_a_straightforward_reading_over_generated
     let outsider: IpAddr = "192.0.2.7".parse().unwrap();
     for case in 0..cases {
         let g = generate(&mut rng);
-        let text = manifests(&g);
+        let text = manifests(&g, &mut rng);
         let cluster: Cluster = load_str(&text, "generated.yaml").unwrap_or_else(|e| {
             panic!("case {case}: the generated manifests do not load: {e}\n{text}")
         });
