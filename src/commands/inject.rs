@@ -15,7 +15,9 @@ use palisade_inject::Settings;
 palisade inject -f deployment.yaml --uninject\n\n\
 Every Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job and CronJob gets the redirect init\n\
 container and the sidecar (a native sidecar); other kinds pass through. Injecting twice equals\n\
-injecting once; --uninject restores the input. Comments are not kept. See docs/PODS.md."
+injecting once; --uninject restores the input. Comments are not kept. A pod whose app could\n\
+bypass the sidecar (privileged, NET_ADMIN or NET_RAW added, root with a shared process namespace)\n\
+is refused unless the palisade.io/allow-bypass annotation names the container. See docs/PODS.md."
 )]
 pub struct InjectArgs {
     /// The manifests (multi-document YAML); - for standard input.
