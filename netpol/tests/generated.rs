@@ -300,12 +300,10 @@ fn generate(rng: &mut Rng) -> Generated {
 /// A way to write null, for a field written as ` key:<this>`. `empty` allows the empty value,
 /// which only block style has.
 fn null(rng: &mut Rng, empty: bool) -> &'static str {
-    let forms: &[&'static str] = if empty {
-        &[" null", " ~", " Null", ""]
-    } else {
-        &[" null", " ~", " Null", " NULL"]
-    };
-    *rng.pick(forms)
+    const BLOCK: [&str; 4] = [" null", " ~", " Null", ""];
+    const FLOW: [&str; 4] = [" null", " ~", " Null", " NULL"];
+    let forms = if empty { BLOCK } else { FLOW };
+    forms[rng.below(forms.len())]
 }
 
 fn yaml_labels(labels: &[(String, String)], indent: &str) -> String {
