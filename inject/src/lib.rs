@@ -434,6 +434,8 @@ fn check_bypass(
                 how,
             };
             let p = Powers::of(container, pod);
+            // Refused, not hardened: the author asked for these powers, and taking them away
+            // without a word would break the app where it runs, not here.
             if p.privileged {
                 return Err(refuse(
                     "is privileged (it holds every capability, NET_ADMIN among them, and can \
@@ -461,9 +463,10 @@ fn check_bypass(
             // With a shared process namespace the app sees the sidecar's process: with CAP_KILL
             // it can stop it; with CAP_SETUID it can take the sidecar's UID (and GID: CAP_SETGID
             // comes with it by default) and then, as the sidecar's owner (the sidecar is
-            // dumpable: it never changes credentials), read its memory, the workload's key, and its files
-            // (the CA token) through /proc/<pid>/mem and /proc/<pid>/root; CAP_SYS_PTRACE does
-            // that without the UID. Without those, it sees only the sidecar's command line.
+            // dumpable: it never changes credentials), read its memory, the workload's key, and
+            // its files (the CA token) through /proc/<pid>/mem and /proc/<pid>/root;
+            // CAP_SYS_PTRACE does that without the UID. Without those, it sees only the
+            // sidecar's command line, so the namespace alone is no reason to refuse.
             let setuid = p.may_hold_default("SETUID");
             let kill = p.may_hold_default("KILL");
             let ptrace = p.may_hold("SYS_PTRACE");
