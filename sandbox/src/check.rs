@@ -33,7 +33,8 @@ fn refused_by_permission(result: std::io::Result<()>) -> bool {
 }
 
 /// Tries, in this process (already restricted as `report` says, with `syscalls`): reading a file
-/// outside what may be read, writing where only reading is allowed, binding and connecting to a
+/// outside what may be read, writing where only reading is allowed and beside each directory
+/// that may be written, binding and connecting to a
 /// port not allowed, running a program not allowed, and a system call off the list (a `chown`
 /// that changes nothing, which any user may make without the filter), and the sockets Landlock's
 /// port rules do not cover: an MPTCP connection, a UDP datagram (refused unless the service looks
@@ -82,6 +83,30 @@ pub fn check(report: &Report, syscalls: &Syscalls, must_run: &[&Path]) -> Vec<Tr
         .filter(|_| landlock)
     {
         let probe = dir.join(".palisade-sandbox-check");
+        let result = std::fs::write(&probe, b"x");
+        let _ = std::fs::remove_file(&probe);
+        push(
+            format!("write {}", probe.display()),
+            refused_by_permission(result),
+            landlock,
+        );
+    }
+    // Beside what may be written: the directory that holds each writable one (a rule widened to
+    // a parent would show here). Under Landlock only, for the same reason.
+    let mut parents: Vec<&Path> = Vec::new();
+    for dir in allowed.write.iter().filter(|w| w.is_dir()) {
+        let Some(parent) = dir.parent().filter(|p| p.is_dir()) else {
+            continue;
+        };
+        if landlock
+            && !allowed.write.iter().any(|w| parent.starts_with(w))
+            && !parents.contains(&parent)
+        {
+            parents.push(parent);
+        }
+    }
+    for parent in parents {
+        let probe = parent.join(".palisade-sandbox-check");
         let result = std::fs::write(&probe, b"x");
         let _ = std::fs::remove_file(&probe);
         push(

@@ -165,6 +165,10 @@ pub struct ServeArgs {
     /// How the service restricts itself (Landlock: its state; the system call allow-list).
     #[command(flatten)]
     pub sandbox: super::SandboxArgs,
+    /// Apply the sandbox (making the token directories it needs), try what it must forbid,
+    /// print one JSON line, and exit: 0 when every attempt came out as it should.
+    #[arg(long)]
+    pub check_sandbox: bool,
 }
 
 #[derive(Debug, Subcommand)]

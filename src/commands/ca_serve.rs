@@ -1,6 +1,9 @@
 //! `palisade ca serve`: the CA service until SIGTERM or SIGINT.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::Context;
 
 use palisade_ca::{CaDir, SpiffeId};
 use palisade_ca_server::service_account::ServiceAccountConfig;
@@ -67,7 +70,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     // Counted before the sandbox closes the cgroup files (see `sidecar::available_parallelism`).
     let workers = super::sidecar::available_parallelism();
-    sandbox(&config, args.sandbox.config())?;
+    let report = sandbox(&config, args.sandbox.config())?;
+    if args.check_sandbox {
+        let tries = palisade_sandbox::check(&report, &syscalls(), &[]);
+        return super::sidecar::write_check_report(&report, &tries, &mut std::io::stdout());
+    }
+    palisade_sandbox::log_report("CA service", &report);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
@@ -94,12 +102,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// its CA directory and token store (tokens are spent by renaming them), appending to its audit
 /// log, reading its JWKS file; binding its two ports; connecting nowhere; the system calls of a
 /// service that writes state (best effort for Landlock: one log line for what the kernel lacks).
-fn sandbox(config: &CaServerConfig, mode: palisade_sandbox::SandboxConfig) -> anyhow::Result<()> {
-    use palisade_sandbox::{directory_of, Allowed, Syscalls};
-    let mut write = vec![directory_of(&config.dir), directory_of(&config.tokens_dir)];
-    if let AuditSink::File(path) = &config.audit {
-        write.push(directory_of(path));
-    }
+fn sandbox(
+    config: &CaServerConfig,
+    mode: palisade_sandbox::SandboxConfig,
+) -> anyhow::Result<palisade_sandbox::Report> {
+    use palisade_sandbox::{directory_of, Allowed};
+    let write = writable(&config.dir, &config.tokens_dir, &config.audit)?;
     let read = config
         .service_account
         .iter()
@@ -112,8 +120,77 @@ fn sandbox(config: &CaServerConfig, mode: palisade_sandbox::SandboxConfig) -> an
         connect: Some(Default::default()),
         ..Allowed::default()
     };
-    let syscalls = Syscalls::service().state();
-    let report = palisade_sandbox::restrict(&allowed, &syscalls, mode)?;
-    palisade_sandbox::log_report("CA service", &report);
-    Ok(())
+    Ok(palisade_sandbox::restrict(&allowed, &syscalls(), mode)?)
+}
+
+/// A service that writes state; its sockets are TCP only (it looks no name up).
+fn syscalls() -> palisade_sandbox::Syscalls {
+    palisade_sandbox::Syscalls::service().state()
+}
+
+/// Exactly what the CA service writes, never a parent of it. (`directory_of` widens a directory
+/// that does not exist to its parent, right for reading files that come later, but for writing it
+/// granted far more: `--tokens-dir /X/palisade/tokens` with `/X/palisade` missing allowed all of
+/// `/X`.) The token store's layout is the CA's own, so it is made here first (0700, as
+/// `ca token` makes it); the CA directory exists (it was loaded); an audit log that exists is
+/// allowed as that one file, one that does not yet in its directory, which must exist.
+fn writable(ca_dir: &Path, tokens: &Path, audit: &AuditSink) -> anyhow::Result<Vec<PathBuf>> {
+    for dir in [
+        tokens.to_owned(),
+        tokens.join("pending"),
+        tokens.join("used"),
+    ] {
+        palisade_ca::files::create_private_dir(&dir)
+            .with_context(|| format!("cannot make the token directory {}", dir.display()))?;
+    }
+    let mut write = vec![ca_dir.to_owned(), tokens.to_owned()];
+    if let AuditSink::File(path) = audit {
+        if path.exists() {
+            write.push(path.clone());
+        } else {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+                _ => PathBuf::from("."),
+            };
+            anyhow::ensure!(
+                dir.is_dir(),
+                "the audit log's directory {} does not exist",
+                dir.display()
+            );
+            write.push(dir);
+        }
+    }
+    Ok(write)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_directories_used_are_writable_and_the_token_store_is_made_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = tmp.path().join("ca");
+        std::fs::create_dir(&ca).unwrap();
+        // Neither X/palisade nor its tokens directory exists: made, and only the latter allowed.
+        let tokens = tmp.path().join("X/palisade/tokens");
+        let write = writable(&ca, &tokens, &AuditSink::Stdout).unwrap();
+        assert_eq!(write, [ca.clone(), tokens.clone()]);
+        for dir in ["", "pending", "used"] {
+            assert!(tokens.join(dir).is_dir(), "{dir}");
+        }
+        // An audit log that exists is that file alone; one to be made, its directory; one whose
+        // directory is missing, a sentence.
+        let audit = tmp.path().join("audit.jsonl");
+        std::fs::write(&audit, "").unwrap();
+        let write = writable(&ca, &tokens, &AuditSink::File(audit.clone())).unwrap();
+        assert_eq!(write.last(), Some(&audit));
+        let later = tmp.path().join("logs-dir/audit.jsonl");
+        let error = writable(&ca, &tokens, &AuditSink::File(later)).unwrap_err();
+        assert!(error.to_string().contains("does not exist"), "{error}");
+        std::fs::create_dir(tmp.path().join("logs-dir")).unwrap();
+        let later = tmp.path().join("logs-dir/audit.jsonl");
+        let write = writable(&ca, &tokens, &AuditSink::File(later)).unwrap();
+        assert_eq!(write.last(), Some(&tmp.path().join("logs-dir")));
+    }
 }
