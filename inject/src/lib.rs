@@ -400,7 +400,6 @@ impl Powers {
 struct Harden {
     section: &'static str,
     index: usize,
-    name: String,
 }
 
 /// Refuses the pod when an app container could bypass the sidecar and `accepted` does not name
@@ -527,11 +526,7 @@ fn check_bypass(
             // default set for root but not in CRI-O's, so apps that run on both already do
             // without it: dropping it is safe where dropping SETUID is not.
             if !p.drops("NET_RAW") {
-                harden.push(Harden {
-                    section,
-                    index,
-                    name: cname.to_owned(),
-                });
+                harden.push(Harden { section, index });
             }
         }
     }
@@ -574,18 +569,19 @@ fn drop_net_raw(container: &mut Value) -> Option<&'static str> {
 
 /// Undoes [`drop_net_raw`] on the container the injection record names.
 fn restore_net_raw(spec: &mut Mapping, record: &serde_json::Value) {
-    let (Some(section), Some(index), Some(name), Some(created)) = (
+    let (Some(section), Some(index), Some(created)) = (
         record.get("in").and_then(serde_json::Value::as_str),
         record.get("index").and_then(serde_json::Value::as_u64),
-        record.get("name").and_then(serde_json::Value::as_str),
         record.get("created").and_then(serde_json::Value::as_str),
     ) else {
         return;
     };
+    // None: the container had no name (the API server would refuse it, inject does not).
+    let name = record.get("name").and_then(serde_json::Value::as_str);
     let Some(list) = spec.get_mut(section).and_then(Value::as_sequence_mut) else {
         return;
     };
-    let named = |c: &Value| c.get("name").and_then(Value::as_str) == Some(name);
+    let named = |c: &Value| c.get("name").and_then(Value::as_str) == name;
     // By position (names may repeat in a manifest the API server would refuse), else by name.
     let at = usize::try_from(index)
         .ok()
@@ -787,9 +783,19 @@ fn inject_pod(
             .get_mut(h.section)
             .and_then(Value::as_sequence_mut)
             .and_then(|list| list.get_mut(h.index));
-        if let Some(created) = container.and_then(drop_net_raw) {
+        let Some(container) = container else {
+            continue;
+        };
+        // The name as the manifest has it: none (null) for a container without one, which
+        // uninject must find again by position (a stand-in such as "(unnamed)" would match no
+        // container, and the drop would stay).
+        let cname = container
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if let Some(created) = drop_net_raw(container) {
             dropped.push(serde_json::json!({
-                "in": h.section, "index": h.index, "name": h.name, "created": created,
+                "in": h.section, "index": h.index, "name": cname, "created": created,
             }));
         }
     }

@@ -23,6 +23,9 @@ fn inject_after_uninject_is_inject_and_uninject_takes_only_what_inject_added() {
         "  - name: a\n    image: i\n  - name: a\n    image: i\n    securityContext:\n      capabilities:\n        drop: [NET_RAW]\n",
         "  - name: a\n    image: i\n    securityContext:\n      capabilities:\n        drop: [NET_RAW]\n  - name: a\n    image: i\n",
         "  - name: a\n    image: i\n    securityContext: 3\n",
+        // No name (the API server would refuse it; inject does not): found again by position.
+        "  - name: null\n    image: i\n",
+        "  - image: i\n  - name: b\n    image: i\n",
     ] {
         let input = pod(container);
         let once = inject(&input, &settings).unwrap().text;
