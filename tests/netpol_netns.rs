@@ -730,5 +730,24 @@ fn under_sync_a_refused_policy_does_not_hold_up_a_new_deny_and_is_reported() {
             1.0,
             "{metrics}"
         );
+        // /ready: ready (the rest is enforced), with a note naming the refused object.
+        let ready = cluster.nets.exec_ok(
+            node,
+            &[
+                &cluster.python,
+                "-c",
+                "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen('http://%s/ready' % sys.argv[1], timeout=5).read().decode())",
+                admin,
+            ],
+            None,
+        );
+        assert!(
+            ready.starts_with("ready\n")
+                && ready.contains(&format!(
+                    "note: NetworkPolicy x/broken refused at {refused_at}"
+                )),
+            "node-{}: /ready says:\n{ready}",
+            i + 1
+        );
     }
 }

@@ -56,6 +56,11 @@ impl From<String> for NotReady {
 pub trait AdminService: Send + Sync + 'static {
     /// `Ok` when ready; otherwise why not (the 503 body).
     fn ready(&self) -> Result<(), NotReady>;
+    /// Lines said after `ready` in a 200: what is in force, but not all as configured (an object
+    /// refused while the rest is enforced). None by default.
+    fn ready_notes(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// The Prometheus text exposition.
     fn metrics(&self) -> String;
     /// Begins a graceful shutdown; `None` when the service does not offer POST /shutdown.
@@ -207,7 +212,14 @@ fn route(
         Decision::Forbidden(why) => text(StatusCode::FORBIDDEN, why.into()),
         Decision::Live => text(StatusCode::OK, "live\n".into()),
         Decision::Ready => match service.ready() {
-            Ok(()) => text(StatusCode::OK, "ready\n".into()),
+            Ok(()) => {
+                let notes: String = service
+                    .ready_notes()
+                    .iter()
+                    .map(|note| format!("note: {}\n", note.escape_debug()))
+                    .collect();
+                text(StatusCode::OK, format!("ready\n{notes}"))
+            }
             Err(why) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("not ready: {why}\n"),

@@ -191,6 +191,8 @@ pub struct Sync {
     metrics: SyncMetrics,
     state: Mutex<State>,
     ready: AtomicBool,
+    /// The NetworkPolicies the manifests in force refused, as `/ready` notes them.
+    refused: Mutex<Vec<String>>,
 }
 
 impl AdminService for Sync {
@@ -200,6 +202,13 @@ impl AdminService for Sync {
         } else {
             Err("the policy has not been applied yet".into())
         }
+    }
+
+    fn ready_notes(&self) -> Vec<String> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn metrics(&self) -> String {
@@ -217,6 +226,7 @@ impl Sync {
             metrics: SyncMetrics::new(),
             state: Mutex::new(State::default()),
             ready: AtomicBool::new(false),
+            refused: Mutex::default(),
         })
     }
 
@@ -411,6 +421,7 @@ impl Sync {
             tracing::warn!("{at}: {warning}");
         }
         self.metrics.refused.clear();
+        let mut notes = Vec::new();
         for refused in &loaded.refused {
             let errors = palisade_netpol::LoadErrors {
                 errors: refused.errors.clone(),
@@ -424,6 +435,10 @@ impl Sync {
                 .errors
                 .first()
                 .map_or_else(|| refused.source.to_string(), |(at, _)| at.to_string());
+            notes.push(format!(
+                "{} refused at {at}: it stands in isolating what it selects and admitting nothing",
+                refused.object
+            ));
             self.metrics
                 .refused
                 .get_or_create(&RefusedLabels {
@@ -435,6 +450,7 @@ impl Sync {
         self.metrics
             .refused_objects
             .set(loaded.refused.len() as i64);
+        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = notes;
     }
 
     fn compile(&self, text: &str, source: &str) -> Result<(Policy, Ruleset), ()> {
