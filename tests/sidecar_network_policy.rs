@@ -198,3 +198,62 @@ fn sidecar_admission_by_network_policies_equals_explain_over_generated_clusters(
         "{admitted} of {checked} admitted"
     );
 }
+
+/// The manifests of one pod `shop/payments` (account payments) and two clients (accounts a and
+/// b in `shop`), with `policies` appended.
+fn shop(policies: &str) -> String {
+    let mut docs = vec!["apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop".to_owned()];
+    for (i, (name, sa)) in [("payments", "payments"), ("c-a", "a"), ("c-b", "b")]
+        .into_iter()
+        .enumerate()
+    {
+        docs.push(format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: shop\n  labels: {{app: {name}}}\nspec:\n  serviceAccountName: {sa}\n  nodeName: n1\n  containers:\n  - name: c\n    image: i\nstatus:\n  podIP: 10.7.1.{}",
+            10 + i
+        ));
+    }
+    docs.join("\n---\n") + "\n---\n" + policies
+}
+
+/// A policy admitting account `a`'s pod to payments by a CIDR with host bits set (10.7.1.11/24
+/// is read as 10.7.1.0/24, as the API server takes it), and one the loader refuses (protocol
+/// ICMP) that selects payments too: the sidecar takes the first, and the refused one stands in
+/// admitting nothing, so b stays out and a gets in. Before, either one froze the last good
+/// manifests (here: none, so nobody got in).
+#[test]
+fn a_refused_network_policy_does_not_hold_up_the_others_at_the_sidecar() {
+    assert!(have("curl"), "curl is required (scripts/test installs it)");
+    let pki = Pki::new();
+    pki.issue(
+        "payments",
+        "ns/shop/sa/payments",
+        &["--dns", "payments.test"],
+    );
+    for sa in ["a", "b"] {
+        pki.issue(sa, &format!("ns/shop/sa/{sa}"), &[]);
+    }
+    let manifests = pki.path().join("shop.yaml");
+    let admit_a = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: admit-a\n  namespace: shop\nspec:\n  podSelector: {matchLabels: {app: payments}}\n  ingress:\n  - from:\n    - ipBlock: {cidr: 10.7.1.11/24, except: [10.7.1.12/32]}\n";
+    let broken = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: broken\n  namespace: shop\nspec:\n  podSelector: {matchLabels: {app: payments}}\n  ingress:\n  - ports:\n    - {protocol: ICMP, port: 8080}\n";
+    std::fs::write(&manifests, shop(&format!("{admit_a}---\n{broken}"))).unwrap();
+    let app = spawn_app(common::http_ok);
+    let config = format!(
+        "{}inbound:\n  - name: api\n    listen: 127.0.0.1:0\n    forward_to: {app}\n    network_policy: {{ manifests: [shop.yaml], pod: shop/payments, port: {PORT} }}\nadmin: {{ listen: 127.0.0.1:0 }}\n",
+        pki.identity_yaml("payments")
+    );
+    let sidecar = SidecarProcess::start(pki.path(), "sidecar.yaml", &config, &["api"]);
+    let port = sidecar.addr("api").port();
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || curl_as(
+            &pki, "a", port
+        )),
+        "a is not admitted: {}",
+        sidecar.log_text()
+    );
+    assert!(!curl_as(&pki, "b", port), "b is admitted");
+    let log = sidecar.log_text();
+    assert!(
+        log.contains("NetworkPolicy shop/broken") && log.contains("has host bits set"),
+        "{log}"
+    );
+}

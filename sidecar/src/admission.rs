@@ -260,10 +260,30 @@ impl PolicyWatcher {
     /// One look at every policy file and set of manifests.
     pub fn check(&mut self) {
         for set in &self.files.1 {
-            let looked = set.watched.lock().unwrap_or_else(|p| p.into_inner()).look();
+            // Partial, as `policy sync` loads them: a refused NetworkPolicy stands in admitting
+            // nothing (fail closed) and does not hold up the others.
+            let looked = set
+                .watched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .look_partial();
             match looked {
                 None => {}
-                Some(Ok(cluster)) => {
+                Some(Ok(loaded)) => {
+                    for (at, warning) in &loaded.warnings {
+                        tracing::warn!("{at}: {warning}");
+                    }
+                    for refused in &loaded.refused {
+                        let errors = palisade_netpol::LoadErrors {
+                            errors: refused.errors.clone(),
+                        };
+                        tracing::error!(
+                            object = refused.object,
+                            %errors,
+                            "a NetworkPolicy is refused; the others are in force, and it stands in admitting nothing"
+                        );
+                    }
+                    let cluster = loaded.cluster;
                     tracing::info!(
                         manifests = ?set.paths,
                         pods = cluster.inventory.pods.len(),
