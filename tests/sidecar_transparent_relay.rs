@@ -4,8 +4,11 @@
 //! where the pod's app serves something on loopback only. Neither may be carried on by the
 //! sidecar, whose UID the redirect exempts:
 //!
-//! - the redirect table from `palisade sidecar redirect` does not capture them (`fib daddr type
-//!   local`, loopback first), so the pod, which does not forward, drops them;
+//! - the redirect table from `palisade sidecar redirect` drops them before the redirect (its
+//!   guard chain: loopback from the wire, TCP for an address not the pod's), though the pod, as
+//!   a pod on a node does, forwards (`ip_forward=1`) and takes 127.0.0.0/8 from the wire
+//!   (`route_localnet=1`, which kube-proxy sets on nodes and pods inherit), and the database
+//!   routes its answers back through the pod: without the guard the kernel would carry them;
 //! - under a table that captures everything (as tables written by earlier versions did) the
 //!   sidecar refuses them itself, counted as `destination_not_local`, in permissive mode
 //!   (plaintext) and in strict mode (a client whose identity the policy admits);
@@ -112,11 +115,28 @@ fn lab() -> Lab {
         nets.exec_ok(ns, &["ip", "addr", "add", &v6, "dev", dev, "nodad"], None);
         nets.exec_ok(ns, &["ip", "link", "set", dev, "up"], None);
     }
-    // The pod forwards nothing (a pod's namespace starts that way): only a relay could carry a
-    // packet for the database on.
-    for sysctl in ["net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0"] {
+    // The pod as a node gives it: a new namespace inherits the node's IPv4 settings, so it
+    // forwards, and where kube-proxy set route_localnet it takes 127.0.0.0/8 from the wire. The
+    // database answers through the pod. So nothing but the redirect table's guard stands
+    // between the neighbour and the database or the pod's loopback.
+    for sysctl in [
+        "net.ipv4.ip_forward=1",
+        "net.ipv6.conf.all.forwarding=1",
+        "net.ipv4.conf.all.route_localnet=1",
+        "net.ipv4.conf.eth0.route_localnet=1",
+    ] {
         nets.exec_ok(&pod, &["sysctl", "-qw", sysctl], None);
     }
+    nets.exec_ok(
+        &db,
+        &["ip", "route", "add", "default", "via", "10.30.0.1"],
+        None,
+    );
+    nets.exec_ok(
+        &db,
+        &["ip", "-6", "route", "add", "default", "via", "fd30::1"],
+        None,
+    );
     // The neighbour routes the database's addresses through the pod.
     nets.exec_ok(
         &neighbour,
@@ -433,8 +453,9 @@ fn a_neighbour_routing_through_the_pod_gets_no_relay_to_other_hosts_or_loopback(
     start_sidecar(&mut lab, &pki, &PERMISSIVE);
     start_sidecar(&mut lab, &pki, &STRICT);
 
-    // The redirect as written today: the relays are not captured (nothing reaches the sidecar)
-    // and the pod, which does not forward, drops them; the pod's own addresses are captured.
+    // The redirect as written today: the relays are dropped by its guard (nothing reaches the
+    // sidecar, nor the database or the loopback server by the kernel's forwarding); the pod's
+    // own addresses are captured.
     redirect(&lab, &PERMISSIVE);
     for (host, port) in RELAYS {
         let before = opened(&lab, &PERMISSIVE);
@@ -456,7 +477,7 @@ fn a_neighbour_routing_through_the_pod_gets_no_relay_to_other_hosts_or_loopback(
         &["nft", "list", "table", "inet", "palisade_redirect"],
         None,
     );
-    assert!(table.contains("fib daddr type != local return"), "{table}");
+    assert!(table.contains("fib daddr type != local drop"), "{table}");
 
     // Under a table that captures everything, the sidecar refuses each relay itself: in
     // permissive mode (plaintext would otherwise be passed through)...

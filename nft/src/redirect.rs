@@ -11,10 +11,14 @@
 //!     tcp dport { <excluded outbound ports> } return
 //!     meta l4proto tcp redirect to :<outbound port>
 //!   }
+//!   chain guard {         # before the redirect: what the pod must not carry on for anyone
+//!     type filter hook prerouting priority -150; policy accept;
+//!     iif "lo" accept
+//!     ip daddr 127.0.0.0/8 drop; ip6 daddr ::1 drop
+//!     meta l4proto tcp fib daddr type != local drop
+//!   }
 //!   chain prerouting {    # connections to the pod -> the sidecar's inbound port
 //!     type nat hook prerouting priority -100; policy accept;
-//!     ip daddr 127.0.0.0/8 return; ip6 daddr ::1 return
-//!     fib daddr type != local return           # only packets for the pod's own addresses
 //!     tcp dport { <excluded inbound ports> } return
 //!     meta l4proto tcp redirect to :<inbound port>
 //!   }
@@ -25,14 +29,17 @@
 //! applying twice equals applying once, and a refused transaction changes nothing), then read
 //! back. Priority -100 is dstnat's number: nft 1.0.6 refuses the name on the output hook.
 //!
-//! Prerouting captures only what is addressed to the pod. A neighbour on the pod's link can
-//! route a packet for any address through it (its MAC as the next hop): were that redirected,
-//! the sidecar, exempt from the redirect, would connect onward for the neighbour, past the
-//! node's table. `fib daddr type local` names the pod's addresses, but the kernel's fib also
-//! calls all of 127.0.0.0/8 local, and the redirect would rewrite such a packet's destination
-//! before the routing check that drops it as martian: loopback returns first. The sidecar
-//! refuses such destinations too (palisade-sidecar's `local_addrs.rs`), for tables written
-//! before this rule.
+//! Only TCP addressed to the pod reaches the redirect; the guard drops the rest. A neighbour on
+//! the pod's link can route a packet for any address through it (its MAC as the next hop): were
+//! that redirected, the sidecar, exempt from the redirect, would connect onward for the
+//! neighbour, past the node's table. Letting it go on instead is no better: a pod's namespace
+//! inherits the node's IPv4 settings, so it usually forwards (`ip_forward=1`) and, where
+//! kube-proxy set it, takes 127.0.0.0/8 from the wire (`route_localnet=1`): the kernel would
+//! carry the packet to the other host, or to what listens on the pod's loopback, itself. So the
+//! guard drops, not returns: loopback from any interface but `lo` (the kernel's fib calls all of
+//! 127.0.0.0/8 local), and TCP whose destination is not one of the pod's addresses (`fib daddr
+//! type`): a meshed pod routes no TCP for others. The sidecar refuses such destinations too
+//! (palisade-sidecar's `local_addrs.rs`), for tables written before the guard.
 
 use palisade_policy::addrs::Cidr;
 use serde_json::{json, Value};
@@ -117,19 +124,30 @@ pub fn redirect_transaction(redirect: &Redirect) -> Value {
     last_out["rule"]["comment"] = json!(format!("{MARK} {}", settings(redirect)));
     output.push(last_out);
 
-    let mut prerouting: Vec<Value> = loopback
-        .iter()
-        .map(|net| rule("prerouting", vec![daddr(net), ret.clone()]))
-        .collect();
-    prerouting.push(rule(
-        "prerouting",
+    let drop = json!({"drop": null});
+    let mut guard = vec![rule(
+        "guard",
         vec![
+            json!({"match": {"op": "==", "left": {"meta": {"key": "iif"}}, "right": "lo"}}),
+            json!({"accept": null}),
+        ],
+    )];
+    guard.extend(
+        loopback
+            .iter()
+            .map(|net| rule("guard", vec![daddr(net), drop.clone()])),
+    );
+    guard.push(rule(
+        "guard",
+        vec![
+            tcp.clone(),
             json!({"match": {"op": "!=",
                 "left": {"fib": {"result": "type", "flags": ["daddr"]}},
                 "right": "local"}}),
-            ret.clone(),
+            drop,
         ],
     ));
+    let mut prerouting = Vec::new();
     if !redirect.exclude_inbound_ports.is_empty() {
         prerouting.push(rule(
             "prerouting",
@@ -146,11 +164,14 @@ pub fn redirect_transaction(redirect: &Redirect) -> Value {
         json!({"delete": {"table": table}}),
         json!({"add": {"table": table}}),
         json!({"add": chain("output", "output")}),
+        json!({"add": {"chain": {"family": "inet", "table": REDIRECT_TABLE, "name": "guard",
+            "type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}}}),
         json!({"add": chain("prerouting", "prerouting")}),
     ];
     objects.extend(
         output
             .into_iter()
+            .chain(guard)
             .chain(prerouting)
             .map(|r| json!({"add": r})),
     );
