@@ -1,7 +1,7 @@
 //! `ca serve --check-sandbox`: the CA service's sandbox, applied as it would be, tried from inside.
 //! It writes exactly its CA directory and its token store, never the directory above one that
 //! did not exist yet (the store is made first), connects nowhere, and makes no socket Landlock's
-//! port rules cannot see (MPTCP, UDP, Unix). No root needed: Landlock and the filter are for any
+//! port rules cannot see (MPTCP, TCP Fast Open, UDP, Unix). No root needed: Landlock and the filter are for any
 //! user.
 
 mod common;
@@ -65,6 +65,7 @@ fn the_ca_service_writes_only_its_directories_connects_nowhere_and_makes_no_othe
         "bind 127.0.0.1",
         "connect 127.0.0.1",
         "connect over MPTCP",
+        "connect with TCP Fast Open",
         "send UDP",
         "connect to a Unix socket",
         "run /bin/sh",

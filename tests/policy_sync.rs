@@ -1838,6 +1838,7 @@ fn the_agent_runs_as_a_user_with_net_admin_only_and_cannot_read_outside_its_sour
         "bind",
         "connect 127",
         "connect over",
+        "connect with",
         "send UDP",
         "connect to",
         "run /bin/sh",

@@ -162,7 +162,10 @@ fn check_sandbox_tries_what_the_sidecar_must_not_do_and_each_is_refused() {
         .collect();
     assert_eq!(
         tries,
-        ["read", "write", "bind", "connect", "connect", "send", "connect", "run", "chown"],
+        [
+            "read", "write", "bind", "connect", "connect", "connect", "send", "connect", "run",
+            "chown"
+        ],
         "{report}"
     );
     // Everything refused but UDP, which this configuration needs: connect_to names a host, and
@@ -225,6 +228,7 @@ fn check_sandbox_tries_what_the_sidecar_must_not_do_and_each_is_refused() {
             "run /bin/sh",
             "chown",
             "connect over MPTCP",
+            "connect with TCP Fast Open",
             "send UDP",
             "connect to a Unix socket",
         ]
@@ -234,8 +238,8 @@ fn check_sandbox_tries_what_the_sidecar_must_not_do_and_each_is_refused() {
     // No name to resolve here: UDP is refused too. MPTCP, UDP and Unix sockets are the filter's
     // to refuse (Landlock's port rules cover plain TCP only), so Landlock off changes nothing.
     let (code, refusals, report) = check("off", "enforce");
-    assert_eq!((code, refusals), (Some(0), [true; 5]), "{report}");
+    assert_eq!((code, refusals), (Some(0), [true; 6]), "{report}");
     assert_eq!(report["landlock"], "not enforced", "{report}");
     let (code, refusals, report) = check("off", "off");
-    assert_eq!((code, refusals), (Some(0), [false; 5]), "{report}");
+    assert_eq!((code, refusals), (Some(0), [false; 6]), "{report}");
 }

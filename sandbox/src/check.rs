@@ -37,7 +37,7 @@ fn refused_by_permission(result: std::io::Result<()>) -> bool {
 /// that may be written, binding and connecting to a
 /// port not allowed, running a program not allowed, and a system call off the list (a `chown`
 /// that changes nothing, which any user may make without the filter), and the sockets Landlock's
-/// port rules do not cover: an MPTCP connection, a UDP datagram (refused unless the service looks
+/// port rules do not cover: an MPTCP connection, a TCP Fast Open connection, a UDP datagram (refused unless the service looks
 /// names up) and a connection to a Unix socket. Each program in `must_run` is run with
 /// `--version` and must start.
 pub fn check(report: &Report, syscalls: &Syscalls, must_run: &[&Path]) -> Vec<Try> {
@@ -151,6 +151,21 @@ pub fn check(report: &Report, syscalls: &Syscalls, must_run: &[&Path]) -> Vec<Tr
     push(
         format!("connect over MPTCP to 127.0.0.1:{free}"),
         refused_by_permission(mptcp),
+        filter,
+    );
+    // TCP Fast Open connects from sendto, where Landlock's connect rule does not look.
+    let fast_open = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .and_then(|socket| {
+            socket.send_to_with_flags(
+                b"x",
+                &SocketAddr::from(([127, 0, 0, 1], free)).into(),
+                libc::MSG_FASTOPEN,
+            )
+        })
+        .map(drop);
+    push(
+        format!("connect with TCP Fast Open to 127.0.0.1:{free}"),
+        refused_by_permission(fast_open),
         filter,
     );
     let udp = std::net::UdpSocket::bind(("127.0.0.1", 0))

@@ -75,6 +75,15 @@ pub enum SocketKind {
     NetlinkNetfilter,
 }
 
+/// TCP Fast Open as a send flag: sendto/sendmsg with it connect a TCP socket without connect(),
+/// so Landlock's connect rule never sees the connection (its hook is on connect()). Refused: no
+/// Palisade service uses Fast Open.
+const MSG_FASTOPEN: u64 = libc::MSG_FASTOPEN as u64;
+
+/// The TCP option that turns a TCP socket into another protocol's (an "upper layer protocol" such
+/// as SMC), out of Landlock's sight; kTLS too, which Palisade does not use. Refused.
+const TCP_ULP: u64 = 31;
+
 /// The socket type's bits in socket()'s second argument (SOCK_NONBLOCK and SOCK_CLOEXEC are
 /// flags above them): the kernel's SOCK_TYPE_MASK.
 const SOCK_TYPE_MASK: u64 = 0xf;
@@ -390,6 +399,42 @@ impl Syscalls {
             })
             .collect::<Result<Vec<_>, _>>()?;
         rules.insert(libc::SYS_socket, sockets);
+        // sendto(fd, buf, len, flags, ...) and sendmmsg(fd, vec, n, flags): flags is the fourth
+        // argument; sendmsg(fd, msg, flags) the third. Allowed without MSG_FASTOPEN only.
+        for (call, flags_arg) in [
+            (libc::SYS_sendto, 3),
+            (libc::SYS_sendmmsg, 3),
+            (libc::SYS_sendmsg, 2),
+        ] {
+            rules.insert(
+                call,
+                vec![SeccompRule::new(vec![SeccompCondition::new(
+                    flags_arg,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::MaskedEq(MSG_FASTOPEN),
+                    0,
+                )?])?],
+            );
+        }
+        // setsockopt(fd, level, name, ...): anything but (IPPROTO_TCP, TCP_ULP), as two
+        // alternatives: another level, or another name.
+        rules.insert(
+            libc::SYS_setsockopt,
+            vec![
+                SeccompRule::new(vec![SeccompCondition::new(
+                    1,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::Ne,
+                    libc::IPPROTO_TCP as u64,
+                )?])?,
+                SeccompRule::new(vec![SeccompCondition::new(
+                    2,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::Ne,
+                    TCP_ULP,
+                )?])?,
+            ],
+        );
         // socketpair makes a connected pair and reaches nothing (tokio's signal handling uses
         // one); only the Unix family makes pairs, but say so rather than rely on it.
         rules.insert(

@@ -68,6 +68,10 @@ out["udp6"] = make(socket.AF_INET6, socket.SOCK_DGRAM, 17)
 out["icmp"] = make(socket.AF_INET, socket.SOCK_DGRAM, 1)
 out["unix"] = make(socket.AF_UNIX, socket.SOCK_STREAM, 0, lambda s: s.connect(sys.argv[3]))
 out["unix_dgram"] = make(socket.AF_UNIX, socket.SOCK_DGRAM)
+out["fast_open"] = make(socket.AF_INET, socket.SOCK_STREAM, 0, lambda s: s.sendto(b"x", socket.MSG_FASTOPEN, ("127.0.0.1", 9)))
+out["tcp_ulp"] = make(socket.AF_INET, socket.SOCK_STREAM, 0, lambda s: s.setsockopt(socket.IPPROTO_TCP, 31, b"tls"))
+out["tcp_nodelay"] = make(socket.AF_INET, socket.SOCK_STREAM, 0, lambda s: s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1))
+out["reuseaddr"] = make(socket.AF_INET, socket.SOCK_STREAM, 0, lambda s: s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1))
 print(json.dumps(out))
 "#;
 
@@ -167,7 +171,14 @@ fn under_the_filter_no_namespace_can_be_made_but_threads_and_processes_can() {
     assert_eq!(with["fork"], "allowed", "{with:?}");
     // Sockets: plain TCP and netlink's routing family are what a service needs; the rest would
     // go where Landlock's port rules do not look.
-    for kind in ["tcp", "tcp6", "netlink_route", "netlink_netfilter"] {
+    for kind in [
+        "tcp",
+        "tcp6",
+        "netlink_route",
+        "netlink_netfilter",
+        "tcp_nodelay",
+        "reuseaddr",
+    ] {
         assert_eq!(with[kind], "allowed", "{kind}: {with:?}");
     }
     for kind in [
@@ -183,6 +194,13 @@ fn under_the_filter_no_namespace_can_be_made_but_threads_and_processes_can() {
     ] {
         assert_eq!(with[kind], "EPERM", "{kind}: {with:?}");
     }
+    // Connecting by a send flag, and a TCP socket turned into another protocol, are the filter's
+    // to refuse too (the socket itself is plain TCP).
+    for kind in ["fast_open", "tcp_ulp"] {
+        assert_eq!(with[kind], "made, then EPERM", "{kind}: {with:?}");
+    }
+    // Without the filter, Fast Open does try to connect (refused by the closed port, not EPERM).
+    assert_ne!(without["fast_open"], "made, then EPERM", "{without:?}");
     // The control: UDP and the Unix connection work without the filter (MPTCP and SCTP where
     // the kernel has them).
     for kind in ["udp", "udp6", "unix", "unix_dgram"] {
