@@ -1,5 +1,5 @@
 //! `ca serve --check-sandbox`: the CA service's sandbox, applied as it would be, tried from inside.
-//! It writes exactly its CA directory and its token store, never the directory above one that
+//! It writes exactly its CA directory, its token store and its audit log file, never the directory above one that
 //! did not exist yet (the store is made first), connects nowhere, and makes no socket Landlock's
 //! port rules cannot see (MPTCP, TCP Fast Open, UDP, Unix). No root needed: Landlock and the filter are for any
 //! user.
@@ -10,13 +10,19 @@ use std::process::Command;
 
 use common::*;
 
-fn check_sandbox(ca: &TwoLevelCa, tokens: &std::path::Path) -> (Option<i32>, serde_json::Value) {
+fn check_sandbox(
+    ca: &TwoLevelCa,
+    tokens: &std::path::Path,
+    audit: &std::path::Path,
+) -> (Option<i32>, serde_json::Value) {
     let out = Command::new(BIN)
         .args(["ca", "serve", "--dir"])
         .arg(ca.issuer())
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .arg("--tokens-dir")
         .arg(tokens)
+        .arg("--audit-log")
+        .arg(audit)
         .args(["--landlock", "required", "--check-sandbox"])
         .current_dir(ca.path())
         .output()
@@ -34,14 +40,19 @@ fn the_ca_service_writes_only_its_directories_connects_nowhere_and_makes_no_othe
     let x = ca.path().join("X");
     std::fs::create_dir(&x).unwrap();
     let tokens = x.join("palisade/tokens");
-    let (code, report) = check_sandbox(&ca, &tokens);
+    // The audit log in a directory of its own that does not hold it yet (/var/log, say).
+    let logs = ca.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let audit = logs.join("audit.jsonl");
+    let (code, report) = check_sandbox(&ca, &tokens, &audit);
     assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["landlock"], "fully enforced", "{report}");
     assert_eq!(
         report["allowed"]["write"],
         serde_json::json!([
             ca.issuer().display().to_string(),
-            tokens.display().to_string()
+            tokens.display().to_string(),
+            audit.display().to_string()
         ]),
         "{report}"
     );

@@ -34,7 +34,7 @@ fn refused_by_permission(result: std::io::Result<()>) -> bool {
 
 /// Tries, in this process (already restricted as `report` says, with `syscalls`): reading a file
 /// outside what may be read, writing where only reading is allowed and beside each directory
-/// that may be written, binding and connecting to a
+/// or file that may be written, binding and connecting to a
 /// port not allowed, running a program not allowed, and a system call off the list (a `chown`
 /// that changes nothing, which any user may make without the filter), and the sockets Landlock's
 /// port rules do not cover: an MPTCP connection, a TCP Fast Open connection, a UDP datagram (refused unless the service looks
@@ -91,11 +91,11 @@ pub fn check(report: &Report, syscalls: &Syscalls, must_run: &[&Path]) -> Vec<Tr
             landlock,
         );
     }
-    // Beside what may be written: the directory that holds each writable one (a rule widened to
-    // a parent would show here). Under Landlock only, for the same reason.
+    // Beside what may be written: the directory that holds each writable directory or file (a
+    // rule widened to a parent would show here). Under Landlock only, for the same reason.
     let mut parents: Vec<&Path> = Vec::new();
-    for dir in allowed.write.iter().filter(|w| w.is_dir()) {
-        let Some(parent) = dir.parent().filter(|p| p.is_dir()) else {
+    for path in &allowed.write {
+        let Some(parent) = path.parent().filter(|p| p.is_dir()) else {
             continue;
         };
         if landlock

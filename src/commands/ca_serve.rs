@@ -132,8 +132,9 @@ fn syscalls() -> palisade_sandbox::Syscalls {
 /// that does not exist to its parent, right for reading files that come later, but for writing it
 /// granted far more: `--tokens-dir /X/palisade/tokens` with `/X/palisade` missing allowed all of
 /// `/X`.) The token store's layout is the CA's own, so it is made here first (0700, as
-/// `ca token` makes it); the CA directory exists (it was loaded); an audit log that exists is
-/// allowed as that one file, one that does not yet in its directory, which must exist.
+/// `ca token` makes it); the CA directory exists (it was loaded); the audit log is made here too
+/// (0600, appended to) and allowed as that one file, so its directory (`/var/log`, say) stays
+/// closed.
 fn writable(ca_dir: &Path, tokens: &Path, audit: &AuditSink) -> anyhow::Result<Vec<PathBuf>> {
     for dir in [
         tokens.to_owned(),
@@ -145,20 +146,14 @@ fn writable(ca_dir: &Path, tokens: &Path, audit: &AuditSink) -> anyhow::Result<V
     }
     let mut write = vec![ca_dir.to_owned(), tokens.to_owned()];
     if let AuditSink::File(path) = audit {
-        if path.exists() {
-            write.push(path.clone());
-        } else {
-            let dir = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-                _ => PathBuf::from("."),
-            };
-            anyhow::ensure!(
-                dir.is_dir(),
-                "the audit log's directory {} does not exist",
-                dir.display()
-            );
-            write.push(dir);
-        }
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot open the audit log {}", path.display()))?;
+        write.push(path.clone());
     }
     Ok(write)
 }
@@ -179,18 +174,22 @@ mod tests {
         for dir in ["", "pending", "used"] {
             assert!(tokens.join(dir).is_dir(), "{dir}");
         }
-        // An audit log that exists is that file alone; one to be made, its directory; one whose
-        // directory is missing, a sentence.
-        let audit = tmp.path().join("audit.jsonl");
-        std::fs::write(&audit, "").unwrap();
-        let write = writable(&ca, &tokens, &AuditSink::File(audit.clone())).unwrap();
-        assert_eq!(write.last(), Some(&audit));
-        let later = tmp.path().join("logs-dir/audit.jsonl");
-        let error = writable(&ca, &tokens, &AuditSink::File(later)).unwrap_err();
-        assert!(error.to_string().contains("does not exist"), "{error}");
-        std::fs::create_dir(tmp.path().join("logs-dir")).unwrap();
-        let later = tmp.path().join("logs-dir/audit.jsonl");
-        let write = writable(&ca, &tokens, &AuditSink::File(later)).unwrap();
-        assert_eq!(write.last(), Some(&tmp.path().join("logs-dir")));
+        // The audit log is made first and allowed alone, whether it existed or not; one whose
+        // directory is missing is a sentence.
+        let existing = tmp.path().join("audit.jsonl");
+        std::fs::write(&existing, "").unwrap();
+        let write = writable(&ca, &tokens, &AuditSink::File(existing.clone())).unwrap();
+        assert_eq!(write.last(), Some(&existing));
+        let new = tmp.path().join("new-audit.jsonl");
+        let write = writable(&ca, &tokens, &AuditSink::File(new.clone())).unwrap();
+        assert_eq!(write.last(), Some(&new));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(new.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        let missing = tmp.path().join("logs-dir/audit.jsonl");
+        let error = writable(&ca, &tokens, &AuditSink::File(missing)).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("cannot open the audit log"),
+            "{error:#}"
+        );
     }
 }
