@@ -511,3 +511,110 @@ fn a_neighbour_routing_through_the_pod_gets_no_relay_to_other_hosts_or_loopback(
         assert_eq!(request(&lab, &pki, true, pod, APP_PORT).unwrap(), "app\n");
     }
 }
+
+/// What the proxy UID sends over UDP reaches port 53 and nothing else: the sidecar's system call
+/// filter allows UDP only when it resolves names, and cannot see a datagram's destination; the
+/// pod's table can. Another UID's UDP is untouched.
+#[test]
+fn the_proxy_uid_sends_udp_to_port_53_only() {
+    if !is_root() {
+        skipping("needs root for network namespaces and nftables");
+        return;
+    }
+    if !(have("nft") && have("setpriv") && have("python3")) {
+        return;
+    }
+    let mut nets = Netns::new();
+    let pod = nets.add("udp");
+    nets.exec_ok(
+        &pod,
+        &[
+            BIN,
+            "sidecar",
+            "redirect",
+            "--inbound-port",
+            "15006",
+            "--outbound-port",
+            "15001",
+            "--proxy-uid",
+            PROXY_UID,
+        ],
+        None,
+    );
+    // A receiver on 127.0.0.1 ports 53 and 5353 takes what arrives; senders as the proxy UID and
+    // as another, one datagram to each port.
+    const RECEIVE: &str = r#"
+import socket, sys
+socks = []
+for port in (53, 5353):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", port))
+    s.setblocking(False)
+    socks.append((port, s))
+print("ready", flush=True)
+# Loopback delivers a datagram into the socket's queue within sendto: once the senders have
+# exited (the test says so on stdin), everything that will arrive is here.
+sys.stdin.readline()
+got = set()
+for port, s in socks:
+    while True:
+        try:
+            data, _ = s.recvfrom(64)
+        except BlockingIOError:
+            break
+        got.add((port, data.decode()))
+print(sorted(got), flush=True)
+"#;
+    const SEND: &str = r#"
+import socket, sys
+for port in (53, 5353):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.sendto(sys.argv[1].encode(), ("127.0.0.1", port))
+    except OSError as e:
+        print(port, e)
+"#;
+    // The system's interpreter: one under root's home (pyenv) is not for other users to run.
+    let python = if std::path::Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3".to_owned()
+    } else {
+        python()
+    };
+    let receiver = nets.spawn(&pod, &[&python, "-c", RECEIVE]);
+    let mut receiver_stdin = receiver.stdin.take();
+    let mut out = std::io::BufReader::new(receiver.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    for (uid, tag) in [(PROXY_UID, "proxy"), ("1000", "app")] {
+        nets.exec_ok(
+            &pod,
+            &[
+                "setpriv",
+                "--reuid",
+                uid,
+                "--regid",
+                uid,
+                "--clear-groups",
+                &python,
+                "-c",
+                SEND,
+                tag,
+            ],
+            None,
+        );
+    }
+    {
+        use std::io::Write;
+        let stdin = receiver_stdin.as_mut().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+    }
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        "[(53, 'app'), (53, 'proxy'), (5353, 'app')]",
+        "what arrived"
+    );
+}

@@ -17,6 +17,10 @@
 //!     ip daddr 127.0.0.0/8 drop; ip6 daddr ::1 drop
 //!     meta l4proto tcp fib daddr type != local drop
 //!   }
+//!   chain guard_out {     # the sidecar's UDP: DNS only
+//!     type filter hook output priority 0; policy accept;
+//!     meta skuid <proxy uid> meta l4proto udp udp dport != 53 drop
+//!   }
 //!   chain prerouting {    # connections to the pod -> the sidecar's inbound port
 //!     type nat hook prerouting priority -100; policy accept;
 //!     tcp dport { <excluded inbound ports> } return
@@ -144,9 +148,22 @@ pub fn redirect_transaction(redirect: &Redirect) -> Value {
             json!({"match": {"op": "!=",
                 "left": {"fib": {"result": "type", "flags": ["daddr"]}},
                 "right": "local"}}),
-            drop,
+            drop.clone(),
         ],
     ));
+    // The sidecar's UDP: DNS only. Its system call filter allows UDP only where a name is
+    // looked up, and cannot see where a datagram goes; here the kernel can.
+    let guard_out = vec![rule(
+        "guard_out",
+        vec![
+            json!({"match": {"op": "==", "left": {"meta": {"key": "skuid"}}, "right": redirect.proxy_uid}}),
+            json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "udp"}}),
+            json!({"match": {"op": "!=",
+                "left": {"payload": {"protocol": "udp", "field": "dport"}},
+                "right": 53}}),
+            drop,
+        ],
+    )];
     let mut prerouting = Vec::new();
     if !redirect.exclude_inbound_ports.is_empty() {
         prerouting.push(rule(
@@ -167,11 +184,14 @@ pub fn redirect_transaction(redirect: &Redirect) -> Value {
         json!({"add": {"chain": {"family": "inet", "table": REDIRECT_TABLE, "name": "guard",
             "type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}}}),
         json!({"add": chain("prerouting", "prerouting")}),
+        json!({"add": {"chain": {"family": "inet", "table": REDIRECT_TABLE, "name": "guard_out",
+            "type": "filter", "hook": "output", "prio": 0, "policy": "accept"}}}),
     ];
     objects.extend(
         output
             .into_iter()
             .chain(guard)
+            .chain(guard_out)
             .chain(prerouting)
             .map(|r| json!({"add": r})),
     );
