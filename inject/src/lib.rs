@@ -21,11 +21,12 @@
 //! `palisade.io/exclude-outbound-ports`, `palisade.io/exclude-cidrs`, `palisade.io/config`.
 //! The ports of the app's kubelet probes are excluded from the redirect, so probes keep working
 //! (with a warning: any peer reaches such a port in plaintext).
-//! Pods on the host's network are left alone: their namespace is the host's.
+//! Pods on the host's network are left alone, with a warning: their namespace is the host's.
 //!
 //! A pod whose app could take its traffic past the sidecar is refused (a privileged container,
-//! one adding NET_ADMIN or NET_RAW, one that may run as root or gain privileges in a pod sharing
-//! its process namespace), or warned about (one that may hold CAP_SETUID), unless
+//! one adding NET_ADMIN or NET_RAW, any container of a pod with `hostPID: true`, one that may run
+//! as root, gain privileges or has no `runAsUser` in a pod sharing its process namespace), or
+//! warned about (one that may hold CAP_SETUID, one whose UID only its image sets), unless
 //! `palisade.io/allow-bypass` names the container; every other app container gets NET_RAW in its
 //! `capabilities.drop` (docs/SECURITY.md, "A compromised workload", says why each).
 
@@ -325,6 +326,9 @@ struct Powers {
     privileged: bool,
     added: Vec<String>,
     dropped: Vec<String>,
+    /// `runAsUser`, the container's or else the pod's; None when neither says, and then the
+    /// image's `USER` decides, which inject cannot see (it could be the sidecar's UID).
+    uid: Option<u64>,
     /// `runAsUser: 0`, said by the container or the pod.
     root: bool,
     /// It may run as root: `runAsUser: 0`, or no `runAsUser` and no `runAsNonRoot: true` (then
@@ -361,6 +365,7 @@ impl Powers {
         let non_root = field("runAsNonRoot").and_then(Value::as_bool) == Some(true);
         Powers {
             privileged,
+            uid,
             added: caps("add"),
             dropped: caps("drop"),
             // With runAsNonRoot the kubelet refuses to start a container whose UID is 0.
@@ -415,6 +420,7 @@ fn check_bypass(
 ) -> Result<Vec<Harden>, InjectError> {
     let pod = spec.get("securityContext");
     let shares_processes = spec.get("shareProcessNamespace").and_then(Value::as_bool) == Some(true);
+    let host_pid = spec.get("hostPID").and_then(Value::as_bool) == Some(true);
     let mut harden = Vec::new();
     for section in APP_SECTIONS {
         let list = spec.get(section).and_then(Value::as_sequence);
@@ -459,6 +465,22 @@ fn check_bypass(
                         .into(),
                 ));
             }
+            // With the node's process namespace the app sees every process of the node, the
+            // sidecar of every injected pod there among them, so what a shared process namespace
+            // risks for one pod (below) it risks for all of them. Refused whatever the container
+            // says, not judged as in a shared namespace: what it could do to a process it sees
+            // depends on that process's UID and capabilities, so on every other pod and daemon of
+            // the node, none of which inject sees; and its own UID may come from its image,
+            // unseen, and be the sidecars' UID. Pod Security's baseline forbids hostPID, so such
+            // pods are node agents, few, and naming one in the annotation costs little.
+            if host_pid {
+                return Err(refuse(format!(
+                    "is in a pod with hostPID: true (it sees every process of the node, the \
+                     sidecars of all its pods among them: as root, or as UID {proxy_uid}, which its \
+                     image may set where inject cannot see it, it could stop them or read their \
+                     keys through /proc)"
+                )));
+            }
             // With a shared process namespace the app sees the sidecar's process: with CAP_KILL
             // it can stop it; with CAP_SETUID it can take the sidecar's UID (and GID: CAP_SETGID
             // comes with it by default) and then, as the sidecar's owner (the sidecar is
@@ -499,6 +521,17 @@ fn check_bypass(
                     can.join(", or ")
                 )));
             }
+            // Without a runAsUser its image sets its UID, which inject cannot see: if that is the
+            // sidecar's, the sidecar's memory and files are its own to read, no capability
+            // needed. Outside a shared namespace the same unknown UID is only warned about
+            // (below): there it can bypass the redirect, not reach the key.
+            if shares_processes && p.uid.is_none() {
+                return Err(refuse(format!(
+                    "has no runAsUser, its own or the pod's, in a pod with shareProcessNamespace: \
+                     true (its image sets its UID, which inject cannot see: as UID {proxy_uid} it \
+                     could read the sidecar's memory (the workload's key) and files through /proc)"
+                )));
+            }
             if p.may_hold_default("SETUID") {
                 // Warned about, not refused: most images run as root and keep CAP_SETUID, and
                 // many need it (nginx's master, entrypoints that step down with gosu or su-exec),
@@ -520,6 +553,20 @@ fn check_bypass(
                      runAsNonRoot: true and allowPrivilegeEscalation: false, or drop SETUID if it \
                      never changes user, or accept the risk with the annotation {ALLOW_BYPASS}: \
                      \"{cname}\""
+                ));
+            } else if p.uid.is_none() {
+                // Warned about, not refused: Pod Security's restricted level asks for runAsNonRoot,
+                // not a runAsUser, so many well-kept pods leave the UID to the image, and few
+                // images use the sidecar's UID. But one that does sends its connections past the
+                // redirect with nothing else to tell (the kubelet checks at most that the UID is
+                // not 0), and one field fixes it. Not said again with the CAP_SETUID warning above: such a
+                // container can take any UID, and that warning's fix leads here.
+                warnings.push(format!(
+                    "{kind} {name}: container {cname} has no runAsUser, its own or the pod's, so \
+                     its image sets its UID, which inject cannot see: if that is the sidecar's UID \
+                     {proxy_uid}, its connections bypass the redirect unseen; give it a runAsUser \
+                     other than {proxy_uid}, or accept the risk with the annotation \
+                     {ALLOW_BYPASS}: \"{cname}\""
                 ));
             }
             // NET_RAW (a packet socket skips netfilter, the redirect with it) is in containerd's
@@ -648,9 +695,21 @@ fn inject_pod(
 ) -> Result<(), InjectError> {
     // Injecting again starts from the pod as it was, so twice equals once.
     uninject_pod(meta, spec);
-    if annotation(meta, INJECT) == Some("false")
-        || spec.get("hostNetwork").and_then(Value::as_bool) == Some(true)
-    {
+    if annotation(meta, INJECT) == Some("false") {
+        return Ok(());
+    }
+    // A pod on the node's network has the node's network namespace: the redirect would rewrite
+    // the node's nat table and capture the connections of everything on the node's network (the
+    // kubelet, host daemons, every other host-network pod), exempting only the proxy's UID there.
+    // Skipped, not refused (nothing in the pod could change to make it injectable, and refusing
+    // would stop the whole stream), but said, so that nobody takes it to be behind a sidecar.
+    if spec.get("hostNetwork").and_then(Value::as_bool) == Some(true) {
+        warnings.push(format!(
+            "{kind} {name}: not injected: it sets hostNetwork: true, so its network namespace is \
+             the node's, where the redirect would capture the node's own connections; its traffic \
+             goes without a sidecar, governed by the host tables only (the annotation {INJECT}: \
+             \"false\" says that is meant, and silences this)"
+        ));
         return Ok(());
     }
     for (key, names) in [

@@ -16,8 +16,9 @@ palisade inject -f deployment.yaml --uninject\n\n\
 Every Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job and CronJob gets the redirect init\n\
 container and the sidecar (a native sidecar); other kinds pass through. Injecting twice equals\n\
 injecting once; --uninject restores the input. Comments are not kept. A pod whose app could\n\
-bypass the sidecar (privileged, NET_ADMIN or NET_RAW added, root with a shared process namespace)\n\
-is refused unless the palisade.io/allow-bypass annotation names the container. See docs/PODS.md."
+bypass the sidecar (privileged, NET_ADMIN or NET_RAW added, root or no runAsUser with a shared\n\
+process namespace, hostPID) is refused unless the palisade.io/allow-bypass annotation names the\n\
+container. A hostNetwork pod is not injected (with a warning). See docs/PODS.md."
 )]
 pub struct InjectArgs {
     /// The manifests (multi-document YAML); - for standard input.
