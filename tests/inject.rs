@@ -229,6 +229,31 @@ fn pod(spec: &str, allow: Option<&str>) -> String {
     format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n{meta}spec:\n{spec}")
 }
 
+/// The Pod of `spec` is refused, in one sentence naming `container` and saying `how` it could
+/// bypass the sidecar and which annotation accepts it; with that annotation it is injected.
+fn refused_unless_accepted(spec: &str, container: &str, how: &str) {
+    let out = inject_stdin(&pod(spec, None));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "not refused: {spec}\n{err}");
+    assert!(
+        err.contains(&format!("Pod p: container {container} {how}")),
+        "{spec}\n{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "so it could bypass the sidecar (change that, or accept the risk with the annotation palisade.io/allow-bypass: \"{container}\")"
+        )),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one sentence: {err}");
+    let accepted = inject_stdin(&pod(spec, Some(container)));
+    assert!(
+        accepted.status.success(),
+        "{spec}\n{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+}
+
 /// Issue 20, item 6: each way an app container could take its traffic past the sidecar (or reach
 /// into the sidecar's process) is refused with the container named and the annotation that
 /// accepts it; naming the container in that annotation lets the pod through.
@@ -295,26 +320,7 @@ fn an_app_container_that_could_bypass_the_sidecar_is_refused_unless_the_annotati
         ),
     ];
     for (spec, container, how) in cases {
-        let out = inject_stdin(&pod(spec, None));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "not refused: {spec}\n{err}");
-        assert!(
-            err.contains(&format!("Pod p: container {container} {how}")),
-            "{spec}\n{err}"
-        );
-        assert!(
-            err.contains(&format!(
-                "so it could bypass the sidecar (change that, or accept the risk with the annotation palisade.io/allow-bypass: \"{container}\")"
-            )),
-            "{err}"
-        );
-        assert_eq!(err.lines().count(), 1, "one sentence: {err}");
-        let accepted = inject_stdin(&pod(spec, Some(container)));
-        assert!(
-            accepted.status.success(),
-            "{spec}\n{}",
-            String::from_utf8_lossy(&accepted.stderr)
-        );
+        refused_unless_accepted(spec, container, how);
     }
     // Accepting one container accepts that one only.
     let two = "  shareProcessNamespace: true\n  containers:\n  - name: app\n    image: i\n  - name: helper\n    image: i\n";
@@ -470,4 +476,198 @@ fn a_port_only_probes_use_is_warned_about_as_reachable_in_plaintext() {
         err.contains("warning: Deployment web: a kubelet probe uses port 9901, which the app does not declare, so inject excludes it from the inbound redirect: that port is now reachable by any peer in plaintext, bypassing mTLS"),
         "{err}"
     );
+}
+
+/// `hostPID: true` shows the app every process of the node, the sidecar of every injected pod
+/// there among them: at least as much as `shareProcessNamespace` shows, for every pod of the
+/// node. Each app container is refused, however locked down (what it could do to the processes
+/// it sees depends on theirs, which inject does not see), unless the annotation names it.
+#[test]
+fn every_container_of_a_host_pid_pod_is_refused_unless_the_annotation_names_it() {
+    let how = "is in a pod with hostPID: true (it sees every process of the node, the sidecars of all its pods among them: as root, or as UID 1337, which its image may set where inject cannot see it, it could stop them or read their keys through /proc)";
+    for (spec, container) in [
+        // Non-root by an explicit UID, no escalation, no capabilities: refused all the same.
+        (
+            "  hostPID: true\n  securityContext:\n    runAsNonRoot: true\n    runAsUser: 1000\n  containers:\n  - name: app\n    image: i\n    securityContext:\n      allowPrivilegeEscalation: false\n      capabilities:\n        drop: [ALL]\n",
+            "app",
+        ),
+        // What shareProcessNamespace refuses, hostPID refuses too.
+        ("  hostPID: true\n  containers:\n  - name: app\n    image: i\n", "app"),
+        // The app's init containers too.
+        (
+            "  hostPID: true\n  securityContext:\n    runAsUser: 1000\n  initContainers:\n  - name: setup\n    image: i\n",
+            "setup",
+        ),
+    ] {
+        refused_unless_accepted(spec, container, how);
+    }
+    // Each container must be named: accepting one leaves the other refused.
+    let two = "  hostPID: true\n  securityContext:\n    runAsNonRoot: true\n    runAsUser: 1000\n  containers:\n  - name: app\n    image: i\n    securityContext:\n      allowPrivilegeEscalation: false\n  - name: agent\n    image: i\n    securityContext:\n      allowPrivilegeEscalation: false\n";
+    let out = inject_stdin(&pod(two, Some("app")));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Pod p: container agent is in a pod with hostPID: true"),
+        "{err}"
+    );
+    assert!(inject_stdin(&pod(two, Some("app,agent"))).status.success());
+    // In a workload's template too; `hostPID: false` is no reason to refuse.
+    let deployment = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: agent\nspec:\n  selector: {matchLabels: {a: b}}\n  template:\n    metadata:\n      labels: {a: b}\n    spec:\n      hostPID: true\n      containers:\n      - name: collector\n        image: i\n";
+    let out = inject_stdin(deployment);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("DaemonSet agent: container collector is in a pod with hostPID: true"),
+        "{err}"
+    );
+    assert!(
+        inject_stdin(&deployment.replace("hostPID: true", "hostPID: false"))
+            .status
+            .success()
+    );
+}
+
+/// In a pod with `shareProcessNamespace: true`, a container without a runAsUser (its own or the
+/// pod's) runs as its image's UID, which inject cannot see: if that is the sidecar's, it reads
+/// the sidecar's memory with no capability at all. Refused, even non-root and without escalation;
+/// a runAsUser (the container's or the pod's) lets it through.
+#[test]
+fn in_a_shared_process_namespace_a_container_whose_uid_only_its_image_sets_is_refused() {
+    let spec = "  shareProcessNamespace: true\n  securityContext:\n    runAsNonRoot: true\n  containers:\n  - name: app\n    image: i\n    securityContext:\n      allowPrivilegeEscalation: false\n";
+    refused_unless_accepted(
+        spec,
+        "app",
+        "has no runAsUser, its own or the pod's, in a pod with shareProcessNamespace: true (its image sets its UID, which inject cannot see: as UID 1337 it could read the sidecar's memory (the workload's key) and files through /proc)",
+    );
+    let by_pod = spec.replace(
+        "    runAsNonRoot: true\n",
+        "    runAsNonRoot: true\n    runAsUser: 1000\n",
+    );
+    let by_container = spec.replace(
+        "      allowPrivilegeEscalation: false\n",
+        "      allowPrivilegeEscalation: false\n      runAsUser: 1000\n",
+    );
+    for spec in [by_pod, by_container] {
+        let out = inject_stdin(&pod(&spec, None));
+        assert!(
+            out.status.success(),
+            "{spec}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{spec}");
+    }
+}
+
+/// A pod on the node's network is never injected: the redirect would rewrite the node's nat table
+/// and capture the node's own connections. It is passed through as it is (an earlier injection
+/// taken out), with a warning naming the workload, so that nobody takes it to be behind a
+/// sidecar; `palisade.io/inject: "false"` says that is meant, and silences the warning.
+#[test]
+fn a_host_network_pod_is_passed_through_with_a_warning_never_injected() {
+    let plain = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  hostNetwork: true\n  containers:\n  - name: app\n    image: i\n";
+    let template = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: exporter\nspec:\n  selector: {matchLabels: {a: b}}\n  template:\n    metadata:\n      labels: {a: b}\n    spec:\n      hostNetwork: true\n      containers:\n      - name: exporter\n        image: i\n        securityContext:\n          privileged: true\n";
+    let list = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Pod\n  metadata:\n    name: q\n  spec:\n    hostNetwork: true\n    containers:\n    - name: app\n      image: i\n";
+    for (text, workload) in [
+        (plain, "Pod p"),
+        (template, "DaemonSet exporter"),
+        (list, "Pod q"),
+    ] {
+        let out = inject_stdin(text);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}\n{err}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(values(&stdout), values(text), "changed: {text}");
+        assert!(!stdout.contains("palisade-redirect"), "{stdout}");
+        assert_eq!(
+            err.trim_end(),
+            format!("warning: {workload}: not injected: it sets hostNetwork: true, so its network namespace is the node's, where the redirect would capture the node's own connections; its traffic goes without a sidecar, governed by the host tables only (the annotation palisade.io/inject: \"false\" says that is meant, and silences this)"),
+        );
+    }
+    let meant = plain.replace(
+        "  name: p\n",
+        "  name: p\n  annotations:\n    palisade.io/inject: \"false\"\n",
+    );
+    let out = inject_stdin(&meant);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    // Injected before it moved to the node's network: the injection is taken out, not kept.
+    let injected = run(
+        &["inject", "-f", "-"],
+        &plain.replace("  hostNetwork: true\n", ""),
+    );
+    assert!(injected.contains("palisade-redirect"));
+    let moved = injected.replace("\"spec\": {", "\"spec\": {\n    \"hostNetwork\": true,");
+    assert_ne!(moved, injected);
+    let out = inject_stdin(&moved);
+    assert!(out.status.success());
+    assert_eq!(values(&String::from_utf8_lossy(&out.stdout)), values(plain));
+}
+
+/// `hostIPC: true` gives the pod the node's System V IPC objects, POSIX message queues and
+/// /dev/shm. The sidecar uses none of them (its system-call filter allows no System V IPC or message-queue call),
+/// and none of them reaches a socket or a process: no way past the redirect or into the sidecar,
+/// so such a pod is injected like any other (Pod Security's baseline is what forbids it).
+#[test]
+fn a_host_ipc_pod_is_injected_like_any_other() {
+    let spec = "  hostIPC: true\n  securityContext:\n    runAsNonRoot: true\n    runAsUser: 1000\n  containers:\n  - name: app\n    image: i\n    securityContext:\n      allowPrivilegeEscalation: false\n";
+    let out = inject_stdin(&pod(spec, None));
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "no warning");
+    let injected = values(&String::from_utf8_lossy(&out.stdout));
+    let spec = &injected[0]["spec"];
+    assert_eq!(spec["initContainers"][0]["name"], "palisade-redirect");
+    assert_eq!(
+        spec["containers"][0]["securityContext"]["capabilities"]["drop"][0],
+        "NET_RAW"
+    );
+}
+
+/// A container without a runAsUser (its own or the pod's) runs as the UID its image sets, which
+/// inject cannot see (the kubelet checks only that runAsNonRoot's UID is not 0): if that is the
+/// sidecar's, its connections skip the redirect. Warned about, with the container and the fix
+/// named; a runAsUser at either level, or the annotation, silences it; a container warned about
+/// CAP_SETUID (which can take any UID) is not warned about twice.
+#[test]
+fn a_container_whose_uid_only_its_image_sets_is_warned_about_and_injected() {
+    let warning = |c: &str| {
+        format!("warning: Pod p: container {c} has no runAsUser, its own or the pod's, so its image sets its UID, which inject cannot see: if that is the sidecar's UID 1337, its connections bypass the redirect unseen; give it a runAsUser other than 1337, or accept the risk with the annotation palisade.io/allow-bypass: \"{c}\"")
+    };
+    let locked = "  securityContext:\n    runAsNonRoot: true\n  containers:\n  - name: app\n    image: i\n    securityContext:\n      allowPrivilegeEscalation: false\n";
+    for spec in [
+        locked,
+        // Dropping SETUID rules out taking the UID, not starting with it.
+        "  containers:\n  - name: app\n    image: i\n    securityContext:\n      capabilities:\n        drop: [SETUID]\n",
+    ] {
+        let out = inject_stdin(&pod(spec, None));
+        assert!(out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end(), warning("app"), "{spec}");
+    }
+    let quiet: &[(String, Option<&str>)] = &[
+        (
+            locked.replace(
+                "    runAsNonRoot: true\n",
+                "    runAsNonRoot: true\n    runAsUser: 1000\n",
+            ),
+            None,
+        ),
+        (
+            locked.replace(
+                "      allowPrivilegeEscalation: false\n",
+                "      allowPrivilegeEscalation: false\n      runAsUser: 1000\n",
+            ),
+            None,
+        ),
+        (locked.to_owned(), Some("app")),
+    ];
+    for (spec, allow) in quiet {
+        let out = inject_stdin(&pod(spec, *allow));
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{spec}");
+    }
+    // One warning for a container that may be root: the CAP_SETUID one.
+    let out = inject_stdin(&pod("  containers:\n  - name: app\n    image: i\n", None));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("CAP_SETUID"), "{err}");
 }
