@@ -1267,3 +1267,195 @@ fn a_csr_asking_for_more_gets_only_its_key_into_the_certificate() {
         pubkey(&["pkey", "-pubout", "-in", "greedy.key"])
     );
 }
+
+/// Reads until `needle` has arrived (true), or the connection closes or stays silent for
+/// `within` (false): (what was read, whether the needle came).
+fn read_until_contains(tls: &mut Tls, needle: &str, within: Duration) -> (String, bool) {
+    use std::io::Read;
+    tls.get_ref().set_read_timeout(Some(within)).unwrap();
+    let mut read = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if String::from_utf8_lossy(&read).contains(needle) {
+            return (String::from_utf8_lossy(&read).into_owned(), true);
+        }
+        match tls.read(&mut buf) {
+            Ok(0) | Err(_) => return (String::from_utf8_lossy(&read).into_owned(), false),
+            Ok(n) => read.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A sign request's head promising a 4,000-byte body, and the first bytes of that body: what a
+/// client trickling its body has sent.
+fn sign_head(authorization: Option<&str>, expect_continue: bool) -> String {
+    let mut head = "POST /v1/sign HTTP/1.1\r\nHost: ca\r\nContent-Length: 4000\r\n".to_owned();
+    if let Some(authorization) = authorization {
+        head.push_str(&format!("Authorization: {authorization}\r\n"));
+    }
+    if expect_continue {
+        head.push_str("Expect: 100-continue\r\n");
+    }
+    head.push_str("\r\n");
+    head
+}
+
+#[test]
+fn a_sign_request_without_a_credential_is_refused_before_its_body_is_read() {
+    use std::io::Write;
+    let ca = TwoLevelCa::new();
+    let server = CaProcess::start(&ca.issuer(), &[]);
+    let mut tls = tls_over(connect_from("127.0.0.1", server.api, 1).remove(0), None);
+    tls.write_all(sign_head(None, false).as_bytes()).unwrap();
+    tls.write_all(b"-----BEGIN").unwrap();
+    tls.flush().unwrap();
+    // The answer comes without the rest of the body (waiting at most 8 s: the body timeout is
+    // 10 s, the request deadline 5 s).
+    let (read, answered) = read_until_contains(&mut tls, "no_credential", Duration::from_secs(8));
+    assert!(answered, "{read:?}\n{}", server.log_text());
+    assert!(read.starts_with("HTTP/1.1 401 "), "{read:?}");
+    server.expect_audit("refused", Some("no_credential"));
+}
+
+#[test]
+fn a_stranger_has_one_deadline_for_a_requests_head_and_body() {
+    use std::io::Write;
+    let ca = TwoLevelCa::new();
+    // The body timeout stays 10 s; a connection without a verified client certificate has 2 s
+    // for the whole request.
+    let server = CaProcess::start(&ca.issuer(), &["--request-timeout", "2s"]);
+    let mut tls = tls_over(connect_from("127.0.0.1", server.api, 1).remove(0), None);
+    tls.write_all(sign_head(Some("JoinToken x"), false).as_bytes())
+        .unwrap();
+    tls.write_all(b"-----BEGIN").unwrap();
+    tls.flush().unwrap();
+    // Waiting at most 8 s, less than the body timeout.
+    let (read, answered) =
+        read_until_contains(&mut tls, "head and body together", Duration::from_secs(8));
+    assert!(answered, "{read:?}\n{}", server.log_text());
+    assert!(read.starts_with("HTTP/1.1 408 "), "{read:?}");
+    assert!(read.contains("\"request_timeout\""), "{read:?}");
+    // And the connection is closed (the rest of the body is never read).
+    let (rest, closed) = read_until_closed(&mut tls);
+    assert!(closed, "still open: {rest:?}");
+    server.expect_audit("refused", Some("request_timeout"));
+}
+
+#[test]
+fn strangers_trickling_request_bodies_from_many_addresses_cannot_keep_renewals_out() {
+    use std::io::Write;
+    if !have("curl") || !have("openssl") {
+        return;
+    }
+    let ca = TwoLevelCa::new();
+    // 40 connections, 8 of them reserved: 32 general, 4 per client. The request deadline is
+    // long (60 s): the flood stays while the test looks, bounded by the 10 s body timeout.
+    let server = CaProcess::start(
+        &ca.issuer(),
+        &[
+            "--max-connections",
+            "40",
+            "--reserved-connections",
+            "8",
+            "--max-connections-per-client",
+            "4",
+            "--request-timeout",
+            "60s",
+            "--rate-limit",
+            "0",
+        ],
+    );
+    let token = ca.token("ns/shop/sa/renewer", "10m");
+    ok(request(&ca, &server, &token, "renewer", &[]));
+    let dir = ca.path().join("renewer");
+    let gauge = |class: &str| server.metric("palisade_ca_connections", &[("class", class)]);
+    assert!(
+        wait_until(Duration::from_secs(10), || gauge("general") == 0.0),
+        "{}",
+        server.log_text()
+    );
+
+    // Eight addresses fill the 32 general slots, each connection with a sign request (with a
+    // credential, as it would need to get past the check before the body) whose body is being
+    // read: the service answered its `Expect: 100-continue`, so the body read has begun.
+    let flood: Vec<Tls> = (2..10)
+        .flat_map(|i| connect_from(&format!("127.0.0.{i}"), server.api, 4))
+        .map(|tcp| {
+            let mut tls = tls_over(tcp, None);
+            tls.write_all(sign_head(Some("JoinToken x"), true).as_bytes())
+                .unwrap();
+            tls.flush().unwrap();
+            let (read, continued) =
+                read_until_contains(&mut tls, "100 Continue", Duration::from_secs(8));
+            assert!(continued, "{read:?}\n{}", server.log_text());
+            tls.write_all(b"-----BEGIN").unwrap();
+            tls.flush().unwrap();
+            tls
+        })
+        .collect();
+    assert_eq!(gauge("general"), 32.0, "{}", server.log_text());
+
+    // A renewal from another address gets its handshake in: a connection reading a body is
+    // shed to make room, as an idle one would be.
+    let (status, body) = curl_renew(&server, &dir, &["--interface", "127.0.0.10"]);
+    assert_eq!(status, 200, "{body}\n{}", server.log_text());
+    assert!(
+        server.metric(
+            "palisade_ca_connections_shed_total",
+            &[("reason", "pool_full")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        server.metric(
+            "palisade_ca_connections_refused_total",
+            &[("reason", "pool_full")]
+        ),
+        0.0
+    );
+    drop(flood);
+}
+
+#[test]
+fn one_workload_holds_at_most_its_cap_of_reserved_connections() {
+    if !have("openssl") {
+        return;
+    }
+    let ca = TwoLevelCa::new();
+    let server = CaProcess::start(
+        &ca.issuer(),
+        &["--reserved-connections-per-id", "2", "--rate-limit", "0"],
+    );
+    let token = ca.token("ns/shop/sa/holder", "10m");
+    ok(request(&ca, &server, &token, "holder", &[]));
+    let dir = ca.path().join("holder");
+    let gauge = |class: &str| server.metric("palisade_ca_connections", &[("class", class)]);
+    let shed =
+        |reason: &str| server.metric("palisade_ca_connections_shed_total", &[("reason", reason)]);
+    // Four idle connections with one certificate, from four addresses (the per-address cap is
+    // not what stops them): each beyond the ID's two replaces its oldest.
+    let mut held: Vec<Tls> = (20..24)
+        .map(|i| {
+            let tls = tls_over(
+                connect_from(&format!("127.0.0.{i}"), server.api, 1).remove(0),
+                Some(&dir),
+            );
+            // One at a time, so that "oldest" is well defined.
+            let authenticated = (i - 19).min(2) as f64;
+            assert!(
+                wait_until(Duration::from_secs(10), || gauge("authenticated")
+                    == authenticated
+                    && shed("id_cap") == (i - 21).max(0) as f64),
+                "{}",
+                server.log_text()
+            );
+            tls
+        })
+        .collect();
+    assert_eq!(shed("id_cap"), 2.0);
+    assert_eq!(gauge("authenticated"), 2.0);
+    // The oldest was closed; the newest renews.
+    let (read, closed) = read_until_closed(&mut held[0]);
+    assert!(closed, "{read:?}");
+    let (status, body) = renew_on(&mut held[3], &new_csr(ca.path()));
+    assert_eq!(status, 200, "{body}\n{}", server.log_text());
+}

@@ -6,19 +6,26 @@
 //! - **general** (`max_connections - reserved_connections`): every connection starts here at
 //!   accept, before its handshake. A client ([`client_key`]: an IPv4 address or an IPv6 /64)
 //!   holds at most `max_connections_per_client` of them. A general connection that is *idle*
-//!   (in its handshake, or waiting for a request head) can be shed to make room: a client at its
-//!   cap replaces its own oldest idle connection, and when the pool is full the client holding
-//!   the most idle connections loses its oldest one (the way nginx reuses idle keep-alive
-//!   connections when it runs out). A connection is never shed while a request is in progress.
-//!   Only when nothing can be shed is a new connection refused.
+//!   (in its handshake, waiting for a request head, or reading a request body: everything a
+//!   client controls the pace of) can be shed to make room: a client at its cap replaces its own
+//!   oldest idle connection, and when the pool is full the client holding the most idle
+//!   connections loses its oldest one (the way nginx reuses idle keep-alive connections when it
+//!   runs out). A general connection is *busy*, and never shed, only while the service works on
+//!   a request whose body has arrived (credential, signing slot, signature): time the client
+//!   cannot stretch. Only when nothing can be shed is a new connection refused.
 //! - **authenticated** (`reserved_connections`): after the handshake, a connection whose client
-//!   certificate verifies to the trust bundle moves here (within the same per-client cap), and
-//!   leaves the general pool. It is never shed, and it gets the long header timeout.
+//!   certificate verifies to the trust bundle moves here (within the per-client cap, and at most
+//!   `reserved_per_id` for one SPIFFE ID), and leaves the general pool. It gets the long header
+//!   timeout. An ID at its cap replaces its own oldest idle reserved connection, and a full
+//!   reserve its oldest idle one of any ID; a reserved connection in a request (from its head to
+//!   its answer) is never shed. So one workload, or a few, cannot hold the reserve with cheap
+//!   kept-alive connections.
 //!
 //! A renewal therefore always reaches its handshake (its connection can always take a general
-//! slot, from the most crowded client if need be), and once its certificate has verified no flood
-//! of unauthenticated connections can take it away. Unauthenticated connections are also short:
-//! the handshake timeout, then `request_timeout` for each request head.
+//! slot, from the most crowded client if need be, since a flood's connections are idle or reading
+//! a body and so sheddable), and once its certificate has verified no flood of unauthenticated
+//! connections can take it away. Unauthenticated connections are also short: the handshake
+//! timeout, then `request_timeout` for each request, head and body together.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -39,6 +46,12 @@ pub(crate) enum Crowding {
     /// Every general slot is taken.
     #[error("every connection slot is taken")]
     PoolFull,
+    /// The SPIFFE ID holds its cap of reserved connections.
+    #[error("the SPIFFE ID holds its cap of reserved connections")]
+    IdCap,
+    /// Every reserved slot is taken.
+    #[error("every reserved connection slot is taken")]
+    ReserveFull,
 }
 
 impl Crowding {
@@ -47,6 +60,8 @@ impl Crowding {
         match self {
             Crowding::ClientCap => "client_cap",
             Crowding::PoolFull => "pool_full",
+            Crowding::IdCap => "id_cap",
+            Crowding::ReserveFull => "reserve_full",
         }
     }
 }
@@ -56,6 +71,7 @@ pub(crate) struct Admission {
     general_cap: usize,
     reserved_cap: usize,
     per_client: usize,
+    per_id: usize,
     inner: Mutex<Inner>,
     general_gauge: Gauge,
     authenticated_gauge: Gauge,
@@ -69,6 +85,10 @@ struct Inner {
     clients: HashMap<IpAddr, Client>,
     /// Class and client of every slot not yet released or shed.
     slots: HashMap<u64, (IpAddr, Class)>,
+    /// Reserved connections that may be shed (not in a request), oldest first, with their ID.
+    reserved_idle: BTreeMap<u64, (Arc<str>, CancellationToken)>,
+    /// Reserved connections held by each SPIFFE ID.
+    ids: HashMap<Arc<str>, usize>,
 }
 
 #[derive(Default)]
@@ -79,19 +99,22 @@ struct Client {
     idle: BTreeMap<u64, CancellationToken>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum Class {
     General,
-    Authenticated,
+    /// With the SPIFFE ID its client certificate verified to.
+    Authenticated(Arc<str>),
 }
 
 impl Admission {
     /// `max` connections, `reserved` of them only for authenticated ones, `per_client` for each
-    /// client in each class. `general` and `authenticated` are the gauges kept up to date.
+    /// client in each class, `per_id` reserved ones for each SPIFFE ID. `general` and
+    /// `authenticated` are the gauges kept up to date.
     pub(crate) fn new(
         max: usize,
         reserved: usize,
         per_client: usize,
+        per_id: usize,
         general: Gauge,
         authenticated: Gauge,
     ) -> Self {
@@ -101,6 +124,7 @@ impl Admission {
             general_cap: max - reserved,
             reserved_cap: reserved,
             per_client: per_client.max(1),
+            per_id: per_id.max(1),
             inner: Mutex::new(Inner::default()),
             general_gauge: general,
             authenticated_gauge: authenticated,
@@ -182,7 +206,35 @@ impl Inner {
         true
     }
 
+    /// Sheds the oldest idle reserved connection, of `id` only if given; false if there is none.
+    fn shed_oldest_reserved(&mut self, id: Option<&str>) -> bool {
+        let found = self
+            .reserved_idle
+            .iter()
+            .find(|(_, (of, _))| id.is_none_or(|id| &**of == id))
+            .map(|(slot, _)| *slot);
+        let Some(slot) = found else {
+            return false;
+        };
+        let Some((_, token)) = self.reserved_idle.remove(&slot) else {
+            return false;
+        };
+        token.cancel();
+        if let Some((key, class)) = self.slots.remove(&slot) {
+            self.release(key, class);
+        }
+        true
+    }
+
     fn release(&mut self, key: IpAddr, class: Class) {
+        if let Class::Authenticated(id) = &class {
+            if let Some(held) = self.ids.get_mut(id) {
+                *held -= 1;
+                if *held == 0 {
+                    self.ids.remove(id);
+                }
+            }
+        }
         let Some(client) = self.clients.get_mut(&key) else {
             return;
         };
@@ -191,7 +243,7 @@ impl Inner {
                 client.general -= 1;
                 self.general -= 1;
             }
-            Class::Authenticated => {
+            Class::Authenticated(_) => {
                 client.authenticated -= 1;
                 self.authenticated -= 1;
             }
@@ -215,44 +267,82 @@ impl Slot {
         &self.shed
     }
 
-    /// Moves the connection, whose client certificate has verified, into the authenticated
-    /// class; false (it stays general) when that class is full for it, or it was shed.
-    pub(crate) fn authenticate(&self) -> bool {
+    /// Moves the connection, whose client certificate has verified to `id`, into the
+    /// authenticated class, with the reserved connections shed to make room for it (each already
+    /// told to close); or why it stays general (its client or its ID at its cap with nothing
+    /// idle to replace, the reserve full of connections in requests, or it was shed).
+    pub(crate) fn authenticate(&self, id: &str) -> Result<Vec<Crowding>, Crowding> {
         let admission = &self.admission;
         let mut inner = admission.lock();
-        let Some(&(key, Class::General)) = inner.slots.get(&self.id) else {
-            return false;
+        let Some((key, Class::General)) = inner.slots.get(&self.id).cloned() else {
+            return Err(Crowding::PoolFull);
         };
+        if inner
+            .clients
+            .get(&key)
+            .is_none_or(|c| c.authenticated >= admission.per_client)
+        {
+            return Err(Crowding::ClientCap);
+        }
+        let mut shed = Vec::new();
+        if inner.ids.get(id).copied().unwrap_or(0) >= admission.per_id {
+            if !inner.shed_oldest_reserved(Some(id)) {
+                return Err(Crowding::IdCap);
+            }
+            shed.push(Crowding::IdCap);
+        }
         if inner.authenticated >= admission.reserved_cap {
-            return false;
+            if !inner.shed_oldest_reserved(None) {
+                admission.publish(&inner);
+                return Err(Crowding::ReserveFull);
+            }
+            shed.push(Crowding::ReserveFull);
         }
+        // Shedding may have emptied the client's entry (when the shed connection was its last).
         let Some(client) = inner.clients.get_mut(&key) else {
-            return false;
+            admission.publish(&inner);
+            return Err(Crowding::PoolFull);
         };
-        if client.authenticated >= admission.per_client {
-            return false;
-        }
         client.idle.remove(&self.id);
         client.general -= 1;
         client.authenticated += 1;
         inner.general -= 1;
         inner.authenticated += 1;
-        inner.slots.insert(self.id, (key, Class::Authenticated));
+        let id: Arc<str> = Arc::from(id);
+        *inner.ids.entry(id.clone()).or_default() += 1;
+        inner
+            .reserved_idle
+            .insert(self.id, (id.clone(), self.shed.clone()));
+        inner.slots.insert(self.id, (key, Class::Authenticated(id)));
         admission.publish(&inner);
-        true
+        Ok(shed)
     }
 
-    /// A request is in progress until the guard is dropped: the connection may not be shed
-    /// meanwhile. `None` if it has already been shed (the request should not start).
+    /// The service works on a request until the guard is dropped: the connection may not be shed
+    /// meanwhile. `None` if it has already been shed (the request should not go on).
     pub(crate) fn busy(self: &Arc<Self>) -> Option<Busy> {
         let mut inner = self.admission.lock();
-        let &(key, class) = inner.slots.get(&self.id)?;
-        if class == Class::General {
-            if let Some(client) = inner.clients.get_mut(&key) {
-                client.idle.remove(&self.id);
+        let (key, class) = inner.slots.get(&self.id).cloned()?;
+        match class {
+            Class::General => {
+                if let Some(client) = inner.clients.get_mut(&key) {
+                    client.idle.remove(&self.id);
+                }
+            }
+            Class::Authenticated(_) => {
+                inner.reserved_idle.remove(&self.id);
             }
         }
         Some(Busy { slot: self.clone() })
+    }
+
+    /// Whether the connection holds a reserved slot.
+    #[cfg(test)]
+    pub(crate) fn is_authenticated(&self) -> bool {
+        matches!(
+            self.admission.lock().slots.get(&self.id),
+            Some((_, Class::Authenticated(_)))
+        )
     }
 }
 
@@ -264,6 +354,7 @@ impl Drop for Slot {
             if let Some(client) = inner.clients.get_mut(&key) {
                 client.idle.remove(&self.id);
             }
+            inner.reserved_idle.remove(&self.id);
             inner.release(key, class);
             admission.publish(&inner);
         }
@@ -279,10 +370,16 @@ impl Drop for Busy {
     fn drop(&mut self) {
         let slot = &self.slot;
         let mut inner = slot.admission.lock();
-        if let Some(&(key, Class::General)) = inner.slots.get(&slot.id) {
-            if let Some(client) = inner.clients.get_mut(&key) {
-                client.idle.insert(slot.id, slot.shed.clone());
+        match inner.slots.get(&slot.id).cloned() {
+            Some((key, Class::General)) => {
+                if let Some(client) = inner.clients.get_mut(&key) {
+                    client.idle.insert(slot.id, slot.shed.clone());
+                }
             }
+            Some((_, Class::Authenticated(id))) => {
+                inner.reserved_idle.insert(slot.id, (id, slot.shed.clone()));
+            }
+            None => {}
         }
     }
 }
@@ -325,10 +422,20 @@ mod tests {
     use super::*;
 
     fn admission(max: usize, reserved: usize, per_client: usize) -> Arc<Admission> {
+        admission_per_id(max, reserved, per_client, usize::MAX)
+    }
+
+    fn admission_per_id(
+        max: usize,
+        reserved: usize,
+        per_client: usize,
+        per_id: usize,
+    ) -> Arc<Admission> {
         Arc::new(Admission::new(
             max,
             reserved,
             per_client,
+            per_id,
             Gauge::default(),
             Gauge::default(),
         ))
@@ -391,17 +498,24 @@ mod tests {
     fn authenticated_connections_leave_the_general_pool_and_are_never_shed() {
         let a = admission(4, 2, 4);
         let renewal = Arc::new(a.admit(ip("10.0.0.9")).unwrap().0);
-        assert!(renewal.authenticate());
+        assert_eq!(renewal.authenticate("spiffe://td/a"), Ok(vec![]));
         // The general pool (2) is the flood's, and the renewal is not in it.
         let flood: Vec<_> = (0..6).map(|_| a.admit(ip("10.0.0.1")).unwrap().0).collect();
         assert!(!renewal.shed().is_cancelled());
         assert_eq!(flood.iter().filter(|s| !s.shed().is_cancelled()).count(), 2);
         // A second renewal gets through its handshake (shedding an idle one) into the reserve.
         let second = a.admit(ip("10.0.0.1")).unwrap().0;
-        assert!(second.authenticate());
-        // The reserve is full: a third stays general.
+        let second = Arc::new(second);
+        assert_eq!(second.authenticate("spiffe://td/b"), Ok(vec![]));
+        // The reserve is full, and both are in requests: a third stays general.
+        let busy = [renewal.busy().unwrap(), second.busy().unwrap()];
         let third = a.admit(ip("10.0.0.8")).unwrap().0;
-        assert!(!third.authenticate());
+        assert_eq!(
+            third.authenticate("spiffe://td/c"),
+            Err(Crowding::ReserveFull)
+        );
+        assert!(!renewal.shed().is_cancelled() && !second.shed().is_cancelled());
+        drop(busy);
         drop(flood);
         drop(second);
         drop(third);
@@ -409,6 +523,85 @@ mod tests {
         let inner = a.lock();
         assert_eq!((inner.general, inner.authenticated), (0, 0));
         assert!(inner.clients.is_empty() && inner.slots.is_empty());
+        assert!(inner.ids.is_empty() && inner.reserved_idle.is_empty());
+    }
+
+    #[test]
+    fn one_spiffe_id_holds_at_most_its_cap_of_reserved_slots_replacing_its_oldest_idle_one() {
+        let a = admission_per_id(100, 50, 50, 2);
+        let id = "spiffe://td/ns/a/sa/x";
+        let reserved = |from: &str| {
+            let slot = Arc::new(a.admit(ip(from)).unwrap().0);
+            let outcome = slot.authenticate(id);
+            (slot, outcome)
+        };
+        let (first, ok1) = reserved("10.0.0.1");
+        let (second, ok2) = reserved("10.0.0.2");
+        assert_eq!((ok1, ok2), (Ok(vec![]), Ok(vec![])));
+        // A third from the same ID, from another address: its oldest idle one goes.
+        let (third, ok3) = reserved("10.0.0.3");
+        assert_eq!(ok3, Ok(vec![Crowding::IdCap]));
+        assert!(first.shed().is_cancelled() && !second.shed().is_cancelled());
+        assert_eq!(a.lock().authenticated, 2);
+        // Both left in requests: the next one stays general, nothing is shed.
+        let busy = [second.busy().unwrap(), third.busy().unwrap()];
+        let (fourth, ok4) = reserved("10.0.0.4");
+        assert_eq!(ok4, Err(Crowding::IdCap));
+        assert!(!second.shed().is_cancelled() && !third.shed().is_cancelled());
+        assert!(!fourth.is_authenticated() && third.is_authenticated());
+        // Another ID is not affected.
+        let other = a.admit(ip("10.0.0.4")).unwrap().0;
+        assert_eq!(other.authenticate("spiffe://td/ns/a/sa/y"), Ok(vec![]));
+        drop(busy);
+    }
+
+    #[test]
+    fn a_full_reserve_sheds_its_oldest_idle_connection_never_one_in_a_request() {
+        let a = admission_per_id(100, 3, 50, 4);
+        let slots: Vec<_> = (0..3)
+            .map(|i| {
+                let slot = Arc::new(a.admit(ip(&format!("10.0.0.{i}"))).unwrap().0);
+                assert_eq!(slot.authenticate(&format!("spiffe://td/{i}")), Ok(vec![]));
+                slot
+            })
+            .collect();
+        // The oldest is in a request: the next oldest idle one makes room.
+        let busy = slots[0].busy().unwrap();
+        let newcomer = a.admit(ip("10.0.0.9")).unwrap().0;
+        assert_eq!(
+            newcomer.authenticate("spiffe://td/9"),
+            Ok(vec![Crowding::ReserveFull])
+        );
+        assert!(!slots[0].shed().is_cancelled());
+        assert!(slots[1].shed().is_cancelled() && !slots[2].shed().is_cancelled());
+        // Once its request is over, the oldest is idle again and goes first.
+        drop(busy);
+        let later = a.admit(ip("10.0.0.10")).unwrap().0;
+        assert_eq!(
+            later.authenticate("spiffe://td/10"),
+            Ok(vec![Crowding::ReserveFull])
+        );
+        assert!(slots[0].shed().is_cancelled() && !slots[2].shed().is_cancelled());
+        let inner = a.lock();
+        assert_eq!(inner.authenticated, 3);
+        assert_eq!(inner.ids.len(), 3);
+    }
+
+    #[test]
+    fn a_general_connection_reading_a_body_is_sheddable_until_its_work_starts() {
+        // A request on a general connection takes `busy` only once its body has arrived
+        // (`handler::Conn::work`): until then a full pool can take the connection back.
+        let a = admission(4, 2, 2);
+        let trickling: Vec<_> = (0..2)
+            .map(|i| Arc::new(a.admit(ip(&format!("10.0.0.{i}"))).unwrap().0))
+            .collect();
+        let (_renewal, shed) = a.admit(ip("10.0.0.9")).unwrap();
+        assert_eq!(shed, [Crowding::PoolFull]);
+        let shed_one = trickling.iter().find(|s| s.shed().is_cancelled()).unwrap();
+        assert!(
+            shed_one.busy().is_none(),
+            "its work is refused, nothing spent"
+        );
     }
 
     #[test]

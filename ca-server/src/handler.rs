@@ -1,13 +1,20 @@
 //! One request to the CA service, from its bytes to an answer: where a CSR travels.
 //!
-//! sign:  rate limit → body (bounded in size and time) → CSR checked → credential (join token
-//!        consumed, or service-account JWT verified) → the ID asked for, if any, must match →
-//!        a signing slot → issue → audit line.
+//! sign:  rate limit → an `Authorization` header, or refused before the body is read → body
+//!        (bounded in size and time) → CSR checked → credential (join token consumed, or
+//!        service-account JWT verified) → the ID asked for, if any, must match → a signing slot →
+//!        issue → audit line.
 //! renew: rate limit → the TLS client certificate verified to the bundle now (expired is its
 //!        own refusal) → same ID only → body → CSR checked → a signing slot → issue → audit line.
+//!
+//! On a connection without a verified client certificate, the body must arrive within what is
+//! left of `request_timeout` (head and body together), and the connection stays sheddable while
+//! it is read ([`Conn::work`]): a client that trickles bodies holds nothing the service cannot
+//! take back.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -102,14 +109,100 @@ impl Peer {
 
 pub(crate) type PeerChain = Arc<Peer>;
 
+/// One connection as its requests see it: its peer, its slot, and how long a request may take.
+pub(crate) struct Conn {
+    pub(crate) peer: PeerChain,
+    slot: Arc<crate::connections::Slot>,
+    /// Whether the connection holds a reserved slot (its client certificate verified at the
+    /// handshake): it is busy, never shed, from a request's head to its answer.
+    authenticated: bool,
+    /// For a connection without a verified client certificate: the time for a whole request,
+    /// head and body together, from when the connection was ready for it.
+    deadline: Option<Duration>,
+    ready_since: std::sync::Mutex<Instant>,
+}
+
+impl Conn {
+    pub(crate) fn new(
+        peer: PeerChain,
+        slot: Arc<crate::connections::Slot>,
+        authenticated: bool,
+        deadline: Option<Duration>,
+    ) -> Self {
+        Conn {
+            peer,
+            slot,
+            authenticated,
+            deadline,
+            ready_since: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// The answer has been given: the time for the next request starts now.
+    pub(crate) fn ready_again(&self) {
+        *self.ready_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// A request on an authenticated connection is busy from its head on (`None`: the
+    /// connection was shed); on a general one it is not (yet): see [`Conn::work`].
+    pub(crate) fn start(&self) -> Option<Option<crate::connections::Busy>> {
+        if self.authenticated {
+            self.slot.busy().map(Some)
+        } else if self.slot.shed().is_cancelled() {
+            None
+        } else {
+            Some(None)
+        }
+    }
+
+    /// The request's body has arrived: from now on the service works on it, and the connection
+    /// may not be shed until the answer. Refused (`busy`) if it was shed while the body was read,
+    /// before anything (a join token) is spent.
+    fn work(&self) -> Result<Option<crate::connections::Busy>, Refusal> {
+        if self.authenticated {
+            // Busy since its head (`start`).
+            Ok(None)
+        } else {
+            self.slot.busy().map(Some).ok_or(Refusal::Busy)
+        }
+    }
+
+    /// How long the body may take, and the refusal if it does not arrive within it.
+    fn body_time(&self, body_timeout: Duration) -> (Duration, Refusal) {
+        let Some(deadline) = self.deadline else {
+            return (body_timeout, Refusal::BodyTimeout(body_timeout.as_secs()));
+        };
+        let since = self
+            .ready_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed();
+        let left = deadline.saturating_sub(since);
+        if left < body_timeout {
+            (left, Refusal::RequestDeadline(deadline))
+        } else {
+            (body_timeout, Refusal::BodyTimeout(body_timeout.as_secs()))
+        }
+    }
+}
+
 pub(crate) async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
     client: SocketAddr,
-    chain: PeerChain,
+    conn: Arc<Conn>,
 ) -> Response<Full<Bytes>> {
-    let mut response = route(state.clone(), req, client, chain.clone()).await;
+    let chain = conn.peer.clone();
+    let mut response = route(state.clone(), req, client, &conn).await;
     secure_headers(response.headers_mut());
+    // A request whose body did not arrive in time ends its connection (the rest of the body is
+    // never read).
+    if response.status() == StatusCode::REQUEST_TIMEOUT {
+        response.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
     // A client that is refused again and again on one connection (pipelined requests cost it
     // nothing) is cut off: it may reconnect, within its connection cap and rate.
     if response.status().is_client_error() || response.status().is_server_error() {
@@ -164,7 +257,7 @@ async fn route(
     state: Arc<State>,
     req: Request<Incoming>,
     client: SocketAddr,
-    chain: PeerChain,
+    conn: &Conn,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     match (req.method().clone(), path.as_str()) {
@@ -179,13 +272,13 @@ async fn route(
         }
         (Method::POST, SIGN_PATH) => {
             let mut audit = AuditEvent::new("refused", "sign", client);
-            let outcome = sign(&state, req, client, &mut audit).await;
+            let outcome = sign(&state, req, client, conn, &mut audit).await;
             finish(&state, "sign", client, outcome, audit)
         }
         (Method::POST, RENEW_PATH) => {
             let mut audit = AuditEvent::new("refused", "renew", client);
             audit.credential = "mtls";
-            let outcome = renew(&state, req, client, &chain, &mut audit).await;
+            let outcome = renew(&state, req, client, conn, &mut audit).await;
             finish(&state, "renew", client, outcome, audit)
         }
         (_, "/live" | "/ready" | BUNDLE_PATH | SIGN_PATH | RENEW_PATH) => {
@@ -199,20 +292,24 @@ async fn sign(
     state: &State,
     req: Request<Incoming>,
     client: SocketAddr,
+    conn: &Conn,
     audit: &mut AuditEvent,
 ) -> Result<IssuedCert, Refusal> {
     if !state.rate.allow(client.ip()) {
         return Err(Refusal::RateLimited);
     }
     let asked = asked_id(&req)?;
-    let authorization = req
+    // Before the body: a request that cannot succeed does not get to hold the connection while
+    // its body trickles in.
+    let Some(authorization) = req
         .headers()
         .get(AUTHORIZATION)
-        .map(|v| v.to_str().unwrap_or("").to_owned());
-    let csr = read_csr(state, req).await?;
-    let Some(authorization) = authorization else {
+        .map(|v| v.to_str().unwrap_or("").to_owned())
+    else {
         return Err(Refusal::NoCredential);
     };
+    let csr = read_csr(state, req, conn).await?;
+    let _busy = conn.work()?;
     // Everything that may make the caller retry comes before the credential is spent: a join
     // token used up by a request that then fails with "busy" could never be retried.
     let slot = state.slots.acquire().await.ok_or(Refusal::Busy)?;
@@ -258,9 +355,10 @@ async fn renew(
     state: &State,
     req: Request<Incoming>,
     client: SocketAddr,
-    chain: &PeerChain,
+    conn: &Conn,
     audit: &mut AuditEvent,
 ) -> Result<IssuedCert, Refusal> {
+    let chain = &conn.peer;
     if !state.rate.allow(client.ip()) {
         return Err(Refusal::RateLimited);
     }
@@ -277,7 +375,8 @@ async fn renew(
     })?;
     audit.spiffe_id = Some(id.to_string());
     check_id(state, &id, asked)?;
-    let csr = read_csr(state, req).await?;
+    let csr = read_csr(state, req, conn).await?;
+    let _busy = conn.work()?;
     let slot = state.slots.acquire().await.ok_or(Refusal::Busy)?;
     issue(state, &material, &csr, id, slot)
 }
@@ -316,9 +415,15 @@ fn issue(
         })
 }
 
-/// The body, bounded in size (by Content-Length, then while reading) and in time, as a checked
-/// CSR: PEM if it looks like PEM, else DER.
-async fn read_csr(state: &State, req: Request<Incoming>) -> Result<CheckedCsr, Refusal> {
+/// The body, bounded in size (by Content-Length, then while reading) and in time (the body
+/// timeout, and on a connection without a verified client certificate what is left of its
+/// request deadline), as a checked CSR: PEM if it looks like PEM, else DER. A connection shed
+/// meanwhile ends the read.
+async fn read_csr(
+    state: &State,
+    req: Request<Incoming>,
+    conn: &Conn,
+) -> Result<CheckedCsr, Refusal> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -328,10 +433,15 @@ async fn read_csr(state: &State, req: Request<Incoming>) -> Result<CheckedCsr, R
         return Err(Refusal::TooLarge(MAX_REQUEST_BYTES));
     }
     let limited = Limited::new(req.into_body(), MAX_REQUEST_BYTES);
-    let body = match tokio::time::timeout(state.body_timeout, limited.collect()).await {
-        Err(_) => return Err(Refusal::BodyTimeout(state.body_timeout.as_secs())),
-        Ok(Err(_)) => return Err(Refusal::TooLarge(MAX_REQUEST_BYTES)),
-        Ok(Ok(collected)) => collected.to_bytes(),
+    let (time, late) = conn.body_time(state.body_timeout);
+    let read = tokio::time::timeout(time, limited.collect());
+    let body = tokio::select! {
+        _ = conn.slot.shed().cancelled() => return Err(Refusal::Busy),
+        read = read => match read {
+            Err(_) => return Err(late),
+            Ok(Err(_)) => return Err(Refusal::TooLarge(MAX_REQUEST_BYTES)),
+            Ok(Ok(collected)) => collected.to_bytes(),
+        },
     };
     csr_from_body(&body)
 }

@@ -77,6 +77,9 @@ pub struct Limits {
     pub rate_per_second: f64,
     /// Requests a client may make at once before its rate applies.
     pub burst: u32,
+    /// An IPv6 /48 is a second bucket, with this many times `rate_per_second` and `burst`, that
+    /// all of its /64s draw from: a request must pass both (see `limits.rs`).
+    pub site_rate_multiple: u32,
     /// Signings in progress at once.
     pub max_signing: usize,
     /// How long a request waits for a signing slot before it is told to retry.
@@ -89,11 +92,14 @@ pub struct Limits {
     /// Connections one client (an IPv4 address, an IPv6 /64) may hold in each class; a new one
     /// beyond replaces its oldest idle one, or is refused when none is idle.
     pub max_connections_per_client: usize,
+    /// Reserved connections one SPIFFE ID may hold; a new one beyond replaces its oldest idle
+    /// one, or stays general when none is idle.
+    pub reserved_connections_per_id: usize,
     /// Time for the TLS handshake.
     pub handshake_timeout: Duration,
-    /// Time for a request's head to arrive on a connection without a verified client
-    /// certificate (after the handshake, and between requests): a stranger's idle connection
-    /// is short.
+    /// Time for a whole request, head and body together, on a connection without a verified
+    /// client certificate (counted from the handshake, and from the previous answer): a
+    /// stranger's connection is short, idle or trickling a body.
     pub request_timeout: Duration,
     /// Time for a request's head to arrive on an authenticated (renewal) connection, also how
     /// long such a connection is kept idle.
@@ -111,11 +117,13 @@ impl Default for Limits {
         Limits {
             rate_per_second: 20.0,
             burst: 40,
+            site_rate_multiple: 16,
             max_signing: 256,
             signing_wait: Duration::from_secs(2),
             max_connections: 4096,
             reserved_connections: 1024,
             max_connections_per_client: 64,
+            reserved_connections_per_id: 4,
             handshake_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
             header_timeout: Duration::from_secs(30),
@@ -313,7 +321,8 @@ impl CaServer {
             service_accounts,
             audit,
             metrics: metrics::Metrics::new(),
-            rate: RateLimiter::new(limits.rate_per_second, limits.burst),
+            rate: RateLimiter::new(limits.rate_per_second, limits.burst)
+                .with_site_multiple(limits.site_rate_multiple),
             slots: SigningSlots::new(limits.max_signing, limits.signing_wait),
             leaf_ttl: config.leaf_ttl,
             body_timeout: limits.body_timeout,
@@ -426,6 +435,7 @@ async fn accept_loop(
         limits.max_connections,
         limits.reserved_connections,
         limits.max_connections_per_client,
+        limits.reserved_connections_per_id,
         state.metrics.connections_in("general"),
         state.metrics.connections_in("authenticated"),
     ));
@@ -516,31 +526,63 @@ async fn serve_connection(
             .unwrap_or_default(),
     ));
     // A client certificate that verifies to the bundle now (the verification is kept for the
-    // connection's renewals) moves the connection into the reserved class.
-    let authenticated = chain.presented()
-        && chain.verify(&state.material.load_full()).is_ok()
-        && slot.authenticate();
+    // connection's renewals) moves the connection into the reserved class, if its client and
+    // its SPIFFE ID have room there.
+    let verified = if chain.presented() {
+        chain.verify(&state.material.load_full()).ok()
+    } else {
+        None
+    };
+    let authenticated = match verified {
+        Some(id) => match slot.authenticate(&id.to_string()) {
+            Ok(shed) => {
+                for crowding in shed {
+                    state
+                        .metrics
+                        .connection(&state.metrics.connections_shed, crowding.label());
+                    log_crowding(
+                        &state,
+                        client,
+                        crowding,
+                        "closed an idle reserved connection",
+                    );
+                }
+                true
+            }
+            Err(crowding) => {
+                tracing::debug!(%client, reason = crowding.label(), "an authenticated connection stays in the general class");
+                false
+            }
+        },
+        None => false,
+    };
     let header_timeout = if authenticated {
         limits.header_timeout
     } else {
         limits.request_timeout
     };
     let slot = Arc::new(slot);
+    let conn = Arc::new(handler::Conn::new(
+        chain,
+        slot.clone(),
+        authenticated,
+        (!authenticated).then_some(limits.request_timeout),
+    ));
     let service = {
-        let slot = slot.clone();
         let state = state.clone();
         hyper::service::service_fn(move |req| {
             let state = state.clone();
-            let chain = chain.clone();
-            let busy = slot.busy();
+            let conn = conn.clone();
             async move {
-                let Some(_busy) = busy else {
+                let Some(_busy) = conn.start() else {
                     // Shed a moment ago: nothing is started, the connection is closing.
                     return Ok::<_, std::convert::Infallible>(handler::refusal_response(
                         &Refusal::Busy,
                     ));
                 };
-                Ok(handler::handle(state, req, client, chain).await)
+                let response = handler::handle(state, req, client, conn.clone()).await;
+                conn.ready_again();
+                Ok(response)
             }
         })
     };
@@ -558,7 +600,8 @@ async fn serve_connection(
             Ok(())
         }
         _ = shed.cancelled() => {
-            // Idle (never shed during a request): closes at once; bounded all the same.
+            // Idle, or reading a body (never shed while the service works on a request): closes
+            // at once; bounded all the same.
             connection.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(1), connection).await;
             Ok(())

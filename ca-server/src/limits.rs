@@ -5,6 +5,13 @@
 //! usually holds a whole /64, and would otherwise get a fresh bucket for each of its 2^64
 //! addresses). The connection caps (`connections.rs`) and the audit trail's rate limit use the
 //! same key.
+//!
+//! A /64 is cheap too, though: a site is usually given a /48, 65,536 of them. So an IPv6 request
+//! also draws from a second, coarser bucket for its /48 ([`site_key`]), with `site_multiple`
+//! (16 by default) times the client's rate and burst, and must pass both: one site gets at most
+//! 16 clients' worth of requests however many /64s it spreads them over, and a few busy hosts
+//! of one site do not limit each other. IPv4 has no such bucket (an IPv4 address is scarce
+//! already, and one NAT may hide a whole site).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -40,11 +47,31 @@ pub fn client_label(key: IpAddr) -> String {
     }
 }
 
-/// A token bucket per client ([`client_key`]): `per_second` requests on average, bursts of `burst`.
+/// The key of an IPv6 address's site: its /48; `None` for IPv4 (also IPv4-mapped).
+pub fn site_key(ip: IpAddr) -> Option<IpAddr> {
+    match client_key(ip) {
+        IpAddr::V4(_) => None,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 80) - 1);
+            Some(IpAddr::V6(Ipv6Addr::from(bits)))
+        }
+    }
+}
+
+/// Which bucket: a client's, or an IPv6 site's.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum BucketKey {
+    Client(IpAddr),
+    Site(IpAddr),
+}
+
+/// A token bucket per client ([`client_key`]): `per_second` requests on average, bursts of
+/// `burst`; and one per IPv6 site ([`site_key`]) with `site_multiple` times both.
 pub struct RateLimiter {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    site_multiple: f64,
+    buckets: Mutex<HashMap<BucketKey, Bucket>>,
 }
 
 struct Bucket {
@@ -53,39 +80,70 @@ struct Bucket {
 }
 
 impl RateLimiter {
-    /// `per_second` = 0 turns the limit off.
+    /// `per_second` = 0 turns the limit off. IPv6 sites get 16 times the rate and burst (see
+    /// [`RateLimiter::with_site_multiple`]).
     pub fn new(per_second: f64, burst: u32) -> Self {
         RateLimiter {
             per_second,
             burst: f64::from(burst.max(1)),
+            site_multiple: 16.0,
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Takes one token for `client` (any of its addresses: the bucket is its [`client_key`]'s);
-    /// `false` when its bucket is empty.
+    /// An IPv6 /48 gets `multiple` (at least 1) times the client's rate and burst.
+    pub fn with_site_multiple(mut self, multiple: u32) -> Self {
+        self.site_multiple = f64::from(multiple.max(1));
+        self
+    }
+
+    fn rate_of(&self, key: BucketKey) -> (f64, f64) {
+        match key {
+            BucketKey::Client(_) => (self.per_second, self.burst),
+            BucketKey::Site(_) => (
+                self.per_second * self.site_multiple,
+                self.burst * self.site_multiple,
+            ),
+        }
+    }
+
+    /// Takes one token for `client` (any of its addresses: the bucket is its [`client_key`]'s)
+    /// and, for IPv6, one from its site's; `false`, taking none, when either bucket is empty.
     pub fn allow(&self, client: IpAddr) -> bool {
         if self.per_second <= 0.0 {
             return true;
         }
-        let client = client_key(client);
+        let keys = [
+            Some(BucketKey::Client(client_key(client))),
+            site_key(client).map(BucketKey::Site),
+        ];
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(&client) {
-            let (rate, burst) = (self.per_second, self.burst);
-            buckets.retain(|_, b| refill(b, now, rate, burst) < burst);
+        for key in keys.iter().flatten() {
+            if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(key) {
+                buckets.retain(|k, b| {
+                    let (rate, burst) = self.rate_of(*k);
+                    refill(b, now, rate, burst) < burst
+                });
+            }
         }
-        let bucket = buckets.entry(client).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
-        refill(bucket, now, self.per_second, self.burst);
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
+        let mut allowed = true;
+        for key in keys.iter().flatten() {
+            let (rate, burst) = self.rate_of(*key);
+            let bucket = buckets.entry(*key).or_insert(Bucket {
+                tokens: burst,
+                at: now,
+            });
+            allowed &= refill(bucket, now, rate, burst) >= 1.0;
         }
+        if allowed {
+            for key in keys.iter().flatten() {
+                if let Some(bucket) = buckets.get_mut(key) {
+                    bucket.tokens -= 1.0;
+                }
+            }
+        }
+        allowed
     }
 }
 
@@ -169,6 +227,32 @@ mod tests {
         assert_ne!(key("2001:db8::1"), key("2001:db8:0:1::1"));
         assert_eq!(client_label(key("2001:db8:0:0:5::1")), "2001:db8::/64");
         assert_eq!(client_label(key("::1")), "::/64");
+    }
+
+    #[test]
+    fn the_slash_64s_of_one_slash_48_share_a_site_bucket_of_a_multiple_of_the_client_one() {
+        // Clients get 2 each; a /48 gets 3 × 2 = 6, however many /64s it spreads them over.
+        let limiter = RateLimiter::new(0.001, 2).with_site_multiple(3);
+        let allowed = (0..100u32)
+            .filter(|i| {
+                let ip: IpAddr = format!("2001:db8:1:{:x}::1", i / 2).parse().unwrap();
+                limiter.allow(ip)
+            })
+            .count();
+        assert_eq!(allowed, 6);
+        // A fresh /64 of the spent site is refused too.
+        assert!(!limiter.allow("2001:db8:1:ffff::1".parse().unwrap()));
+        // Another /48 has its own site bucket; IPv4 clients have none.
+        assert!(limiter.allow("2001:db8:2::1".parse().unwrap()));
+        let v4: Vec<_> = (0..50u8)
+            .map(|i| limiter.allow(IpAddr::from([10, 0, 1, i])))
+            .collect();
+        assert!(v4.iter().all(|&ok| ok));
+        assert_eq!(
+            site_key("2001:db8:1:ffff::1".parse().unwrap()),
+            site_key("2001:db8:1::".parse().unwrap())
+        );
+        assert_eq!(site_key("::ffff:10.0.0.1".parse().unwrap()), None);
     }
 
     #[test]

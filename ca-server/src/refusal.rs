@@ -50,6 +50,10 @@ pub enum Refusal {
     /// The body did not arrive in time.
     #[error("the request body did not arrive within {0} s")]
     BodyTimeout(u64),
+    /// On a connection without a verified client certificate, the request (head and body) did
+    /// not arrive within its deadline.
+    #[error("the request did not arrive within {} ms (head and body together)", .0.as_millis())]
+    RequestDeadline(std::time::Duration),
     /// The body is neither a PEM nor a DER CSR, or its signature does not verify, or its key type
     /// is not one we sign.
     #[error("{0}")]
@@ -93,7 +97,7 @@ impl Refusal {
             Refusal::RenewCertificateExpired(_) => "renew_certificate_expired",
             Refusal::RenewCertificateUntrusted(_) => "renew_certificate_untrusted",
             Refusal::TooLarge(_) => "request_too_large",
-            Refusal::BodyTimeout(_) => "request_timeout",
+            Refusal::BodyTimeout(_) | Refusal::RequestDeadline(_) => "request_timeout",
             Refusal::Csr(IssueError::CsrSignature) => "csr_signature",
             Refusal::Csr(IssueError::CsrKeyType) => "csr_key_type",
             Refusal::Csr(_) => "csr_invalid",
@@ -123,7 +127,7 @@ impl Refusal {
             | Refusal::OtherId { .. }
             | Refusal::ReservedId(_) => StatusCode::FORBIDDEN,
             Refusal::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Refusal::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Refusal::BodyTimeout(_) | Refusal::RequestDeadline(_) => StatusCode::REQUEST_TIMEOUT,
             Refusal::Csr(_) | Refusal::BadIdHeader => StatusCode::BAD_REQUEST,
             Refusal::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Refusal::Busy | Refusal::Unavailable(_) | Refusal::AuditUnavailable => {

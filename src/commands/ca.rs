@@ -128,6 +128,10 @@ pub struct ServeArgs {
     /// Requests a client may make in a burst before --rate-limit applies.
     #[arg(long, value_name = "N", default_value_t = 40)]
     pub rate_burst: u32,
+    /// An IPv6 /48 (a site) is limited too, at N times --rate-limit and --rate-burst for all of
+    /// its /64s together: a request must pass both buckets.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub site_rate_multiple: u32,
     /// Signings in progress at once.
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_signing: usize,
@@ -142,11 +146,16 @@ pub struct ServeArgs {
     /// beyond closes its oldest idle one, or is refused when none is idle.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_connections_per_client: usize,
+    /// Of --reserved-connections, those one SPIFFE ID may hold; a new one beyond closes its
+    /// oldest idle one, or stays in the general class when none is idle.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub reserved_connections_per_id: usize,
     /// Time for a connection's TLS handshake.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5s")]
     pub handshake_timeout: Duration,
-    /// Time for a request head on a connection without a verified client certificate (after the
-    /// handshake and between requests); renewal connections get 30 s.
+    /// Time for a whole request, head and body together, on a connection without a verified
+    /// client certificate (from the handshake, and from the previous answer); renewal connections
+    /// get 30 s for a head and 10 s for a body.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5s")]
     pub request_timeout: Duration,
     /// Requests refused on one connection before it is closed.

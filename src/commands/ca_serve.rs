@@ -52,10 +52,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         limits: Limits {
             rate_per_second: args.rate_limit,
             burst: args.rate_burst,
+            site_rate_multiple: args.site_rate_multiple,
             max_signing: args.max_signing,
             max_connections: args.max_connections,
             reserved_connections: args.reserved_connections,
             max_connections_per_client: args.max_connections_per_client,
+            reserved_connections_per_id: args.reserved_connections_per_id,
             handshake_timeout: args.handshake_timeout,
             request_timeout: args.request_timeout,
             refusals_per_connection: args.refusals_per_connection,
