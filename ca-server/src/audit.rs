@@ -7,9 +7,12 @@
 //! for). Refusals are rate limited: in each window, at most `per_client` lines per client
 //! ([`client_key`](crate::limits::client_key)) and `total` lines in all; the others are counted,
 //! and when the window ends one `refusals_left_out` line per client and code says how many were
-//! left out. The metrics count every refusal either way.
+//! left out, for the first `summaries` (client, code) pairs of the window; the refusals of any
+//! further ones are folded into a single `other clients` line with a count per code. So a window
+//! costs at most `total + summaries + 1` lines, however many addresses a flood comes from. The
+//! metrics count every refusal either way.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -93,6 +96,9 @@ pub struct RefusalBudget {
     pub per_client: u32,
     /// Refusal lines per window from all clients together.
     pub total: u32,
+    /// Summary lines per window, one per (client, code); the refusals of further pairs are
+    /// summarized in one `other clients` line.
+    pub summaries: u32,
 }
 
 impl Default for RefusalBudget {
@@ -101,6 +107,7 @@ impl Default for RefusalBudget {
             window: Duration::from_secs(10),
             per_client: 20,
             total: 1000,
+            summaries: 100,
         }
     }
 }
@@ -111,22 +118,27 @@ struct LeftOutEvent {
     time: String,
     event: &'static str,
     /// The client's address (`10.0.0.7`, `2001:db8::/64`), or `other clients` beyond the
-    /// number of clients counted one by one.
+    /// number of (client, code) pairs summarized one by one.
     client: String,
+    /// The refusals' code; for `other clients`, `several` when there is more than one (see
+    /// `codes`).
     code: &'static str,
     count: u64,
+    /// For `other clients`: the count of each code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    codes: Option<BTreeMap<&'static str, u64>>,
     window_seconds: u64,
     reason: String,
 }
-
-/// Distinct (client, code) pairs counted one by one in a window; beyond, as `other clients`.
-const MAX_LEFT_OUT_KEYS: usize = 4096;
 
 struct Window {
     started: Instant,
     total: u32,
     written: HashMap<IpAddr, u32>,
-    left_out: HashMap<(Option<IpAddr>, &'static str), u64>,
+    /// At most `summaries` entries.
+    left_out: HashMap<(IpAddr, &'static str), u64>,
+    /// The rest, by code (codes are a closed set).
+    other: BTreeMap<&'static str, u64>,
 }
 
 impl Window {
@@ -136,6 +148,7 @@ impl Window {
             total: 0,
             written: HashMap::new(),
             left_out: HashMap::new(),
+            other: BTreeMap::new(),
         }
     }
 }
@@ -212,14 +225,12 @@ impl AuditLog {
                 true
             } else {
                 let code = event.code.unwrap_or("unknown");
-                let counted = if window.left_out.len() < MAX_LEFT_OUT_KEYS
-                    || window.left_out.contains_key(&(Some(key), code))
-                {
-                    (Some(key), code)
+                let summaries = self.budget.summaries as usize;
+                if window.left_out.len() < summaries || window.left_out.contains_key(&(key, code)) {
+                    *window.left_out.entry((key, code)).or_default() += 1;
                 } else {
-                    (None, code)
-                };
-                *window.left_out.entry(counted).or_default() += 1;
+                    *window.other.entry(code).or_default() += 1;
+                }
                 false
             }
         };
@@ -251,12 +262,21 @@ impl AuditLog {
         let ended = std::mem::replace(window, Window::new(now));
         let seconds = self.budget.window.as_secs().max(1);
         let mut left_out: Vec<_> = ended.left_out.into_iter().collect();
-        left_out.sort_by_key(|((client, code), _)| (client.is_none(), *client, *code));
+        left_out.sort_by_key(|((client, code), _)| (*client, *code));
+        let mut lines: Vec<_> = left_out
+            .into_iter()
+            .map(|((client, code), count)| (crate::limits::client_label(client), code, count, None))
+            .collect();
+        if !ended.other.is_empty() {
+            let count = ended.other.values().sum();
+            let code = match ended.other.keys().collect::<Vec<_>>()[..] {
+                [one] => *one,
+                _ => "several",
+            };
+            lines.push(("other clients".into(), code, count, Some(ended.other)));
+        }
         let mut result = Ok(());
-        for ((client, code), count) in left_out {
-            let client = client
-                .map(crate::limits::client_label)
-                .unwrap_or_else(|| "other clients".into());
+        for (client, code, count, codes) in lines {
             let line = LeftOutEvent {
                 time: rfc3339(OffsetDateTime::now_utc()),
                 event: "refusals_left_out",
@@ -266,6 +286,7 @@ impl AuditLog {
                 client,
                 code,
                 count,
+                codes,
                 window_seconds: seconds,
             };
             if let Err(error) = self.write_line(&line) {
@@ -322,6 +343,7 @@ mod tests {
             window: Duration::from_secs(3600),
             per_client: 3,
             total: 5,
+            summaries: 100,
         });
         let a: IpAddr = "10.0.0.7".parse().unwrap();
         let b: IpAddr = "2001:db8::1".parse().unwrap();
@@ -375,6 +397,53 @@ mod tests {
                 .unwrap(),
             Written::Yes
         );
+    }
+
+    #[test]
+    fn summary_lines_are_capped_per_window_and_the_rest_fold_into_one_other_clients_line() {
+        let (log, dir) = log(RefusalBudget {
+            window: Duration::from_secs(3600),
+            per_client: 1,
+            total: 10,
+            summaries: 100,
+        });
+        // A flood rotating /64s: 500 of them, two codes each, two refusals per pair.
+        let mut sent = 0u64;
+        for i in 0..500u32 {
+            let client = format!("[2001:db8:0:{i:x}::1]:1");
+            let ip: IpAddr = format!("2001:db8:0:{i:x}::1").parse().unwrap();
+            for code in ["rate_limited", "csr_invalid", "rate_limited", "csr_invalid"] {
+                log.refusal(&refused(&client, code), ip).unwrap();
+                sent += 1;
+            }
+        }
+        log.summarize(true).unwrap();
+        let all = lines(&dir);
+        let written = all.iter().filter(|l| l["event"] == "refused").count();
+        assert_eq!(written, 10);
+        let summaries: Vec<_> = all
+            .iter()
+            .filter(|l| l["event"] == "refusals_left_out")
+            .collect();
+        assert_eq!(summaries.len(), 101, "100 pairs and one line for the rest");
+        let other = summaries.last().unwrap();
+        assert_eq!(other["client"], "other clients");
+        assert_eq!(other["code"], "several");
+        let counted: u64 = summaries.iter().map(|l| l["count"].as_u64().unwrap()).sum();
+        assert_eq!(
+            counted + written as u64,
+            sent,
+            "every refusal is accounted for"
+        );
+        let by_code = other["codes"].as_object().unwrap();
+        assert_eq!(
+            by_code.values().map(|v| v.as_u64().unwrap()).sum::<u64>(),
+            other["count"].as_u64().unwrap()
+        );
+        assert!(by_code.contains_key("rate_limited") && by_code.contains_key("csr_invalid"));
+        assert!(summaries[..100]
+            .iter()
+            .all(|l| l["client"] != "other clients" && l.get("codes").is_none()));
     }
 
     #[test]
