@@ -976,3 +976,170 @@ fn jwks_errors_at_load() {
         assert!(matches!(result, Err(JwksError::Config { .. })));
     }
 }
+
+/// A token over header and claims given as JSON text (which a `Value` could not hold: duplicate
+/// members), signed by `key` with RS256.
+fn signed_text(header: &str, claims: &str, key: &EncodingKey) -> String {
+    let message = format!(
+        "{}.{}",
+        b64url(header.as_bytes()),
+        b64url(claims.as_bytes())
+    );
+    let signature =
+        jsonwebtoken::crypto::sign(message.as_bytes(), key, Algorithm::RS256).expect("sign");
+    format!("{message}.{signature}")
+}
+
+/// `claims()` as JSON text with `extra` members appended (after those it has).
+fn claims_text_with(extra: &str) -> String {
+    let text = claims().to_string();
+    let open = text.strip_suffix('}').expect("an object");
+    format!("{open},{extra}}}")
+}
+
+#[test]
+fn header_members_that_bring_a_key_or_a_url_are_never_used() {
+    // Decided: ignored, never fetched and never trusted. The key comes from the JWKS file alone;
+    // a token signed by a key of the attacker's is refused whatever its header offers, and one
+    // signed by the cluster is accepted for its claims whatever else its header says.
+    let k = keys();
+    let (verifier, _dir) = verifier();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let url = format!("http://{}/jwks", listener.local_addr().expect("address"));
+    let attacker_jwk = &k.other_rsa.jwk;
+    let header = |kid: &str| {
+        json!({
+            "alg": "RS256",
+            "kid": kid,
+            "jku": url,
+            "x5u": url,
+            "jwk": attacker_jwk,
+            "x5c": [STANDARD.encode(&k.other_rsa.spki_der)],
+        })
+        .to_string()
+    };
+    // Signed by the attacker's key, which the header carries and points to.
+    for kid in ["rsa-2", "rsa-1"] {
+        let forged = signed_text(&header(kid), &claims().to_string(), &k.other_rsa.signing);
+        let refused = refusal(&verifier, &forged);
+        assert!(
+            matches!(
+                refused,
+                TokenRefusal::BadSignature | TokenRefusal::UnknownKey { .. }
+            ),
+            "{kid}: {refused:?}"
+        );
+    }
+    // Signed by the cluster: the same header members change nothing.
+    let genuine = signed_text(&header("rsa-1"), &claims().to_string(), &k.rsa.signing);
+    let account = verifier
+        .verify(&genuine, &trust_domain(), now())
+        .expect("accepted");
+    assert_eq!(
+        account.spiffe_id.as_str(),
+        "spiffe://example.org/ns/shop/sa/frontend"
+    );
+    // Nothing was fetched.
+    assert_eq!(
+        listener.accept().map(|_| ()).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock)
+    );
+}
+
+#[test]
+fn duplicate_members_are_refused_never_read_from_a_second_value() {
+    let k = keys();
+    let (verifier, _dir) = verifier();
+    let header = r#"{"alg":"RS256","kid":"rsa-1"}"#;
+    // The claims the verifier checks, then a second answer to "who is this" or "for whom".
+    for extra in [
+        r#""sub":"system:serviceaccount:kube-system:admin""#,
+        r#""aud":"someone-else""#,
+        r#""iss":"https://evil.example""#,
+        r#""exp":9999999999"#,
+        r#""kubernetes.io":{"namespace":"kube-system","serviceaccount":{"name":"admin"}}"#,
+    ] {
+        let token = signed_text(header, &claims_text_with(extra), &k.rsa.signing);
+        let refused = refusal(&verifier, &token);
+        assert!(
+            matches!(refused, TokenRefusal::Malformed { .. }),
+            "{extra}: {refused:?}"
+        );
+    }
+    // Inside the kubernetes.io claim.
+    let nested = json!({
+        "aud": AUDIENCE,
+        "exp": NOW + 600,
+        "iss": ISSUER,
+    })
+    .to_string();
+    let nested = format!(
+        "{},{}}}",
+        nested.strip_suffix('}').expect("object"),
+        r#""kubernetes.io":{"namespace":"shop","namespace":"kube-system","serviceaccount":{"name":"frontend"}}"#
+    );
+    let refused = refusal(&verifier, &signed_text(header, &nested, &k.rsa.signing));
+    assert!(
+        matches!(refused, TokenRefusal::Malformed { .. }),
+        "{refused:?}"
+    );
+    // In the header: a second alg or kid.
+    for header in [
+        r#"{"alg":"none","alg":"RS256","kid":"rsa-1"}"#,
+        r#"{"alg":"RS256","kid":"rsa-2","kid":"rsa-1"}"#,
+    ] {
+        let token = signed_text(header, &claims().to_string(), &k.rsa.signing);
+        let refused = refusal(&verifier, &token);
+        assert!(
+            matches!(refused, TokenRefusal::Malformed { .. }),
+            "{header}: {refused:?}"
+        );
+    }
+}
+
+#[test]
+fn times_at_the_edges_of_the_integers_neither_overflow_nor_pass_unchecked() {
+    let (verifier, _dir) = verifier();
+    let rsa = &keys().rsa;
+    // The cluster signed an `exp` as far off as an i64 goes: accepted (the SVID's lifetime is the
+    // CA's leaf TTL, never the token's), and no arithmetic on it overflows.
+    let account = verifier
+        .verify(
+            &rs256(rsa, &with("exp", json!(i64::MAX))),
+            &trust_domain(),
+            now(),
+        )
+        .expect("accepted");
+    assert_eq!(account.expires_at, i64::MAX);
+    // Beyond i64, or not an integer: malformed, not wrapped around or rounded into the past.
+    for exp in [json!(u64::MAX), json!(1e300), json!(-1e300), json!(1.5)] {
+        let refused = refusal(&verifier, &rs256(rsa, &with("exp", exp.clone())));
+        assert!(
+            matches!(refused, TokenRefusal::Malformed { .. }),
+            "{exp}: {refused:?}"
+        );
+    }
+    // As far back as an i64 goes: expired.
+    assert_eq!(
+        refusal(&verifier, &rs256(rsa, &with("exp", json!(i64::MIN)))),
+        TokenRefusal::Expired { exp: i64::MIN }
+    );
+    // nbf and iat at the far end: not yet valid.
+    for claim in ["nbf", "iat"] {
+        let refused = refusal(&verifier, &rs256(rsa, &with(claim, json!(i64::MAX))));
+        assert!(
+            matches!(refused, TokenRefusal::NotYetValid { .. }),
+            "{claim}: {refused:?}"
+        );
+    }
+    // And a verifier whose clock is at the far end does not overflow either: expired.
+    let far = UNIX_EPOCH + Duration::from_secs(u64::MAX / 4);
+    let refused = verifier
+        .verify(&rs256(rsa, &claims()), &trust_domain(), far)
+        .expect_err("expired");
+    assert!(
+        matches!(refused, TokenRefusal::Expired { .. }),
+        "{refused:?}"
+    );
+}
