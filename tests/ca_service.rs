@@ -333,10 +333,12 @@ fn oversized_requests_and_clients_over_their_rate_are_refused() {
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("request_too_large"), "{body}");
     server.expect_audit("refused", Some("request_too_large"));
-    // Two more requests use the burst up; the next is limited.
+    // Two more requests use the burst up (refused for having no credential, before their body
+    // is read); the next is limited.
     for _ in 0..2 {
-        let (status, _) = curl(&server, &["-X", "POST", "--data-binary", "x"], "/v1/sign");
-        assert_eq!(status, 400);
+        let (status, body) = curl(&server, &["-X", "POST", "--data-binary", "x"], "/v1/sign");
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("no_credential"), "{body}");
     }
     let (status, body) = curl(&server, &["-X", "POST", "--data-binary", "x"], "/v1/sign");
     assert_eq!(status, 429, "{body}");
