@@ -15,11 +15,11 @@
 //!   cannot stretch. Only when nothing can be shed is a new connection refused.
 //! - **authenticated** (`reserved_connections`): after the handshake, a connection whose client
 //!   certificate verifies to the trust bundle moves here (within the per-client cap, and at most
-//!   `reserved_per_id` for one SPIFFE ID), and leaves the general pool. It gets the long header
-//!   timeout. An ID at its cap replaces its own oldest idle reserved connection, and a full
-//!   reserve its oldest idle one of any ID; a reserved connection in a request (from its head to
-//!   its answer) is never shed. So one workload, or a few, cannot hold the reserve with cheap
-//!   kept-alive connections.
+//!   `reserved_connections_per_id` for one SPIFFE ID), and leaves the general pool. It gets the
+//!   long header timeout. An ID at its cap replaces its own oldest idle reserved connection, and
+//!   a full reserve its oldest idle one of any ID; a reserved connection in a request (from its
+//!   head to its answer) is never shed. So one workload, or a few, cannot hold the reserve with
+//!   cheap kept-alive connections.
 //!
 //! A renewal therefore always reaches its handshake (its connection can always take a general
 //! slot, from the most crowded client if need be, since a flood's connections are idle or reading
