@@ -111,7 +111,8 @@ fn sandbox(config: &SidecarConfig) -> anyhow::Result<()> {
 fn check_sandbox(args: &RunArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let config = SidecarConfig::load(&args.config)?;
     let report = palisade_sidecar::sandbox::restrict(&config)?;
-    let tries = palisade_sandbox::check(&report, &palisade_sidecar::sandbox::syscalls(&config), &[]);
+    let tries =
+        palisade_sandbox::check(&report, &palisade_sidecar::sandbox::syscalls(&config), &[]);
     write_check_report(&report, &tries, out)
 }
 
