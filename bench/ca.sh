@@ -6,6 +6,9 @@
 # other, so the ratios compare like with like. Prints one JSON object.
 #
 # Goals (issue 10): keep-alive >= 70% of raw, new connection per renewal >= 40% of raw.
+# All 64 clients come from 127.0.0.1 (one address, where a cluster's workloads have one each), so
+# the per-client connection cap (64) is raised, as the rate limit is turned off: the benchmark
+# measures the service's work, not its limits for one client.
 # Usage: bench/ca.sh [SECONDS]   (default 5 per measurement; root not needed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +32,7 @@ cd "$TMP"
 "$LOAD" prepare "$TMP"
 
 taskset -c "$SERVER_CORE" "$BIN" ca serve --dir issuer --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-    --rate-limit 0 --max-signing 1024 --audit-log "$TMP/audit.log" --jwks jwks.json \
+    --rate-limit 0 --max-signing 1024 --max-connections-per-client 1024 --audit-log "$TMP/audit.log" --jwks jwks.json \
     --jwt-issuer https://kubernetes.default.svc.cluster.local >"$TMP/serve.out" 2>"$TMP/serve.err" &
 SERVER_PID=$!
 for _ in $(seq 100); do [[ -s $TMP/serve.out ]] && break; sleep 0.1; done
@@ -42,7 +45,7 @@ SERVER_ID=spiffe://bench.example/palisade/ca
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
 raw=$(taskset -c "$SERVER_CORE" "$LOAD" raw issuer "$SECONDS_EACH" "$TMP")
 taskset -c "$SERVER_CORE" "$BIN" ca serve --dir issuer --listen "${URL#https://}" --admin-listen 127.0.0.1:0 \
-    --rate-limit 0 --max-signing 1024 --audit-log "$TMP/audit.log" --jwks jwks.json \
+    --rate-limit 0 --max-signing 1024 --max-connections-per-client 1024 --audit-log "$TMP/audit.log" --jwks jwks.json \
     --jwt-issuer https://kubernetes.default.svc.cluster.local >"$TMP/serve2.out" 2>"$TMP/serve.err" &
 SERVER_PID=$!
 for _ in $(seq 100); do [[ -s $TMP/serve2.out ]] && break; sleep 0.1; done

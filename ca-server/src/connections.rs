@@ -46,7 +46,8 @@ pub(crate) enum Crowding {
     /// Every general slot is taken.
     #[error("every connection slot is taken")]
     PoolFull,
-    /// The SPIFFE ID holds its cap of reserved connections.
+    /// The SPIFFE ID holds its cap of reserved connections (the newcomer stays general; none
+    /// is shed for it).
     #[error("the SPIFFE ID holds its cap of reserved connections")]
     IdCap,
     /// Every reserved slot is taken.
@@ -206,13 +207,9 @@ impl Inner {
         true
     }
 
-    /// Sheds the oldest idle reserved connection, of `id` only if given; false if there is none.
-    fn shed_oldest_reserved(&mut self, id: Option<&str>) -> bool {
-        let found = self
-            .reserved_idle
-            .iter()
-            .find(|(_, (of, _))| id.is_none_or(|id| &**of == id))
-            .map(|(slot, _)| *slot);
+    /// Sheds the oldest idle reserved connection; false if there is none.
+    fn shed_oldest_reserved(&mut self) -> bool {
+        let found = self.reserved_idle.keys().next().copied();
         let Some(slot) = found else {
             return false;
         };
@@ -284,15 +281,15 @@ impl Slot {
         {
             return Err(Crowding::ClientCap);
         }
-        let mut shed = Vec::new();
+        // An ID at its cap keeps what it holds and the newcomer stays general. Replacing its oldest idle one instead would close
+        // connections of the same ID's other replicas between their handshake and their request
+        // (they count as idle then) whenever many renew at once, as after a rollout.
         if inner.ids.get(id).copied().unwrap_or(0) >= admission.per_id {
-            if !inner.shed_oldest_reserved(Some(id)) {
-                return Err(Crowding::IdCap);
-            }
-            shed.push(Crowding::IdCap);
+            return Err(Crowding::IdCap);
         }
+        let mut shed = Vec::new();
         if inner.authenticated >= admission.reserved_cap {
-            if !inner.shed_oldest_reserved(None) {
+            if !inner.shed_oldest_reserved() {
                 admission.publish(&inner);
                 return Err(Crowding::ReserveFull);
             }
@@ -527,7 +524,7 @@ mod tests {
     }
 
     #[test]
-    fn one_spiffe_id_holds_at_most_its_cap_of_reserved_slots_replacing_its_oldest_idle_one() {
+    fn one_spiffe_id_holds_at_most_its_cap_of_reserved_slots_and_keeps_them() {
         let a = admission_per_id(100, 50, 50, 2);
         let id = "spiffe://td/ns/a/sa/x";
         let reserved = |from: &str| {
@@ -538,21 +535,21 @@ mod tests {
         let (first, ok1) = reserved("10.0.0.1");
         let (second, ok2) = reserved("10.0.0.2");
         assert_eq!((ok1, ok2), (Ok(vec![]), Ok(vec![])));
-        // A third from the same ID, from another address: its oldest idle one goes.
+        // A third from the same ID, from another address, stays general; the two idle ones keep
+        // their slots (another replica of the ID may be about to send its request on them).
         let (third, ok3) = reserved("10.0.0.3");
-        assert_eq!(ok3, Ok(vec![Crowding::IdCap]));
-        assert!(first.shed().is_cancelled() && !second.shed().is_cancelled());
+        assert_eq!(ok3, Err(Crowding::IdCap));
+        assert!(!first.shed().is_cancelled() && !second.shed().is_cancelled());
+        assert!(!third.shed().is_cancelled() && !third.is_authenticated());
         assert_eq!(a.lock().authenticated, 2);
-        // Both left in requests: the next one stays general, nothing is shed.
-        let busy = [second.busy().unwrap(), third.busy().unwrap()];
+        // One closes: the ID may hold another.
+        drop(first);
         let (fourth, ok4) = reserved("10.0.0.4");
-        assert_eq!(ok4, Err(Crowding::IdCap));
-        assert!(!second.shed().is_cancelled() && !third.shed().is_cancelled());
-        assert!(!fourth.is_authenticated() && third.is_authenticated());
+        assert_eq!(ok4, Ok(vec![]));
+        assert!(fourth.is_authenticated());
         // Another ID is not affected.
         let other = a.admit(ip("10.0.0.4")).unwrap().0;
         assert_eq!(other.authenticate("spiffe://td/ns/a/sa/y"), Ok(vec![]));
-        drop(busy);
     }
 
     #[test]
