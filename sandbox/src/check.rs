@@ -4,7 +4,7 @@
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -74,39 +74,28 @@ pub fn check(report: &Report, syscalls: &Syscalls, must_run: &[&Path]) -> Vec<Tr
             landlock,
         );
     }
-    // Only under Landlock: without it the write would succeed, and a check must not leave (or
-    // even briefly make) a file in a directory such as /etc/iproute2.
-    if let Some(dir) = allowed
+    // Where writing must be refused: a directory that may only be read, and beside what may be
+    // written (the directory that holds each writable directory or file: a rule widened to a
+    // parent would show there). Tried under Landlock only: without it the write would succeed,
+    // and a check must not leave (or even briefly make) a file in a directory such as
+    // /etc/iproute2.
+    let mut write_dirs: Vec<&Path> = allowed
         .read
         .iter()
         .find(|d| d.is_dir() && !allowed.write.iter().any(|w| d.starts_with(w)))
-        .filter(|_| landlock)
-    {
-        let probe = dir.join(".palisade-sandbox-check");
-        let result = std::fs::write(&probe, b"x");
-        let _ = std::fs::remove_file(&probe);
-        push(
-            format!("write {}", probe.display()),
-            refused_by_permission(result),
-            landlock,
-        );
-    }
-    // Beside what may be written: the directory that holds each writable directory or file (a
-    // rule widened to a parent would show here). Under Landlock only, for the same reason.
-    let mut parents: Vec<&Path> = Vec::new();
+        .map(PathBuf::as_path)
+        .into_iter()
+        .collect();
     for path in &allowed.write {
         let Some(parent) = path.parent().filter(|p| p.is_dir()) else {
             continue;
         };
-        if landlock
-            && !allowed.write.iter().any(|w| parent.starts_with(w))
-            && !parents.contains(&parent)
-        {
-            parents.push(parent);
+        if !allowed.write.iter().any(|w| parent.starts_with(w)) && !write_dirs.contains(&parent) {
+            write_dirs.push(parent);
         }
     }
-    for parent in parents {
-        let probe = parent.join(".palisade-sandbox-check");
+    for dir in write_dirs.into_iter().filter(|_| landlock) {
+        let probe = dir.join(".palisade-sandbox-check");
         let result = std::fs::write(&probe, b"x");
         let _ = std::fs::remove_file(&probe);
         push(
