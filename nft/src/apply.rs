@@ -13,7 +13,9 @@ use nftables::types::NfFamily;
 use serde_json::Value;
 
 use palisade_policy::compile::{Ruleset, TABLE};
-use palisade_policy::render::element_text;
+
+use crate::parts::GENERATION_COMMENT;
+use crate::text::element_text;
 
 /// Why a table was not written or not read; nft's own words inside.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +108,7 @@ fn rule_comments(live: &Value) -> impl Iterator<Item = &str> {
 
 /// The generation stamped into a live table, if it carries one.
 pub fn live_generation(live: &Value) -> Option<String> {
-    rule_comments(live).find_map(|c| c.strip_prefix("palisade generation ").map(str::to_owned))
+    rule_comments(live).find_map(|c| c.strip_prefix(GENERATION_COMMENT).map(str::to_owned))
 }
 
 fn objects(live: &Value) -> impl Iterator<Item = &Value> {
@@ -253,7 +255,7 @@ fn canonical(v: &Value) -> Value {
     }
 }
 
-/// A set element of nft's JSON in the notation of `render::element_text`.
+/// A set element of nft's JSON in the notation of `text::element_text`.
 fn element_string(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),

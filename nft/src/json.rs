@@ -1,5 +1,5 @@
 //! A compiled [`Ruleset`] as nftables JSON, built with the `nftables` crate: the form `policy
-//! apply` sends in one transaction. It mirrors `render.rs` rule for rule.
+//! apply` sends in one transaction. It spells the parts of `parts.rs`, as `text.rs` does in text.
 //!
 //! Crate gaps minded here: CIDRs are `Prefix` expressions (a CIDR string is taken for a host name),
 //! ranges are `Range` expressions, and no named verdict map is used (the crate cannot read one
@@ -15,14 +15,13 @@ use nftables::schema::{
     Chain, NfCmd, NfListObject, NfObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue,
     Table,
 };
-use nftables::stmt::{Counter, JumpTarget, Log, Match, Operator, Statement};
+use nftables::stmt::{self, Counter, JumpTarget, Log, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
-use palisade_policy::addrs::{from_u128, prefix_len, Family};
-use palisade_policy::compile::{
-    proto_name, ChainRule, Element, Key, Lookup, Mark, Ruleset, SetDef, SetId, BASELINE_MARK, TABLE,
-};
-use palisade_policy::render::{end_field, ip_of, neighbour_discovery};
+use palisade_policy::addrs::{Family, RangeForm};
+use palisade_policy::compile::{ChainRule, Element, Key, Ruleset, SetDef, TABLE};
+
+use crate::parts::{element_values, fields, rule_parts, Action, Field, Match, Value};
 
 /// The `add` commands that create the table, its sets and its chains.
 pub fn nft_json(ruleset: &Ruleset) -> Nftables<'static> {
@@ -101,7 +100,7 @@ fn matches(
     right: Expression<'static>,
     op: Operator,
 ) -> Statement<'static> {
-    Statement::Match(Match { left, right, op })
+    Statement::Match(stmt::Match { left, right, op })
 }
 
 fn ct_state() -> Expression<'static> {
@@ -116,27 +115,8 @@ fn string(s: &str) -> Expression<'static> {
     Expression::String(s.to_owned().into())
 }
 
-fn counter() -> Statement<'static> {
-    Statement::Counter(Counter::Anonymous(None))
-}
-
-fn key_expression(family: Family, key: Key) -> Expression<'static> {
-    let ip = ip_of(family);
-    let mut parts = Vec::new();
-    if key.src {
-        parts.push(payload(ip, "saddr"));
-    }
-    if key.dst {
-        parts.push(payload(ip, "daddr"));
-    }
-    if key.proto {
-        parts.push(Expression::Named(NamedExpression::Meta(Meta {
-            key: MetaKey::L4proto,
-        })));
-    }
-    if key.port {
-        parts.push(payload("th", "dport"));
-    }
+/// Several expressions as one `concat`; a single one as itself.
+fn concat(mut parts: Vec<Expression<'static>>) -> Expression<'static> {
     if parts.len() == 1 {
         parts.pop().expect("one part")
     } else {
@@ -144,147 +124,93 @@ fn key_expression(family: Family, key: Key) -> Expression<'static> {
     }
 }
 
-/// One rule as JSON statements and its comment; `render::rule_text` is the same rule as text.
+/// The packet fields of a key, concatenated.
+fn key_expression(family: Family, key: Key) -> Expression<'static> {
+    concat(
+        fields(key)
+            .map(|f| match f {
+                Field::L4proto => Expression::Named(NamedExpression::Meta(Meta {
+                    key: MetaKey::L4proto,
+                })),
+                _ => {
+                    let (protocol, field) = f.names(family);
+                    payload(protocol, field)
+                }
+            })
+            .collect(),
+    )
+}
+
+/// One rule as JSON statements and its comment: the parts of `parts.rs`, as `text.rs` spells them
+/// in text.
 fn rule_statements(
     ruleset: &Ruleset,
     rule: &ChainRule,
 ) -> (Vec<Statement<'static>>, Option<String>) {
-    match rule {
-        ChainRule::AcceptEstablished(mark) => (
-            vec![
-                matches(
-                    ct_state(),
-                    Expression::List(vec![string("established"), string("related")]),
-                    Operator::IN,
-                ),
-                Statement::Accept(None),
-            ],
-            Some(match mark {
-                Mark::Generation => format!("palisade generation {}", ruleset.generation),
-                Mark::Baseline => BASELINE_MARK.to_owned(),
-            }),
+    let parts = rule_parts(ruleset, rule);
+    let mut statements: Vec<Statement<'static>> =
+        parts.matches.iter().map(match_statement).collect();
+    statements.extend(parts.actions.iter().map(action_statement));
+    (statements, parts.comment)
+}
+
+fn match_statement(m: &Match<'_>) -> Statement<'static> {
+    match m {
+        Match::CtState([state]) => matches(ct_state(), string(state), Operator::IN),
+        Match::CtState(states) => matches(
+            ct_state(),
+            Expression::List(states.iter().map(|s| string(s)).collect()),
+            Operator::IN,
         ),
-        ChainRule::DropInvalid => (
-            vec![
-                matches(ct_state(), string("invalid"), Operator::IN),
-                counter(),
-                Statement::Drop(None),
-            ],
-            None,
+        Match::Icmpv6Type(types) => matches(
+            payload("icmpv6", "type"),
+            Expression::Named(NamedExpression::Set(
+                types.iter().map(|t| SetItem::Element(string(t))).collect(),
+            )),
+            Operator::EQ,
         ),
-        ChainRule::AcceptNeighbourDiscovery { redirect } => (
-            vec![
-                matches(
-                    payload("icmpv6", "type"),
-                    Expression::Named(NamedExpression::Set(
-                        neighbour_discovery(*redirect)
-                            .iter()
-                            .map(|t| SetItem::Element(string(t)))
-                            .collect(),
-                    )),
-                    Operator::EQ,
-                ),
-                Statement::Accept(None),
-            ],
-            None,
-        ),
-        ChainRule::Lookup {
+        Match::InSet {
+            family,
+            key,
             set,
-            guard,
-            verdict,
-        } => {
-            let s = &ruleset.sets[set.0];
-            let mut statements = Vec::new();
-            if let (Some(end), Some(g)) = (s.outside, guard) {
-                statements.push(matches(
-                    payload(ip_of(s.family), end_field(end)),
-                    string(&format!("@{}", ruleset.sets[g.0].name)),
-                    Operator::NEQ,
-                ));
-            }
-            statements.push(matches(
-                key_expression(s.family, s.key),
-                string(&format!("@{}", s.name)),
-                Operator::EQ,
-            ));
-            match verdict {
-                Lookup::Log(prefix) => statements.push(Statement::Log(Some(Log {
-                    prefix: Some((*prefix).into()),
-                    ..Log::new(None)
-                }))),
-                Lookup::Deny => statements.extend([counter(), Statement::Drop(None)]),
-                Lookup::Allow => statements.push(Statement::Accept(None)),
-                Lookup::Pass => statements.push(Statement::Return(None)),
-            }
-            (statements, None)
-        }
-        ChainRule::DropLocal { set, source } => (
-            vec![
-                address_in(ruleset, *set, *source),
-                counter(),
-                Statement::Drop(None),
-            ],
-            None,
+            negated,
+        } => matches(
+            key_expression(*family, *key),
+            string(&format!("@{set}")),
+            if *negated {
+                Operator::NEQ
+            } else {
+                Operator::EQ
+            },
         ),
-        ChainRule::Jump(chain) => (
-            vec![Statement::Jump(JumpTarget {
-                target: ruleset.chains[chain.0].name.clone().into(),
-            })],
-            None,
-        ),
-        ChainRule::ReturnEstablished => (
-            vec![
-                matches(
-                    ct_state(),
-                    Expression::List(vec![string("established"), string("related")]),
-                    Operator::IN,
-                ),
-                Statement::Return(None),
-            ],
-            None,
-        ),
-        ChainRule::JumpIf { set, source, chain } => (
-            vec![
-                address_in(ruleset, *set, *source),
-                Statement::Jump(JumpTarget {
-                    target: ruleset.chains[chain.0].name.clone().into(),
-                }),
-            ],
-            None,
-        ),
-        ChainRule::Drop => (vec![counter(), Statement::Drop(None)], None),
     }
 }
 
-/// `ip saddr @set` (or `daddr`, or the `ip6` forms): the packet's address is in an address set.
-fn address_in(ruleset: &Ruleset, set: SetId, source: bool) -> Statement<'static> {
-    let s = &ruleset.sets[set.0];
-    let field = if source { "saddr" } else { "daddr" };
-    matches(
-        payload(ip_of(s.family), field),
-        string(&format!("@{}", s.name)),
-        Operator::EQ,
-    )
+fn action_statement(a: &Action<'_>) -> Statement<'static> {
+    match a {
+        Action::Counter => Statement::Counter(Counter::Anonymous(None)),
+        Action::Log(prefix) => Statement::Log(Some(Log {
+            prefix: Some((*prefix).into()),
+            ..Log::new(None)
+        })),
+        Action::Accept => Statement::Accept(None),
+        Action::Drop => Statement::Drop(None),
+        Action::Return => Statement::Return(None),
+        Action::Jump(chain) => Statement::Jump(JumpTarget {
+            target: (*chain).to_owned().into(),
+        }),
+    }
 }
 
 fn set_object(set: &SetDef) -> Set<'static> {
-    let addr = match set.family {
-        Family::V4 => SetType::Ipv4Addr,
-        Family::V6 => SetType::Ipv6Addr,
-    };
-    let mut types = Vec::new();
-    if set.key.src {
-        types.push(addr);
-    }
-    if set.key.dst {
-        types.push(addr);
-    }
-    if set.key.proto {
-        types.push(SetType::InetProto);
-    }
-    if set.key.port {
-        types.push(SetType::InetService);
-    }
+    let types: Vec<SetType> = fields(set.key)
+        .map(|f| match (f, set.family) {
+            (Field::Saddr | Field::Daddr, Family::V4) => SetType::Ipv4Addr,
+            (Field::Saddr | Field::Daddr, Family::V6) => SetType::Ipv6Addr,
+            (Field::L4proto, _) => SetType::InetProto,
+            (Field::Dport, _) => SetType::InetService,
+        })
+        .collect();
     let set_type = if types.len() == 1 {
         SetTypeValue::Single(types[0])
     } else {
@@ -311,54 +237,36 @@ fn set_object(set: &SetDef) -> Set<'static> {
     }
 }
 
-/// An address range as a `Prefix` (or a plain address) when it is one, a `Range` otherwise.
-fn address(family: Family, (a, b): (u128, u128)) -> Expression<'static> {
-    let first = string(&from_u128(family, a).to_string());
-    match prefix_len(family, a, b) {
-        Some(len) if u128::from(len) == full_len(family) => first,
-        Some(len) => Expression::Named(NamedExpression::Prefix(Prefix {
-            addr: Box::new(first),
+/// One element: its values for the key's fields, concatenated.
+fn element(family: Family, key: Key, e: &Element) -> Expression<'static> {
+    concat(
+        element_values(family, key, e)
+            .map(|v| match v {
+                Value::Addresses(form) => address(form),
+                Value::Proto(name) => string(name),
+                Value::Port(port) => Expression::Number(u32::from(port)),
+                Value::Ports(first, last) => Expression::Range(Box::new(Range {
+                    range: [
+                        Expression::Number(u32::from(first)),
+                        Expression::Number(u32::from(last)),
+                    ],
+                })),
+            })
+            .collect(),
+    )
+}
+
+/// Addresses as a plain address, a `Prefix` or a `Range` (a CIDR string would be taken for a host
+/// name).
+fn address(form: RangeForm) -> Expression<'static> {
+    match form {
+        RangeForm::Address(a) => string(&a.to_string()),
+        RangeForm::Prefix(a, len) => Expression::Named(NamedExpression::Prefix(Prefix {
+            addr: Box::new(string(&a.to_string())),
             len: u32::from(len),
         })),
-        None => Expression::Range(Box::new(Range {
-            range: [first, string(&from_u128(family, b).to_string())],
+        RangeForm::Span(a, b) => Expression::Range(Box::new(Range {
+            range: [string(&a.to_string()), string(&b.to_string())],
         })),
-    }
-}
-
-fn full_len(family: Family) -> u128 {
-    match family {
-        Family::V4 => 32,
-        Family::V6 => 128,
-    }
-}
-
-fn element(family: Family, key: Key, e: &Element) -> Expression<'static> {
-    let mut parts = Vec::new();
-    if key.src {
-        parts.push(address(family, e.src));
-    }
-    if key.dst {
-        parts.push(address(family, e.dst));
-    }
-    if key.proto {
-        parts.push(string(proto_name(e.proto)));
-    }
-    if key.port {
-        parts.push(if e.ports.first == e.ports.last {
-            Expression::Number(u32::from(e.ports.first))
-        } else {
-            Expression::Range(Box::new(Range {
-                range: [
-                    Expression::Number(u32::from(e.ports.first)),
-                    Expression::Number(u32::from(e.ports.last)),
-                ],
-            }))
-        });
-    }
-    if parts.len() == 1 {
-        parts.pop().expect("one part")
-    } else {
-        Expression::Named(NamedExpression::Concat(parts))
     }
 }

@@ -12,6 +12,9 @@
 
 pub mod apply;
 mod json;
+mod parts;
 pub mod redirect;
+mod text;
 
 pub use json::nft_json;
+pub use text::nft_text;

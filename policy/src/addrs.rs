@@ -333,13 +333,40 @@ impl Addrs {
     }
 }
 
-/// A range as nft writes it: a prefix when it is one, `first-last` otherwise.
-pub fn range_text(family: Family, (a, b): (u128, u128)) -> String {
-    match prefix_len(family, a, b) {
-        Some(len) if len == family.bits() => from_u128(family, a).to_string(),
-        Some(len) => format!("{}/{len}", from_u128(family, a)),
-        None => format!("{}-{}", from_u128(family, a), from_u128(family, b)),
+/// A range in the form nft writes it: decided here once, so that the nft text, the nftables JSON
+/// (palisade-nft) and the lints' messages cannot choose differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeForm {
+    /// One address (a prefix of the family's full length).
+    Address(IpAddr),
+    /// A CIDR block: its first address and its prefix length.
+    Prefix(IpAddr, u8),
+    /// Any other range: its first and last addresses.
+    Span(IpAddr, IpAddr),
+}
+
+impl fmt::Display for RangeForm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RangeForm::Address(a) => write!(f, "{a}"),
+            RangeForm::Prefix(a, len) => write!(f, "{a}/{len}"),
+            RangeForm::Span(a, b) => write!(f, "{a}-{b}"),
+        }
     }
+}
+
+/// A range as nft has it: a prefix when it is one, `first-last` otherwise.
+pub fn range_form(family: Family, (a, b): (u128, u128)) -> RangeForm {
+    match prefix_len(family, a, b) {
+        Some(len) if len == family.bits() => RangeForm::Address(from_u128(family, a)),
+        Some(len) => RangeForm::Prefix(from_u128(family, a), len),
+        None => RangeForm::Span(from_u128(family, a), from_u128(family, b)),
+    }
+}
+
+/// A range as nft writes it: [`range_form`] as text.
+pub fn range_text(family: Family, range: (u128, u128)) -> String {
+    range_form(family, range).to_string()
 }
 
 /// The prefix length if `[a, b]` is exactly one CIDR block.
