@@ -24,7 +24,7 @@ pub fn check(text: &str) -> bool {
                     node,
                     palisade_policy::Ruleset::open(Some(node)),
                 );
-                let _ = palisade_policy::nft_text(&table);
+                let _ = palisade_nft::nft_text(&table);
             }
             for family in [
                 palisade_policy::addrs::Family::V4,

@@ -2,7 +2,7 @@
 //! panic; a policy that loads must lint, compile (every segment local) and render without panic.
 //!
 //! cargo +nightly fuzz run policy_load fuzz/corpus/policy_load fuzz/seeds/policy_load examples/policy
-//! (docs/FUZZING.md). The same checks run on stable in policy/tests/fuzz_smoke.rs.
+//! (docs/FUZZING.md). The same checks run on stable in nft/tests/fuzz_smoke.rs.
 #![no_main]
 
 use std::path::Path;
@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(policy) => {
             let _ = palisade_policy::lint(&policy);
             let ruleset = palisade_policy::compile(&policy, None).expect("no host named");
-            let _ = palisade_policy::nft_text(&ruleset);
+            let _ = palisade_nft::nft_text(&ruleset);
             let _ = palisade_nft::nft_json(&ruleset);
         }
         Err(errors) => {

@@ -851,8 +851,8 @@ fn decide_and_the_compiled_tables_equal_a_straightforward_reading_over_generated
                                 kernel, expected,
                                 "case {case}: {} -> {} {proto}/{port}: the compiled tables say {kernel}, the reading {expected}\n{text}\n{}\n{}",
                                 f.ip, t.ip,
-                                palisade_policy::nft_text(&tables["node-1"]),
-                                palisade_policy::nft_text(&tables["node-2"])
+                                palisade_nft::nft_text(&tables["node-1"]),
+                                palisade_nft::nft_text(&tables["node-2"])
                             );
                         }
                         checked += 1;

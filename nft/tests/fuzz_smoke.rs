@@ -26,7 +26,7 @@ fn check(text: &str) -> bool {
             let hosts = policy.hosts.iter().map(|h| Some(h.name.as_str()));
             for host in std::iter::once(None).chain(hosts) {
                 let ruleset = palisade_policy::compile(&policy, host).expect("a known host");
-                let _ = palisade_policy::nft_text(&ruleset);
+                let _ = palisade_nft::nft_text(&ruleset);
                 let _ = palisade_nft::nft_json(&ruleset);
             }
             true

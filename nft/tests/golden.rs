@@ -25,8 +25,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use palisade_nft::nft_json;
-use palisade_policy::{compile, load_file, nft_text};
+use palisade_nft::{nft_json, nft_text};
+use palisade_policy::{compile, load_file};
 
 /// The file stem of the table compiled with every segment local (`--all-hosts`).
 const ALL_HOSTS: &str = "all-hosts";

@@ -406,7 +406,7 @@ fn check(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
 fn compile(args: &CompileArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let ruleset = host_ruleset(args.file.as_deref(), &args.kubernetes, args.host.as_deref())?;
     match args.format {
-        Format::Nft => out.write_all(palisade_policy::nft_text(&ruleset).as_bytes())?,
+        Format::Nft => out.write_all(palisade_nft::nft_text(&ruleset).as_bytes())?,
         Format::Json => {
             serde_json::to_writer_pretty(&mut *out, &palisade_nft::nft_json(&ruleset))
                 .context("cannot write JSON")?;

@@ -114,7 +114,7 @@ fn main() {
         let node = format!("node-{n}");
         let started = Instant::now();
         let table = palisade_netpol::compile(&cluster, &node, Ruleset::open(Some(&node)));
-        let text = palisade_policy::nft_text(&table);
+        let text = palisade_nft::nft_text(&table);
         per_node.push(started.elapsed().as_secs_f64());
         let count: usize = table.sets.iter().map(|s| s.elements.len()).sum();
         elements += count;

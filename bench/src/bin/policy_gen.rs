@@ -23,8 +23,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use palisade_nft::nft_json;
-use palisade_policy::{compile, load_str, nft_text, Policy, Ruleset};
+use palisade_nft::{nft_json, nft_text};
+use palisade_policy::{compile, load_str, Policy, Ruleset};
 use serde_json::{json, Value};
 
 const USAGE: &str = "usage:
