@@ -2,6 +2,7 @@
 //! and calls a library crate; the sentences users read on failure are made here.
 
 mod commands;
+mod exit;
 #[cfg(feature = "tools")]
 mod output;
 
@@ -9,12 +10,25 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// The version, the commit it was built from and that commit's date (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PALISADE_COMMIT"),
+    ", ",
+    env!("PALISADE_COMMIT_DATE"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "palisade",
-    version,
+    version = VERSION,
     about = "Segment a container network twice over from one policy: nftables on every host, SPIFFE mTLS between workloads",
-    after_help = "Start with `palisade demo`: the whole story on one machine, no root needed."
+    after_help = "Examples:\n  \
+palisade demo\n  \
+palisade policy explain examples/policy/shop.yaml \\\n      --from 10.10.1.5 --to 10.10.2.7 --port 8080\n\n\
+Start with `palisade demo`: the whole story on one machine, no root needed."
 )]
 struct Cli {
     /// Log format on stderr: text for people, json for log pipelines.
@@ -35,18 +49,39 @@ enum LogFormat {
 enum Command {
     /// Manage a certificate authority (one per trust domain).
     #[cfg(feature = "tools")]
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  \
+palisade ca init --dir root --trust-domain example.org\n  \
+palisade ca init-issuer --root-dir root --dir issuer\n  \
+palisade ca serve --dir issuer --listen 0.0.0.0:8443"
+    )]
     Ca(commands::ca::CaCommand),
     /// Issue and inspect workload certificates (X.509-SVIDs).
     #[cfg(feature = "tools")]
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  \
+palisade cert issue --ca-dir issuer \\\n      --spiffe-id spiffe://example.org/ns/shop/sa/web --out web\n  \
+palisade cert inspect web/cert.pem --bundle web/bundle.pem"
+    )]
     Cert(commands::cert::CertCommand),
     /// Check, compile, explain, apply and sync a segmentation policy.
     #[cfg(feature = "tools")]
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  \
+palisade policy check examples/policy/shop.yaml\n  \
+palisade policy compile examples/policy/shop.yaml --host node-a"
+    )]
     Policy(commands::policy::PolicyCommand),
     /// Run the mTLS sidecar of one workload.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  \
+palisade sidecar run --config /etc/palisade/sidecar.yaml\n  \
+palisade sidecar check-sandbox --config /etc/palisade/sidecar.yaml"
+    )]
     Sidecar(commands::sidecar::SidecarCommand),
     /// Add the redirect init container and the sidecar to Kubernetes workloads (or take them out).
     #[cfg(feature = "tools")]
@@ -54,6 +89,20 @@ enum Command {
     /// Run the whole story on this machine in a temporary directory, printing each step.
     #[cfg(feature = "tools")]
     Demo(commands::demo::DemoArgs),
+    /// Print the version, the commit it was built from and that commit's date.
+    #[command(after_help = "Examples:\n  palisade version\n  palisade version -o json")]
+    Version(commands::version::VersionArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[cfg(feature = "tools")]
+    #[command(after_help = "Examples:\n  \
+        palisade completion bash > /etc/bash_completion.d/palisade\n  \
+        palisade completion zsh > \"${fpath[1]}/_palisade\"\n  \
+        palisade completion fish > ~/.config/fish/completions/palisade.fish")]
+    Completion(commands::version::CompletionArgs),
+    /// Write a man page for every command and subcommand into a directory.
+    #[cfg(feature = "tools")]
+    #[command(after_help = "Example:\n  palisade man /usr/local/share/man/man1 && man palisade-policy-explain")]
+    Man(commands::version::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -85,15 +134,42 @@ fn main() -> ExitCode {
         Command::Demo(args) => commands::demo::run(args, &mut stdout),
         #[cfg(feature = "tools")]
         Command::Inject(args) => commands::inject::run(&args, &mut stdout),
+        Command::Version(args) => commands::version::version(&args, &mut stdout),
+        #[cfg(feature = "tools")]
+        Command::Completion(args) => {
+            commands::version::completion(&args, &mut <Cli as clap::CommandFactory>::command(), &mut stdout)
+        }
+        #[cfg(feature = "tools")]
+        Command::Man(args) => {
+            commands::version::man(&args, <Cli as clap::CommandFactory>::command())
+        }
     };
     match result {
         Ok(code) => code,
+        // A reader that closed our stdout (`| head`) has all it wanted: end quietly, with
+        // success, so that a pipeline under `set -o pipefail` does not fail for it.
+        Err(error) if closed_stdout(&error) => ExitCode::SUCCESS,
+        // A service says it once, in its log (json when asked for), where its other lines are.
+        Err(error) if is_service => {
+            tracing::error!(error = format!("{error:#}"), "stopped");
+            ExitCode::from(exit::FAILURE)
+        }
         Err(error) => {
             tracing::debug!(error = format!("{error:#}"), "command failed");
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit::FAILURE)
         }
     }
+}
+
+/// Whether `error` is a write to a stdout whose reader has gone (EPIPE; Rust ignores SIGPIPE, so
+/// the write fails instead of killing the process).
+fn closed_stdout(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {

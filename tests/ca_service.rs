@@ -682,10 +682,10 @@ fn cert_request_exit_codes_say_unavailable_local_problem_or_refused() {
         )
     };
 
-    // Nothing listens there: try again later (3). The token is not used up.
+    // Nothing listens there: try again later (75, EX_TEMPFAIL). The token is not used up.
     let nobody = format!("https://127.0.0.1:{}", free_port());
     let down = run(&nobody, &bundle, &token, "down");
-    assert_eq!(down.status.code(), Some(3), "{}", stderr(&down));
+    assert_eq!(down.status.code(), Some(75), "{}", stderr(&down));
     assert!(
         stderr(&down).contains("cannot connect"),
         "{}",

@@ -281,7 +281,7 @@ fn inspect_reports_and_exit_code_follows_the_verdict() {
         ],
         dir,
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["verdict"]["status"], "invalid");
     assert!(v["verdict"]["reason"]
@@ -304,12 +304,12 @@ fn inspect_reports_and_exit_code_follows_the_verdict() {
         ],
         dir,
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stdout).contains("INVALID"));
 
     // A CA certificate is not a workload's SVID.
     let out = palisade(&["cert", "inspect", "ca/ca-cert.pem"], dir);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stdout).contains("has no path"));
 }
 
@@ -346,7 +346,7 @@ fn inspect_refuses_an_expired_certificate() {
         ],
         dir,
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         v["verdict"]["reason"].as_str().unwrap().contains("expired"),

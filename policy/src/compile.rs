@@ -416,12 +416,7 @@ pub fn compile(policy: &Policy, host: Option<&str>) -> Result<Ruleset, CompileEr
             None => {
                 return Err(CompileError::UnknownHost {
                     host: name.to_owned(),
-                    known: policy
-                        .hosts
-                        .iter()
-                        .map(|h| h.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    known: crate::few::a_few(policy.hosts.iter().map(|h| h.name.as_str())),
                 })
             }
         },

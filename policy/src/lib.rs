@@ -23,6 +23,7 @@ pub mod compile;
 mod explain;
 mod lint;
 mod load;
+mod few;
 pub mod model;
 mod overlap;
 pub mod render;

@@ -524,23 +524,11 @@ impl Loader {
                     Some(&i) => SegmentRef::Segment(i),
                     None if self.refused.contains(name) => continue,
                     None => {
-                        // Name a few: a policy of 200,000 segments must not print them all
-                        // for every unknown name.
-                        const NAMED: usize = 20;
-                        let mut known: Vec<&str> = names.keys().map(String::as_str).collect();
-                        known.sort_unstable();
-                        let more = known.len().saturating_sub(NAMED);
-                        known.truncate(NAMED);
-                        let more = if more > 0 {
-                            format!(", {more} more")
-                        } else {
-                            String::new()
-                        };
                         self.error(
                             node_pos(item),
                             format!(
-                                "{what}: unknown segment `{name}` (known: {}{more}, and `{OUTSIDE}`)",
-                                known.join(", ")
+                                "{what}: unknown segment `{name}` (known: {}, and `{OUTSIDE}`)",
+                                crate::few::a_few(names.keys().map(String::as_str))
                             ),
                         );
                         continue;

@@ -23,7 +23,7 @@ Writes ca-key.pem (0600), ca-cert.pem and bundle.pem (the trust bundle to give e
     /// Create (or replace: an issuer rotation) an issuing CA under a root, so the root key can
     /// stay offline.
     #[command(
-        after_help = "Example:\n  palisade ca init-issuer --root-dir /secure/root --dir /etc/palisade/issuer --ttl 30d\n\n\
+        after_help = "Example:\n  palisade ca init-issuer --root-dir /secure/root --dir /etc/palisade/issuer \\\n      --ttl 30d\n\n\
 Writes DIR/ca-key.pem (0600), DIR/ca-cert.pem (CA:true, pathLen 0, the trust domain's ID) and\n\
 DIR/bundle.pem (the root's bundle). `palisade ca serve --dir DIR` signs with it; leaves carry the\n\
 chain leaf -> issuer. Running it again makes a new issuer: new certificates are signed by it,\n\
@@ -32,7 +32,7 @@ the ones already issued stay valid (same root)."
     InitIssuer(InitIssuerArgs),
     /// Make a one-time join token bound to one SPIFFE ID, for `cert request --token`.
     #[command(
-        after_help = "Example:\n  palisade ca token --dir /etc/palisade/issuer --spiffe-id spiffe://example.org/ns/shop/sa/frontend --ttl 10m\n\n\
+        after_help = "Example:\n  palisade ca token --dir /etc/palisade/issuer \\\n      --spiffe-id spiffe://example.org/ns/shop/sa/frontend --ttl 10m\n\n\
 Prints the token. Only its SHA-256 is stored (DIR/tokens/pending/); the CA service consumes it\n\
 on first use, whatever the outcome."
     )]
@@ -40,14 +40,20 @@ on first use, whatever the outcome."
     /// Run the CA as an HTTPS service: sign (join token or Kubernetes service-account token),
     /// renew (mTLS), bundle.
     #[command(
-        after_help = "Example:\n  palisade ca serve --dir /etc/palisade/issuer --listen 0.0.0.0:8443 --leaf-ttl 1h\n\n\
+        after_help = "Example:\n  palisade ca serve --dir /etc/palisade/issuer --listen 0.0.0.0:8443 \\\n      --leaf-ttl 1h\n\n\
 Prints {\"listening\":{\"api\":...,\"admin\":...}} on stdout, then one JSON audit line per issuance\n\
 and refusal (or to --audit-log). The CA directory and the JWKS are re-read every --reload-interval.\n\
 Endpoints and error codes: docs/IDENTITY.md."
     )]
     Serve(Box<ServeArgs>),
     /// Rotate the root in three steps: prepare, activate, retire.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example (each step refused until the previous one is safe to follow):\n  \
+palisade ca rotate prepare --root-dir /secure/root --dir /etc/palisade/issuer\n  \
+palisade ca rotate activate --root-dir /secure/root --dir /etc/palisade/issuer\n  \
+palisade ca rotate retire --root-dir /secure/root --dir /etc/palisade/issuer"
+    )]
     Rotate(RotateCommand),
 }
 
@@ -183,10 +189,19 @@ pub struct ServeArgs {
 #[derive(Debug, Subcommand)]
 pub enum RotateCommand {
     /// Step 1: make a new root and add it to the bundle (root and issuer directories).
+    #[command(after_help = "Example:\n  \
+palisade ca rotate prepare --root-dir /secure/root \\\n      --dir /etc/palisade/issuer --leaf-ttl 1h\n\n\
+Then wait one leaf lifetime (the step says when activate becomes safe).")]
     Prepare(RotatePrepareArgs),
     /// Step 2: after one leaf lifetime, the new root takes over and a new issuer signs.
+    #[command(after_help = "Example:\n  \
+palisade ca rotate activate --root-dir /secure/root --dir /etc/palisade/issuer\n\n\
+Refused while the new bundle has been served for less than a leaf lifetime (--force for a\n\
+compromised root).")]
     Activate(RotateActivateArgs),
     /// Step 3: after one more leaf lifetime, the old root leaves the bundle.
+    #[command(after_help = "Example:\n  \
+palisade ca rotate retire --root-dir /secure/root --dir /etc/palisade/issuer")]
     Retire(RotateRetireArgs),
 }
 

@@ -83,9 +83,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let server = CaServer::bind(config).await.inspect_err(|error| {
-            tracing::error!(%error, "cannot start the CA service");
-        })?;
+        // Fatal errors are said once, by main, in the service's log.
+        let server = CaServer::bind(config)
+            .await
+            .context("cannot start the CA service")?;
         let (api, admin) = server.addresses();
         // Stdout carries this line, then the audit lines; logs go to stderr.
         println!(

@@ -20,21 +20,21 @@ use crate::output::{human_seconds, rfc3339};
 pub enum CertCommand {
     /// Issue a workload certificate (X.509-SVID) from a CA directory.
     #[command(after_help = "Examples:\n  \
-palisade cert issue --ca-dir ca --spiffe-id spiffe://example.org/ns/shop/sa/frontend --out frontend\n  \
-palisade cert issue --ca-dir ca --spiffe-id spiffe://example.org/ns/shop/sa/payments --csr payments.csr --out payments\n\n\
+palisade cert issue --ca-dir ca \\\n      --spiffe-id spiffe://example.org/ns/shop/sa/frontend --out frontend\n  \
+palisade cert issue --ca-dir ca \\\n      --spiffe-id spiffe://example.org/ns/shop/sa/payments \\\n      --csr payments.csr --out payments\n\n\
 Writes key.pem (0600, unless --csr), cert.pem (the certificate, then its chain) and bundle.pem, each atomically.")]
     Issue(IssueArgs),
     /// Show a certificate's SPIFFE ID, issuer, serial and validity, and check it.
     #[command(
         after_help = "Example:\n  palisade cert inspect frontend/cert.pem --bundle frontend/bundle.pem\n\n\
-Exit code 0 when the certificate is a valid X.509-SVID (and chains to the bundle, if given); 1 otherwise."
+Exit code 0 when the certificate is a valid X.509-SVID (and chains to the bundle, if given); 3\n\
+when it is not (docs/CLI.md)."
     )]
     Inspect(InspectArgs),
     /// Get a first certificate from the CA service with a join token or a service-account token.
     #[command(after_help = "Examples:\n  \
-palisade cert request --ca https://ca.example.org:8443 --bundle bundle.pem --token palisade-join-... --out frontend\n  \
-palisade cert request --ca https://palisade-ca.palisade.svc:8443 --bundle bundle.pem \\\n      \
---service-account-token /var/run/secrets/palisade/token --ca-id spiffe://cluster.local/ns/palisade/sa/palisade-ca --out /run/svid\n\n\
+palisade cert request --ca https://ca.example.org:8443 --bundle bundle.pem \\\n      --token palisade-join-... --out frontend\n  \
+palisade cert request --ca https://palisade-ca.palisade.svc:8443 \\\n      --bundle bundle.pem \\\n      --service-account-token /var/run/secrets/palisade/token \\\n      --ca-id spiffe://cluster.local/ns/palisade/sa/palisade-ca --out /run/svid\n\n\
 The key is made here and never leaves (only the CSR is sent). Writes key.pem (0600), cert.pem and\n\
 bundle.pem atomically. Exit codes: 0 issued; 1 the CA refused (retrying will not help); 3 the CA\n\
 could not be reached or was busy (retry later); 4 local files unusable.")]
@@ -42,7 +42,7 @@ could not be reached or was busy (retry later); 4 local files unusable.")]
     /// Renew a certificate from the CA service over mTLS, once or (--watch) for as long as it runs.
     #[command(after_help = "Examples:\n  \
 palisade cert renew --ca https://ca.example.org:8443 --dir frontend\n  \
-palisade cert renew --ca https://ca.example.org:8443 --dir frontend --watch --admin-listen 127.0.0.1:9093\n\n\
+palisade cert renew --ca https://ca.example.org:8443 --dir frontend \\\n      --watch --admin-listen 127.0.0.1:9093\n\n\
 Authenticates with DIR's certificate and trusts DIR's bundle; writes a new key, certificate and\n\
 bundle atomically. With --watch it renews at half the lifetime (+-10%), backs off with jitter\n\
 while the CA is away, and serves /live, /ready and /metrics. Exit codes as for `cert request`.")]
@@ -161,11 +161,7 @@ pub fn inspect(args: &InspectArgs, out: &mut dyn Write) -> anyhow::Result<ExitCo
     } else {
         print_info(&info, args, out)?;
     }
-    Ok(if info.verdict.is_valid() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(crate::exit::answer(info.verdict.is_valid()))
 }
 
 /// Checks the chain against the bundle of the certificate's own trust domain.

@@ -15,12 +15,7 @@ use palisade_identity_client::{
 
 use crate::output::rfc3339;
 
-/// The CA refused; retrying the same request will not help.
-const EXIT_REFUSED: u8 = 1;
-/// The CA could not be reached, or was busy or limiting us: retry later.
-const EXIT_UNAVAILABLE: u8 = 3;
-/// Local files (bundle, certificate, key, token) cannot be used.
-const EXIT_LOCAL: u8 = 4;
+use crate::exit::{FAILURE as EXIT_REFUSED, LOCAL as EXIT_LOCAL, RETRY_LATER as EXIT_UNAVAILABLE};
 
 #[derive(Debug, Args)]
 pub struct CaArgs {
@@ -106,12 +101,17 @@ impl From<ClientError> for Failure {
     }
 }
 
-fn exit(result: Result<ExitCode, Failure>) -> anyhow::Result<ExitCode> {
+/// The exit code and the sentence, said once: in the log for the `--watch` service, on stderr
+/// for a one-shot command.
+fn exit(result: Result<ExitCode, Failure>, service: bool) -> anyhow::Result<ExitCode> {
     match result {
         Ok(code) => Ok(code),
         Err(Failure(code, message)) => {
-            tracing::error!(error = %message, "failed");
-            eprintln!("error: {message}");
+            if service {
+                tracing::error!(error = %message, "stopped");
+            } else {
+                eprintln!("error: {message}");
+            }
             Ok(ExitCode::from(code))
         }
     }
@@ -186,7 +186,7 @@ pub fn request(args: &RequestArgs, out: &mut dyn Write) -> anyhow::Result<ExitCo
         write(&dir, &svid)?;
         report(out, "issued", &svid, &dir).map_err(|e| Failure(EXIT_LOCAL, e.to_string()))?;
         Ok(ExitCode::SUCCESS)
-    })())
+    })(), false)
 }
 
 fn load_dir(dir: &SvidDir) -> Result<Svid, Failure> {
@@ -329,7 +329,7 @@ pub fn renew(args: &RenewArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
             let _ = renewing.await;
             Ok(ExitCode::SUCCESS)
         })
-    })())
+    })(), args.watch)
 }
 
 /// What `cert renew --watch` tells its admin server.

@@ -17,6 +17,7 @@ pub mod policy;
 #[cfg(feature = "tools")]
 mod redirect;
 pub mod sidecar;
+pub mod version;
 
 #[cfg(feature = "tools")]
 use std::time::Duration;

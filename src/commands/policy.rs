@@ -32,16 +32,16 @@ nft refuses, exits 1 and leaves the table in force unchanged."
     Apply(ApplyArgs),
     /// Keep this host's table equal to the policy: re-read, compile, detect drift, reapply.
     #[command(
-        after_help = "Examples:\n  palisade policy sync --source /etc/palisade/policy.yaml --host node-a --interval 30s\n  \
-palisade policy sync --source https://config.internal/policy.yaml --source-ca /etc/palisade/config-ca.pem --host node-a\n\n\
+        after_help = "Examples:\n  palisade policy sync --source /etc/palisade/policy.yaml --host node-a \\\n      --interval 30s\n  \
+palisade policy sync --source https://config.internal/policy.yaml \\\n      --source-ca /etc/palisade/config-ca.pem --host node-a\n\n\
 A file or directory source is also looked at every second and applied as soon as it changes.\n\
 Stopping never removes the table. See docs/POLICY.md, \"Host sync\"."
     )]
     Sync(SyncArgs),
     /// Say whether the policy lets one endpoint reach another, and which rule decides.
     #[command(
-        after_help = "Examples:\n  palisade policy explain examples/policy/shop.yaml --from 10.10.1.5 --to 10.10.2.7 --port 443\n  \
-palisade policy explain examples/policy/shop.yaml --from spiffe://example.org/ns/shop/sa/frontend \\\n      --to spiffe://example.org/ns/shop/sa/payments --port 443"
+        after_help = "Examples:\n  palisade policy explain examples/policy/shop.yaml \\\n      --from 10.10.1.5 --to 10.10.2.7 --port 443\n  \
+palisade policy explain examples/policy/shop.yaml \\\n      --from spiffe://example.org/ns/shop/sa/frontend \\\n      --to spiffe://example.org/ns/shop/sa/payments --port 443"
     )]
     Explain(ExplainArgs),
     /// Print which pods reach which, for one port: the NetworkPolicies' truth table.
@@ -314,7 +314,7 @@ fn sync(args: &SyncArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         &syscalls,
         sandbox,
     )
-    .inspect_err(|error| tracing::error!(%error, "cannot apply the sandbox"))?;
+    .context("cannot apply the sandbox")?;
     if args.check_sandbox {
         let programs = palisade_sync::sandbox::programs(&config);
         let must_run: Vec<&std::path::Path> = programs.iter().map(|p| p.as_path()).collect();
@@ -511,11 +511,7 @@ fn explain(args: &ExplainArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
 }
 
 fn verdict_code(allowed: bool) -> ExitCode {
-    if allowed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(3)
-    }
+    crate::exit::answer(allowed)
 }
 
 /// The Palisade policy's answer, printed; whether it allows.

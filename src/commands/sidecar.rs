@@ -19,17 +19,23 @@ within limits.drain_grace, then exits 0."
     )]
     Run(RunArgs),
     /// Apply the sandbox `run` would apply for a configuration, then try what it must forbid
-    /// (reading a file outside its paths, writing, binding and connecting other ports); one JSON
-    /// line says what was allowed and refused. Exit 0 when every attempt was refused.
+    /// (reading a file outside its paths, writing, binding and connecting other ports, sockets
+    /// Landlock cannot see, running a program); one JSON line says what was allowed and refused.
+    /// Exit 0 when every attempt came out as the configuration says, 3 when one did not.
+    #[command(after_help = "Example (as the user and in the pod the sidecar runs in):\n  \
+palisade sidecar check-sandbox --config /etc/palisade/sidecar.yaml")]
     CheckSandbox(RunArgs),
-    /// Exit 0 when the sidecar's admin server says /ready, 1 otherwise: for exec probes, since a
+    /// Exit 0 when the sidecar's admin server says /ready, 3 otherwise: for exec probes, since a
     /// kubelet cannot reach a loopback admin server by HTTP.
+    #[command(after_help = "Example (a startupProbe or readinessProbe's exec command):\n  \
+palisade sidecar probe --admin 127.0.0.1:15000")]
     Probe(ProbeArgs),
     /// Inside a pod's network namespace: send the app's TCP through the sidecar (nftables table
     /// inet palisade_redirect), or take that away again (--remove).
     #[cfg(feature = "tools")]
     #[command(after_help = "Example (an init container with NET_ADMIN):\n  \
-palisade sidecar redirect --inbound-port 15006 --outbound-port 15001 --proxy-uid 1337 --exclude-inbound-ports 15020,15021\n\n\
+palisade sidecar redirect --inbound-port 15006 --outbound-port 15001 \\\n    \
+--proxy-uid 1337 --exclude-inbound-ports 15020,15021\n\n\
 Connections to the pod go to the inbound port, the app's outbound connections to the outbound\n\
 port; the proxy's own UID, loopback and the excluded ports and networks are left alone. One\n\
 transaction, read back; running it again replaces the table. Exit 0 when the table is in place.")]
@@ -54,9 +60,8 @@ pub fn run(cmd: SidecarCommand, _out: &mut dyn Write) -> anyhow::Result<ExitCode
 }
 
 fn run_sidecar(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let config = SidecarConfig::load(&args.config).inspect_err(|e| {
-        tracing::error!(error = %e, "invalid sidecar configuration");
-    })?;
+    // Fatal errors are said once, by main, in the service's log.
+    let config = SidecarConfig::load(&args.config).context("invalid sidecar configuration")?;
     // Two descriptors per proxied connection, max_connections in each direction: as many as allowed.
     if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(%error, "cannot raise the open-file limit");
@@ -76,9 +81,9 @@ fn run_sidecar(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let sidecar = Sidecar::bind(config).await.inspect_err(|e| {
-            tracing::error!(error = %e, "cannot start the sidecar");
-        })?;
+        let sidecar = Sidecar::bind(config)
+            .await
+            .context("cannot start the sidecar")?;
         print_addresses(&sidecar.addresses());
         sidecar.run(shutdown_signal()).await;
         anyhow::Ok(())
@@ -96,13 +101,8 @@ pub(crate) fn available_parallelism() -> usize {
 /// Restricts this process to what `config` needs (sidecar/src/sandbox.rs), before any other
 /// thread exists.
 fn sandbox(config: &SidecarConfig) -> anyhow::Result<()> {
-    match palisade_sidecar::sandbox::restrict(config) {
-        Ok(report) => palisade_sandbox::log_report("sidecar", &report),
-        Err(error) => {
-            tracing::error!(%error, "cannot apply the sandbox");
-            return Err(error.into());
-        }
-    }
+    let report = palisade_sidecar::sandbox::restrict(config).context("cannot apply the sandbox")?;
+    palisade_sandbox::log_report("sidecar", &report);
     Ok(())
 }
 
@@ -142,11 +142,9 @@ pub(crate) fn write_check_report(
         "tried": tries.iter().map(|t| serde_json::json!({"try": t.what, "refused": t.refused, "as_wanted": t.as_wanted()})).collect::<Vec<_>>(),
     });
     writeln!(out, "{line}")?;
-    Ok(if tries.iter().all(palisade_sandbox::Try::as_wanted) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(crate::exit::answer(
+        tries.iter().all(palisade_sandbox::Try::as_wanted),
+    ))
 }
 
 /// One JSON line on stdout with every address bound (listeners may ask for port 0), for
@@ -202,11 +200,11 @@ fn probe(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
         Ok(text) if text.starts_with("HTTP/1.1 200") => Ok(ExitCode::SUCCESS),
         Ok(text) => {
             eprintln!("not ready: {}", text.lines().last().unwrap_or(""));
-            Ok(ExitCode::FAILURE)
+            Ok(crate::exit::answer(false))
         }
         Err(error) => {
             eprintln!("cannot reach the admin server at {}: {error}", args.admin);
-            Ok(ExitCode::FAILURE)
+            Ok(crate::exit::answer(false))
         }
     }
 }
