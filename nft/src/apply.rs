@@ -62,11 +62,23 @@ pub fn run_json(payload: &str) -> Result<(), ApplyError> {
     nftables::helper::apply_ruleset_raw(payload, None::<&str>, std::iter::empty::<&str>())
         .map(|_| ())
         .map_err(|e| match e {
-            nftables::helper::NftablesError::NftFailed { stderr, .. } => {
-                ApplyError::Refused(stderr.trim().to_owned())
+            nftables::helper::NftablesError::NftFailed { stdout, stderr, .. } => {
+                ApplyError::Refused(what_nft_said(&stdout, &stderr))
             }
             other => ApplyError::Nft(other.to_string()),
         })
+}
+
+/// What nft said when it refused: its stderr, else its stdout (nft -j may answer there), else
+/// that it said nothing, so that a refusal never ends in an empty sentence.
+fn what_nft_said(stdout: &str, stderr: &str) -> String {
+    [stderr.trim(), stdout.trim()]
+        .into_iter()
+        .find(|s| !s.is_empty())
+        .map_or_else(
+            || "nft exited with a failure and said nothing (was it killed, or refused a system call?)".to_owned(),
+            str::to_owned,
+        )
 }
 
 /// Our live table as nft's JSON, or None when there is none.
@@ -278,5 +290,22 @@ fn element_string(v: &Value) -> String {
             }
         }
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_always_says_something() {
+        assert_eq!(
+            what_nft_said("", "Error: No such file\n"),
+            "Error: No such file"
+        );
+        assert_eq!(what_nft_said("{\"error\": 1}\n", "  "), "{\"error\": 1}");
+        let nothing = ApplyError::Refused(what_nft_said("", "\n")).to_string();
+        assert!(!nothing.trim_end().ends_with(':'), "{nothing}");
+        assert!(nothing.contains("said nothing"), "{nothing}");
     }
 }
