@@ -1,12 +1,16 @@
-//! nftables for Palisade: a compiled [`palisade_policy::Ruleset`] as nft's JSON ([`nft_json`]),
-//! applied in one transaction ([`apply::apply`]), our live table read back
-//! ([`apply::live_table`]) and compared element by element and rule by rule ([`apply::diff`]);
-//! and a pod's redirect table ([`redirect`]), written the same way.
+//! nftables for Palisade, and all of its syntax: a compiled [`palisade_policy::Ruleset`] printed
+//! as nft text ([`nft_text`]) and as nft's JSON ([`nft_json`]), applied in one transaction
+//! ([`apply::apply`]), our live table read back ([`apply::live_table`]) and compared element by
+//! element and rule by rule ([`apply::diff`]); and a pod's redirect table ([`redirect`]), written
+//! the same way.
 //!
-//! Only `palisade policy apply` and `palisade-sync` link this crate; the sidecar never does.
+//! Only `palisade policy` (compile, apply, sync) and `palisade-sync` link this crate; the sidecar
+//! never does.
 //!
-//! Where a ruleset travels: `json.rs` (the ruleset as nftables crate objects) → `apply.rs` (one
-//! `nft -j -f` transaction: add, delete, recreate the table; read back; diff).
+//! Where a ruleset travels: `parts.rs` (each typed rule as matches, actions and a comment; each
+//! set key as its fields) → `text.rs` (nft text) and `json.rs` (the same parts as nftables crate
+//! objects) → `apply.rs` (one `nft -j -f` transaction: add, delete, recreate the table; read
+//! back; diff).
 
 #![warn(missing_docs)]
 

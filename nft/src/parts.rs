@@ -6,7 +6,7 @@
 
 use palisade_policy::addrs::{range_form, Family, RangeForm};
 use palisade_policy::compile::{
-    proto_name, ChainRule, Element, Key, Lookup, Mark, OutsideEnd, Ruleset, SetId, BASELINE_MARK,
+    ChainRule, Element, Key, Lookup, Mark, OutsideEnd, Ruleset, SetId, BASELINE_MARK,
 };
 
 /// What the comment of a compiled table's first rule says before the generation: written here,
@@ -229,6 +229,19 @@ pub(crate) fn element_values(
         Field::Dport if e.ports.first == e.ports.last => Value::Port(e.ports.first),
         Field::Dport => Value::Ports(e.ports.first, e.ports.last),
     })
+}
+
+/// nft's name for a protocol number of `compile::proto_number` (`ipv6-icmp` for 58); `any` for
+/// any other.
+fn proto_name(n: u8) -> &'static str {
+    match n {
+        1 => "icmp",
+        6 => "tcp",
+        17 => "udp",
+        58 => "ipv6-icmp",
+        132 => "sctp",
+        _ => "any",
+    }
 }
 
 /// nft's name for a family's address header: `ip` or `ip6`.

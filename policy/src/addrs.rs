@@ -333,8 +333,9 @@ impl Addrs {
     }
 }
 
-/// A range in the form nft writes it: decided here once, so that the nft text, the nftables JSON
-/// (palisade-nft) and the lints' messages cannot choose differently.
+/// A range in its shortest notation: one address, a CIDR block, or first-last. Decided here once,
+/// so that the lints' messages and both printers of palisade-nft (text and JSON) cannot choose
+/// differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeForm {
     /// One address (a prefix of the family's full length).
@@ -355,7 +356,7 @@ impl fmt::Display for RangeForm {
     }
 }
 
-/// A range as nft has it: a prefix when it is one, `first-last` otherwise.
+/// A range's notation: a prefix when it is one, `first-last` otherwise.
 pub fn range_form(family: Family, (a, b): (u128, u128)) -> RangeForm {
     match prefix_len(family, a, b) {
         Some(len) if len == family.bits() => RangeForm::Address(from_u128(family, a)),
@@ -364,7 +365,7 @@ pub fn range_form(family: Family, (a, b): (u128, u128)) -> RangeForm {
     }
 }
 
-/// A range as nft writes it: [`range_form`] as text.
+/// A range as text, in [`range_form`]'s notation (nft's too).
 pub fn range_text(family: Family, range: (u128, u128)) -> String {
     range_form(family, range).to_string()
 }

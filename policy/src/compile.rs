@@ -129,8 +129,8 @@ pub enum Mark {
 /// The comment of the baseline's first rule.
 pub const BASELINE_MARK: &str = "palisade baseline";
 
-/// One rule of a chain. The printers (nft text in `render.rs`, JSON in `palisade-nft`) each turn
-/// every kind into their form; which rules a table has, and in which order, is decided here once.
+/// One rule of a chain. The printers (nft text and JSON, both in `palisade-nft`) turn every kind
+/// into their form; which rules a table has, and in which order, is decided here once.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ChainRule {
     /// `ct state established,related accept`, with the table's mark as its comment.
@@ -268,18 +268,6 @@ pub fn proto_number(p: Protocol) -> u8 {
         Protocol::Icmpv6 => 58,
         Protocol::Sctp => 132,
         Protocol::Any => 0,
-    }
-}
-
-/// nft's name for a protocol number of [`proto_number`] (`ipv6-icmp` for 58); `any` for any other.
-pub fn proto_name(n: u8) -> &'static str {
-    match n {
-        1 => "icmp",
-        6 => "tcp",
-        17 => "udp",
-        58 => "ipv6-icmp",
-        132 => "sctp",
-        _ => "any",
     }
 }
 

@@ -1,19 +1,21 @@
 //! Palisade's segmentation policy, pure: one YAML file, its meaning, and what it compiles to. No
 //! nftables, no runtime, no I/O but reading the policy file: the sidecar links this crate, and
-//! `palisade-nft` (applying a ruleset) and `palisade-sync` (the host daemon) build on it.
+//! `palisade-nft` (printing and applying a ruleset) and `palisade-sync` (the host daemon) build on
+//! it.
 //!
 //! - [`load_file`] / [`load_str`]: YAML to a checked [`Policy`], every error with file:line:column.
 //! - [`lint`]: what is legal but suspicious.
 //! - [`decide`]: the policy's meaning for one connection (`palisade policy explain`), and the oracle
 //!   the kernel is tested against.
 //! - [`compile`]: a host's `inet palisade` table as a typed [`Ruleset`] (sets, and chains of
-//!   typed rules that name sets by id); [`nft_text`] prints it (`palisade_nft::nft_json` is its
-//!   JSON form); [`Ruleset::baseline`] is the fail-closed table.
+//!   typed rules that name sets by id); [`Ruleset::baseline`] is the fail-closed table. This
+//!   crate writes no nftables syntax: both printers of a ruleset, `palisade_nft::nft_text` and
+//!   `palisade_nft::nft_json`, are in `palisade-nft`.
 //! - [`Admission`]: whether a sidecar admits a peer's SPIFFE ID, by the same decision as `explain`.
 //!
 //! Where a policy rule travels: `load.rs` (YAML, positions) → `model.rs` → `compile.rs`
-//! (address atoms, tuple sets) → `render.rs` (nft text); `explain.rs` decides, `lint.rs` and
-//! `overlap.rs` warn, `admission.rs` answers the sidecar.
+//! (address atoms, tuple sets, typed chains) → palisade-nft (text, JSON, the transaction);
+//! `explain.rs` decides, `lint.rs` and `overlap.rs` warn, `admission.rs` answers the sidecar.
 
 #![warn(missing_docs)]
 
@@ -21,12 +23,11 @@ pub mod addrs;
 mod admission;
 pub mod compile;
 mod explain;
+mod few;
 mod lint;
 mod load;
-mod few;
 pub mod model;
 mod overlap;
-pub mod render;
 
 pub use admission::Admission;
 pub use compile::{compile, CompileError, Ruleset, TABLE};
@@ -37,7 +38,6 @@ pub use load::{
     PortRangeError,
 };
 pub use model::{Action, Endpoint, EndpointError, Policy, Protocol, Rule, Segment, SegmentRef};
-pub use render::nft_text;
 
 /// The built-in segment of every address that is in no segment.
 pub const OUTSIDE: &str = "outside";
