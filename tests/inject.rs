@@ -671,3 +671,28 @@ fn a_container_whose_uid_only_its_image_sets_is_warned_about_and_injected() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("CAP_SETUID"), "{err}");
 }
+
+/// A YAML error anywhere in a stream says where, as file:line:column counted from the stream's
+/// start (so an editor jumps there), and which document.
+#[test]
+fn a_yaml_error_in_a_later_document_is_located_in_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("two.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c, image: i}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b\nspec: [\n",
+    )
+    .unwrap();
+    let out = palisade(&["inject", "-f", file.to_str().unwrap()], tmp.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("error: {}:9:5: document 2: ", file.display())),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // From standard input, the same, named `-`.
+    let out = palisade_with_stdin(&["inject", "-f", "-"], "a: 1\n---\nb: {\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: -:4:1: document 2: "), "{stderr}");
+}

@@ -50,11 +50,14 @@ const TOKEN_VOLUME: &str = "palisade-token";
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
     /// The input is not YAML.
-    #[error("document {document}: {message}")]
+    #[error("{}document {document}: {message}", at.map(|(l, c)| format!("{l}:{c}: ")).unwrap_or_default())]
     Yaml {
         /// 1-based document number in the stream.
         document: usize,
-        /// The parser's message, with its line and column.
+        /// Where, as (line, column), 1-based, counted from the start of the stream (not of
+        /// the document), when the parser knows.
+        at: Option<(usize, usize)>,
+        /// The parser's message, without the location `at` gives.
         message: String,
     },
     /// The pod already has a container or volume of one of the names inject adds, not added by
@@ -177,9 +180,17 @@ fn transform(
 ) -> Result<String, InjectError> {
     let mut out = Vec::new();
     for (i, document) in serde_yaml::Deserializer::from_str(input).enumerate() {
-        let mut doc = Value::deserialize_from(document).map_err(|e| InjectError::Yaml {
-            document: i + 1,
-            message: e.to_string(),
+        let mut doc = Value::deserialize_from(document).map_err(|e| {
+            let at = e.location().map(|l| (l.line(), l.column()));
+            let mut message = e.to_string();
+            if let Some((line, column)) = at {
+                message = message.replacen(&format!(" at line {line} column {column}"), "", 1);
+            }
+            InjectError::Yaml {
+                document: i + 1,
+                at,
+                message,
+            }
         })?;
         if doc.is_null() {
             continue;
@@ -189,6 +200,7 @@ fn transform(
         // unquoted, and Kubernetes reads YAML 1.1, where those are booleans.
         let json = serde_json::to_string_pretty(&doc).map_err(|e| InjectError::Yaml {
             document: i + 1,
+            at: None,
             message: e.to_string(),
         })?;
         out.push(json + "\n");

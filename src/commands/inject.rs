@@ -68,7 +68,13 @@ pub fn run(args: &InjectArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
             injected.text
         })
     }
-    .with_context(|| format!("{}", args.file.display()))?;
+    // file:line:column when the error is located (a YAML error), as every YAML error reads.
+    .map_err(|e| match e {
+        palisade_inject::InjectError::Yaml { at: Some(_), .. } => {
+            anyhow::anyhow!("{}:{e}", args.file.display())
+        }
+        e => anyhow::Error::new(e).context(args.file.display().to_string()),
+    })?;
     out.write_all(output.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
