@@ -112,7 +112,8 @@ pub fn is_ours(live: &Value) -> bool {
     live_generation(live).is_some() || rule_comments(live).any(|c| c == BASELINE_MARK)
 }
 
-fn rule_comments(live: &Value) -> impl Iterator<Item = &str> {
+/// The comments of a live table's rules (ours or the redirect table): where each carries its mark.
+pub(crate) fn rule_comments(live: &Value) -> impl Iterator<Item = &str> {
     objects(live)
         .filter_map(|o| o.get("rule"))
         .filter_map(|r| r.get("comment")?.as_str())

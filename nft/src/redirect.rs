@@ -215,7 +215,7 @@ pub fn apply_redirect(redirect: &Redirect) -> Result<(), ApplyError> {
         ))
     })?;
     let wanted = format!("{MARK} {}", settings(redirect));
-    if !rule_comments(&live).any(|c| c == wanted) {
+    if !crate::apply::rule_comments(&live).any(|c| c == wanted) {
         return Err(ApplyError::Read(format!(
             "the table read back is not the one written (no rule says {wanted:?})"
         )));
@@ -235,14 +235,6 @@ pub fn remove_redirect() -> Result<bool, ApplyError> {
 /// The live redirect table as nft's JSON, or None.
 pub fn live_redirect() -> Result<Option<Value>, ApplyError> {
     crate::apply::live_inet_table(REDIRECT_TABLE)
-}
-
-fn rule_comments(live: &Value) -> impl Iterator<Item = &str> {
-    live.get("nftables")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o.get("rule")?.get("comment")?.as_str())
 }
 
 fn run(payload: &Value) -> Result<(), ApplyError> {
