@@ -21,10 +21,14 @@ fn main() {
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=PALISADE_COMMIT={commit}");
     println!("cargo:rustc-env=PALISADE_COMMIT_DATE={date}");
-    println!("cargo:rerun-if-env-changed=PALISADE_COMMIT");
-    println!("cargo:rerun-if-env-changed=PALISADE_COMMIT_DATE");
-    // Built again when HEAD moves: HEAD itself (a branch switch) and the branch it names.
-    if let Some(git_dir) = git(&["rev-parse", "--git-dir"]) {
+    // Built again when HEAD moves: HEAD itself (a branch switch) and the branch it names. Without
+    // a git directory nothing is named, so that cargo's default (run again when any file of the
+    // package changes) stays: naming only the variables would never run it again, and a stamp
+    // of "unknown" would outlive a later checkout.
+    if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        println!("cargo:rerun-if-env-changed=PALISADE_COMMIT");
+        println!("cargo:rerun-if-env-changed=PALISADE_COMMIT_DATE");
+        println!("cargo:rerun-if-changed=build.rs");
         println!("cargo:rerun-if-changed={git_dir}/HEAD");
         if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"]) {
             println!("cargo:rerun-if-changed={git_dir}/{reference}");

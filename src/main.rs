@@ -101,7 +101,9 @@ palisade sidecar check-sandbox --config /etc/palisade/sidecar.yaml"
     Completion(commands::version::CompletionArgs),
     /// Write a man page for every command and subcommand into a directory.
     #[cfg(feature = "tools")]
-    #[command(after_help = "Example:\n  palisade man /usr/local/share/man/man1 && man palisade-policy-explain")]
+    #[command(
+        after_help = "Example:\n  palisade man /usr/local/share/man/man1 && man palisade-policy-explain"
+    )]
     Man(commands::version::ManArgs),
 }
 
@@ -110,6 +112,7 @@ fn main() -> ExitCode {
     // Services say what they do at info; one-shot commands only warn, their output is stdout.
     let is_service = match &cli.command {
         Command::Sidecar(_) => true,
+        Command::Version(_) => false,
         #[cfg(feature = "tools")]
         Command::Policy(commands::policy::PolicyCommand::Sync(_)) => true,
         #[cfg(feature = "tools")]
@@ -136,9 +139,11 @@ fn main() -> ExitCode {
         Command::Inject(args) => commands::inject::run(&args, &mut stdout),
         Command::Version(args) => commands::version::version(&args, &mut stdout),
         #[cfg(feature = "tools")]
-        Command::Completion(args) => {
-            commands::version::completion(&args, &mut <Cli as clap::CommandFactory>::command(), &mut stdout)
-        }
+        Command::Completion(args) => commands::version::completion(
+            &args,
+            &mut <Cli as clap::CommandFactory>::command(),
+            &mut stdout,
+        ),
         #[cfg(feature = "tools")]
         Command::Man(args) => {
             commands::version::man(&args, <Cli as clap::CommandFactory>::command())
