@@ -162,31 +162,36 @@ fn report(out: &mut dyn Write, verb: &str, svid: &Svid, dir: &SvidDir) -> std::i
 }
 
 pub fn request(args: &RequestArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    exit((|| {
-        let bundle = read_bundle(&args.bundle)?;
-        let client = client(&args.ca, &bundle)?;
-        let bootstrap = match (&args.token, &args.token_file, &args.service_account_token) {
-            (Some(token), _, _) => Bootstrap::JoinToken(token.clone()),
-            (None, Some(path), _) => Bootstrap::JoinTokenFile(path.clone()),
-            (None, None, Some(path)) => Bootstrap::ServiceAccountTokenFile(path.clone()),
-            (None, None, None) => return Err(Failure(EXIT_LOCAL, "no credential given".into())),
-        };
-        let renewer = Renewer::new(
-            client,
-            Some(bootstrap),
-            args.spiffe_id.clone(),
-            RenewalTiming::default(),
-        );
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Failure(EXIT_LOCAL, e.to_string()))?;
-        let svid = runtime.block_on(renewer.obtain(None))?;
-        let dir = SvidDir::new(&args.out);
-        write(&dir, &svid)?;
-        report(out, "issued", &svid, &dir).map_err(|e| Failure(EXIT_LOCAL, e.to_string()))?;
-        Ok(ExitCode::SUCCESS)
-    })(), false)
+    exit(
+        (|| {
+            let bundle = read_bundle(&args.bundle)?;
+            let client = client(&args.ca, &bundle)?;
+            let bootstrap = match (&args.token, &args.token_file, &args.service_account_token) {
+                (Some(token), _, _) => Bootstrap::JoinToken(token.clone()),
+                (None, Some(path), _) => Bootstrap::JoinTokenFile(path.clone()),
+                (None, None, Some(path)) => Bootstrap::ServiceAccountTokenFile(path.clone()),
+                (None, None, None) => {
+                    return Err(Failure(EXIT_LOCAL, "no credential given".into()))
+                }
+            };
+            let renewer = Renewer::new(
+                client,
+                Some(bootstrap),
+                args.spiffe_id.clone(),
+                RenewalTiming::default(),
+            );
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Failure(EXIT_LOCAL, e.to_string()))?;
+            let svid = runtime.block_on(renewer.obtain(None))?;
+            let dir = SvidDir::new(&args.out);
+            write(&dir, &svid)?;
+            report(out, "issued", &svid, &dir).map_err(|e| Failure(EXIT_LOCAL, e.to_string()))?;
+            Ok(ExitCode::SUCCESS)
+        })(),
+        false,
+    )
 }
 
 fn load_dir(dir: &SvidDir) -> Result<Svid, Failure> {
@@ -266,70 +271,74 @@ fn sandbox_watch(args: &RenewArgs) -> Result<(), Failure> {
 }
 
 pub fn renew(args: &RenewArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    exit((|| {
-        let dir = SvidDir::new(&args.dir);
-        if args.watch {
-            // Before the runtime exists, so that its threads are restricted too.
-            sandbox_watch(args)?;
-        }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Failure(EXIT_LOCAL, e.to_string()))?;
-        if !args.watch {
-            runtime.block_on(renew_once(&args.ca, &dir, out))?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        if !args.admin_listen.ip().is_loopback() {
-            return Err(Failure(
+    exit(
+        (|| {
+            let dir = SvidDir::new(&args.dir);
+            if args.watch {
+                // Before the runtime exists, so that its threads are restricted too.
+                sandbox_watch(args)?;
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Failure(EXIT_LOCAL, e.to_string()))?;
+            if !args.watch {
+                runtime.block_on(renew_once(&args.ca, &dir, out))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            if !args.admin_listen.ip().is_loopback() {
+                return Err(Failure(
                 EXIT_LOCAL,
                 format!(
                     "--admin-listen must be a loopback address (the admin server has no authentication), not {}",
                     args.admin_listen
                 ),
             ));
-        }
-        // Watching: a directory that does not load (expired, say) is not the end if a
-        // service-account token can start again.
-        let current = match load_dir(&dir) {
-            Ok(svid) => Some(Arc::new(svid)),
-            Err(_) if args.service_account_token.is_some() => None,
-            Err(failure) => return Err(failure),
-        };
-        let bundle = match &current {
-            Some(svid) => svid.bundle.clone(),
-            None => read_bundle(&dir.bundle_path())?,
-        };
-        let client = client(&args.ca, &bundle)?;
-        let bootstrap = args
-            .service_account_token
-            .clone()
-            .map(Bootstrap::ServiceAccountTokenFile);
-        let renewer = Renewer::new(client, bootstrap, None, RenewalTiming::default());
-        let status = renewer.status();
-        runtime.block_on(async move {
-            let stop = tokio_util::sync::CancellationToken::new();
-            let admin = tokio::net::TcpListener::bind(args.admin_listen)
-                .await
-                .map_err(|e| {
-                    Failure(
-                        EXIT_LOCAL,
-                        format!("cannot listen on {}: {e}", args.admin_listen),
-                    )
-                })?;
-            tracing::info!(admin = %args.admin_listen, dir = %args.dir.display(), "renewing");
-            tokio::spawn(palisade_admin::serve(
-                admin,
-                Arc::new(WatchAdmin(status)),
-                stop.clone(),
-            ));
-            let renewing = tokio::spawn(renewer.run(Arc::new(DirSink(dir)), current, stop.clone()));
-            super::sidecar::shutdown_signal().await;
-            stop.cancel();
-            let _ = renewing.await;
-            Ok(ExitCode::SUCCESS)
-        })
-    })(), args.watch)
+            }
+            // Watching: a directory that does not load (expired, say) is not the end if a
+            // service-account token can start again.
+            let current = match load_dir(&dir) {
+                Ok(svid) => Some(Arc::new(svid)),
+                Err(_) if args.service_account_token.is_some() => None,
+                Err(failure) => return Err(failure),
+            };
+            let bundle = match &current {
+                Some(svid) => svid.bundle.clone(),
+                None => read_bundle(&dir.bundle_path())?,
+            };
+            let client = client(&args.ca, &bundle)?;
+            let bootstrap = args
+                .service_account_token
+                .clone()
+                .map(Bootstrap::ServiceAccountTokenFile);
+            let renewer = Renewer::new(client, bootstrap, None, RenewalTiming::default());
+            let status = renewer.status();
+            runtime.block_on(async move {
+                let stop = tokio_util::sync::CancellationToken::new();
+                let admin = tokio::net::TcpListener::bind(args.admin_listen)
+                    .await
+                    .map_err(|e| {
+                        Failure(
+                            EXIT_LOCAL,
+                            format!("cannot listen on {}: {e}", args.admin_listen),
+                        )
+                    })?;
+                tracing::info!(admin = %args.admin_listen, dir = %args.dir.display(), "renewing");
+                tokio::spawn(palisade_admin::serve(
+                    admin,
+                    Arc::new(WatchAdmin(status)),
+                    stop.clone(),
+                ));
+                let renewing =
+                    tokio::spawn(renewer.run(Arc::new(DirSink(dir)), current, stop.clone()));
+                super::sidecar::shutdown_signal().await;
+                stop.cancel();
+                let _ = renewing.await;
+                Ok(ExitCode::SUCCESS)
+            })
+        })(),
+        args.watch,
+    )
 }
 
 /// What `cert renew --watch` tells its admin server.

@@ -22,13 +22,17 @@ within limits.drain_grace, then exits 0."
     /// (reading a file outside its paths, writing, binding and connecting other ports, sockets
     /// Landlock cannot see, running a program); one JSON line says what was allowed and refused.
     /// Exit 0 when every attempt came out as the configuration says, 3 when one did not.
-    #[command(after_help = "Example (as the user and in the pod the sidecar runs in):\n  \
-palisade sidecar check-sandbox --config /etc/palisade/sidecar.yaml")]
+    #[command(
+        after_help = "Example (as the user and in the pod the sidecar runs in):\n  \
+palisade sidecar check-sandbox --config /etc/palisade/sidecar.yaml"
+    )]
     CheckSandbox(RunArgs),
     /// Exit 0 when the sidecar's admin server says /ready, 3 otherwise: for exec probes, since a
     /// kubelet cannot reach a loopback admin server by HTTP.
-    #[command(after_help = "Example (a startupProbe or readinessProbe's exec command):\n  \
-palisade sidecar probe --admin 127.0.0.1:15000")]
+    #[command(
+        after_help = "Example (a startupProbe or readinessProbe's exec command):\n  \
+palisade sidecar probe --admin 127.0.0.1:15000"
+    )]
     Probe(ProbeArgs),
     /// Inside a pod's network namespace: send the app's TCP through the sidecar (nftables table
     /// inet palisade_redirect), or take that away again (--remove).

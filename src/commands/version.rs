@@ -30,7 +30,10 @@ pub fn version(args: &VersionArgs, out: &mut dyn Write) -> anyhow::Result<ExitCo
         env!("PALISADE_COMMIT_DATE"),
     );
     match args.output {
-        Output::Text => writeln!(out, "palisade {version}\ncommit {commit}\ncommit date {date}")?,
+        Output::Text => writeln!(
+            out,
+            "palisade {version}\ncommit {commit}\ncommit date {date}"
+        )?,
         Output::Json => writeln!(
             out,
             "{}",
