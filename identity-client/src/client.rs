@@ -1,14 +1,14 @@
-//! Talking to `palisade ca serve`: one TLS 1.3 connection per call, the server checked by its
-//! SPIFFE ID against the bundle we hold, our current SVID presented when renewing.
+//! Talking to `palisade ca serve`: one TLS 1.3 connection per call (through the one
+//! [`HttpsClient`]), the server checked by its SPIFFE ID against the bundle we hold, our current
+//! SVID presented when renewing.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use http_body_util::Full;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use palisade_identity::ca_api::{
     ErrorResponse, SignResponse, BEARER_SCHEME, BUNDLE_PATH, JOIN_TOKEN_SCHEME, RENEW_PATH,
     SIGN_PATH, SPIFFE_ID_HEADER,
@@ -17,8 +17,10 @@ use palisade_identity::{ExactId, SpiffeId, SpiffeServerVerifier, TrustBundleSet}
 use rustls::ClientConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+use crate::https::{HttpsClient, HttpsError, Options};
+
 /// Longest answer read from the CA (a chain and a bundle are a few KiB).
-const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+const MAX_RESPONSE_BYTES: u64 = 256 * 1024;
 
 /// How a workload proves who it is when it has no certificate yet.
 #[derive(Clone)]
@@ -45,25 +47,17 @@ pub enum ClientError {
     /// The CA's URL is not `https://host[:port]`.
     #[error("the CA URL must be https://host[:port], not {0:?}")]
     BadUrl(String),
-    /// The host name did not resolve.
-    #[error("cannot resolve {host}: {error}")]
-    Resolve {
-        /// The host.
-        host: String,
-        /// The reason.
-        error: std::io::Error,
-    },
-    /// No TCP connection.
+    /// No TCP connection: the host name did not resolve, or no address of it accepted one.
     #[error("cannot connect to the CA at {authority}: {error}")]
     Connect {
         /// host:port.
         authority: String,
-        /// The reason.
-        error: std::io::Error,
+        /// The reason (resolution or TCP, with the operating system's words).
+        error: String,
     },
     /// The TLS handshake failed for another reason than the server's identity.
     #[error("TLS with the CA failed: {0}")]
-    Tls(std::io::Error),
+    Tls(String),
     /// The server's certificate does not verify to our bundle, or is not the CA's ID: a wrong
     /// `--ca-id` or bundle, or a root rotation this client missed.
     #[error("the server is not the CA we trust: {0}")]
@@ -73,7 +67,7 @@ pub enum ClientError {
     Timeout(Duration),
     /// HTTP failed.
     #[error("HTTP with the CA failed: {0}")]
-    Http(#[from] hyper::Error),
+    Http(String),
     /// The CA refused, with its code and sentence.
     #[error("the CA refused ({code}): {message}")]
     Refused {
@@ -159,6 +153,9 @@ impl CaClient {
         }
         let host = uri.host().ok_or_else(bad)?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
+        // The name only feeds SNI (the server is checked by its SPIFFE ID, not by this name), but
+        // a host that is no server name cannot be connected to at all: a permanent error, now.
+        ServerName::try_from(host.to_owned()).map_err(|_| bad())?;
         let port = uri.port_u16().unwrap_or(443);
         Ok(CaClient {
             host: host.to_owned(),
@@ -240,7 +237,7 @@ impl CaClient {
     fn tls_config(
         &self,
         client_auth: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-    ) -> Result<Arc<ClientConfig>, ClientError> {
+    ) -> Result<ClientConfig, ClientError> {
         let verifier = SpiffeServerVerifier::new(
             self.bundles.clone(),
             Arc::new(ExactId(self.server_id.clone())),
@@ -257,28 +254,12 @@ impl CaClient {
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+        Ok(config)
     }
 
     async fn call(
         &self,
-        config: Arc<ClientConfig>,
-        method: Method,
-        path: &str,
-        body: Option<(&[u8], String)>,
-        expect: Option<&SpiffeId>,
-    ) -> Result<Bytes, ClientError> {
-        tokio::time::timeout(
-            self.timeout,
-            self.call_once(config, method, path, body, expect),
-        )
-        .await
-        .map_err(|_| ClientError::Timeout(self.timeout))?
-    }
-
-    async fn call_once(
-        &self,
-        config: Arc<ClientConfig>,
+        config: ClientConfig,
         method: Method,
         path: &str,
         body: Option<(&[u8], String)>,
@@ -289,45 +270,20 @@ impl CaClient {
         } else {
             format!("{}:{}", self.host, self.port)
         };
-        let addrs: Vec<_> = tokio::net::lookup_host((self.host.as_str(), self.port))
-            .await
-            .map_err(|error| ClientError::Resolve {
-                host: self.host.clone(),
-                error,
-            })?
-            .collect();
-        let mut last_error = None;
-        let mut stream = None;
-        for addr in addrs {
-            match tokio::net::TcpStream::connect(addr).await {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last_error = Some(e),
-            }
-        }
-        let stream = stream.ok_or_else(|| ClientError::Connect {
-            authority: authority.clone(),
-            error: last_error.unwrap_or_else(|| std::io::Error::other("no address")),
-        })?;
-        let _ = stream.set_nodelay(true);
-        // The name only feeds SNI: the server is checked by its SPIFFE ID, not by this name.
-        let server_name = ServerName::try_from(self.host.clone())
-            .map_err(|_| ClientError::BadUrl(self.host.clone()))?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(server_name, stream)
-            .await
-            .map_err(tls_error)?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        // A connection per call, none kept: a renewer calls every few hours, and holding a
+        // socket and its TLS state in between would cost the sidecar's idle memory for nothing.
+        let client = HttpsClient::new(
+            config,
+            Options {
+                deadline: self.timeout,
+                max_body: MAX_RESPONSE_BYTES,
+                keep_alive: false,
+                plain_http: false,
+            },
+        );
         let mut request = Request::builder()
             .method(method)
-            .uri(path)
-            .header(HOST, authority);
+            .uri(format!("https://{authority}{path}"));
         if let Some(id) = expect {
             request = request.header(SPIFFE_ID_HEADER, id.as_str());
         }
@@ -344,13 +300,17 @@ impl CaClient {
         let request = request
             .body(body)
             .map_err(|e| ClientError::BadResponse(e.to_string()))?;
-        let response = sender.send_request(request).await?;
-        let status = response.status();
-        let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-            .collect()
-            .await
-            .map_err(|e| ClientError::BadResponse(format!("reading the body: {e}")))?
-            .to_bytes();
+        let answer = client.send(request).await.map_err(|e| match e {
+            HttpsError::Connect(error) => ClientError::Connect {
+                authority: authority.clone(),
+                error,
+            },
+            HttpsError::Tls { reason, rustls } => tls_error(reason, rustls),
+            HttpsError::Http(reason) => ClientError::Http(reason),
+            HttpsError::Timeout(_) => ClientError::Timeout(self.timeout),
+            e @ HttpsError::TooLarge { .. } => ClientError::BadResponse(e.to_string()),
+        })?;
+        let (status, bytes) = (answer.status, answer.body);
         if status == StatusCode::OK {
             return Ok(bytes);
         }
@@ -373,17 +333,15 @@ fn parse_sign_response(body: &[u8]) -> Result<SignResponse, ClientError> {
     serde_json::from_slice(body).map_err(|e| ClientError::BadResponse(e.to_string()))
 }
 
-/// Our verifier's reason, when the handshake failed over the server's certificate.
-fn tls_error(error: std::io::Error) -> ClientError {
-    let reason = error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .and_then(|tls| match palisade_identity::peer_error(tls) {
-            Some(peer) => Some(peer.to_string()),
-            None => matches!(tls, rustls::Error::InvalidCertificate(_)).then(|| tls.to_string()),
-        });
-    match reason {
+/// Our verifier's reason, when the handshake failed over the server's certificate: a permanent
+/// [`ClientError::ServerIdentity`]; any other TLS failure may pass.
+fn tls_error(reason: String, tls: Option<rustls::Error>) -> ClientError {
+    let identity = tls.and_then(|tls| match palisade_identity::peer_error(&tls) {
+        Some(peer) => Some(peer.to_string()),
+        None => matches!(tls, rustls::Error::InvalidCertificate(_)).then(|| tls.to_string()),
+    });
+    match identity {
         Some(reason) => ClientError::ServerIdentity(reason),
-        None => ClientError::Tls(error),
+        None => ClientError::Tls(reason),
     }
 }

@@ -5,6 +5,9 @@
 //!   the CA checked by its SPIFFE ID.
 //! - [`KeyAndCsr`]: a key made locally (it never leaves) and the CSR for it.
 //! - [`Svid`]: the CA's answer, checked (chain to bundle, ID, key) before use.
+//! - [`https::HttpsClient`]: the one HTTPS client, also used by `policy sync`'s URL source and the
+//!   CA benchmark: hyper-util's client over rustls with the caller's own config, a deadline and a
+//!   bound on the body.
 //! - [`Renewer`]: when to renew ([`RenewalTiming`]: half the lifetime ± 10%, backoff with
 //!   jitter, wall-clock deadlines), handing each new SVID to an [`SvidSink`].
 
@@ -12,6 +15,7 @@
 
 mod client;
 mod csr;
+pub mod https;
 mod renewer;
 pub mod schedule;
 mod svid;

@@ -10,15 +10,18 @@
 //!
 //! Whatever the source, a policy larger than the limit is refused before it is held in memory
 //! whole: a `Content-Length` over it is refused at once, and a body is read only up to it.
+//!
+//! URLs are fetched with palisade-identity-client's [`HttpsClient`], the CA client's: one HTTPS
+//! client for the whole project, its bounds (deadline, body size) in one place.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::header::{CONTENT_LENGTH, ETAG, HOST, IF_NONE_MATCH};
+use http_body_util::Full;
+use hyper::header::{ETAG, IF_NONE_MATCH};
 use hyper::{Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
+use palisade_identity_client::https::{HttpsClient, HttpsError, Options};
 
 /// The file a directory source must hold.
 pub const DIR_FILE: &str = "policy.yaml";
@@ -85,15 +88,15 @@ pub enum FetchError {
     /// The URL names no host to connect to.
     #[error("{0} has no host")]
     NoHost(Uri),
-    /// The TCP connection to the http source failed.
+    /// The TCP connection to the http source failed (or its name did not resolve).
     #[error("cannot connect to {host}:{port}: {error}")]
     Connect {
         /// The URL's host.
         host: String,
-        /// The URL's port, 80 when it names none.
+        /// The URL's port, 443 (`https://`) or 80 (`http://`) when it names none.
         port: u16,
-        /// The operating system's reason.
-        error: std::io::Error,
+        /// The reason, with the operating system's words.
+        error: String,
     },
     /// The TLS configuration's files cannot be used (the CA bundle, the client certificate or
     /// key).
@@ -219,10 +222,7 @@ impl Fetcher {
         let text = match self.source.clone() {
             Source::File(p) => read(&p, self.max_bytes)?,
             Source::Dir(d) => read(&d.join(DIR_FILE), self.max_bytes)?,
-            Source::Url(uri) => match tokio::time::timeout(FETCH_TIMEOUT, self.get(uri.clone()))
-                .await
-                .map_err(|_| FetchError::Timeout(uri.clone()))??
-            {
+            Source::Url(uri) => match self.get(uri).await? {
                 Some(text) => text,
                 None => return Ok(Fetched::Unchanged),
             },
@@ -236,98 +236,63 @@ impl Fetcher {
 
     /// GET with `If-None-Match`; `None` on 304.
     async fn get(&mut self, uri: Uri) -> Result<Option<String>, FetchError> {
-        let http = |uri: &Uri| {
-            let uri = uri.clone();
-            move |e: hyper::Error| FetchError::Http {
-                uri,
-                reason: e.to_string(),
-            }
-        };
         let host = uri.host().ok_or_else(|| FetchError::NoHost(uri.clone()))?;
         let https = uri.scheme_str() == Some("https");
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let stream = tokio::net::TcpStream::connect((host, port))
-            .await
-            .map_err(|error| FetchError::Connect {
-                host: host.to_owned(),
-                port,
-                error,
-            })?;
-        let stream: Box<dyn Io> = if https {
-            // `[::1]` in a URL is `::1` to the name check.
-            let name = host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned();
-            let server_name =
-                rustls_pki_types::ServerName::try_from(name).map_err(|e| FetchError::Tls {
-                    uri: uri.clone(),
-                    reason: e.to_string(),
-                })?;
-            let connector = tokio_rustls::TlsConnector::from(client_config(&self.auth)?);
-            let tls =
-                connector
-                    .connect(server_name, stream)
-                    .await
-                    .map_err(|e| FetchError::Tls {
-                        uri: uri.clone(),
-                        reason: e.to_string(),
-                    })?;
-            Box::new(tls)
-        } else {
-            Box::new(stream)
+        let options = Options {
+            deadline: FETCH_TIMEOUT,
+            max_body: self.max_bytes,
+            // One fetch per interval: no connection is kept between them.
+            keep_alive: false,
+            plain_http: false,
         };
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(http(&uri))?;
-        tokio::spawn(connection);
-        let mut request = Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
-            .header(HOST, uri.authority().map_or(host, |a| a.as_str()));
+        // The TLS configuration is made from the files at each fetch, so that a renewed client
+        // certificate is presented at once; `Source::parse` let an http:// URL through only when
+        // allowed.
+        let client = if https {
+            HttpsClient::new(client_config(&self.auth)?, options)
+        } else {
+            HttpsClient::plain_http(options)
+        };
+        let mut request = Request::get(uri.clone());
         if let (Some(etag), Some(_)) = (&self.etag, &self.last) {
             request = request.header(IF_NONE_MATCH, etag.as_str());
         }
         let request = request
-            .body(Empty::<Bytes>::new())
+            .body(Full::new(Bytes::new()))
             .map_err(|e| FetchError::Http {
                 uri: uri.clone(),
                 reason: e.to_string(),
             })?;
-        let response = sender.send_request(request).await.map_err(http(&uri))?;
-        match response.status() {
+        let answer = client.send(request).await.map_err(|e| match e {
+            HttpsError::Connect(error) => FetchError::Connect {
+                host: host.to_owned(),
+                port,
+                error,
+            },
+            HttpsError::Tls { reason, .. } => FetchError::Tls {
+                uri: uri.clone(),
+                reason,
+            },
+            HttpsError::Http(reason) => FetchError::Http {
+                uri: uri.clone(),
+                reason,
+            },
+            HttpsError::Timeout(_) => FetchError::Timeout(uri.clone()),
+            HttpsError::TooLarge { limit } => FetchError::TooLarge {
+                name: uri.to_string(),
+                limit,
+            },
+        })?;
+        match answer.status {
             StatusCode::NOT_MODIFIED => Ok(None),
             StatusCode::OK => {
-                let too_large = || FetchError::TooLarge {
-                    name: uri.to_string(),
-                    limit: self.max_bytes,
-                };
-                let declared = response
-                    .headers()
-                    .get(CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-                if declared.is_some_and(|n| n > self.max_bytes) {
-                    return Err(too_large());
-                }
-                let etag = response
-                    .headers()
+                let etag = answer
+                    .headers
                     .get(ETAG)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                let limit = usize::try_from(self.max_bytes).unwrap_or(usize::MAX);
-                let body = Limited::new(response.into_body(), limit)
-                    .collect()
-                    .await
-                    .map_err(|e| {
-                        if e.is::<http_body_util::LengthLimitError>() {
-                            too_large()
-                        } else {
-                            FetchError::Http {
-                                uri: uri.clone(),
-                                reason: e.to_string(),
-                            }
-                        }
-                    })?
-                    .to_bytes();
-                let text = String::from_utf8(Vec::from(body))
+                let text = String::from_utf8(Vec::from(answer.body))
                     .map_err(|_| FetchError::NotUtf8(uri.to_string()))?;
                 self.etag = etag;
                 Ok(Some(text))
@@ -337,17 +302,13 @@ impl Fetcher {
     }
 }
 
-/// A connection to a URL source, plain or TLS.
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
-
 /// The largest CA bundle, certificate or key file read (they are a few kilobytes).
 const MAX_TLS_FILE_BYTES: u64 = 1024 * 1024;
 
 /// The client side of an `https://` fetch, from `auth`'s files as they are now: only the pinned
 /// bundle's CAs are trusted (never the system's), and the node's certificate is presented when
 /// configured.
-fn client_config(auth: &SourceAuth) -> Result<std::sync::Arc<rustls::ClientConfig>, FetchError> {
+fn client_config(auth: &SourceAuth) -> Result<rustls::ClientConfig, FetchError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let bad = |what: &str, path: &std::path::Path, why: String| {
@@ -394,7 +355,7 @@ fn client_config(auth: &SourceAuth) -> Result<std::sync::Arc<rustls::ClientConfi
                 .map_err(|e| bad("the client certificate", cert_path, e.to_string()))?
         }
     };
-    Ok(std::sync::Arc::new(config))
+    Ok(config)
 }
 
 fn read(path: &std::path::Path, max_bytes: u64) -> Result<String, FetchError> {

@@ -14,7 +14,9 @@
 //! ```
 //!
 //! Every loop is bounded in time (SECONDS) and count (MAX_REQUESTS per client). CSRs come from a
-//! pool made before the clock starts, so the client spends its CPU on TLS and HTTP only.
+//! pool made before the clock starts, so the client spends its CPU on TLS and HTTP only. Requests
+//! go through palisade-identity-client's `HttpsClient`, the one the workloads use, so the
+//! benchmark measures the same client code.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,14 +24,14 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 use palisade_ca::{CaDir, CheckedCsr, LeafRequest, SpiffeId, TrustBundle, TrustBundleSet};
 use palisade_identity::{ExactId, SpiffeServerVerifier};
+use palisade_identity_client::https::{HttpsClient, Options};
 use rcgen::{CertificateParams, KeyPair};
 use rustls::ClientConfig;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 const MAX_REQUESTS: u64 = 10_000_000;
 const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
@@ -132,8 +134,8 @@ fn raw(issuer_dir: &str, seconds: f64, work_dir: &str) {
 }
 
 struct Target {
-    host: String,
-    port: u16,
+    /// `https://host:port`.
+    url: String,
     server_id: SpiffeId,
     bundles: Arc<TrustBundleSet>,
     chain: Vec<CertificateDer<'static>>,
@@ -142,7 +144,9 @@ struct Target {
 }
 
 impl Target {
-    fn tls(&self, client_auth: bool) -> Arc<ClientConfig> {
+    /// One client's HTTPS client: its own pool, so that `keep_alive` means one connection kept
+    /// by this client, as a workload would.
+    fn client(&self, client_auth: bool, keep_alive: bool) -> HttpsClient {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier = SpiffeServerVerifier::new(
             self.bundles.clone(),
@@ -163,51 +167,29 @@ impl Target {
         // A new connection per request must mean a full handshake, not a resumed one.
         config.resumption = rustls::client::Resumption::disabled();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Arc::new(config)
-    }
-
-    async fn connect(
-        &self,
-        tls: Arc<ClientConfig>,
-    ) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .unwrap();
-        tcp.set_nodelay(true).unwrap();
-        let name = ServerName::try_from(self.host.clone()).unwrap();
-        let stream = tokio_rustls::TlsConnector::from(tls)
-            .connect(name, tcp)
-            .await
-            .unwrap();
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        sender
+        HttpsClient::new(
+            config,
+            Options {
+                // Far beyond any answer under load: a request this late counts as failed.
+                deadline: Duration::from_secs(60),
+                max_body: 256 * 1024,
+                keep_alive,
+                plain_http: false,
+            },
+        )
     }
 }
 
-async fn one(
-    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    path: &str,
-    csr: &[u8],
-    token: Option<&str>,
-) -> bool {
-    let mut request = Request::post(path).header("host", "ca");
+async fn one(client: &HttpsClient, url: &str, csr: &[u8], token: Option<&str>) -> bool {
+    let mut request = Request::post(url);
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
     let request = request
         .body(Full::new(Bytes::copy_from_slice(csr)))
         .unwrap();
-    match sender.send_request(request).await {
-        Ok(response) => {
-            let ok = response.status() == 200;
-            let _ = response.into_body().collect().await;
-            ok
-        }
-        Err(_) => false,
-    }
+    // A failed connection is not put back in the pool: the next request connects anew.
+    matches!(client.send(request).await, Ok(answer) if answer.status == 200)
 }
 
 async fn run(mode: String, target: Arc<Target>, clients: usize, seconds: f64) {
@@ -227,22 +209,20 @@ async fn run(mode: String, target: Arc<Target>, clients: usize, seconds: f64) {
             );
             tokio::spawn(async move {
                 let renew = mode.starts_with("renew");
-                let tls = target.tls(renew);
-                let path = if renew { "/v1/renew" } else { "/v1/sign" };
+                let client = target.client(renew, mode != "renew-new");
+                let url = format!(
+                    "{}{}",
+                    target.url,
+                    if renew { "/v1/renew" } else { "/v1/sign" }
+                );
                 let token = (!renew).then_some(target.token.as_str());
-                let mut sender = None;
                 let mut n = 0u64;
                 while n < MAX_REQUESTS && start.elapsed() < budget {
-                    if mode == "renew-new" || sender.is_none() {
-                        sender = Some(target.connect(tls.clone()).await);
-                    }
-                    let s = sender.as_mut().unwrap();
                     let csr = &csrs[(i + n as usize) % csrs.len()];
-                    if one(s, path, csr, token).await {
+                    if one(&client, &url, csr, token).await {
                         ok.fetch_add(1, Ordering::Relaxed);
                     } else {
                         failed.fetch_add(1, Ordering::Relaxed);
-                        sender = None;
                     }
                     n += 1;
                 }
@@ -274,13 +254,10 @@ fn main() {
                 (&args[1], &args[2], &args[3], &args[4], &args[5]);
             let clients: usize = args[6].parse().unwrap();
             let seconds: f64 = args[7].parse().unwrap();
-            let authority = url.trim_start_matches("https://");
-            let (host, port) = authority.rsplit_once(':').unwrap();
             let read = |name: &str| std::fs::read(format!("{svid_dir}/{name}")).unwrap();
             let bundle = TrustBundle::from_pem_own_domain(&read("bundle.pem")).unwrap();
             let target = Arc::new(Target {
-                host: host.to_owned(),
-                port: port.parse().unwrap(),
+                url: url.trim_end_matches('/').to_owned(),
                 server_id: SpiffeId::parse(server_id).unwrap(),
                 bundles: Arc::new(TrustBundleSet::from(bundle)),
                 chain: palisade_identity::pem::certificates_from_pem(&read("cert.pem")).unwrap(),
