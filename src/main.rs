@@ -155,8 +155,9 @@ fn main() -> ExitCode {
         // success, so that a pipeline under `set -o pipefail` does not fail for it.
         Err(error) if closed_stdout(&error) => ExitCode::SUCCESS,
         // A service says it once, in its log (json when asked for), where its other lines are.
+        // The sentence is the line's message: readable as text, a field as JSON.
         Err(error) if is_service => {
-            tracing::error!(error = format!("{error:#}"), "stopped");
+            tracing::error!("{error:#}");
             ExitCode::from(exit::FAILURE)
         }
         Err(error) => {

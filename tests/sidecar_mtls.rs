@@ -934,14 +934,16 @@ inbound:
         out.status
     );
     let stderr = text(&out.stderr);
+    // A service says it once, as an ERROR line of its log (docs/CLI.md).
     let sentence = stderr
         .lines()
-        .find(|l| l.starts_with("error: "))
+        .find(|l| l.contains(" ERROR ") && l.contains("invalid sidecar configuration: "))
         .unwrap_or_else(|| panic!("no error sentence:\n{stderr}"));
     assert!(
         sentence.contains("bad.yaml:5:3:") && sentence.contains("unknown field `colour`"),
         "{sentence}"
     );
+    assert_eq!(stderr.matches("unknown field `colour`").count(), 1, "{stderr}");
     // And the file is not half-used: nothing was listened on.
     assert!(!stderr.contains("listening"), "{stderr}");
 }
