@@ -943,7 +943,11 @@ inbound:
         sentence.contains("bad.yaml:5:3:") && sentence.contains("unknown field `colour`"),
         "{sentence}"
     );
-    assert_eq!(stderr.matches("unknown field `colour`").count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("unknown field `colour`").count(),
+        1,
+        "{stderr}"
+    );
     // And the file is not half-used: nothing was listened on.
     assert!(!stderr.contains("listening"), "{stderr}");
 }
