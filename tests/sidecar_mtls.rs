@@ -951,3 +951,38 @@ inbound:
     // And the file is not half-used: nothing was listened on.
     assert!(!stderr.contains("listening"), "{stderr}");
 }
+
+/// Times in the log read as RFC 3339 (docs/CLI.md), as the rest of Palisade prints them: the
+/// identity's expiry in the `loaded identity` line parses as one.
+#[test]
+fn the_log_says_times_in_rfc_3339() {
+    let pki = Pki::new();
+    pki.issue("payments", "ns/shop/sa/payments", &[]);
+    let app = spawn_app(counted_http_ok);
+    let config = format!(
+        "{}inbound:\n{}{ADMIN}",
+        pki.identity_yaml("payments"),
+        inbound_yaml("api", app, &["ns/shop/sa/frontend"])
+    );
+    let sc = SidecarProcess::start(pki.path(), "payments.yaml", &config, &["api"]);
+    let mut not_after = None;
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            not_after = sc.log_text().lines().find_map(|line| {
+                let json: serde_json::Value = serde_json::from_str(line).ok()?;
+                let fields = &json["fields"];
+                (fields["message"].as_str()?.starts_with("loaded identity"))
+                    .then(|| fields["not_after"].as_str().map(str::to_owned))?
+            });
+            not_after.is_some()
+        }),
+        "{}",
+        sc.log_text()
+    );
+    let not_after = not_after.unwrap();
+    assert!(
+        time::OffsetDateTime::parse(&not_after, &time::format_description::well_known::Rfc3339)
+            .is_ok(),
+        "{not_after}"
+    );
+}
