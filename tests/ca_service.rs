@@ -417,15 +417,6 @@ fn curl_renew(server: &CaProcess, dir: &Path, extra: &[&str]) -> (u16, String) {
     curl(server, &args, "/v1/renew")
 }
 
-/// A port nothing listens on (bound, then released), for a CA that is down or not started yet.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A running `palisade cert renew --watch`, killed when dropped.
 struct Watcher {
     child: std::process::Child,

@@ -8,7 +8,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -18,14 +18,6 @@ use common::*;
 
 const SOAK_LIMIT: Duration = Duration::from_secs(150);
 const SERVER_ID: &str = "spiffe://example.org/palisade/ca";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn sidecar_identity(ca: &TwoLevelCa, url: &str, token_file: &str) -> String {
     format!(

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -15,15 +15,6 @@ use common::*;
 const SERVER_ID: &str = "spiffe://example.org/palisade/ca";
 const REFUSED: &str = "palisade_sidecar_connections_refused_total";
 const RENEWALS: &str = "palisade_sidecar_identity_renewals_total";
-
-/// A port nothing listens on yet (bound, then released): where the CA will be started later.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One request through the frontend's outbound listener: Ok when the app's answer came back.
 fn through(addr: SocketAddr) -> Result<(), String> {

@@ -185,3 +185,13 @@ pub fn chown_recursive(dir: &Path, uid: &str) {
         .expect("run chown");
     assert!(status.success(), "chown -R {uid} {}", dir.display());
 }
+
+/// A port nothing listens on yet (bound, then released): for a service that is down, or is
+/// started later on it.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
