@@ -507,29 +507,9 @@ fn network_policy_truth_tables_in_the_kernel_equal_explain() {
         // The generation each node must reach, from the same binary.
         for (i, node) in cluster.nodes.iter().enumerate() {
             let host = format!("node-{}", i + 1);
-            let compiled = ok(palisade(
-                &[
-                    "policy",
-                    "compile",
-                    "--kubernetes",
-                    dir.path().to_str().unwrap(),
-                    "--host",
-                    &host,
-                ],
-                dir.path(),
-            ));
-            let generation = compiled
-                .lines()
-                .find_map(|l| l.split("palisade generation ").nth(1))
-                .map(|g| g.trim_end_matches(['"', ' ']).to_owned())
-                .expect("a generation in the compiled table");
-            let live = || {
-                cluster
-                    .nets
-                    .exec_ok(node, &["nft", "list", "table", "inet", "palisade"], None)
-            };
+            let generation = compiled_generation(dir.path(), &host);
             assert!(
-                wait_until(Duration::from_secs(10), || live().contains(&generation)),
+                reaches(&cluster, node, &generation),
                 "{name}: {host} did not reach generation {generation}"
             );
         }
@@ -620,32 +600,9 @@ fn under_sync_a_refused_policy_does_not_hold_up_a_new_deny_and_is_reported() {
     let reach_meant = |step: &str| {
         for (i, node) in nodes.iter().enumerate() {
             let host = format!("node-{}", i + 1);
-            let compiled = ok(palisade(
-                &[
-                    "policy",
-                    "compile",
-                    "--kubernetes",
-                    meant.path().to_str().unwrap(),
-                    "--host",
-                    &host,
-                ],
-                meant.path(),
-            ));
-            let generation = compiled
-                .lines()
-                .find_map(|l| l.split("palisade generation ").nth(1))
-                .map(|g| g.trim_end_matches(['"', ' ']).to_owned())
-                .expect("a generation in the compiled table");
-            let live = || {
-                cluster
-                    .nets
-                    .exec(node, &["nft", "list", "table", "inet", "palisade"], None)
-            };
+            let generation = compiled_generation(meant.path(), &host);
             assert!(
-                wait_until(Duration::from_secs(10), || String::from_utf8_lossy(
-                    &live().stdout
-                )
-                .contains(&generation)),
+                reaches(&cluster, node, &generation),
                 "{step}: {host} did not reach generation {generation}; its log:\n{}",
                 std::fs::read_to_string(logs.path().join(format!("{host}.log")))
                     .unwrap_or_default()
@@ -750,4 +707,39 @@ fn under_sync_a_refused_policy_does_not_hold_up_a_new_deny_and_is_reported() {
             i + 1
         );
     }
+}
+
+/// The generation `policy compile --kubernetes DIR --host HOST` stamps: the table a node running
+/// `policy sync` on the same manifests must reach.
+fn compiled_generation(dir: &std::path::Path, host: &str) -> String {
+    let compiled = ok(palisade(
+        &[
+            "policy",
+            "compile",
+            "--kubernetes",
+            dir.to_str().unwrap(),
+            "--host",
+            host,
+        ],
+        dir,
+    ));
+    compiled
+        .lines()
+        .find_map(|l| l.split("palisade generation ").nth(1))
+        .map(|g| g.trim_end_matches(['"', ' ']).to_owned())
+        .expect("a generation in the compiled table")
+}
+
+/// Whether `node`'s live table reaches `generation` within 10 s (a listing that overlaps a
+/// transaction may fail: it is tried again).
+fn reaches(cluster: &Cluster, node: &str, generation: &str) -> bool {
+    wait_until(Duration::from_secs(10), || {
+        String::from_utf8_lossy(
+            &cluster
+                .nets
+                .exec(node, &["nft", "list", "table", "inet", "palisade"], None)
+                .stdout,
+        )
+        .contains(generation)
+    })
 }
