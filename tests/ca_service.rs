@@ -477,6 +477,11 @@ impl Watcher {
     fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
+
+    /// Waits up to 5 s for a log line containing `needle` (the log is read by a thread of its own).
+    fn logged(&self, needle: &str) -> bool {
+        wait_until(Duration::from_secs(5), || self.log_text().contains(needle))
+    }
 }
 
 impl Drop for Watcher {
@@ -516,9 +521,7 @@ fn renew_watch_renews_at_half_life_keeps_its_certificate_while_the_ca_is_down_an
     // It restricts itself: write only beneath its directory, connect only to the CA's port, the
     // system call filter (2 in /proc/<pid>/status).
     assert!(
-        watcher
-            .log_text()
-            .contains("Landlock enforced for the certificate renewer"),
+        watcher.logged("Landlock enforced for the certificate renewer"),
         "{}",
         watcher.log_text()
     );
@@ -1029,9 +1032,7 @@ fn one_client_cannot_hold_the_connections_and_renewals_still_get_in() {
         "nothing was refused: idle connections made room"
     );
     assert!(
-        server
-            .log_text()
-            .contains("closed an idle connection: the client holds its cap of connections"),
+        server.logged("closed an idle connection: the client holds its cap of connections"),
         "{}",
         server.log_text()
     );
@@ -1154,7 +1155,7 @@ fn an_issuance_whose_audit_line_cannot_be_written_is_not_delivered() {
     assert_eq!(server.metric("palisade_ca_issued_total", &[]), 0.0);
     assert!(server.metric("palisade_ca_audit_write_failures_total", &[]) >= 1.0);
     assert!(
-        server.log_text().contains("cannot write the audit line"),
+        server.logged("cannot write the audit line"),
         "{}",
         server.log_text()
     );

@@ -102,7 +102,7 @@ fn admission_follows_the_policy_file_and_its_changes() {
     );
     assert!(curl_as(&pki, "frontend", port));
     assert!(
-        sidecar.log_text().contains("policy.yaml:"),
+        sidecar.logged("policy.yaml:"),
         "the log names the file and position"
     );
 }

@@ -77,7 +77,7 @@ fn the_sidecar_runs_without_capabilities_and_cannot_read_outside_its_files() {
     // The allow-list, and the filter that answers clone3 with ENOSYS.
     assert_eq!(proc_status_field(pid, "Seccomp_filters"), "2");
     assert!(
-        sidecar.log_text().contains("sandbox: Landlock enforced"),
+        sidecar.logged("sandbox: Landlock enforced"),
         "{}",
         sidecar.log_text()
     );
@@ -101,7 +101,7 @@ fn the_sidecar_runs_without_capabilities_and_cannot_read_outside_its_files() {
         sidecar.log_text()
     );
     assert!(
-        sidecar.log_text().contains("Permission denied"),
+        sidecar.logged("Permission denied"),
         "{}",
         sidecar.log_text()
     );

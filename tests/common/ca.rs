@@ -187,6 +187,12 @@ impl CaProcess {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// Waits up to 5 s for a log line containing `needle`. The log is read by a thread of its
+    /// own, so a line the process wrote before it answered may not have arrived yet.
+    pub fn logged(&self, needle: &str) -> bool {
+        wait_until(Duration::from_secs(5), || self.log_text().contains(needle))
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{http_request, metric_value, BIN};
+use super::{http_request, metric_value, wait_until, BIN};
 
 /// A running `palisade sidecar run`, killed when dropped.
 pub struct SidecarProcess {
@@ -128,6 +128,12 @@ impl SidecarProcess {
 
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits up to 5 s for a log line containing `needle`. The log is read by a thread of its
+    /// own, so a line the process wrote before it answered may not have arrived yet.
+    pub fn logged(&self, needle: &str) -> bool {
+        wait_until(Duration::from_secs(5), || self.log_text().contains(needle))
     }
 
     /// Sends SIGTERM.
