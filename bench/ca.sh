@@ -27,11 +27,11 @@ SERVER_PID=
 cleanup() { [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
 cd "$TMP"
-"$BIN" ca init --dir root --trust-domain bench.example >/dev/null
-"$BIN" ca init-issuer --root-dir root --dir issuer >/dev/null
+"$BIN" ca init --ca-dir root --trust-domain bench.example >/dev/null
+"$BIN" ca init-issuer --root-dir root --ca-dir issuer >/dev/null
 "$LOAD" prepare "$TMP"
 
-taskset -c "$SERVER_CORE" "$BIN" ca serve --dir issuer --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+taskset -c "$SERVER_CORE" "$BIN" ca serve --ca-dir issuer --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
     --rate-limit 0 --max-signing 1024 --max-connections-per-client 1024 --audit-log "$TMP/audit.log" --jwks jwks.json \
     --jwt-issuer https://kubernetes.default.svc.cluster.local >"$TMP/serve.out" 2>"$TMP/serve.err" &
 SERVER_PID=$!
@@ -39,12 +39,12 @@ for _ in $(seq 100); do [[ -s $TMP/serve.out ]] && break; sleep 0.1; done
 URL=https://$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["listening"]["api"])' "$TMP/serve.out")
 SERVER_ID=spiffe://bench.example/palisade/ca
 "$BIN" cert request --ca "$URL" --bundle issuer/bundle.pem \
-    --token "$("$BIN" ca token --dir issuer --spiffe-id spiffe://bench.example/bench/client)" --out svid >/dev/null
+    --token "$("$BIN" ca token --ca-dir issuer --spiffe-id spiffe://bench.example/bench/client)" --svid-dir svid >/dev/null
 
 # The ceilings, on the server's core while nothing else runs there.
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
 raw=$(taskset -c "$SERVER_CORE" "$LOAD" raw issuer "$SECONDS_EACH" "$TMP")
-taskset -c "$SERVER_CORE" "$BIN" ca serve --dir issuer --listen "${URL#https://}" --admin-listen 127.0.0.1:0 \
+taskset -c "$SERVER_CORE" "$BIN" ca serve --ca-dir issuer --listen "${URL#https://}" --admin 127.0.0.1:0 \
     --rate-limit 0 --max-signing 1024 --max-connections-per-client 1024 --audit-log "$TMP/audit.log" --jwks jwks.json \
     --jwt-issuer https://kubernetes.default.svc.cluster.local >"$TMP/serve2.out" 2>"$TMP/serve.err" &
 SERVER_PID=$!

@@ -35,9 +35,9 @@ SIDECAR=$ROOT/target/sidecar-only/release/palisade
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 cd "$TMP"
-"$CLI" ca init --dir ca --trust-domain bench.example >/dev/null
-"$CLI" cert issue --ca-dir ca --spiffe-id spiffe://bench.example/server --out server >/dev/null
-"$CLI" cert issue --ca-dir ca --spiffe-id spiffe://bench.example/client --out client >/dev/null
+"$CLI" ca init --ca-dir ca --trust-domain bench.example >/dev/null
+"$CLI" cert issue --ca-dir ca --spiffe-id spiffe://bench.example/server --svid-dir server >/dev/null
+"$CLI" cert issue --ca-dir ca --spiffe-id spiffe://bench.example/client --svid-dir client >/dev/null
 
 # The app: accepts and holds connections, writes how many it holds.
 cat >app.py <<'PY'

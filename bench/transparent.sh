@@ -62,9 +62,9 @@ for pod in "$C" "$S"; do
 done
 
 cd "$TMP"
-"$BIN" ca init --dir ca --trust-domain bench.example >/dev/null
+"$BIN" ca init --ca-dir ca --trust-domain bench.example >/dev/null
 for w in client server; do
-    "$BIN" cert issue --ca-dir ca --spiffe-id "spiffe://bench.example/$w" --out "$w" >/dev/null
+    "$BIN" cert issue --ca-dir ca --spiffe-id "spiffe://bench.example/$w" --svid-dir "$w" >/dev/null
 done
 cat >policy.yaml <<POLICY
 version: 1

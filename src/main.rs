@@ -52,9 +52,9 @@ enum Command {
     #[command(
         subcommand,
         after_help = "Examples:\n  \
-palisade ca init --dir root --trust-domain example.org\n  \
-palisade ca init-issuer --root-dir root --dir issuer\n  \
-palisade ca serve --dir issuer --listen 0.0.0.0:8443"
+palisade ca init --ca-dir root --trust-domain example.org\n  \
+palisade ca init-issuer --root-dir root --ca-dir issuer\n  \
+palisade ca serve --ca-dir issuer --listen 0.0.0.0:8443"
     )]
     Ca(commands::ca::CaCommand),
     /// Issue and inspect workload certificates (X.509-SVIDs).
@@ -62,7 +62,7 @@ palisade ca serve --dir issuer --listen 0.0.0.0:8443"
     #[command(
         subcommand,
         after_help = "Examples:\n  \
-palisade cert issue --ca-dir issuer \\\n      --spiffe-id spiffe://example.org/ns/shop/sa/web --out web\n  \
+palisade cert issue --ca-dir issuer \\\n      --spiffe-id spiffe://example.org/ns/shop/sa/web --svid-dir web\n  \
 palisade cert inspect web/cert.pem --bundle web/bundle.pem"
     )]
     Cert(commands::cert::CertCommand),
@@ -108,7 +108,18 @@ palisade sidecar check-sandbox --config /etc/palisade/sidecar.yaml"
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    let mut path = Vec::new();
+    let mut at = &matches;
+    while let Some((name, sub)) = at.subcommand() {
+        path.push(name);
+        at = sub;
+    }
     // Services say what they do at info; one-shot commands only warn, their output is stdout.
     let is_service = match &cli.command {
         Command::Sidecar(_) => true,
@@ -123,6 +134,13 @@ fn main() -> ExitCode {
         _ => false,
     };
     init_logging(cli.log_format, if is_service { "info" } else { "warn" });
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    for warning in commands::deprecated::warnings(&path, &args) {
+        tracing::warn!("{warning}");
+    }
     // Not locked for the whole run: services (ca serve's audit lines) write from other threads.
     let mut stdout = std::io::stdout();
     let result = match cli.command {
@@ -139,15 +157,11 @@ fn main() -> ExitCode {
         Command::Inject(args) => commands::inject::run(&args, &mut stdout),
         Command::Version(args) => commands::version::version(&args, &mut stdout),
         #[cfg(feature = "tools")]
-        Command::Completion(args) => commands::version::completion(
-            &args,
-            &mut <Cli as clap::CommandFactory>::command(),
-            &mut stdout,
-        ),
-        #[cfg(feature = "tools")]
-        Command::Man(args) => {
-            commands::version::man(&args, <Cli as clap::CommandFactory>::command())
+        Command::Completion(args) => {
+            commands::version::completion(&args, &mut Cli::command(), &mut stdout)
         }
+        #[cfg(feature = "tools")]
+        Command::Man(args) => commands::version::man(&args, Cli::command()),
     };
     match result {
         Ok(code) => code,

@@ -16,9 +16,9 @@ fn check_sandbox(
     audit: &std::path::Path,
 ) -> (Option<i32>, serde_json::Value) {
     let out = Command::new(BIN)
-        .args(["ca", "serve", "--dir"])
+        .args(["ca", "serve", "--ca-dir"])
         .arg(ca.issuer())
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
         .arg("--tokens-dir")
         .arg(tokens)
         .arg("--audit-log")

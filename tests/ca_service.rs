@@ -30,7 +30,7 @@ fn request(
         bundle.to_str().unwrap(),
         "--token",
         token,
-        "--out",
+        "--svid-dir",
         out,
     ];
     args.extend_from_slice(extra);
@@ -44,7 +44,7 @@ fn renew(server: &CaProcess, dir: &Path) -> std::process::Output {
             "renew",
             "--ca",
             &server.url(),
-            "--dir",
+            "--svid-dir",
             dir.to_str().unwrap(),
         ],
         dir,
@@ -59,7 +59,8 @@ fn inspect(dir: &Path) -> serde_json::Value {
             "cert.pem",
             "--bundle",
             "bundle.pem",
-            "--json",
+            "-o",
+            "json",
         ],
         dir,
     ));
@@ -240,7 +241,7 @@ fn renewal_is_refused_with_an_expired_or_untrusted_certificate_or_for_another_id
             "spiffe://example.org/short",
             "--ttl",
             "2s",
-            "--out",
+            "--svid-dir",
             "short",
         ],
         ca.path(),
@@ -259,7 +260,7 @@ fn renewal_is_refused_with_an_expired_or_untrusted_certificate_or_for_another_id
     // Another CA's certificate of the same trust domain.
     let stranger = tempfile::tempdir().unwrap();
     ok(palisade(
-        &["ca", "init", "--dir", "ca", "--trust-domain", TD],
+        &["ca", "init", "--ca-dir", "ca", "--trust-domain", TD],
         stranger.path(),
     ));
     ok(palisade(
@@ -270,7 +271,7 @@ fn renewal_is_refused_with_an_expired_or_untrusted_certificate_or_for_another_id
             "ca",
             "--spiffe-id",
             "spiffe://example.org/intruder",
-            "--out",
+            "--svid-dir",
             "x",
         ],
         stranger.path(),
@@ -288,7 +289,7 @@ fn renewal_is_refused_with_an_expired_or_untrusted_certificate_or_for_another_id
             "issuer",
             "--spiffe-id",
             "spiffe://example.org/web",
-            "--out",
+            "--svid-dir",
             "web",
         ],
         ca.path(),
@@ -431,9 +432,9 @@ impl Watcher {
         let mut child = Command::new(BIN)
             .args(["--log-format", "json", "cert", "renew", "--watch", "--ca"])
             .arg(server.url())
-            .arg("--dir")
+            .arg("--svid-dir")
             .arg(dir)
-            .arg("--admin-listen")
+            .arg("--admin")
             .arg(admin.to_string())
             .env("PALISADE_LOG", "info")
             .stdin(std::process::Stdio::null())
@@ -669,7 +670,7 @@ fn cert_request_exit_codes_say_unavailable_local_problem_or_refused() {
                 bundle.to_str().unwrap(),
                 "--token",
                 token,
-                "--out",
+                "--svid-dir",
                 out,
             ],
             ca.path(),

@@ -215,7 +215,7 @@ impl Setup {
         Setup { ca, jwks, server }
     }
 
-    /// `cert request --service-account-token <out>.token --out <out>`, as the workload in `out`.
+    /// `cert request --service-account-token <out>.token --svid-dir <out>`, as the workload in `out`.
     fn request(&self, token: &str, out: &str) -> Output {
         request_with(&self.ca, &self.server, token, out)
     }
@@ -235,7 +235,7 @@ fn request_with(ca: &TwoLevelCa, server: &CaProcess, token: &str, out: &str) -> 
             ca.bundle().to_str().unwrap(),
             "--service-account-token",
             token_file.to_str().unwrap(),
-            "--out",
+            "--svid-dir",
             out,
         ],
         ca.path(),
@@ -254,7 +254,8 @@ fn inspect(dir: &Path) -> Value {
             "cert.pem",
             "--bundle",
             "bundle.pem",
-            "--json",
+            "-o",
+            "json",
         ],
         dir,
     ));
@@ -329,11 +330,9 @@ fn rs256_and_es256_tokens_get_the_service_accounts_id_then_renew_over_mtls() {
             subject.contains("shop/frontend"),
             "the subject names namespace/serviceaccount: {subject}"
         );
+        // One serial format everywhere: the audit line and `cert inspect -o json` say the same.
         assert_eq!(
-            issued["serial"].as_str().map(str::to_lowercase),
-            first["serial"]
-                .as_str()
-                .map(|s| s.replace(':', "").to_lowercase()),
+            issued["serial"], first["serial"],
             "the audit line names the serial issued: {issued} / {first:#}"
         );
         // The audit trail never holds a token, not even its signature.
@@ -353,7 +352,7 @@ fn rs256_and_es256_tokens_get_the_service_accounts_id_then_renew_over_mtls() {
                 "renew",
                 "--ca",
                 &server.url(),
-                "--dir",
+                "--svid-dir",
                 dir.to_str().unwrap(),
             ],
             &dir,

@@ -148,7 +148,7 @@ fn sidecars_renew_through_issuer_and_root_rotations_and_a_ca_restart_without_a_f
             step,
             "--root-dir",
             "root",
-            "--dir",
+            "--ca-dir",
             "issuer",
         ];
         args.extend_from_slice(extra);
@@ -163,7 +163,7 @@ fn sidecars_renew_through_issuer_and_root_rotations_and_a_ca_restart_without_a_f
             "init-issuer",
             "--root-dir",
             "root",
-            "--dir",
+            "--ca-dir",
             "issuer",
             "--ttl",
             "2d",

@@ -266,3 +266,307 @@ fn exit_codes_mean_one_thing_each() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
 }
+
+/// Runs `palisade args` in `dir` and parses its stdout as one JSON document; `code` is the exit
+/// code wanted.
+fn json_of(args: &[&str], dir: &std::path::Path, code: i32) -> serde_json::Value {
+    let out = palisade(args, dir);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{args:?} printed no JSON document ({e}):\n{text}"))
+}
+
+fn is_rfc3339(value: &serde_json::Value) -> bool {
+    value.as_str().is_some_and(|s| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok()
+    })
+}
+
+fn is_serial(value: &serde_json::Value) -> bool {
+    value.as_str().is_some_and(|s| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    })
+}
+
+/// Every command that takes `-o json` is run with it here (the list is checked against the
+/// commands' help, so a new one cannot be left out), and what it prints parses as one JSON
+/// document with times in RFC 3339 and serial numbers in one format.
+#[test]
+fn every_command_with_o_json_prints_one_json_document() {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shop = manifest.join("examples/policy/shop.yaml");
+    let shop = shop.to_str().unwrap();
+    let netpol = manifest.join("examples/kubernetes/netpol");
+    let netpol = netpol.to_str().unwrap();
+    let ca = TwoLevelCa::new();
+    let dir = ca.path();
+    let mut covered: Vec<&str> = Vec::new();
+    let mut run = |path: &'static str, args: &[&str], code: i32| {
+        covered.push(path);
+        let mut all: Vec<&str> = path.split(' ').collect();
+        all.extend(args);
+        all.extend(["-o", "json"]);
+        json_of(&all, dir, code)
+    };
+
+    let v = run("version", &[], 0);
+    assert!(v["commit"].is_string() && v["version"].is_string(), "{v}");
+
+    let v = run("ca init", &["--ca-dir", "r2", "--trust-domain", TD], 0);
+    assert_eq!(v["trust_domain"], TD);
+    assert!(is_rfc3339(&v["not_after"]), "{v}");
+    let v = run("ca init-issuer", &["--root-dir", "r2", "--ca-dir", "i2"], 0);
+    assert_eq!(v["bundle_roots"], 1, "{v}");
+    assert!(is_rfc3339(&v["not_after"]), "{v}");
+    let id = format!("spiffe://{TD}/ns/shop/sa/web");
+    let v = run("ca token", &["--ca-dir", "issuer", "--spiffe-id", &id], 0);
+    assert!(
+        v["token"].as_str().unwrap().starts_with("palisade-join-"),
+        "{v}"
+    );
+    assert!(is_rfc3339(&v["expires"]), "{v}");
+
+    let dirs = ["--root-dir", "r2", "--ca-dir", "i2"];
+    let v = run("ca rotate status", &dirs, 0);
+    assert_eq!(
+        (v["step"].as_str(), v["next_step"].as_str()),
+        (Some("none"), Some("prepare"))
+    );
+    assert_eq!(v["next_step_safe_now"], true, "{v}");
+    let v = run(
+        "ca rotate prepare",
+        &[&dirs[..], &["--leaf-ttl", "1h"]].concat(),
+        0,
+    );
+    assert_eq!(
+        (v["step"].as_str(), v["next_step"].as_str()),
+        (Some("prepared"), Some("activate"))
+    );
+    assert_eq!(
+        (
+            v["bundle_roots"].as_u64(),
+            v["next_step_safe_now"].as_bool()
+        ),
+        (Some(2), Some(false))
+    );
+    assert!(
+        is_rfc3339(&v["prepared_at"]) && is_rfc3339(&v["next_step_safe_from"]),
+        "{v}"
+    );
+    let v = run("ca rotate activate", &[&dirs[..], &["--force"]].concat(), 0);
+    assert_eq!(
+        (v["step"].as_str(), v["next_step"].as_str()),
+        (Some("activated"), Some("retire"))
+    );
+    assert!(is_rfc3339(&v["activated_at"]), "{v}");
+    let v = run("ca rotate retire", &[&dirs[..], &["--force"]].concat(), 0);
+    assert_eq!(
+        (v["step"].as_str(), v["bundle_roots"].as_u64()),
+        (Some("none"), Some(1))
+    );
+
+    let issued = run(
+        "cert issue",
+        &[
+            "--ca-dir",
+            "issuer",
+            "--spiffe-id",
+            &id,
+            "--svid-dir",
+            "web",
+        ],
+        0,
+    );
+    assert!(
+        is_serial(&issued["serial"]) && is_rfc3339(&issued["not_after"]),
+        "{issued}"
+    );
+    let inspected = run(
+        "cert inspect",
+        &["web/cert.pem", "--bundle", "web/bundle.pem"],
+        0,
+    );
+    assert_eq!(inspected["serial"], issued["serial"], "one serial format");
+    assert_eq!(inspected["spiffe_id"], id.as_str());
+
+    let server = CaProcess::start(&ca.issuer(), &[]);
+    let token = ca.token("ns/shop/sa/api", "5m");
+    std::fs::write(dir.join("token"), &token).unwrap();
+    let bundle = ca.bundle();
+    let url = server.url();
+    let requested = run(
+        "cert request",
+        &[
+            "--ca",
+            &url,
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--token-file",
+            "token",
+            "--svid-dir",
+            "api",
+        ],
+        0,
+    );
+    assert_eq!(
+        requested["spiffe_id"],
+        format!("spiffe://{TD}/ns/shop/sa/api").as_str()
+    );
+    assert!(is_serial(&requested["serial"]), "{requested}");
+    let renewed = run("cert renew", &["--ca", &url, "--svid-dir", "api"], 0);
+    assert!(
+        is_serial(&renewed["serial"]) && is_rfc3339(&renewed["not_after"]),
+        "{renewed}"
+    );
+    assert_ne!(renewed["serial"], requested["serial"]);
+
+    let v = run("policy check", &[shop], 0);
+    assert_eq!(
+        (v["passed"].as_bool(), v["errors"].as_u64()),
+        (Some(true), Some(0)),
+        "{v}"
+    );
+    assert!(v["policy"]["segments"].as_u64().unwrap() > 0, "{v}");
+    // Errors are diagnostics too, each located.
+    std::fs::write(
+        dir.join("bad.yaml"),
+        "version: 1\nsegments:\n  a: { cidrs: [10.0.0.0/33] }\n",
+    )
+    .unwrap();
+    let v = run("policy check", &["bad.yaml", "--kubernetes", netpol], 1);
+    assert_eq!(v["passed"], false, "{v}");
+    let first = &v["diagnostics"][0];
+    assert_eq!(
+        (first["file"].as_str(), first["severity"].as_str()),
+        (Some("bad.yaml"), Some("error")),
+        "{v}"
+    );
+    assert!(
+        first["line"].as_u64().unwrap() >= 1 && first["column"].as_u64().unwrap() >= 1,
+        "{v}"
+    );
+    assert!(
+        v["kubernetes"]["network_policies"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+
+    let v = run(
+        "policy explain",
+        &[
+            shop,
+            "--from",
+            "10.10.1.5",
+            "--to",
+            "10.10.2.7",
+            "--port",
+            "443",
+        ],
+        0,
+    )
+    .to_owned();
+    assert_eq!(v["layers"][0]["layer"], "policy", "{v}");
+    assert_eq!(v["allowed"], v["layers"][0]["allowed"], "{v}");
+    let v = run(
+        "policy explain",
+        &[
+            "--kubernetes",
+            netpol,
+            "--from",
+            "z/a",
+            "--to",
+            "x/b",
+            "--port",
+            "80",
+        ],
+        3,
+    );
+    assert_eq!(
+        (v["allowed"].as_bool(), v["layers"][0]["layer"].as_str()),
+        (Some(false), Some("kubernetes")),
+        "{v}"
+    );
+    assert_eq!(v["layers"][0]["to"]["pod"], "x/b", "{v}");
+    let v = run(
+        "policy matrix",
+        &["--kubernetes", netpol, "--port", "80"],
+        0,
+    );
+    let pods = v["pods"].as_array().unwrap().len();
+    assert!(pods > 1, "{v}");
+    assert_eq!(v["reachable"].as_array().unwrap().len(), pods, "{v}");
+    let v = run("policy compile", &[shop, "--host", "node-a"], 0);
+    assert!(v["nftables"].is_array(), "{v}");
+
+    let pki = Pki::new();
+    pki.issue("payments", "payments", &[]);
+    let config = format!(
+        "{}inbound:\n  - name: api\n    listen: 127.0.0.1:0\n    forward_to: 127.0.0.1:9\n    allow: [spiffe://{TD}/frontend]\nadmin:\n  listen: 127.0.0.1:0\n",
+        pki.identity_yaml("payments"),
+    );
+    let config_path = pki.path().join("sidecar.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let v = run(
+        "sidecar check-sandbox",
+        &["--config", config_path.to_str().unwrap()],
+        0,
+    );
+    assert!(
+        v["tried"].as_array().unwrap().len() > 3 && v["allowed"]["read"].is_array(),
+        "{v}"
+    );
+
+    // Every command whose help offers `-o` was run above.
+    let offering: Vec<String> = every_command()
+        .into_iter()
+        .filter(|path| !path.is_empty() && help(path, "100").contains("-o, --output"))
+        .map(|path| path.join(" "))
+        .collect();
+    let missing: Vec<&String> = offering
+        .iter()
+        .filter(|path| !covered.contains(&path.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "-o json not run here for {missing:?}");
+}
+
+/// An old spelling of a flag still works for one release, and says its new one.
+#[test]
+fn an_old_spelling_still_works_and_names_the_new_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = palisade(
+        &["ca", "init", "--dir", "ca", "--trust-domain", TD],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--dir is an old spelling in `palisade ca init`: say --ca-dir"),
+        "{stderr}"
+    );
+    assert!(tmp.path().join("ca/ca-cert.pem").exists());
+    // The new spelling says nothing on stderr.
+    let out = palisade(
+        &[
+            "cert",
+            "issue",
+            "--ca-dir",
+            "ca",
+            "--spiffe-id",
+            &format!("spiffe://{TD}/a"),
+            "--svid-dir",
+            "a",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+    let out = palisade(&["cert", "inspect", "a/cert.pem", "--json"], tmp.path());
+    assert!(out.status.success(), "{out:?}");
+    let _: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("--json still prints JSON");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("say -o json"),
+        "{out:?}"
+    );
+}

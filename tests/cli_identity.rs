@@ -57,7 +57,7 @@ fn openssl(args: &[&str], cwd: &Path) -> Output {
 }
 
 fn init_ca(dir: &Path, extra: &[&str]) {
-    let mut args = vec!["ca", "init", "--dir", "ca", "--trust-domain", TD];
+    let mut args = vec!["ca", "init", "--ca-dir", "ca", "--trust-domain", TD];
     args.extend_from_slice(extra);
     ok(&palisade(&args, dir));
 }
@@ -85,7 +85,7 @@ fn openssl_verifies_every_issued_leaf_and_sees_the_profile() {
                 "ca",
                 "--spiffe-id",
                 id,
-                "--out",
+                "--svid-dir",
                 "w",
                 "--key-type",
                 key_type,
@@ -192,7 +192,7 @@ fn issues_from_an_openssl_csr_and_ignores_its_sans() {
             id,
             "--csr",
             "w.csr",
-            "--out",
+            "--svid-dir",
             "w",
         ],
         dir,
@@ -232,7 +232,7 @@ fn inspect_reports_and_exit_code_follows_the_verdict() {
             "ca",
             "--spiffe-id",
             id,
-            "--out",
+            "--svid-dir",
             "w",
             "--ttl",
             "1h",
@@ -246,7 +246,8 @@ fn inspect_reports_and_exit_code_follows_the_verdict() {
             "w/cert.pem",
             "--bundle",
             "ca/bundle.pem",
-            "--json",
+            "-o",
+            "json",
         ],
         dir,
     ));
@@ -267,7 +268,7 @@ fn inspect_reports_and_exit_code_follows_the_verdict() {
 
     // Another CA of the same trust domain: well-formed, but it does not chain to that bundle.
     ok(&palisade(
-        &["ca", "init", "--dir", "other", "--trust-domain", TD],
+        &["ca", "init", "--ca-dir", "other", "--trust-domain", TD],
         dir,
     ));
     let out = palisade(
@@ -277,7 +278,8 @@ fn inspect_reports_and_exit_code_follows_the_verdict() {
             "w/cert.pem",
             "--bundle",
             "other/bundle.pem",
-            "--json",
+            "-o",
+            "json",
         ],
         dir,
     );
@@ -291,7 +293,14 @@ fn inspect_reports_and_exit_code_follows_the_verdict() {
 
     // A bundle of another trust domain.
     ok(&palisade(
-        &["ca", "init", "--dir", "td2", "--trust-domain", "other.org"],
+        &[
+            "ca",
+            "init",
+            "--ca-dir",
+            "td2",
+            "--trust-domain",
+            "other.org",
+        ],
         dir,
     ));
     let out = palisade(
@@ -326,7 +335,7 @@ fn inspect_refuses_an_expired_certificate() {
             "ca",
             "--spiffe-id",
             "spiffe://example.org/x",
-            "--out",
+            "--svid-dir",
             "w",
             "--ttl",
             "1s",
@@ -342,7 +351,8 @@ fn inspect_refuses_an_expired_certificate() {
             "w/cert.pem",
             "--bundle",
             "ca/bundle.pem",
-            "--json",
+            "-o",
+            "json",
         ],
         dir,
     );
@@ -361,7 +371,7 @@ fn refuses_to_overwrite_a_ca_without_force() {
     let dir = tmp.path();
     init_ca(dir, &[]);
     let before = std::fs::read(dir.join("ca/ca-key.pem")).unwrap();
-    let out = palisade(&["ca", "init", "--dir", "ca", "--trust-domain", TD], dir);
+    let out = palisade(&["ca", "init", "--ca-dir", "ca", "--trust-domain", TD], dir);
     let sentence = failure_sentence(&out);
     assert!(
         sentence.contains("already exists") && sentence.contains("--force"),
@@ -387,7 +397,7 @@ fn bad_input_gets_one_clear_sentence_and_a_failure_code() {
                 "ca",
                 "--spiffe-id",
                 "spiffe://example.org/a//b",
-                "--out",
+                "--svid-dir",
                 "w",
             ],
             "empty segments",
@@ -400,7 +410,7 @@ fn bad_input_gets_one_clear_sentence_and_a_failure_code() {
                 "ca",
                 "--spiffe-id",
                 "https://example.org/a",
-                "--out",
+                "--svid-dir",
                 "w",
             ],
             "spiffe://",
@@ -413,7 +423,7 @@ fn bad_input_gets_one_clear_sentence_and_a_failure_code() {
                 "ca",
                 "--spiffe-id",
                 "spiffe://other.org/a",
-                "--out",
+                "--svid-dir",
                 "w",
             ],
             "outside this CA's trust domain",
@@ -426,7 +436,7 @@ fn bad_input_gets_one_clear_sentence_and_a_failure_code() {
                 "ca",
                 "--spiffe-id",
                 "spiffe://example.org",
-                "--out",
+                "--svid-dir",
                 "w",
             ],
             "needs a path",
@@ -439,7 +449,7 @@ fn bad_input_gets_one_clear_sentence_and_a_failure_code() {
                 "ca",
                 "--spiffe-id",
                 "spiffe://example.org/a",
-                "--out",
+                "--svid-dir",
                 "w",
                 "--dns",
                 "not a name",
@@ -450,7 +460,7 @@ fn bad_input_gets_one_clear_sentence_and_a_failure_code() {
             &[
                 "ca",
                 "init",
-                "--dir",
+                "--ca-dir",
                 "ca2",
                 "--trust-domain",
                 TD,
@@ -463,7 +473,7 @@ fn bad_input_gets_one_clear_sentence_and_a_failure_code() {
             &[
                 "ca",
                 "init",
-                "--dir",
+                "--ca-dir",
                 "ca2",
                 "--trust-domain",
                 "Example.ORG",
@@ -474,7 +484,7 @@ fn bad_input_gets_one_clear_sentence_and_a_failure_code() {
             &[
                 "ca",
                 "init",
-                "--dir",
+                "--ca-dir",
                 "ca2",
                 "--trust-domain",
                 TD,
@@ -491,7 +501,7 @@ fn bad_input_gets_one_clear_sentence_and_a_failure_code() {
                 "no-such-dir",
                 "--spiffe-id",
                 "spiffe://example.org/a",
-                "--out",
+                "--svid-dir",
                 "w",
             ],
             "no-such-dir",
@@ -504,7 +514,7 @@ fn bad_input_gets_one_clear_sentence_and_a_failure_code() {
                 ".",
                 "--spiffe-id",
                 "spiffe://example.org/a",
-                "--out",
+                "--svid-dir",
                 "w",
             ],
             "holds no CA",
@@ -542,7 +552,7 @@ fn bad_input_gets_one_clear_sentence_and_a_failure_code() {
             "plainfile",
             "--spiffe-id",
             "spiffe://example.org/a",
-            "--out",
+            "--svid-dir",
             "w",
         ],
         dir,

@@ -34,7 +34,14 @@ fn the_sidecar_examples_carry_a_request() {
     let dir = tmp.path();
     // The steps of examples/sidecar/README.md.
     ok(palisade(
-        &["ca", "init", "--dir", "ca", "--trust-domain", "example.org"],
+        &[
+            "ca",
+            "init",
+            "--ca-dir",
+            "ca",
+            "--trust-domain",
+            "example.org",
+        ],
         dir,
     ));
     for name in ["payments", "frontend"] {
@@ -47,7 +54,7 @@ fn the_sidecar_examples_carry_a_request() {
                 "ca",
                 "--spiffe-id",
                 &id,
-                "--out",
+                "--svid-dir",
                 name,
             ],
             dir,

@@ -71,7 +71,7 @@ fn golden(input: &Path) -> PathBuf {
 fn inject_output_equals_the_golden_files() {
     for input in inputs() {
         let text = std::fs::read_to_string(&input).unwrap();
-        let injected = run(&["inject", "-f", "-"], &text);
+        let injected = run(&["inject", "-"], &text);
         let golden = golden(&input);
         if std::env::var("PALISADE_BLESS").is_ok_and(|v| v == "1") {
             std::fs::write(&golden, &injected).unwrap();
@@ -90,15 +90,15 @@ fn inject_output_equals_the_golden_files() {
 fn twice_equals_once_and_uninject_restores_the_input() {
     for input in inputs() {
         let text = std::fs::read_to_string(&input).unwrap();
-        let once = run(&["inject", "-f", "-"], &text);
-        let twice = run(&["inject", "-f", "-"], &once);
+        let once = run(&["inject", "-"], &text);
+        let twice = run(&["inject", "-"], &once);
         assert_eq!(
             once,
             twice,
             "{}: injecting twice differs from once",
             input.display()
         );
-        let back = run(&["inject", "-f", "-", "--uninject"], &once);
+        let back = run(&["inject", "-", "--uninject"], &once);
         assert_eq!(
             values(&back),
             values(&text),
@@ -174,7 +174,7 @@ fn a_bad_annotation_is_refused_with_the_workload_named() {
 }
 
 fn inject_stdin(text: &str) -> std::process::Output {
-    palisade_with_stdin(&["inject", "-f", "-"], text)
+    palisade_with_stdin(&["inject", "-"], text)
 }
 
 #[test]
@@ -197,7 +197,7 @@ fn a_probe_on_a_served_port_is_warned_about_and_names_inject_would_add_are_refus
         "{err}"
     );
     // And uninject never removes what inject did not add.
-    let back = run(&["inject", "-f", "-", "--uninject"], taken);
+    let back = run(&["inject", "-", "--uninject"], taken);
     assert_eq!(values(&back), values(taken));
 }
 
@@ -425,7 +425,7 @@ fn app_containers_lose_net_raw_unless_they_drop_it_already_or_are_accepted() {
     // Injected here, not read from the golden files, so this test stands on its own.
     let injected = |file: &str| {
         values(&run(
-            &["inject", "-f", "-"],
+            &["inject", "-"],
             &std::fs::read_to_string(dir().join("input").join(file)).unwrap(),
         ))
     };
@@ -458,7 +458,7 @@ fn app_containers_lose_net_raw_unless_they_drop_it_already_or_are_accepted() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stderr), "", "no warning");
     let back = run(
-        &["inject", "-f", "-", "--uninject"],
+        &["inject", "-", "--uninject"],
         &String::from_utf8(out.stdout).unwrap(),
     );
     assert_eq!(values(&back), values(&input));
@@ -592,7 +592,7 @@ fn a_host_network_pod_is_passed_through_with_a_warning_never_injected() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     // Injected before it moved to the node's network: the injection is taken out, not kept.
     let injected = run(
-        &["inject", "-f", "-"],
+        &["inject", "-"],
         &plain.replace("  hostNetwork: true\n", ""),
     );
     assert!(injected.contains("palisade-redirect"));
@@ -683,7 +683,7 @@ fn a_yaml_error_in_a_later_document_is_located_in_the_file() {
         "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c, image: i}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b\nspec: [\n",
     )
     .unwrap();
-    let out = palisade(&["inject", "-f", file.to_str().unwrap()], tmp.path());
+    let out = palisade(&["inject", file.to_str().unwrap()], tmp.path());
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -692,7 +692,7 @@ fn a_yaml_error_in_a_later_document_is_located_in_the_file() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     // From standard input, the same, named `-`.
-    let out = palisade_with_stdin(&["inject", "-f", "-"], "a: 1\n---\nb: {\n");
+    let out = palisade_with_stdin(&["inject", "-"], "a: 1\n---\nb: {\n");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("error: -:4:1: document 2: "), "{stderr}");
 }

@@ -461,9 +461,7 @@ fn the_json_form_applies_and_lists_like_the_text_form() {
         dir,
     ));
     let json = ok(palisade(
-        &[
-            "policy", "compile", LAB, "--host", "bravo", "--format", "json",
-        ],
+        &["policy", "compile", LAB, "--host", "bravo", "-o", "json"],
         dir,
     ));
     let generation = generation(&text);

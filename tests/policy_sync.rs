@@ -763,7 +763,6 @@ impl Daemon {
             BIN,
             "policy",
             "sync",
-            "--source",
             source,
             "--host",
             HOST,
@@ -1147,7 +1146,6 @@ fn kill_during_apply_leaves_a_whole_generation() {
                 BIN,
                 "policy",
                 "sync",
-                "--source",
                 target,
                 "--host",
                 HOST,
@@ -1544,7 +1542,7 @@ fn http_sources_are_refused_unless_allowed_and_https_ones_are_pinned_and_can_ask
     ] {
         let out = run_in(
             &lab.srv,
-            &[BIN, "policy", "sync", "--source", source, "--host", HOST],
+            &[BIN, "policy", "sync", source, "--host", HOST],
             COMMAND_LIMIT,
         );
         assert_eq!(out.status.code(), Some(1), "{source}");
@@ -1608,7 +1606,14 @@ fn http_sources_are_refused_unless_allowed_and_https_ones_are_pinned_and_can_ask
 
     // A server that asks for the node's certificate (an SVID from Palisade's CA).
     ok(palisade(
-        &["ca", "init", "--dir", "ca", "--trust-domain", "example.org"],
+        &[
+            "ca",
+            "init",
+            "--ca-dir",
+            "ca",
+            "--trust-domain",
+            "example.org",
+        ],
         &pki,
     ));
     ok(palisade(
@@ -1619,7 +1624,7 @@ fn http_sources_are_refused_unless_allowed_and_https_ones_are_pinned_and_can_ask
             "ca",
             "--spiffe-id",
             "spiffe://example.org/node/srv",
-            "--out",
+            "--svid-dir",
             "node",
         ],
         &pki,
@@ -1777,7 +1782,6 @@ fn the_agent_runs_as_a_user_with_net_admin_only_and_cannot_read_outside_its_sour
         BIN,
         "policy",
         "sync",
-        "--source",
         source,
         "--host",
         HOST,

@@ -77,7 +77,7 @@ fn a_sidecar_started_before_its_ca_is_not_ready_then_ready_within_seconds_with_t
             "issuer",
             "--spiffe-id",
             "spiffe://example.org/ns/shop/sa/frontend",
-            "--out",
+            "--svid-dir",
             "frontend",
         ],
         ca.path(),

@@ -120,6 +120,8 @@ fn check_sandbox(pki: &Pki, file: &std::path::Path) -> (Option<i32>, serde_json:
             "check-sandbox",
             "--config",
             file.to_str().unwrap(),
+            "-o",
+            "json",
         ],
         pki.path(),
     );

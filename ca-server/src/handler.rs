@@ -64,7 +64,7 @@ impl Peer {
             Some(format!(
                 "{} serial {}",
                 bounded(&id),
-                leaf.raw_serial_as_string()
+                palisade_identity::serial_hex(leaf.raw_serial())
             ))
         });
         Peer {
@@ -496,7 +496,7 @@ fn finish(
         Ok(issued) => {
             let material = state.material.load_full();
             audit.event = "issued";
-            let serial = hex(&issued.serial);
+            let serial = palisade_identity::serial_hex(&issued.serial);
             audit.serial = Some(serial.clone());
             audit.not_after = Some(rfc3339(issued.not_after));
             if let Err(refusal) = audit_outcome(state, endpoint, true, client, &audit) {
@@ -634,8 +634,4 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -22,6 +22,7 @@ mod limits;
 mod material;
 pub mod metrics;
 mod refusal;
+pub mod sandbox;
 pub mod service_account;
 
 use std::net::SocketAddr;

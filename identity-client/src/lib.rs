@@ -17,6 +17,7 @@ mod client;
 mod csr;
 pub mod https;
 mod renewer;
+pub mod sandbox;
 pub mod schedule;
 mod svid;
 

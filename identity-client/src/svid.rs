@@ -139,7 +139,7 @@ impl Svid {
         let unix = |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
         let not_before = unix(parsed.validity().not_before.timestamp());
         let not_after = unix(parsed.validity().not_after.timestamp());
-        let serial = parsed.raw_serial_as_string().replace(':', "");
+        let serial = palisade_identity::serial_hex(parsed.raw_serial());
         let chain_pem = chain
             .iter()
             .map(palisade_identity::pem::certificate_to_pem)

@@ -27,7 +27,7 @@ mod svid_dir;
 mod tls;
 mod verify_cache;
 
-pub use inspect::{CertInfo, Verdict};
+pub use inspect::{serial_hex, CertInfo, Verdict};
 pub use pattern::{AllowList, IdPattern, PatternError};
 pub use pem::PemError;
 pub use spiffe_id::{IdError, SpiffeId, TrustDomain, MAX_ID_LEN, MAX_TRUST_DOMAIN_LEN};

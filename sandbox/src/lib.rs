@@ -101,19 +101,39 @@ pub fn restrict(
 
 /// One log line saying what [`restrict`] applied (or what it could not), for `service`.
 pub fn log_report(service: &str, report: &Report) {
+    // Counts and one line per entry, never a list printed into one field: a JSON log pipeline
+    // gets numbers and strings it can query (`check-sandbox -o json` prints the lists whole).
+    let allowed = &report.allowed;
+    let seccomp = report.seccomp.name();
     if report.landlock_fully_enforced {
         tracing::info!(
-            read = report.allowed.read.len(),
-            write = ?report.allowed.write,
-            execute = ?report.allowed.execute,
-            bind = ?report.allowed.bind,
-            connect = ?report.allowed.connect,
-            seccomp = ?report.seccomp,
+            read = allowed.read.len(),
+            write = allowed.write.len(),
+            execute = allowed.execute.len(),
+            bind = allowed.bind.len(),
+            connect = allowed.connect.as_ref().map_or(0, |ports| ports.len()),
+            connect_any_port = allowed.connect.is_none(),
+            seccomp,
             "sandbox: Landlock enforced for the {service}"
         );
+        for path in &allowed.read {
+            tracing::debug!(path = %path.display(), "sandbox: may read");
+        }
+        for path in &allowed.write {
+            tracing::debug!(path = %path.display(), "sandbox: may write");
+        }
+        for path in &allowed.execute {
+            tracing::debug!(path = %path.display(), "sandbox: may execute");
+        }
+        for port in &allowed.bind {
+            tracing::debug!(port, "sandbox: may bind");
+        }
+        for port in allowed.connect.iter().flatten() {
+            tracing::debug!(port, "sandbox: may connect");
+        }
     } else {
         tracing::warn!(
-            seccomp = ?report.seccomp,
+            seccomp,
             "sandbox: this kernel leaves Landlock {} for the {service} (an older Landlock ABI, or sandbox.landlock: off)",
             report.landlock_status()
         );

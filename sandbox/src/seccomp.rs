@@ -35,6 +35,17 @@ pub enum SeccompMode {
     Off,
 }
 
+impl SeccompMode {
+    /// `enforce`, `log` or `off`, as the configuration spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SeccompMode::Enforce => "enforce",
+            SeccompMode::Log => "log",
+            SeccompMode::Off => "off",
+        }
+    }
+}
+
 /// Why the filter was not installed.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {

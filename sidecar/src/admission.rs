@@ -285,7 +285,7 @@ impl PolicyWatcher {
                     }
                     let cluster = loaded.cluster;
                     tracing::info!(
-                        manifests = ?set.paths,
+                        files = set.paths.len(),
                         pods = cluster.inventory.pods.len(),
                         policies = cluster.policies.len(),
                         "loaded NetworkPolicies; new handshakes are admitted by them"
@@ -299,7 +299,7 @@ impl PolicyWatcher {
                     } else {
                         "none loaded yet, so this listener admits nobody"
                     };
-                    tracing::warn!(manifests = ?set.paths, %errors, "refused the NetworkPolicy manifests; {keeping}");
+                    tracing::warn!(files = set.paths.len(), %errors, "refused the NetworkPolicy manifests; {keeping}");
                     self.count("failure");
                 }
             }

@@ -116,7 +116,7 @@ pub(crate) async fn handle(
         .map_err(|_| Refusal::ConnectTimeout(target.to_string()))?
         .map_err(|e| Refusal::ConnectFailed(target.to_string(), e))?;
     let _ = app.set_nodelay(true);
-    tracing::debug!(listener = name, %peer, spiffe_id = ?peer_id.as_ref().map(|i| i.as_str()), "admitted");
+    tracing::debug!(listener = name, %peer, spiffe_id = peer_id.as_ref().map(|i| i.as_str()), "admitted");
     let end = Relay::new(
         &mut tls,
         &mut app,

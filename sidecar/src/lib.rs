@@ -326,7 +326,11 @@ impl BoundSidecar {
         shutdown_requested.cancel();
         metrics.draining.set(1);
         let open = shared.permits_in_use();
-        tracing::info!(open_connections = open, grace = ?config.limits.drain_grace, "shutting down: no new connections; draining");
+        tracing::info!(
+            open_connections = open,
+            grace_seconds = config.limits.drain_grace.as_secs_f64(),
+            "shutting down: no new connections; draining"
+        );
         shared.stop_accepting.cancel();
         listeners.wait().await;
         shared.tracker.close();

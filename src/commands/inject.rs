@@ -11,8 +11,9 @@ use palisade_inject::Settings;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  palisade inject -f deployment.yaml | kubectl apply -f -\n  \
-palisade inject -f deployment.yaml --uninject\n\n\
+    after_help = "Examples:\n  palisade inject deployment.yaml | kubectl apply -f -\n  \
+palisade inject - < deployment.yaml > injected.yaml\n  \
+palisade inject deployment.yaml --uninject\n\n\
 Every Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job and CronJob gets the redirect init\n\
 container and the sidecar (a native sidecar); other kinds pass through. Injecting twice equals\n\
 injecting once; --uninject restores the input. Comments are not kept. A pod whose app could\n\
@@ -22,8 +23,17 @@ container. A hostNetwork pod is not injected (with a warning). See docs/PODS.md.
 )]
 pub struct InjectArgs {
     /// The manifests (multi-document YAML); - for standard input.
-    #[arg(short = 'f', long = "filename", value_name = "FILE")]
-    pub file: PathBuf,
+    #[arg(value_name = "FILE", required_unless_present = "old_file")]
+    pub file: Option<PathBuf>,
+    /// The old spelling of FILE (docs/CLI.md).
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE",
+        hide = true,
+        conflicts_with = "file"
+    )]
+    pub old_file: Option<PathBuf>,
     /// Take Palisade out instead.
     #[arg(long)]
     pub uninject: bool,
@@ -40,14 +50,19 @@ pub struct InjectArgs {
 }
 
 pub fn run(args: &InjectArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let file = args
+        .file
+        .as_ref()
+        .or(args.old_file.as_ref())
+        .expect("clap requires FILE or its old spelling");
     let mut input = String::new();
-    if args.file.as_os_str() == "-" {
+    if file.as_os_str() == "-" {
         std::io::stdin()
             .read_to_string(&mut input)
             .context("cannot read standard input")?;
     } else {
-        input = std::fs::read_to_string(&args.file)
-            .with_context(|| format!("cannot read {}", args.file.display()))?;
+        input = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
     }
     let output = if args.uninject {
         palisade_inject::uninject(&input)
@@ -71,9 +86,9 @@ pub fn run(args: &InjectArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     // file:line:column when the error is located (a YAML error), as every YAML error reads.
     .map_err(|e| match e {
         palisade_inject::InjectError::Yaml { at: Some(_), .. } => {
-            anyhow::anyhow!("{}:{e}", args.file.display())
+            anyhow::anyhow!("{}:{e}", file.display())
         }
-        e => anyhow::Error::new(e).context(args.file.display().to_string()),
+        e => anyhow::Error::new(e).context(file.display().to_string()),
     })?;
     out.write_all(output.as_bytes())?;
     Ok(ExitCode::SUCCESS)

@@ -1,23 +1,58 @@
-//! One module per top-level subcommand.
+//! The command line, one directory per area (`ca/`, `cert/`, `policy/`, `sidecar/`), one file
+//! per command with its arguments beside it. What several commands share lives here: the output
+//! formats (`-o`), lifetimes, key types, the sandbox flags; `service` holds what the long-running
+//! ones share, `deprecated` the old spellings of flags (docs/CLI.md, "Grammar").
 
 #[cfg(feature = "tools")]
 pub mod ca;
 #[cfg(feature = "tools")]
-mod ca_serve;
-#[cfg(feature = "tools")]
 pub mod cert;
 #[cfg(feature = "tools")]
-mod cert_client;
-#[cfg(feature = "tools")]
 pub mod demo;
+pub mod deprecated;
 #[cfg(feature = "tools")]
 pub mod inject;
 #[cfg(feature = "tools")]
 pub mod policy;
-#[cfg(feature = "tools")]
-mod redirect;
+pub mod service;
 pub mod sidecar;
 pub mod version;
+
+/// `-o text|json`: how a command prints what a script reads (docs/CLI.md, "Output").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON document (times in RFC 3339, serial numbers in lowercase hex).
+    Json,
+}
+
+/// The `-o` flag, flattened into every command a script reads.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct OutputArgs {
+    /// Output format: text for people, json for scripts.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[cfg(feature = "tools")]
+impl OutputArgs {
+    pub fn json(&self) -> bool {
+        self.output == Output::Json
+    }
+}
+
+/// Writes `value` as one pretty-printed JSON document and a newline.
+#[cfg(feature = "tools")]
+pub fn write_json(
+    out: &mut dyn std::io::Write,
+    value: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
 
 #[cfg(feature = "tools")]
 use std::time::Duration;

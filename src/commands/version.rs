@@ -4,23 +4,13 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{Args, ValueEnum};
-
-/// How a command prints what a script reads.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    /// Lines for people.
-    #[default]
-    Text,
-    /// One JSON document.
-    Json,
-}
+use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct VersionArgs {
     /// text, or json ({"version", "commit", "commit_date"}).
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    #[command(flatten)]
+    pub output: super::OutputArgs,
 }
 
 pub fn version(args: &VersionArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
@@ -29,12 +19,12 @@ pub fn version(args: &VersionArgs, out: &mut dyn Write) -> anyhow::Result<ExitCo
         env!("PALISADE_COMMIT"),
         env!("PALISADE_COMMIT_DATE"),
     );
-    match args.output {
-        Output::Text => writeln!(
+    match args.output.output {
+        super::Output::Text => writeln!(
             out,
             "palisade {version}\ncommit {commit}\ncommit date {date}"
         )?,
-        Output::Json => writeln!(
+        super::Output::Json => writeln!(
             out,
             "{}",
             serde_json::json!({"version": version, "commit": commit, "commit_date": date})

@@ -21,7 +21,7 @@ impl TwoLevelCa {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         ok(palisade(
-            &["ca", "init", "--dir", "root", "--trust-domain", TD],
+            &["ca", "init", "--ca-dir", "root", "--trust-domain", TD],
             dir.path(),
         ));
         ok(palisade(
@@ -30,7 +30,7 @@ impl TwoLevelCa {
                 "init-issuer",
                 "--root-dir",
                 "root",
-                "--dir",
+                "--ca-dir",
                 "issuer",
                 "--ttl",
                 "2d",
@@ -60,7 +60,7 @@ impl TwoLevelCa {
             &[
                 "ca",
                 "token",
-                "--dir",
+                "--ca-dir",
                 "issuer",
                 "--spiffe-id",
                 &id,
@@ -84,7 +84,7 @@ pub struct CaProcess {
 }
 
 impl CaProcess {
-    /// Starts `ca serve --dir <issuer_dir>` on free loopback ports with `extra` arguments.
+    /// Starts `ca serve --ca-dir <issuer_dir>` on free loopback ports with `extra` arguments.
     pub fn start(issuer_dir: &Path, extra: &[&str]) -> Self {
         Self::start_on(issuer_dir, "127.0.0.1:0", extra)
     }
@@ -92,9 +92,9 @@ impl CaProcess {
     /// As [`CaProcess::start`], listening on `listen`.
     pub fn start_on(issuer_dir: &Path, listen: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(BIN)
-            .args(["--log-format", "json", "ca", "serve", "--dir"])
+            .args(["--log-format", "json", "ca", "serve", "--ca-dir"])
             .arg(issuer_dir)
-            .args(["--listen", listen, "--admin-listen", "127.0.0.1:0"])
+            .args(["--listen", listen, "--admin", "127.0.0.1:0"])
             .args(["--reload-interval", "1s"])
             .args(extra)
             .env("PALISADE_LOG", "info")

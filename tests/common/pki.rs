@@ -21,7 +21,7 @@ impl Pki {
             &[
                 "ca",
                 "init",
-                "--dir",
+                "--ca-dir",
                 "ca",
                 "--trust-domain",
                 TD,
@@ -47,7 +47,7 @@ impl Pki {
             "ca",
             "--spiffe-id",
             &id,
-            "--out",
+            "--svid-dir",
             name,
         ];
         args.extend_from_slice(extra);
@@ -59,7 +59,7 @@ impl Pki {
     pub fn issue_from_other_ca(&self, name: &str, id_path: &str) -> PathBuf {
         let ca = format!("{name}-ca");
         ok(palisade(
-            &["ca", "init", "--dir", &ca, "--trust-domain", TD],
+            &["ca", "init", "--ca-dir", &ca, "--trust-domain", TD],
             self.path(),
         ));
         let id = format!("spiffe://{TD}/{id_path}");
@@ -71,7 +71,7 @@ impl Pki {
                 &ca,
                 "--spiffe-id",
                 &id,
-                "--out",
+                "--svid-dir",
                 name,
             ],
             self.path(),

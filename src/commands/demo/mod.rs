@@ -71,7 +71,7 @@ pub fn run(args: DemoArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     )?;
     command(
         out,
-        &format!("palisade ca init --dir ca --trust-domain {td}"),
+        &format!("palisade ca init --ca-dir ca --trust-domain {td}"),
     )?;
     ca::init(
         &InitArgs {
@@ -80,6 +80,7 @@ pub fn run(args: DemoArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
             key_type: KeyTypeArg::EcdsaP256,
             ttl: Duration::from_secs(365 * 86_400),
             force: false,
+            output: Default::default(),
         },
         out,
     )?;
@@ -96,7 +97,7 @@ The scanner's certificate is perfectly valid, it just names another workload.",
     ] {
         command(
             out,
-            &format!("palisade cert issue --ca-dir ca --spiffe-id {id} --out {name} --ttl 1h"),
+            &format!("palisade cert issue --ca-dir ca --spiffe-id {id} --svid-dir {name} --ttl 1h"),
         )?;
         cert::issue(&issue_args("1h", id, name), out)?;
     }
@@ -247,7 +248,9 @@ The sidecar re-reads its files, checks them, and serves new handshakes with the 
     );
     command(
         out,
-        &format!("palisade cert issue --ca-dir ca --spiffe-id {payments} --out payments --ttl 2h"),
+        &format!(
+            "palisade cert issue --ca-dir ca --spiffe-id {payments} --svid-dir payments --ttl 2h"
+        ),
     )?;
     cert::issue(&issue_args("2h", payments, "payments"), out)?;
     let expiry_after = wait_for_sample(
@@ -289,7 +292,7 @@ picks the new one up like any rotation.",
     )?;
     command(
         out,
-        "palisade ca init-issuer --root-dir ca --dir issuer --ttl 30d",
+        "palisade ca init-issuer --root-dir ca --ca-dir issuer --ttl 30d",
     )?;
     ca::init_issuer(
         &ca::InitIssuerArgs {
@@ -298,6 +301,7 @@ picks the new one up like any rotation.",
             ttl: Duration::from_secs(30 * 86_400),
             key_type: KeyTypeArg::EcdsaP256,
             force: false,
+            output: Default::default(),
         },
         out,
     )?;
@@ -325,7 +329,7 @@ picks the new one up like any rotation.",
     tokio::spawn(server.run(std::future::pending()));
     command(
         out,
-        &format!("palisade ca serve --dir issuer --listen {api} --leaf-ttl 2h &"),
+        &format!("palisade ca serve --ca-dir issuer --listen {api} --leaf-ttl 2h &"),
     )?;
     let expiry_before = sample(
         &admin_get(frontend_admin, "/metrics").await?,
@@ -334,14 +338,15 @@ picks the new one up like any rotation.",
     let url = format!("https://{api}");
     command(
         out,
-        &format!("palisade cert renew --ca {url} --dir frontend"),
+        &format!("palisade cert renew --ca {url} --svid-dir frontend"),
     )?;
-    super::cert_client::renew_once(
-        &super::cert_client::CaArgs {
+    super::cert::renew_once(
+        &super::cert::CaArgs {
             ca: url,
             ca_id: None,
         },
-        &palisade_ca::SvidDir::new("frontend"),
+        &palisade_identity::SvidDir::new("frontend"),
+        Default::default(),
         out,
     )
     .await
@@ -417,8 +422,10 @@ the sidecars). Checked, asked, and compiled into the nftables table of the host 
     command(out, "palisade policy check policy.yaml")?;
     policy_cmd::run(
         PolicyCommand::Check(CheckArgs {
-            file: "policy.yaml".into(),
+            file: Some("policy.yaml".into()),
+            kubernetes: Default::default(),
             strict: true,
+            output: Default::default(),
         }),
         out,
     )?;
@@ -439,6 +446,7 @@ the sidecars). Checked, asked, and compiled into the nftables table of the host 
                 port: Some(8080),
                 protocol: policy_cmd::ProtocolArg::Tcp,
                 family: policy_cmd::FamilyArg::Ipv4,
+                output: Default::default(),
             }),
             &mut text,
         )?;
@@ -523,11 +531,12 @@ fn issue_args(ttl: &str, id: &SpiffeId, out_dir: &str) -> IssueArgs {
     IssueArgs {
         ca_dir: "ca".into(),
         spiffe_id: id.clone(),
-        out: out_dir.into(),
+        svid_dir: out_dir.into(),
         ttl: super::parse_duration(ttl).expect("the demo's lifetimes are valid"),
         dns_names: Vec::new(),
         csr: None,
         key_type: KeyTypeArg::EcdsaP256,
+        output: Default::default(),
     }
 }
 
@@ -535,6 +544,7 @@ fn inspect_args(dir: &str, bundle: &str) -> InspectArgs {
     InspectArgs {
         file: PathBuf::from(dir).join("cert.pem"),
         bundle: Some(bundle.into()),
+        output: Default::default(),
         json: false,
     }
 }
