@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::mutate::{mutate, mutate_bytes, Rng};
-use palisade_ca::pem::certificates_from_pem;
+use palisade_identity::pem::certificates_from_pem;
 use rustls_pki_types::CertificateDer;
 
 // The checks themselves, shared with the fuzz target so that the two cannot drift apart.
@@ -95,7 +95,7 @@ fn certificates_and_their_mutations_never_panic_the_validator() {
             0 => mutate(&mut rng, &pem_text, TOKENS).into_bytes(),
             1 => {
                 as_pem += 1;
-                palisade_ca::pem::certificate_to_pem(&CertificateDer::from(mutate_bytes(
+                palisade_identity::pem::certificate_to_pem(&CertificateDer::from(mutate_bytes(
                     &mut rng,
                     &der_inputs,
                 )))
@@ -123,7 +123,8 @@ fn certificates_and_their_mutations_never_panic_the_validator() {
 #[test]
 #[ignore = "writes the seeds of fuzz/seeds/svid; run by hand"]
 fn write_svid_seeds() {
-    use palisade_ca::{CertificateAuthority, KeyType, LeafRequest, SpiffeId, TrustDomain};
+    use palisade_ca::{CertificateAuthority, KeyType, LeafRequest};
+    use palisade_identity::{SpiffeId, TrustDomain};
     use rcgen::{
         BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
     };
@@ -139,7 +140,7 @@ fn write_svid_seeds() {
         .unwrap();
     write(
         "bundle.pem",
-        palisade_ca::pem::certificate_to_pem(root.certificate()).as_bytes(),
+        palisade_identity::pem::certificate_to_pem(root.certificate()).as_bytes(),
     );
     let id = SpiffeId::parse("spiffe://example.org/ns/shop/sa/frontend").unwrap();
     let request = LeafRequest::new(id, twenty_years);

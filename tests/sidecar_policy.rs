@@ -293,14 +293,16 @@ fn sidecar_admission_equals_explain_over_generated_policies() {
             SidecarProcess::start(pki.path(), &format!("{own}.yaml"), &config, &names_ref);
         let own_path = WORKLOADS.iter().find(|(d, _)| *d == own).unwrap().1;
         let own_id =
-            palisade_ca::SpiffeId::parse(&format!("spiffe://example.org/{own_path}")).unwrap();
+            palisade_identity::SpiffeId::parse(&format!("spiffe://example.org/{own_path}"))
+                .unwrap();
         for (k, (text, policy)) in policies.iter().enumerate() {
             for port in PORTS {
                 let listener_port = sidecar.addr(&format!("p{k}-{port}")).port();
                 for (peer_dir, peer_path) in WORKLOADS {
-                    let peer_id =
-                        palisade_ca::SpiffeId::parse(&format!("spiffe://example.org/{peer_path}"))
-                            .unwrap();
+                    let peer_id = palisade_identity::SpiffeId::parse(&format!(
+                        "spiffe://example.org/{peer_path}"
+                    ))
+                    .unwrap();
                     let decision = palisade_policy::decide(
                         policy,
                         &palisade_policy::Endpoint::Identity(peer_id.clone()),

@@ -755,7 +755,8 @@ fn transparent_outbound_expects_the_identities_explain_places_at_the_destination
         let policy = palisade_policy::load_str(&text, &policy_file)
             .unwrap_or_else(|e| panic!("generated policy does not load: {e}\n{text}"));
         for (k, (_, path)) in SERVERS.iter().enumerate() {
-            let id = palisade_ca::SpiffeId::parse(&format!("spiffe://example.org/{path}")).unwrap();
+            let id = palisade_identity::SpiffeId::parse(&format!("spiffe://example.org/{path}"))
+                .unwrap();
             for address in [server_v4(k), server_v6(k)] {
                 let decision = palisade_policy::decide(
                     &policy,

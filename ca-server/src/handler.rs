@@ -21,11 +21,12 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use palisade_ca::{CheckedCsr, IssueError, IssuedCert, LeafRequest, PeerRole, SpiffeId, SvidError};
+use palisade_ca::{CheckedCsr, IssueError, IssuedCert, LeafRequest};
 use palisade_identity::ca_api::{
     ErrorBody, ErrorResponse, SignResponse, BEARER_SCHEME, BUNDLE_PATH, JOIN_TOKEN_SCHEME,
     MAX_REQUEST_BYTES, RENEW_PATH, SIGN_PATH, SPIFFE_ID_HEADER,
 };
+use palisade_identity::{PeerRole, SpiffeId, SvidError};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use time::OffsetDateTime;
 
@@ -58,7 +59,7 @@ impl Peer {
     pub(crate) fn new(chain: Vec<CertificateDer<'static>>) -> Self {
         let subject = chain.first().and_then(|der| {
             let (_, leaf) = x509_parser::parse_x509_certificate(der).ok()?;
-            let id = palisade_ca::spiffe_id_of(&leaf)
+            let id = palisade_identity::spiffe_id_of(&leaf)
                 .map(|id| id.to_string())
                 .unwrap_or_else(|_| "no SPIFFE ID".into());
             Some(format!(
@@ -90,7 +91,8 @@ impl Peer {
                 return Ok(v.id.clone());
             }
         }
-        let id = palisade_ca::verify_svid(&self.chain, &material.bundles, PeerRole::Client, now)?;
+        let id =
+            palisade_identity::verify_svid(&self.chain, &material.bundles, PeerRole::Client, now)?;
         let valid_until = self
             .chain
             .iter()
@@ -451,7 +453,7 @@ async fn read_csr(
 /// (`fuzz/fuzz_targets/ca_csr.rs`) reach it without HTTP.
 pub fn csr_from_body(body: &[u8]) -> Result<CheckedCsr, Refusal> {
     let der = if body.starts_with(b"-----BEGIN") {
-        palisade_ca::pem::csr_from_pem(body)
+        palisade_identity::pem::csr_from_pem(body)
             .map(|der| der.as_ref().to_vec())
             .ok_or(Refusal::Csr(IssueError::BadCsr))?
     } else {

@@ -11,11 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use palisade_ca::{
-    CaDir, CaDirError, CertificateAuthority, IssueError, KeyType, LeafRequest, SpiffeId,
-    TrustBundle, TrustBundleSet,
-};
+use palisade_ca::{CaDir, CaDirError, CertificateAuthority, IssueError, KeyType, LeafRequest};
 use palisade_identity::DeferredClientVerifier;
+use palisade_identity::{SpiffeId, TrustBundle, TrustBundleSet};
 use rustls::crypto::CryptoProvider;
 use rustls::ServerConfig;
 use time::OffsetDateTime;

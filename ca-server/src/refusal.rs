@@ -2,7 +2,8 @@
 //! The code is also the `code` label of `palisade_ca_requests_total` and the audit line's `code`.
 
 use hyper::StatusCode;
-use palisade_ca::{IssueError, JoinTokenRefusal, SvidError};
+use palisade_ca::{IssueError, JoinTokenRefusal};
+use palisade_identity::SvidError;
 
 use crate::service_account::TokenRefusal;
 

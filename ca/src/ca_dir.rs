@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 
-use crate::files::{write_atomic, PRIVATE, PUBLIC};
-use crate::{CertificateAuthority, IssueError, KeyType, TrustBundle, TrustDomain};
+use crate::{CertificateAuthority, IssueError, KeyType};
+use palisade_identity::files::{write_atomic, PRIVATE, PUBLIC};
 use palisade_identity::BundleError;
+use palisade_identity::{TrustBundle, TrustDomain};
 
 pub const KEY_FILE: &str = "ca-key.pem";
 pub const CERT_FILE: &str = "ca-cert.pem";
@@ -168,7 +169,7 @@ impl CaDir {
     ) -> Result<(), CaDirError> {
         let cert_pem: String = std::iter::once(ca.certificate())
             .chain(ca.chain())
-            .map(crate::pem::certificate_to_pem)
+            .map(palisade_identity::pem::certificate_to_pem)
             .collect();
         self.write(&self.key_path(), ca.key_pem().as_bytes(), PRIVATE)?;
         self.write(&self.cert_path(), cert_pem.as_bytes(), PUBLIC)?;
@@ -199,8 +200,9 @@ impl CaDir {
             let path = path.to_owned();
             move |error: BundleError| CaDirError::Bundle { path, error }
         };
-        let mut certs: Vec<CertificateDer<'static>> = crate::pem::certificates_from_pem(&cert_pem)
-            .map_err(|e| bundle_err(&cert_path)(e.into()))?;
+        let mut certs: Vec<CertificateDer<'static>> =
+            palisade_identity::pem::certificates_from_pem(&cert_pem)
+                .map_err(|e| bundle_err(&cert_path)(e.into()))?;
         let cert = certs.remove(0);
         let ca = CertificateAuthority::from_parts(cert, certs, &key_pem).map_err(|error| {
             CaDirError::Ca {

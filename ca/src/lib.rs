@@ -1,6 +1,6 @@
 //! Issuing workload identities: a trust domain's CA, the X.509-SVIDs it signs, and its state on
-//! disk. Everything about checking an identity is in `palisade-identity`, re-exported here for
-//! the command line's convenience.
+//! disk. Everything about checking an identity (SPIFFE IDs, bundles, PEM, verification) is in
+//! `palisade-identity`; callers name that crate for it, so a use shows which side it is on.
 //!
 //! - [`CertificateAuthority`]: a trust domain's root; issues X.509-SVIDs from CSRs
 //!   ([`CertificateAuthority::issue_from_csr`]) or with a key made for the caller.
@@ -22,7 +22,6 @@ pub use issue::{
     LeafRequest, CLOCK_SKEW_ALLOWANCE,
 };
 pub use join_token::{JoinTokenRefusal, JoinTokens, TOKEN_PREFIX};
-pub use palisade_identity::*;
 pub use rotation::{
     activate_wait, retire_wait, RootRotation, RotationError, RotationState,
     RELOAD_MARGIN as ROTATION_RELOAD_MARGIN,

@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::ca_dir::{CaDir, CaDirError};
-use crate::files::{write_atomic, PUBLIC};
-use crate::{KeyType, TrustBundle, CLOCK_SKEW_ALLOWANCE};
+use crate::{KeyType, CLOCK_SKEW_ALLOWANCE};
+use palisade_identity::files::{write_atomic, PUBLIC};
+use palisade_identity::TrustBundle;
 
 const STATE_FILE: &str = "rotation.json";
 const NEXT_DIR: &str = "next";
@@ -226,7 +227,9 @@ impl RootRotation {
         // root (already in place) for the old one.
         state.step = "activated".into();
         state.activated_at = Some(now.unix_timestamp());
-        state.old_root_pem = Some(crate::pem::certificate_to_pem(old_root.certificate()));
+        state.old_root_pem = Some(palisade_identity::pem::certificate_to_pem(
+            old_root.certificate(),
+        ));
         self.save(Some(&state))?;
         // The root directory now holds the new root with the two-root bundle, and the issuer
         // directory an issuer under it.

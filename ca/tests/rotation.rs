@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use palisade_ca::{
-    CaDir, KeyType, LeafRequest, PeerRole, RootRotation, RotationError, SpiffeId, TrustBundle,
-    TrustBundleSet, TrustDomain, CLOCK_SKEW_ALLOWANCE, ROTATION_RELOAD_MARGIN,
+    CaDir, KeyType, LeafRequest, RootRotation, RotationError, CLOCK_SKEW_ALLOWANCE,
+    ROTATION_RELOAD_MARGIN,
 };
+use palisade_identity::{PeerRole, SpiffeId, TrustBundle, TrustBundleSet, TrustDomain};
 use time::OffsetDateTime;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -89,7 +90,7 @@ fn each_step_waits_for_its_time_and_the_bundle_grows_then_shrinks() {
     let chain: Vec<_> = std::iter::once(leaf.cert.clone())
         .chain(leaf.chain.clone())
         .collect();
-    palisade_ca::verify_svid(
+    palisade_identity::verify_svid(
         &chain,
         &TrustBundleSet::from(bundle),
         PeerRole::Client,

@@ -16,11 +16,11 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use palisade_ca::{
-    verify_svid, CertInfo, CertificateAuthority, IssueError, KeyType, LeafRequest, PeerRole,
-    SpiffeId, TrustBundle, TrustBundleSet, TrustDomain, Verdict,
-};
+use palisade_ca::{CertificateAuthority, IssueError, KeyType, LeafRequest};
 use palisade_ca_server::{csr_from_body, Refusal};
+use palisade_identity::{
+    verify_svid, CertInfo, PeerRole, SpiffeId, TrustBundle, TrustBundleSet, TrustDomain, Verdict,
+};
 use rustls_pki_types::UnixTime;
 
 /// IDs a credential could grant, for a body without an ID line: in the CA's trust domain with a

@@ -21,8 +21,8 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use palisade_ca::pem::{certificates_from_pem, csr_from_pem, private_key_from_pem};
-use palisade_ca::{
+use palisade_identity::pem::{certificates_from_pem, csr_from_pem, private_key_from_pem};
+use palisade_identity::{
     not_after, verify_svid, CertInfo, PeerRole, TrustBundle, TrustBundleSet, TrustDomain, Verdict,
 };
 use rustls_pki_types::{CertificateDer, UnixTime};

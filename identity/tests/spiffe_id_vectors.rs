@@ -13,7 +13,7 @@
 //! - An empty string is not a valid ID or trust domain when deserializing; go-spiffe maps it to a
 //!   zero value (use `Option` for that in Rust).
 
-use palisade_ca::{IdError, SpiffeId, TrustDomain, MAX_ID_LEN, MAX_TRUST_DOMAIN_LEN};
+use palisade_identity::{IdError, SpiffeId, TrustDomain, MAX_ID_LEN, MAX_TRUST_DOMAIN_LEN};
 
 const TD: &str = "trustdomain";
 const BASE: &str = "spiffe://trustdomain";

@@ -9,9 +9,9 @@ mod common;
 use std::time::Duration as StdDuration;
 
 use common::*;
-use palisade_ca::{
-    verify_svid, BundleError, CertificateAuthority, IssueError, KeyType, LeafRequest, PeerRole,
-    SvidError, TrustBundle, TrustBundleSet, CLOCK_SKEW_ALLOWANCE,
+use palisade_ca::{CertificateAuthority, IssueError, KeyType, LeafRequest, CLOCK_SKEW_ALLOWANCE};
+use palisade_identity::{
+    verify_svid, BundleError, PeerRole, SvidError, TrustBundle, TrustBundleSet,
 };
 use rcgen::{CertificateParams, IsCa, KeyUsagePurpose};
 use rustls_pki_types::{CertificateDer, UnixTime};

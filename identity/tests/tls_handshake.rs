@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use palisade_ca::{
-    peer_error, peer_spiffe_id, AnyTrustedId, AuthorizeId, CertificateAuthority, ExactId, KeyType,
-    LeafRequest, PeerError, SpiffeClientVerifier, SpiffeId, SpiffeServerVerifier, SvidError,
-    TrustBundle, TrustBundleSet,
+use palisade_ca::{CertificateAuthority, KeyType, LeafRequest};
+use palisade_identity::{
+    peer_error, peer_spiffe_id, AnyTrustedId, AuthorizeId, ExactId, PeerError,
+    SpiffeClientVerifier, SpiffeId, SpiffeServerVerifier, SvidError, TrustBundle, TrustBundleSet,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair as _};
-use palisade_ca::{CertificateAuthority, KeyType, LeafRequest, SpiffeId, TrustDomain};
+use palisade_ca::{CertificateAuthority, KeyType, LeafRequest};
+use palisade_identity::{SpiffeId, TrustDomain};
 use rcgen::{CertificateParams, KeyPair};
 
 const MAX_ITERATIONS: u64 = 10_000_000;

@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use palisade_ca::{
+use palisade_identity::{
     verify_svid, PeerRole, SpiffeId, SvidError, TrustBundle, TrustBundleSet, TrustDomain,
 };
 use rcgen::{

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use clap::Args;
-use palisade_ca::{SpiffeId, TrustDomain};
+use palisade_identity::{SpiffeId, TrustDomain};
 use palisade_sidecar::{Addresses, Sidecar, SidecarConfig};
 
 use super::ca::{self, InitArgs};
