@@ -92,9 +92,6 @@ pub enum ClientError {
         /// The reason.
         error: std::io::Error,
     },
-    /// The new certificate could not be put in use.
-    #[error("cannot put the new certificate in use: {0}")]
-    Install(crate::renewer::InstallError),
     /// Our own key or certificate cannot be used for TLS.
     #[error("our certificate or key cannot be used: {0}")]
     OwnCredentials(rustls::Error),

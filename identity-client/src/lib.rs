@@ -23,6 +23,6 @@ mod svid;
 
 pub use client::{CaClient, ClientError, Credential};
 pub use csr::{CsrError, KeyAndCsr};
-pub use renewer::{unix, Bootstrap, InstallError, RenewalStatus, Renewer, SvidSink};
+pub use renewer::{unix, Bootstrap, RenewalStatus, Renewer, SvidDirSink, SvidSink};
 pub use schedule::RenewalTiming;
 pub use svid::Svid;

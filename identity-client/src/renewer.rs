@@ -45,14 +45,27 @@ impl Bootstrap {
     }
 }
 
-/// Why a sink could not take an SVID into use: the sink's own error (a file that cannot be
-/// written, a TLS configuration that does not build), boxed because each sink has its own.
-pub type InstallError = Box<dyn std::error::Error + Send + Sync>;
-
 /// Takes each new SVID into use.
-pub trait SvidSink: Send + Sync {
+pub trait SvidSink: Send + Sync + 'static {
+    /// Why this sink could not take an SVID into use (each sink has its own: a directory that
+    /// cannot be written, credentials a TLS configuration refuses).
+    type Error: std::error::Error + Send + Sync + 'static;
+
     /// Puts `svid` in use; an error keeps the previous one (and the renewer tries again).
-    fn install(&self, svid: Arc<Svid>) -> Result<(), InstallError>;
+    fn install(&self, svid: Arc<Svid>) -> Result<(), Self::Error>;
+}
+
+/// Writes each new SVID into a directory (key.pem, cert.pem, bundle.pem): what
+/// `palisade cert renew --watch` keeps up to date for a workload that reads files.
+#[derive(Debug, Clone)]
+pub struct SvidDirSink(pub palisade_identity::SvidDir);
+
+impl SvidSink for SvidDirSink {
+    type Error = palisade_identity::SvidDirError;
+
+    fn install(&self, svid: Arc<Svid>) -> Result<(), Self::Error> {
+        svid.write_to(&self.0)
+    }
 }
 
 /// What the renewer is doing, for metrics and readiness.
@@ -176,9 +189,9 @@ impl Renewer {
 
     /// Keeps `sink` supplied until `stop`: an attempt at once when `current` is `None` or
     /// expired, then at each scheduled renewal, with backoff after failures.
-    pub async fn run(
+    pub async fn run<S: SvidSink>(
         self,
-        sink: Arc<dyn SvidSink>,
+        sink: Arc<S>,
         mut current: Option<Arc<Svid>>,
         stop: CancellationToken,
     ) {
@@ -220,11 +233,16 @@ impl Renewer {
                 _ = stop.cancelled() => return,
                 result = self.obtain(current.as_deref()) => result,
             };
-            let outcome = result.map(Arc::new).and_then(|svid| {
-                sink.install(svid.clone())
-                    .map(|()| svid)
-                    .map_err(ClientError::Install)
-            });
+            // Said in the log and kept for /ready: the CA's answer or the sink's own error.
+            let outcome = match result {
+                Err(error) => Err(error.to_string()),
+                Ok(svid) => {
+                    let svid = Arc::new(svid);
+                    sink.install(svid.clone())
+                        .map(|()| svid)
+                        .map_err(|error| format!("cannot put the new certificate in use: {error}"))
+                }
+            };
             match outcome {
                 Ok(svid) => {
                     tracing::info!(
@@ -261,7 +279,7 @@ impl Renewer {
                         .status
                         .last_error
                         .lock()
-                        .unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
+                        .unwrap_or_else(|e| e.into_inner()) = Some(error);
                 }
             }
         }

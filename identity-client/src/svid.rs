@@ -5,7 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use palisade_identity::ca_api::SignResponse;
 use palisade_identity::pem::{certificates_from_pem, private_key_from_pem};
-use palisade_identity::{verify_svid, PeerRole, SpiffeId, TrustBundle, TrustBundleSet};
+use palisade_identity::{
+    verify_svid, PeerRole, SpiffeId, SvidDir, SvidDirError, TrustBundle, TrustBundleSet,
+};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
@@ -169,6 +171,16 @@ impl Svid {
         ::pem::encode_config(
             &::pem::Pem::new("PRIVATE KEY", self.key_pkcs8.clone()),
             ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF),
+        )
+    }
+
+    /// Writes key.pem (0600), cert.pem and bundle.pem into `dir`, key first and bundle last, each
+    /// atomically (palisade_identity::SvidDir).
+    pub fn write_to(&self, dir: &SvidDir) -> Result<(), SvidDirError> {
+        dir.write(
+            Some(self.key_pem().as_bytes()),
+            self.chain_pem.as_bytes(),
+            self.bundle_pem.as_bytes(),
         )
     }
 

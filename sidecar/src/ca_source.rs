@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use palisade_identity::{TrustBundle, TrustBundleSet};
 use palisade_identity_client::{
-    Bootstrap, CaClient, InstallError, RenewalStatus, RenewalTiming, Renewer, Svid, SvidSink,
+    Bootstrap, CaClient, RenewalStatus, RenewalTiming, Renewer, Svid, SvidSink,
 };
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::UnixTime;
@@ -27,7 +27,20 @@ struct ListenerSink {
     metrics: Arc<Metrics>,
 }
 
+/// Why a certificate from the CA was not put in the listeners' TLS.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The certificate, its key or the bundle do not make credentials.
+    #[error(transparent)]
+    Credentials(#[from] crate::identity::CredentialError),
+    /// rustls refused the configuration built from them.
+    #[error("the TLS configuration does not build: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
 impl SvidSink for ListenerSink {
+    type Error = InstallError;
+
     fn install(&self, svid: Arc<Svid>) -> Result<(), InstallError> {
         let credentials = Credentials::from_parts(
             svid.chain.clone(),

@@ -81,12 +81,8 @@ pub fn read_bundle(path: &PathBuf) -> Result<TrustBundle, Failure> {
 }
 
 pub fn write(dir: &SvidDir, svid: &Svid) -> Result<(), Failure> {
-    dir.write(
-        Some(svid.key_pem().as_bytes()),
-        svid.chain_pem.as_bytes(),
-        svid.bundle_pem.as_bytes(),
-    )
-    .map_err(|e| Failure(EXIT_LOCAL, e.to_string()))
+    svid.write_to(dir)
+        .map_err(|e| Failure(EXIT_LOCAL, e.to_string()))
 }
 
 /// What `cert request` and `cert renew` print about the SVID they wrote: a line and the paths,

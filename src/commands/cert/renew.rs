@@ -10,7 +10,7 @@ use std::sync::Arc;
 use clap::Args;
 use palisade_identity::SvidDir;
 use palisade_identity_client::{
-    unix, Bootstrap, RenewalStatus, RenewalTiming, Renewer, Svid, SvidSink,
+    unix, Bootstrap, RenewalStatus, RenewalTiming, Renewer, SvidDirSink,
 };
 
 use super::client::{client, exit, load_dir, read_bundle, report, write, CaArgs, Failure};
@@ -64,15 +64,6 @@ pub async fn renew_once(
     let svid = renewer.obtain(Some(&current)).await?;
     write(dir, &svid)?;
     report(out, "renewed", &svid, dir, output)
-}
-
-/// Writes each new SVID to the directory.
-struct DirSink(SvidDir);
-
-impl SvidSink for DirSink {
-    fn install(&self, svid: Arc<Svid>) -> Result<(), palisade_identity_client::InstallError> {
-        write(&self.0, &svid).map_err(|Failure(_, message)| message.into())
-    }
 }
 
 /// Restricts `cert renew --watch` before its runtime starts, to what
@@ -152,7 +143,7 @@ pub fn renew(args: &RenewArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
                     stop.clone(),
                 ));
                 let renewing =
-                    tokio::spawn(renewer.run(Arc::new(DirSink(dir)), current, stop.clone()));
+                    tokio::spawn(renewer.run(Arc::new(SvidDirSink(dir)), current, stop.clone()));
                 shutdown_signal().await;
                 stop.cancel();
                 let _ = renewing.await;
