@@ -10,30 +10,24 @@
 //! - [`SidecarConfig`]: the YAML configuration.
 //! - [`Sidecar`]: bind with [`Sidecar::bind`], then [`BoundSidecar::run`] until shutdown.
 //!
-//! Where a connection travels: `accept.rs` (caps, handshake slots, tracking) → `inbound.rs` /
-//! `outbound.rs` (handshake with the verifiers of `palisade_identity` and the admission of
-//! `admission.rs`; refusals in `refusal.rs`, logged by `refusal_log.rs`) → `relay.rs` (bytes both
-//! ways). `identity.rs` keeps the TLS configs current, `admission.rs` the policies; `admin.rs` and
-//! `metrics.rs` report.
+//! Where a connection travels: `proxy/` — `accept.rs` (caps, handshake slots, tracking) →
+//! `inbound.rs` / `outbound.rs` / `transparent.rs` (handshake with the verifiers of
+//! `palisade_identity` and the admission of `admission.rs`; refusals in `refusal/`, logged by
+//! `refusal/log.rs`) → `relay.rs` (bytes both ways). Where a certificate travels: `identity/` —
+//! `mod.rs` keeps the TLS configs current from files, `ca_source.rs` from the CA service. Where a
+//! policy rule travels: `admission.rs`. `admin.rs` and `metrics.rs` report; `sandbox.rs` says
+//! what the process may touch.
 
 #![warn(missing_docs)]
 
-mod accept;
 mod admin;
 mod admission;
-mod ca_source;
 pub mod config;
 mod identity;
-mod inbound;
-mod local_addrs;
 pub mod metrics;
-mod outbound;
-mod read_ahead;
+mod proxy;
 mod refusal;
-mod refusal_log;
-pub mod relay;
 pub mod sandbox;
-mod transparent;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -48,11 +42,11 @@ pub use config::{ConfigError, SidecarConfig};
 pub use identity::{CredentialError, Credentials, ReloadOutcome};
 pub use palisade_identity::{AllowList, IdPattern, PatternError};
 
-use crate::accept::Shared;
 use crate::admission::{PolicyFiles, PolicyWatcher};
 use crate::config::IdentitySource;
 use crate::identity::{IdentityWatcher, ListenerTls};
 use crate::metrics::{Direction, Metrics};
+use crate::proxy::accept::Shared;
 
 /// Why a sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -213,7 +207,7 @@ impl BoundSidecar {
                 Some(watcher)
             }
             Some(IdentitySource::Ca(ca)) => {
-                tokio::spawn(ca_source::run(
+                tokio::spawn(identity::ca_source::run(
                     ca,
                     tls.clone(),
                     provider.clone(),
@@ -264,7 +258,7 @@ impl BoundSidecar {
         {
             let m = metrics.listener(&c.name, Direction::Inbound);
             tracing::info!(listener = c.name, address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), forward_to = %c.forward_to, "inbound listening");
-            listeners.spawn(inbound::serve(
+            listeners.spawn(proxy::inbound::serve(
                 listener,
                 listener_tls.clone(),
                 c.clone(),
@@ -279,7 +273,7 @@ impl BoundSidecar {
         {
             let m = metrics.listener(&c.name, Direction::Outbound);
             tracing::info!(listener = c.name, address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), connect_to = c.connect_to, "outbound listening");
-            listeners.spawn(outbound::serve(
+            listeners.spawn(proxy::outbound::serve(
                 listener,
                 listener_tls.clone(),
                 c.clone(),
@@ -288,7 +282,7 @@ impl BoundSidecar {
             ));
         }
         if let Some(t) = &config.transparent {
-            let transparent = transparent::Transparent::new(
+            let transparent = proxy::transparent::Transparent::new(
                 t.clone(),
                 tls.clone(),
                 policies_for_transparent.clone(),
@@ -299,7 +293,7 @@ impl BoundSidecar {
             if let Some(listener) = transparent_inbound {
                 let m = metrics.listener("transparent-inbound", Direction::Inbound);
                 tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "transparent inbound listening");
-                listeners.spawn(transparent::serve_inbound(
+                listeners.spawn(proxy::transparent::serve_inbound(
                     listener,
                     transparent.clone(),
                     shared.clone(),
@@ -309,7 +303,7 @@ impl BoundSidecar {
             if let Some(listener) = transparent_outbound {
                 let m = metrics.listener("transparent-outbound", Direction::Outbound);
                 tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "transparent outbound listening");
-                listeners.spawn(transparent::serve_outbound(
+                listeners.spawn(proxy::transparent::serve_outbound(
                     listener,
                     transparent,
                     shared.clone(),

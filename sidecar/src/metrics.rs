@@ -303,7 +303,7 @@ impl ListenerMetrics {
     }
 
     /// Counts a forwarded connection that ended, with how it ended
-    /// ([`crate::relay::RelayEnd::reason`]).
+    /// ([`crate::proxy::relay::RelayEnd::reason`]).
     pub fn closed(&self, reason: &'static str) {
         self.closed.get_or_create(&self.reason(reason)).inc();
     }

@@ -11,14 +11,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 
-use crate::accept::{accept_loop, Shared, Slots};
 use crate::config::OutboundConfig;
 use crate::identity::{OutboundListenerTls, OutboundTls};
-use crate::inbound::HANDSHAKE_BUDGET;
 use crate::metrics::ListenerMetrics;
-use crate::read_ahead::ReadAhead;
+use crate::proxy::accept::{accept_loop, Shared, Slots};
+use crate::proxy::inbound::HANDSHAKE_BUDGET;
+use crate::proxy::read_ahead::ReadAhead;
+use crate::proxy::relay::{end_connections, Relay};
 use crate::refusal::Refusal;
-use crate::relay::{end_connections, Relay};
 
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -113,7 +113,12 @@ pub(crate) async fn handle(
     .await;
     end_connections(&end, &mut tls, &app).await;
     metrics.closed(end.reason());
-    tracing::debug!(listener = name, end = end.reason(), "closed");
+    tracing::debug!(
+        listener = name,
+        end = end.reason(),
+        error = end.error().map(tracing::field::display),
+        "closed"
+    );
     Ok(())
 }
 

@@ -19,9 +19,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Limits;
 use crate::metrics::ListenerMetrics;
+use crate::proxy::relay::RelayLimits;
+use crate::refusal::log::RefusalLog;
 use crate::refusal::Refusal;
-use crate::refusal_log::RefusalLog;
-use crate::relay::RelayLimits;
 
 /// What every connection task needs, shared by all listeners.
 pub(crate) struct Shared {

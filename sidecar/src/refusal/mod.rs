@@ -1,6 +1,8 @@
 //! Why a connection was refused before any byte was forwarded: one reason label for metrics, one
 //! sentence for the log, and the peer's SPIFFE ID when the refusal was about who it is.
 
+pub(crate) mod log;
+
 use std::io;
 
 use palisade_identity::{peer_error, PeerError, SpiffeId, SvidError};

@@ -44,6 +44,14 @@ pub enum RelayEnd {
 }
 
 impl RelayEnd {
+    /// The read or write that failed, for the log.
+    pub fn error(&self) -> Option<&io::Error> {
+        match self {
+            RelayEnd::Error(e) => Some(e),
+            _ => None,
+        }
+    }
+
     /// The label used in metrics.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -29,7 +29,6 @@ use tokio::time::timeout;
 use palisade_identity::IdPattern;
 use palisade_policy::model::Endpoint;
 
-use crate::accept::{accept_loop, Shared, Slots};
 use crate::admission::PolicyFiles;
 use crate::config::{
     InboundConfig, OutboundConfig, PolicyAdmission, TransparentConfig, TransparentMode,
@@ -37,11 +36,12 @@ use crate::config::{
 use crate::identity::{
     Credentials, InboundListenerTls, InboundTls, ListenerTls, OutboundListenerTls, OutboundTls,
 };
-use crate::inbound::starts_with_tls;
-use crate::local_addrs::{canonical, LocalAddresses};
 use crate::metrics::ListenerMetrics;
+use crate::proxy::accept::{accept_loop, Shared, Slots};
+use crate::proxy::inbound::starts_with_tls;
+use crate::proxy::local_addrs::{canonical, LocalAddresses};
+use crate::proxy::relay::{end_connections, Relay};
 use crate::refusal::Refusal;
-use crate::relay::{end_connections, Relay};
 
 /// Where a redirected connection was going, from the socket the redirect handed us.
 pub fn original_destination(tcp: &TcpStream) -> std::io::Result<SocketAddr> {
@@ -261,7 +261,7 @@ pub(crate) async fn serve_inbound(
                     return Err(Refusal::NotTls);
                 }
                 let tls_config = transparent.inbound_tls(original.port())?;
-                crate::inbound::handle(
+                crate::proxy::inbound::handle(
                     tcp,
                     peer,
                     tls_config,
@@ -301,8 +301,8 @@ pub(crate) async fn serve_outbound(
                 let target = original.to_string();
                 match transparent.outbound_tls(original.ip())? {
                     Some(tls_config) => {
-                        let server_name = crate::outbound::server_name_of(&target);
-                        crate::outbound::handle(
+                        let server_name = crate::proxy::outbound::server_name_of(&target);
+                        crate::proxy::outbound::handle(
                             app,
                             tls_config,
                             server_name,
@@ -344,7 +344,7 @@ async fn pass_through(
 ) -> Result<(), Refusal> {
     let mut to = timeout(
         shared.limits.connect_timeout,
-        crate::outbound::connect(target),
+        crate::proxy::outbound::connect(target),
     )
     .await
     .map_err(|_| Refusal::ConnectTimeout(target.to_owned()))?

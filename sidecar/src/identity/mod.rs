@@ -7,6 +7,8 @@
 //! Swapping is an `ArcSwap` store: each new handshake takes the configs current at its accept;
 //! open connections keep the ones they started with.
 
+pub(crate) mod ca_source;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

@@ -16,13 +16,13 @@ use tokio::time::timeout;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::accept::{accept_loop, Shared, Slots};
 use crate::config::InboundConfig;
 use crate::identity::{InboundListenerTls, InboundTls};
 use crate::metrics::ListenerMetrics;
-use crate::read_ahead::ReadAhead;
+use crate::proxy::accept::{accept_loop, Shared, Slots};
+use crate::proxy::read_ahead::ReadAhead;
+use crate::proxy::relay::{end_connections, Relay};
 use crate::refusal::Refusal;
-use crate::relay::{end_connections, Relay};
 
 /// First byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -127,7 +127,7 @@ pub(crate) async fn handle(
     .await;
     end_connections(&end, &mut tls, &app).await;
     metrics.closed(end.reason());
-    tracing::debug!(listener = name, %peer, end = end.reason(), "closed");
+    tracing::debug!(listener = name, %peer, end = end.reason(), error = end.error().map(tracing::field::display), "closed");
     Ok(())
 }
 
