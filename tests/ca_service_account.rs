@@ -12,30 +12,15 @@ use std::process::Output;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
-use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
-use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use base64::Engine as _;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
 
 use common::*;
+use palisade_test_support::jwks::{ec_key, hand_made, publish_keys, rsa_key, sign, SigningKey};
 
 const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 const AUDIENCE: &str = "palisade-ca";
 const FRONTEND: &str = "spiffe://example.org/ns/shop/sa/frontend";
-
-/// A signing key of the test's cluster: to sign tokens with, and its JWK to publish.
-struct SigningKey {
-    kid: &'static str,
-    alg: Algorithm,
-    signing: EncodingKey,
-    jwk: Value,
-    /// RSA only: the public key as SubjectPublicKeyInfo PEM and as PKCS#1 PEM, what an attacker
-    /// can make from the published JWK.
-    public_pems: Vec<String>,
-}
 
 struct Keys {
     /// In the cluster's JWKS.
@@ -48,71 +33,6 @@ struct Keys {
     new_ec: SigningKey,
 }
 
-fn b64url(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let mut text = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        text.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        text.push('\n');
-    }
-    text.push_str(&format!("-----END {label}-----\n"));
-    text
-}
-
-fn rsa_key(kid: &'static str) -> SigningKey {
-    let pair = RsaKeyPair::generate(KeySize::Rsa2048).expect("RSA key");
-    let pkcs8: Pkcs8V1Der = pair.as_der().expect("PKCS#8");
-    let signing = EncodingKey::from_rsa_pem(pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes())
-        .expect("RSA signing key");
-    let public = pair.public_key();
-    let spki: PublicKeyX509Der = public.as_der().expect("SPKI");
-    let jwk = json!({
-        "use": "sig",
-        "kty": "RSA",
-        "kid": kid,
-        "alg": "RS256",
-        "n": b64url(public.modulus().big_endian_without_leading_zero()),
-        "e": b64url(public.exponent().big_endian_without_leading_zero()),
-    });
-    SigningKey {
-        kid,
-        alg: Algorithm::RS256,
-        signing,
-        jwk,
-        public_pems: vec![
-            pem("PUBLIC KEY", spki.as_ref()),
-            pem("RSA PUBLIC KEY", public.as_ref()),
-        ],
-    }
-}
-
-fn ec_key(kid: &'static str) -> SigningKey {
-    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("EC key");
-    let pkcs8 = pair.to_pkcs8v1().expect("PKCS#8");
-    let point = pair.public_key().as_ref();
-    assert_eq!(point.len(), 65, "an uncompressed P-256 point");
-    let jwk = json!({
-        "use": "sig",
-        "kty": "EC",
-        "crv": "P-256",
-        "kid": kid,
-        "alg": "ES256",
-        "x": b64url(&point[1..33]),
-        "y": b64url(&point[33..]),
-    });
-    SigningKey {
-        kid,
-        alg: Algorithm::ES256,
-        signing: EncodingKey::from_ec_der(pkcs8.as_ref()),
-        jwk,
-        public_pems: Vec::new(),
-    }
-}
-
 /// Made once for every test of this file: RSA key generation takes a moment.
 fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
@@ -122,15 +42,6 @@ fn keys() -> &'static Keys {
         outsider: rsa_key("outsider-rsa"),
         new_ec: ec_key("rotated-ec"),
     })
-}
-
-/// Writes the JWKS the way a careful operator (or a ConfigMap update) does: a temporary file,
-/// then a rename over the old one, so the CA never reads half a file.
-fn publish_jwks(path: &Path, keys: &[&SigningKey]) {
-    let jwks = json!({ "keys": keys.iter().map(|k| &k.jwk).collect::<Vec<_>>() });
-    let temp = path.with_extension("json.tmp");
-    std::fs::write(&temp, jwks.to_string()).expect("write JWKS");
-    std::fs::rename(&temp, path).expect("rename JWKS");
 }
 
 fn unix_now() -> i64 {
@@ -170,23 +81,11 @@ fn claims_with(pod: &str, member: &str, value: Value) -> Value {
 
 /// A token signed by `key`, with the key's algorithm and `kid`.
 fn token(key: &SigningKey, claims: &Value) -> String {
-    signed(key.alg, Some(key.kid), claims, &key.signing)
+    key.token(claims)
 }
 
 fn signed(alg: Algorithm, kid: Option<&str>, claims: &Value, key: &EncodingKey) -> String {
-    let mut header = Header::new(alg);
-    header.kid = kid.map(str::to_owned);
-    jsonwebtoken::encode(&header, claims, key).expect("sign")
-}
-
-/// A token put together by hand, as an attacker would: any header, any signature bytes.
-fn hand_made(header: &Value, claims: &Value, signature: &[u8]) -> String {
-    format!(
-        "{}.{}.{}",
-        b64url(header.to_string().as_bytes()),
-        b64url(claims.to_string().as_bytes()),
-        b64url(signature)
-    )
+    sign(alg, kid, claims, key)
 }
 
 /// A two-level CA, the cluster's JWKS file next to it, and `ca serve` taking tokens for it.
@@ -200,7 +99,7 @@ impl Setup {
     fn new(published: &[&SigningKey]) -> Self {
         let ca = TwoLevelCa::new();
         let jwks = ca.path().join("jwks.json");
-        publish_jwks(&jwks, published);
+        publish_keys(&jwks, published);
         let server = CaProcess::start(
             &ca.issuer(),
             &[
@@ -428,7 +327,7 @@ fn expired_misaddressed_foreign_and_forged_tokens_are_refused_each_with_its_code
     ];
     // Key confusion: HS256 keyed with the cluster's public RSA key, as PEM (both encodings an
     // attacker would try), which anyone can build from the published JWK.
-    for (i, public_pem) in k.rsa.public_pems.iter().enumerate() {
+    for (i, public_pem) in k.rsa.public_pems().iter().enumerate() {
         let hs256 = signed(
             Algorithm::HS256,
             Some(k.rsa.kid),
@@ -511,7 +410,7 @@ fn a_key_added_to_the_jwks_file_is_accepted_within_seconds_without_a_restart() {
     );
 
     // The cluster publishes its new key next to the old one.
-    publish_jwks(&setup.jwks, &[&k.rsa, &k.new_ec]);
+    publish_keys(&setup.jwks, &[&k.rsa, &k.new_ec]);
     let published = Instant::now();
     let mut last = None;
     let mut attempt = 0;
@@ -578,8 +477,8 @@ fn the_ca_service_cannot_read_a_jwks_outside_its_directory() {
     std::fs::create_dir(&jwks_dir).unwrap();
     std::fs::create_dir(&elsewhere).unwrap();
     let jwks = jwks_dir.join("jwks.json");
-    publish_jwks(&jwks, &[&k.rsa]);
-    publish_jwks(&elsewhere.join("jwks.json"), &[&k.rsa, &k.new_ec]);
+    publish_keys(&jwks, &[&k.rsa]);
+    publish_keys(&elsewhere.join("jwks.json"), &[&k.rsa, &k.new_ec]);
     let server = CaProcess::start(
         &ca.issuer(),
         &[

@@ -10,11 +10,10 @@
 
 mod common;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::mutate::{mutate, Rng};
+use common::mutate::{caught, mutate, smoke, Bounds, Rng};
 
 // The checks themselves, shared with the fuzz target so that the two cannot drift apart.
 #[path = "../fuzz/checks/sidecar_config.rs"]
@@ -103,8 +102,7 @@ const TOKENS: &[&str] = &[
 ];
 
 fn run(text: &str) -> bool {
-    catch_unwind(AssertUnwindSafe(|| checks::check(text)))
-        .unwrap_or_else(|_| panic!("panicked on this input:\n{text:?}"))
+    caught(text, || checks::check(text))
 }
 
 #[test]
@@ -129,20 +127,22 @@ fn sidecar_configurations_and_their_mutations_never_panic_the_loader() {
     let started = Instant::now();
     let seeds_loaded = inputs.iter().filter(|text| run(text)).count();
     assert!(seeds_loaded >= 5, "only {seeds_loaded} seeds load");
-    let (mut loaded, mut mutations) = (seeds_loaded, 0usize);
-    let mut rng = Rng(0x5eed_c0f1_2026_1205);
-    while mutations < MUTATIONS && started.elapsed() < BUDGET {
-        let text = mutate(&mut rng, &inputs, TOKENS);
-        loaded += usize::from(run(&text));
-        mutations += 1;
-    }
-    println!(
-        "sidecar config fuzz smoke: {} seeds ({seeds_loaded} load), {mutations} mutations, {loaded} loaded in all, no panic, in {:.1} s",
-        inputs.len(),
-        started.elapsed().as_secs_f64()
+    let bounds = Bounds {
+        max: MUTATIONS,
+        min: 1_000,
+        budget: BUDGET,
+    };
+    let mutations = smoke(
+        bounds,
+        &mut Rng(0x5eed_c0f1_2026_1205),
+        |rng| mutate(rng, &inputs, TOKENS),
+        |text| usize::from(run(text)),
     );
-    assert!(
-        mutations >= 1_000,
-        "only {mutations} mutations ran in {BUDGET:?}"
+    println!(
+        "sidecar config fuzz smoke: {} seeds ({seeds_loaded} load), {} mutations ({} load), no panic, in {:.1} s",
+        inputs.len(),
+        mutations.inputs,
+        mutations.counted,
+        started.elapsed().as_secs_f64()
     );
 }

@@ -15,11 +15,10 @@
 
 mod common;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::mutate::{mutate, mutate_bytes, Rng};
+use common::mutate::{caught, mutate, mutate_bytes, smoke, Bounds, Rng};
 
 // The checks themselves, shared with the fuzz target so that the two cannot drift apart.
 #[path = "../fuzz/checks/ca_csr.rs"]
@@ -41,8 +40,7 @@ const TOKENS: &[&str] = &[
 ];
 
 fn run(body: &[u8]) -> usize {
-    catch_unwind(AssertUnwindSafe(|| checks::check(body)))
-        .unwrap_or_else(|_| panic!("panicked on this body: {body:02x?}"))
+    caught(body, || checks::check(body))
 }
 
 fn seeds_dir() -> PathBuf {
@@ -72,25 +70,29 @@ fn csrs_and_their_mutations_never_panic_the_ca() {
         .iter()
         .map(|p| String::from_utf8(p.clone()).unwrap())
         .collect();
-    let mut rng = Rng(0xc5c5_0f0f_2026_1205);
-    let (mut mutations, mut issued) = (0usize, 0usize);
-    while mutations < MUTATIONS && started.elapsed() < BUDGET {
-        let body = if rng.below(4) == 0 {
-            mutate(&mut rng, &pem_text, TOKENS).into_bytes()
-        } else {
-            mutate_bytes(&mut rng, &der)
-        };
-        issued += run(&body);
-        mutations += 1;
-    }
-    println!(
-        "csr fuzz smoke: {} seed bodies ({seeds_issued} certificates issued), {mutations} mutations, {issued} certificates issued from them, all verified, no panic, in {:.1} s",
-        pem.len() + der.len(),
-        started.elapsed().as_secs_f64()
+    let bounds = Bounds {
+        max: MUTATIONS,
+        min: 500,
+        budget: BUDGET,
+    };
+    let mutations = smoke(
+        bounds,
+        &mut Rng(0xc5c5_0f0f_2026_1205),
+        |rng| {
+            if rng.below(4) == 0 {
+                mutate(rng, &pem_text, TOKENS).into_bytes()
+            } else {
+                mutate_bytes(rng, &der)
+            }
+        },
+        |body| run(body),
     );
-    assert!(
-        mutations >= 500,
-        "only {mutations} mutations ran in {BUDGET:?}"
+    println!(
+        "csr fuzz smoke: {} seed bodies ({seeds_issued} certificates issued), {} mutations, {} certificates issued from them, all verified, no panic, in {:.1} s",
+        pem.len() + der.len(),
+        mutations.inputs,
+        mutations.counted,
+        started.elapsed().as_secs_f64()
     );
 }
 

@@ -28,11 +28,9 @@ fn blob(dir: &Path, digest: &str) -> std::path::PathBuf {
 }
 
 #[test]
+#[ignore = "needs root: buildah, chroot, a network namespace"]
 fn the_image_runs_its_own_binaries_with_nothing_from_the_host() {
-    if !is_root() {
-        skipping("needs root (buildah, chroot, a network namespace)");
-        return;
-    }
+    require_root("buildah, chroot, a network namespace");
     if !(have("buildah") && have("nft") && have("ip")) {
         return;
     }

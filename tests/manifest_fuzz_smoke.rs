@@ -9,11 +9,10 @@
 
 mod common;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::mutate::{mutate, Rng};
+use common::mutate::{caught, mutate, smoke, Bounds, Rng};
 
 // The checks themselves, shared with the fuzz target so that the two cannot drift apart.
 #[path = "../fuzz/checks/kubernetes_manifests.rs"]
@@ -87,8 +86,7 @@ const TOKENS: &[&str] = &[
 ];
 
 fn run(text: &str) -> bool {
-    catch_unwind(AssertUnwindSafe(|| checks::check(text)))
-        .unwrap_or_else(|_| panic!("panicked on this input:\n{text:?}"))
+    caught(text, || checks::check(text))
 }
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -116,24 +114,23 @@ fn manifests_and_their_mutations_never_panic_the_readers() {
         .collect();
     assert!(inputs.len() >= 8, "{} seeds", inputs.len());
     let started = Instant::now();
-    let (mut loaded, mut mutations) = (0usize, 0usize);
-    for seed in &inputs {
-        loaded += usize::from(run(seed));
-    }
-    let seeds_loaded = loaded;
-    let mut rng = Rng(0x6b38_f022_2026_1205);
-    while mutations < MUTATIONS && started.elapsed() < BUDGET {
-        let text = mutate(&mut rng, &inputs, TOKENS);
-        loaded += usize::from(run(&text));
-        mutations += 1;
-    }
-    println!(
-        "manifest fuzz smoke: {} seeds ({seeds_loaded} load as NetworkPolicy input), {mutations} mutations, {loaded} loaded, no panic, in {:.1} s",
-        inputs.len(),
-        started.elapsed().as_secs_f64()
+    let seeds_loaded = inputs.iter().filter(|seed| run(seed)).count();
+    let bounds = Bounds {
+        max: MUTATIONS,
+        min: 1_000,
+        budget: BUDGET,
+    };
+    let mutations = smoke(
+        bounds,
+        &mut Rng(0x6b38_f022_2026_1205),
+        |rng| mutate(rng, &inputs, TOKENS),
+        |text| usize::from(run(text)),
     );
-    assert!(
-        mutations >= 1_000,
-        "only {mutations} mutations ran in {BUDGET:?}"
+    println!(
+        "manifest fuzz smoke: {} seeds ({seeds_loaded} load as NetworkPolicy input), {} mutations, {} loaded, no panic, in {:.1} s",
+        inputs.len(),
+        mutations.inputs,
+        mutations.counted,
+        started.elapsed().as_secs_f64()
     );
 }

@@ -375,11 +375,9 @@ fn write(dir: &Path, name: &str, text: &str) {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and nftables"]
 fn network_policy_truth_tables_in_the_kernel_equal_explain() {
-    if !is_root() {
-        skipping("needs root for network namespaces and nftables");
-        return;
-    }
+    require_root("network namespaces and nftables");
     for tool in ["ip", "nft", "python3", "conntrack"] {
         if !have(tool) {
             return;
@@ -561,11 +559,9 @@ fn position(text: &str, needle: &str) -> (usize, usize) {
 /// CIDR's warning is logged, located. Every cell is checked against `decide` on the manifests
 /// written as they are meant.
 #[test]
+#[ignore = "needs root: network namespaces and nftables"]
 fn under_sync_a_refused_policy_does_not_hold_up_a_new_deny_and_is_reported() {
-    if !is_root() {
-        skipping("needs root for network namespaces and nftables");
-        return;
-    }
+    require_root("network namespaces and nftables");
     for tool in ["ip", "nft", "python3", "conntrack"] {
         if !have(tool) {
             return;

@@ -13,11 +13,10 @@
 
 mod common;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::mutate::{mutate, mutate_bytes, Rng};
+use common::mutate::{caught, mutate, mutate_bytes, smoke, Bounds, Rng};
 use palisade_identity::pem::certificates_from_pem;
 use rustls_pki_types::CertificateDer;
 
@@ -54,8 +53,7 @@ fn seeds_dir() -> PathBuf {
 }
 
 fn run(input: &[u8]) -> usize {
-    catch_unwind(AssertUnwindSafe(|| checks::check(input)))
-        .unwrap_or_else(|_| panic!("panicked on this input: {input:02x?}"))
+    caught(input, || checks::check(input))
 }
 
 #[test]
@@ -88,32 +86,35 @@ fn certificates_and_their_mutations_never_panic_the_validator() {
             der_inputs.extend(chain.iter().map(|c| c.to_vec()));
         }
     }
-    let mut rng = Rng(0xde5e_ed5c_2026_1205);
-    let (mut mutations, mut verified, mut as_pem) = (0usize, 0usize, 0usize);
-    while mutations < MUTATIONS && started.elapsed() < BUDGET {
-        let input = match rng.below(4) {
-            0 => mutate(&mut rng, &pem_text, TOKENS).into_bytes(),
+    let bounds = Bounds {
+        max: MUTATIONS,
+        min: 1_000,
+        budget: BUDGET,
+    };
+    let mut as_pem = 0usize;
+    let mutations = smoke(
+        bounds,
+        &mut Rng(0xde5e_ed5c_2026_1205),
+        |rng| match rng.below(4) {
+            0 => mutate(rng, &pem_text, TOKENS).into_bytes(),
             1 => {
                 as_pem += 1;
                 palisade_identity::pem::certificate_to_pem(&CertificateDer::from(mutate_bytes(
-                    &mut rng,
+                    rng,
                     &der_inputs,
                 )))
                 .into_bytes()
             }
-            _ => mutate_bytes(&mut rng, &der_inputs),
-        };
-        verified += run(&input);
-        mutations += 1;
-    }
-    println!(
-        "pem/svid fuzz smoke: {} seeds ({seeds_verified} readings verified), {mutations} mutations ({as_pem} of them DER mutated then PEM-encoded), {verified} readings verified, no panic, in {:.1} s",
-        seeds.len(),
-        started.elapsed().as_secs_f64()
+            _ => mutate_bytes(rng, &der_inputs),
+        },
+        |input| run(input),
     );
-    assert!(
-        mutations >= 1_000,
-        "only {mutations} mutations ran in {BUDGET:?}"
+    println!(
+        "pem/svid fuzz smoke: {} seeds ({seeds_verified} readings verified), {} mutations ({as_pem} of them DER mutated then PEM-encoded), {} readings verified, no panic, in {:.1} s",
+        seeds.len(),
+        mutations.inputs,
+        mutations.counted,
+        started.elapsed().as_secs_f64()
     );
 }
 

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use common::{is_root, ok, on_path, palisade, python, run_probes, Netns, SERVER_PY};
+use common::{have, ok, palisade, python, require_root, run_probes, Netns, SERVER_PY};
 use palisade_policy::{decide, load_file, Endpoint, Policy, Protocol};
 
 /// One host of the lab: its addresses (all on one link: /16 and /48, so every address reaches
@@ -76,19 +76,6 @@ fn root_dir() -> PathBuf {
 }
 
 const LAB: &str = "tests/policy/lab.yaml";
-
-/// Why this test cannot run here, if it cannot.
-fn skip_reason() -> Option<String> {
-    if !is_root() {
-        return Some("not root (network namespaces and nft need root)".into());
-    }
-    for tool in ["ip", "nft", "python3"] {
-        if !on_path(tool) {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    None
-}
 
 /// The namespaces of the lab: a switch holding bridge `br0`, and one namespace per host with a
 /// veth (`eth0`) to the bridge carrying all of the host's addresses.
@@ -303,9 +290,10 @@ fn segments(policy: &Policy, addr: IpAddr) -> String {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and nftables"]
 fn kernel_matches_explain_cell_for_cell() {
-    if let Some(reason) = skip_reason() {
-        common::skipping(&reason);
+    require_root("network namespaces and nftables");
+    if !(have("ip") && have("nft") && have("python3")) {
         return;
     }
     let started = Instant::now();
@@ -447,9 +435,10 @@ fn generation(nft_text: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and nftables"]
 fn the_json_form_applies_and_lists_like_the_text_form() {
-    if let Some(reason) = skip_reason() {
-        common::skipping(&reason);
+    require_root("network namespaces and nftables");
+    if !(have("ip") && have("nft") && have("python3")) {
         return;
     }
     let dir: &Path = &root_dir();

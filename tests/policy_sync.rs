@@ -1,5 +1,5 @@
 //! `palisade policy sync` and `palisade policy apply` end to end: the real binary, in network
-//! namespaces this file makes (`pal-sync-<pid>-<n>`) and deletes on drop, even when a test fails.
+//! namespaces this file makes (`pal-<pid>-<n>-srv` and `-cli`, through palisade_test_support::netns) and deletes on drop, even when a test fails.
 //! Nothing touches the root namespace: every command, the sync daemon and its admin server
 //! (127.0.0.1:15100 of the namespace's own loopback) run through `ip netns exec`.
 //!
@@ -15,12 +15,11 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{is_root, metric_value, ok, on_path, palisade, BIN};
+use common::{have, metric_value, ok, on_path, palisade, require_root, Netns, BIN};
 use serde_json::Value;
 
 const SRV_ADDR: &str = "10.77.2.20";
@@ -256,16 +255,9 @@ fn generation_of(file: &Path) -> String {
 // Processes and waiting
 // ---------------------------------------------------------------------------------------------
 
+/// Whether a tool the lab needs is missing (the test then skips, or fails under scripts/test).
 fn skip() -> bool {
-    if !is_root() {
-        return common::skipping("needs root (network namespaces and nftables)");
-    }
-    for tool in ["ip", "nft"] {
-        if !on_path(tool) {
-            return common::skipping(&format!("{tool} is not installed"));
-        }
-    }
-    false
+    !(have("ip") && have("nft"))
 }
 
 /// The real python3 interpreter (not a pyenv shim, which costs a shell per probe).
@@ -557,26 +549,27 @@ fn rule_comments(table: &Value) -> Vec<String> {
 /// Two namespaces on a veth pair, an echo server on srv:5432 and srv:5433, the neighbouring
 /// table, and a temporary directory. Dropping it stops the server and deletes the namespaces.
 struct Lab {
-    names: Vec<String>,
     srv: String,
     cli: String,
     dir: tempfile::TempDir,
     other: Value,
     server: Option<Proc>,
+    /// Dropped after the server: deletes the namespaces (palisade_test_support::netns).
+    netns: Netns,
 }
 
 impl Lab {
     fn new() -> Lab {
         let mut lab = Lab {
-            names: Vec::new(),
             srv: String::new(),
             cli: String::new(),
             dir: tempfile::tempdir().expect("temp dir"),
             other: Value::Null,
             server: None,
+            netns: Netns::new(),
         };
-        lab.srv = lab.add_ns();
-        lab.cli = lab.add_ns();
+        lab.srv = lab.netns.add("srv");
+        lab.cli = lab.netns.add("cli");
         let (srv, cli) = (lab.srv.clone(), lab.cli.clone());
         // Made in srv with its peer placed straight into cli: the root namespace never sees it.
         run_ok(
@@ -603,24 +596,6 @@ impl Lab {
         server.wait_out("ready", Duration::from_secs(10), |l| l == "ready");
         lab.server = Some(server);
         lab
-    }
-
-    fn add_ns(&mut self) -> String {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "pal-sync-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        // Remembered first: a half-made namespace is deleted too.
-        self.names.push(name.clone());
-        let status = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("run ip netns add");
-        assert!(status.success(), "ip netns add {name}");
-        run_ok(&name, &["ip", "link", "set", "lo", "up"]);
-        name
     }
 
     /// Writes `dir/<name>` atomically (a reader sees the old or the new text, never half).
@@ -727,13 +702,8 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        // The server first, then the namespaces it ran in (the `netns` field).
         drop(self.server.take());
-        for name in self.names.iter().rev() {
-            let _ = Command::new("ip")
-                .args(["netns", "del", name])
-                .stderr(Stdio::null())
-                .status();
-        }
     }
 }
 
@@ -854,7 +824,9 @@ const LAST_SUCCESS: &str = "palisade_sync_last_success_timestamp_seconds";
 /// Acceptance 1: a policy change under a running sync (file source, 2 s interval) is enforced
 /// within one interval, both ways, checked with real connections.
 #[test]
+#[ignore = "needs root: network namespaces and nftables"]
 fn a_policy_change_is_enforced_within_one_interval() {
+    require_root("network namespaces and nftables");
     if skip() {
         return;
     }
@@ -904,7 +876,9 @@ fn a_policy_change_is_enforced_within_one_interval() {
 /// Acceptance 2 and 3: every kind of drift is repaired within one interval and counted; the live
 /// table then equals the compiled one; the neighbouring table is never touched.
 #[test]
+#[ignore = "needs root: network namespaces and nftables"]
 fn drift_is_repaired_within_one_interval_and_counted() {
+    require_root("network namespaces and nftables");
     if skip() {
         return;
     }
@@ -997,7 +971,9 @@ fn drift_is_repaired_within_one_interval_and_counted() {
 /// Acceptance 8: with a steady policy a cycle writes nothing: nft_writes_total stays at the one
 /// initial write over several intervals while cycles_total grows.
 #[test]
+#[ignore = "needs root: network namespaces and nftables"]
 fn a_cycle_with_no_change_writes_nothing() {
+    require_root("network namespaces and nftables");
     if skip() {
         return;
     }
@@ -1023,7 +999,9 @@ fn a_cycle_with_no_change_writes_nothing() {
 /// Acceptance 4: an invalid policy pushed to the source keeps the old rules enforcing, is logged
 /// with file:line:col and counted once; one-shot apply of it fails and changes nothing.
 #[test]
+#[ignore = "needs root: network namespaces and nftables"]
 fn an_invalid_policy_keeps_the_last_good_one() {
+    require_root("network namespaces and nftables");
     if skip() {
         return;
     }
@@ -1104,7 +1082,9 @@ fn an_invalid_policy_keeps_the_last_good_one() {
 /// killed process is a one-shot `apply` (or, one time in five, the sync), alone or with its nft.
 /// After each kill the live table is exactly A or exactly B.
 #[test]
+#[ignore = "needs root: network namespaces and nftables"]
 fn kill_during_apply_leaves_a_whole_generation() {
+    require_root("network namespaces and nftables");
     if skip() {
         return;
     }
@@ -1214,7 +1194,9 @@ fn kill_during_apply_leaves_a_whole_generation() {
 
 /// Acceptance 6, with --revoke-established: an open connection the new policy denies is cut.
 #[test]
+#[ignore = "needs root: network namespaces and nftables"]
 fn revoke_established_cuts_a_denied_open_connection() {
+    require_root("network namespaces and nftables");
     if skip() {
         return;
     }
@@ -1223,7 +1205,9 @@ fn revoke_established_cuts_a_denied_open_connection() {
 
 /// Acceptance 6, without --revoke-established: the open connection stays up, new ones are refused.
 #[test]
+#[ignore = "needs root: network namespaces and nftables"]
 fn without_revoke_an_open_connection_survives() {
+    require_root("network namespaces and nftables");
     if skip() {
         return;
     }
@@ -1289,7 +1273,9 @@ fn revoke_scenario(revoke: bool) {
 /// tampered with (a rule that accepts port 5432 put first) is cut when the sync repairs the drift,
 /// not only when the policy changes. Before the fix it survived the repair as an established flow.
 #[test]
+#[ignore = "needs root: network namespaces and nftables"]
 fn revoke_established_cuts_a_flow_a_repaired_drift_had_let_through() {
+    require_root("network namespaces and nftables");
     if skip() {
         return;
     }
@@ -1331,7 +1317,9 @@ fn revoke_established_cuts_a_flow_a_repaired_drift_had_let_through() {
 /// accepts everything) does not count as our table in force: with no loadable policy the sync
 /// replaces it with the fail-closed baseline. Before the fix it was left in place.
 #[test]
+#[ignore = "needs root: network namespaces and nftables"]
 fn a_table_we_did_not_write_is_replaced_by_the_baseline() {
+    require_root("network namespaces and nftables");
     if skip() {
         return;
     }
@@ -1378,7 +1366,9 @@ fn a_table_we_did_not_write_is_replaced_by_the_baseline() {
 /// leaves the table in place; a later sync with a bad policy leaves it in place too, and puts it
 /// back when it disappears; one-shot apply for a host not in the policy fails.
 #[test]
+#[ignore = "needs root: network namespaces and nftables"]
 fn no_loadable_policy_installs_the_baseline_and_stopping_keeps_it() {
+    require_root("network namespaces and nftables");
     if skip() {
         return;
     }
@@ -1462,7 +1452,9 @@ fn no_loadable_policy_installs_the_baseline_and_stopping_keeps_it() {
 /// The http:// source: fetched with If-None-Match (the server answers 304 while nothing
 /// changed), and a change on the server is picked up within one interval.
 #[test]
+#[ignore = "needs root: network namespaces and nftables"]
 fn an_http_source_is_fetched_with_etag_and_changes_are_picked_up() {
+    require_root("network namespaces and nftables");
     if skip() {
         return;
     }
@@ -1528,7 +1520,9 @@ openssl x509 -req -in {name}-server.csr -CA {name}-ca.pem -CAkey {name}-ca.key -
 /// never believed (the fail-closed baseline stays); with the right bundle the policy is applied;
 /// a server that asks for a client certificate gets the node's SVID, and without one refuses.
 #[test]
+#[ignore = "needs root: network namespaces and nftables"]
 fn http_sources_are_refused_unless_allowed_and_https_ones_are_pinned_and_can_ask_for_the_node() {
+    require_root("network namespaces and nftables");
     if skip() {
         return;
     }
@@ -1699,7 +1693,9 @@ const AS_AGENT: &[&str] = &[
 /// its directory is refused (the last good policy stays); `--check-sandbox` shows what is
 /// refused (reading, writing, binding, connecting, running a shell, a system call off the list) and that nft runs.
 #[test]
+#[ignore = "needs root: network namespaces and nftables"]
 fn the_agent_runs_as_a_user_with_net_admin_only_and_cannot_read_outside_its_source() {
+    require_root("network namespaces and nftables");
     if skip() {
         return;
     }

@@ -14,11 +14,9 @@ use common::*;
 const PROXY_UID: &str = "1337";
 
 #[test]
+#[ignore = "needs root: starts the sidecar as another UID"]
 fn the_sidecar_runs_without_capabilities_and_cannot_read_outside_its_files() {
-    if !is_root() {
-        skipping("needs root to start the sidecar as another UID");
-        return;
-    }
+    require_root("starts the sidecar as another UID");
     if !(have("setpriv") && have("curl")) {
         return;
     }

@@ -301,11 +301,9 @@ fn metric(nets: &Netns, pod: &Pod, name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and nftables"]
 fn pods_talk_mtls_through_transparent_sidecars_and_the_policy_decides_who() {
-    if !is_root() {
-        skipping("needs root for network namespaces and nftables");
-        return;
-    }
+    require_root("network namespaces and nftables");
     if !(have("nft") && have("curl") && have("tcpdump") && have("setpriv") && have("python3")) {
         return;
     }
@@ -466,11 +464,9 @@ fn pods_talk_mtls_through_transparent_sidecars_and_the_policy_decides_who() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and nftables"]
 fn permissive_mode_passes_plaintext_peers_and_unknown_destinations_and_counts_them() {
-    if !is_root() {
-        skipping("needs root for network namespaces and nftables");
-        return;
-    }
+    require_root("network namespaces and nftables");
     if !(have("nft") && have("curl") && have("setpriv") && have("python3")) {
         return;
     }
@@ -625,11 +621,9 @@ fn generated_address_policy(rng: &mut Rng, n: usize) -> String {
 /// IPv6, exactly when `explain` places the server's identity in a segment that also holds the
 /// address it answers at. The servers admit any peer, so the client's check alone decides.
 #[test]
+#[ignore = "needs root: network namespaces and nftables"]
 fn transparent_outbound_expects_the_identities_explain_places_at_the_destination() {
-    if !is_root() {
-        skipping("needs root for network namespaces and nftables");
-        return;
-    }
+    require_root("network namespaces and nftables");
     if !(have("nft") && have("curl") && have("setpriv") && have("python3")) {
         return;
     }

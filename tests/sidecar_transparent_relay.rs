@@ -436,11 +436,9 @@ const RELAYS: [(&str, &str); 3] = [
 ];
 
 #[test]
+#[ignore = "needs root: network namespaces and nftables"]
 fn a_neighbour_routing_through_the_pod_gets_no_relay_to_other_hosts_or_loopback() {
-    if !is_root() {
-        skipping("needs root for network namespaces and nftables");
-        return;
-    }
+    require_root("network namespaces and nftables");
     if !(have("nft") && have("curl") && have("setpriv") && have("python3") && have("ping")) {
         return;
     }
@@ -516,11 +514,9 @@ fn a_neighbour_routing_through_the_pod_gets_no_relay_to_other_hosts_or_loopback(
 /// filter allows UDP only when it resolves names, and cannot see a datagram's destination; the
 /// pod's table can. Another UID's UDP is untouched.
 #[test]
+#[ignore = "needs root: network namespaces and nftables"]
 fn the_proxy_uid_sends_udp_to_port_53_only() {
-    if !is_root() {
-        skipping("needs root for network namespaces and nftables");
-        return;
-    }
+    require_root("network namespaces and nftables");
     if !(have("nft") && have("setpriv") && have("python3")) {
         return;
     }

@@ -7,9 +7,6 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
-use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
-use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -19,96 +16,24 @@ use palisade_ca_server::service_account::{
     JwksError, ServiceAccountConfig, ServiceAccountVerifier, TokenRefusal, MAX_TOKEN_LEN,
 };
 use palisade_identity::TrustDomain;
+use palisade_test_support::jwks::{
+    b64url, ec_key, hand_made, pem, publish_jwks, rsa_key, sign, SigningKey,
+};
 
 const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 const AUDIENCE: &str = "palisade-ca";
 /// The tests' "now" (Unix seconds): fixed, so that no test depends on the clock.
 const NOW: i64 = 1_750_000_000;
 
-/// An RSA key as a test needs it: to sign, and to publish.
-struct RsaKey {
-    kid: &'static str,
-    signing: EncodingKey,
-    jwk: Value,
-    /// The public key as PKCS#1 RSAPublicKey DER.
-    pkcs1_der: Vec<u8>,
-    /// The public key as SubjectPublicKeyInfo DER.
-    spki_der: Vec<u8>,
-}
-
-struct EcKey {
-    kid: &'static str,
-    signing: EncodingKey,
-    jwk: Value,
-}
-
 struct Keys {
     /// In the cluster's JWKS.
-    rsa: RsaKey,
+    rsa: SigningKey,
     /// In the cluster's JWKS.
-    ec: EcKey,
+    ec: SigningKey,
     /// Not in the JWKS at first (the reload test adds it).
-    other_rsa: RsaKey,
+    other_rsa: SigningKey,
     /// Never in the JWKS.
-    other_ec: EcKey,
-}
-
-fn b64url(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let mut text = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        text.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        text.push('\n');
-    }
-    text.push_str(&format!("-----END {label}-----\n"));
-    text
-}
-
-fn rsa_key(kid: &'static str) -> RsaKey {
-    let pair = RsaKeyPair::generate(KeySize::Rsa2048).expect("RSA key");
-    let pkcs8: Pkcs8V1Der = pair.as_der().expect("PKCS#8");
-    let signing = EncodingKey::from_rsa_pem(pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes())
-        .expect("RSA signing key");
-    let public = pair.public_key();
-    let spki: PublicKeyX509Der = public.as_der().expect("SPKI");
-    let jwk = json!({
-        "use": "sig",
-        "kty": "RSA",
-        "kid": kid,
-        "alg": "RS256",
-        "n": b64url(public.modulus().big_endian_without_leading_zero()),
-        "e": b64url(public.exponent().big_endian_without_leading_zero()),
-    });
-    RsaKey {
-        kid,
-        signing,
-        jwk,
-        pkcs1_der: public.as_ref().to_vec(),
-        spki_der: spki.as_ref().to_vec(),
-    }
-}
-
-fn ec_key(kid: &'static str) -> EcKey {
-    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("EC key");
-    let pkcs8 = pair.to_pkcs8v1().expect("PKCS#8");
-    let signing = EncodingKey::from_ec_der(pkcs8.as_ref());
-    // Uncompressed point: 0x04, x, y.
-    let point = pair.public_key().as_ref();
-    assert_eq!(point.len(), 65);
-    let jwk = json!({
-        "use": "sig",
-        "kty": "EC",
-        "crv": "P-256",
-        "kid": kid,
-        "alg": "ES256",
-        "x": b64url(&point[1..33]),
-        "y": b64url(&point[33..]),
-    });
-    EcKey { kid, signing, jwk }
+    other_ec: SigningKey,
 }
 
 /// Made once for all tests: RSA key generation takes a moment.
@@ -134,15 +59,11 @@ fn now() -> SystemTime {
     at(NOW)
 }
 
-fn write_jwks(path: &Path, jwks: &[&Value]) {
-    std::fs::write(path, json!({ "keys": jwks }).to_string()).expect("write JWKS");
-}
-
 /// A verifier for a cluster whose JWKS holds `jwks`, and the directory keeping its file.
 fn verifier_with(jwks: &[&Value]) -> (ServiceAccountVerifier, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("jwks.json");
-    write_jwks(&path, jwks);
+    publish_jwks(&path, jwks);
     let verifier = ServiceAccountVerifier::load(ServiceAccountConfig {
         jwks_path: path,
         issuer: ISSUER.to_owned(),
@@ -181,28 +102,12 @@ fn claims() -> Value {
     claims_for("shop", "frontend")
 }
 
-fn sign(alg: Algorithm, kid: Option<&str>, claims: &Value, key: &EncodingKey) -> String {
-    let mut header = Header::new(alg);
-    header.kid = kid.map(str::to_owned);
-    jsonwebtoken::encode(&header, claims, key).expect("sign")
-}
-
-fn rs256(key: &RsaKey, claims: &Value) -> String {
+fn rs256(key: &SigningKey, claims: &Value) -> String {
     sign(Algorithm::RS256, Some(key.kid), claims, &key.signing)
 }
 
-fn es256(key: &EcKey, claims: &Value) -> String {
+fn es256(key: &SigningKey, claims: &Value) -> String {
     sign(Algorithm::ES256, Some(key.kid), claims, &key.signing)
-}
-
-/// A token put together by hand, as an attacker would: any header, any signature bytes.
-fn hand_made(header: &Value, claims: &Value, signature: &[u8]) -> String {
-    format!(
-        "{}.{}.{}",
-        b64url(header.to_string().as_bytes()),
-        b64url(claims.to_string().as_bytes()),
-        b64url(signature)
-    )
 }
 
 fn refusal(verifier: &ServiceAccountVerifier, token: &str) -> TokenRefusal {
@@ -506,10 +411,14 @@ fn hs256_keyed_with_the_rsa_public_key_is_refused() {
     let rsa = &keys().rsa;
     let admin = claims_for("kube-system", "admin");
     let secrets: Vec<Vec<u8>> = vec![
-        rsa.pkcs1_der.clone(),
-        rsa.spki_der.clone(),
-        pem("PUBLIC KEY", &rsa.spki_der).into_bytes(),
-        pem("RSA PUBLIC KEY", &rsa.pkcs1_der).into_bytes(),
+        rsa.rsa_public_der.as_ref().unwrap().pkcs1.clone(),
+        rsa.rsa_public_der.as_ref().unwrap().spki.clone(),
+        pem("PUBLIC KEY", &rsa.rsa_public_der.as_ref().unwrap().spki).into_bytes(),
+        pem(
+            "RSA PUBLIC KEY",
+            &rsa.rsa_public_der.as_ref().unwrap().pkcs1,
+        )
+        .into_bytes(),
         rsa.jwk.to_string().into_bytes(),
         json!({"keys": [&rsa.jwk]}).to_string().into_bytes(),
     ];
@@ -854,7 +763,7 @@ fn reload_picks_up_a_new_key_and_a_broken_jwks_keeps_the_old_keys() {
     assert!(!verifier.reload().expect("reload"), "nothing changed yet");
 
     // The cluster rotates: the new key is published next to the old one.
-    write_jwks(&path, &[&k.rsa.jwk, &k.other_rsa.jwk]);
+    publish_jwks(&path, &[&k.rsa.jwk, &k.other_rsa.jwk]);
     assert!(verifier.reload().expect("reload"), "a new key");
     assert_eq!(verifier.usable_keys(), 2);
     verifier
@@ -891,7 +800,7 @@ fn reload_picks_up_a_new_key_and_a_broken_jwks_keeps_the_old_keys() {
         .expect("the keys in use stay");
 
     // The old key is retired.
-    write_jwks(&path, &[&k.other_rsa.jwk]);
+    publish_jwks(&path, &[&k.other_rsa.jwk]);
     assert!(verifier.reload().expect("reload"));
     assert!(matches!(
         refusal(&verifier, &old_key_token),
@@ -942,7 +851,7 @@ fn jwks_errors_at_load() {
     let mut off_curve = k.ec.jwk.clone();
     off_curve["y"] = json!(b64url(&[7u8; 32]));
     let unusable = [&oct, &enc, &p384, &short_rsa, &off_curve];
-    write_jwks(&path, &unusable);
+    publish_jwks(&path, &unusable);
     assert!(matches!(
         ServiceAccountVerifier::load(config(&path)),
         Err(JwksError::NoUsableKey { .. })
@@ -953,7 +862,7 @@ fn jwks_errors_at_load() {
     let mut keys_json: Vec<&Value> = unusable.to_vec();
     keys_json.push(&unknown);
     keys_json.push(&k.ec.jwk);
-    write_jwks(&path, &keys_json);
+    publish_jwks(&path, &keys_json);
     let verifier = ServiceAccountVerifier::load(config(&path)).expect("load");
     assert_eq!(verifier.usable_keys(), 1);
     verifier
@@ -1015,7 +924,7 @@ fn header_members_that_bring_a_key_or_a_url_are_never_used() {
             "jku": url,
             "x5u": url,
             "jwk": attacker_jwk,
-            "x5c": [STANDARD.encode(&k.other_rsa.spki_der)],
+            "x5c": [STANDARD.encode(&k.other_rsa.rsa_public_der.as_ref().unwrap().spki)],
         })
         .to_string()
     };

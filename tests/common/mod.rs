@@ -1,16 +1,16 @@
 //! Shared by the end-to-end tests, one module per concern: `pki` (a CA and certificates made with
 //! the real `palisade` binary), `sidecar` (a running sidecar and its bound addresses: every
 //! listener binds port 0, so parallel tests never collide), `http` (the one HTTP client and the
-//! tiny apps to proxy to), `ca` (a two-level CA and a running `ca serve`), `metrics` (reading /metrics), `netns` (network namespaces), `rng` (seeded generated cases), `probe` (real TCP, UDP and ping probes in namespaces), `mutate` (fuzz-smoke mutations); here:
-//! running commands, waiting, and whether a test may run at all (`PALISADE_TEST_STRICT`).
+//! tiny apps to proxy to), `ca` (a two-level CA and a running `ca serve`), `metrics` (reading /metrics), `rng` (seeded generated cases), `probe` (real TCP, UDP and ping
+//! probes in namespaces); here: running commands and waiting. From palisade-test-support, shared
+//! with the crates' own tests: whether a test may run at all (`skip`), network namespaces
+//! (`netns`), bounded commands (`process`), the fuzz smoke loop (`mutate`).
 // Each test binary uses a part of this.
 #![allow(dead_code, unused_imports)]
 
 mod ca;
 mod http;
 mod metrics;
-pub mod mutate;
-mod netns;
 mod pki;
 mod probe;
 mod rng;
@@ -19,7 +19,10 @@ mod sidecar;
 pub use ca::*;
 pub use http::*;
 pub use metrics::*;
-pub use netns::*;
+pub use palisade_test_support::mutate;
+pub use palisade_test_support::netns::*;
+pub use palisade_test_support::process::*;
+pub use palisade_test_support::skip::*;
 pub use pki::*;
 pub use probe::*;
 pub use rng::*;
@@ -51,101 +54,6 @@ pub fn ok(output: Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Whether a test must fail, not skip, when it lacks root or a tool: `scripts/test` sets
-/// `PALISADE_TEST_STRICT=1` when it runs as root (as CI does), after installing every tool.
-pub fn strict() -> bool {
-    std::env::var("PALISADE_TEST_STRICT").is_ok_and(|v| v == "1")
-}
-
-/// A test that cannot run here: fails under [`strict`], otherwise says why it skips. Returns true
-/// so that callers can write `if cannot_run { return }`.
-pub fn skipping(reason: &str) -> bool {
-    assert!(
-        !strict(),
-        "cannot run: {reason} (PALISADE_TEST_STRICT=1: nothing may skip)"
-    );
-    eprintln!("SKIP: {reason}");
-    true
-}
-
-/// Whether a tool is on PATH; when it is not, the test skips, or fails under [`strict`].
-pub fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        skipping(&format!(
-            "{tool} is not installed (scripts/test installs it as root)"
-        ));
-    }
-    found
-}
-
-/// Whether the test runs as root (effective uid 0), from /proc/self/status.
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|uid| uid == "0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Whether a tool is on PATH, silently.
-pub fn on_path(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Runs `cmd` with `input` on stdin and its output captured; kills it after `limit`. Returns the
-/// output and whether it was killed for taking too long.
-pub fn run_bounded(cmd: &mut Command, input: &[u8], limit: Duration) -> (Output, bool) {
-    use std::io::Write as _;
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn command");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let input = input.to_vec();
-    let writer = thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let drain = |mut r: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            v
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + limit;
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            timed_out = true;
-            let _ = child.kill();
-            break child.wait().expect("wait");
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    let _ = writer.join();
-    let output = Output {
-        status,
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    };
-    (output, timed_out)
 }
 
 /// Polls `check` every 20 ms until it holds (true) or `limit` has passed (false).

@@ -3,9 +3,6 @@
 use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
-use std::time::Duration;
-
-use super::run_bounded;
 
 /// Network namespaces made by one test, named `pal-<pid>-<n>-<role>`. Dropping it kills the
 /// processes started with [`Netns::spawn`] and deletes every namespace it made, so a failing test

@@ -1,13 +1,73 @@
-//! Deterministic mutations of text inputs, for the stable fuzz smoke tests (nft/tests/fuzz_smoke.rs
-//! includes this file by path; the root tests through `common`): bit flips, structural
-//! characters, truncations, deletions, copied chunks, dictionary tokens, edge-value numbers,
-//! splices at line starts and indentation changes.
+//! The stable fuzz smoke tests' parts: deterministic mutations of text and bytes (bit flips,
+//! structural characters, truncations, deletions, copied chunks, dictionary tokens, edge-value
+//! numbers, splices at line starts and indentation changes), the check of one input with its
+//! panic reported ([`caught`]), and the loop bounded in count and time ([`smoke`]).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+/// Runs `check` on `input`; a panic fails the test naming the input, so that it can be kept as a
+/// seed.
+pub fn caught<I: std::fmt::Debug + ?Sized, T>(input: &I, check: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(check))
+        .unwrap_or_else(|_| panic!("panicked on this input:\n{input:?}"))
+}
+
+/// How long a smoke loop runs: at most `max` inputs or `budget`, whichever ends first; fewer
+/// than `min` inputs in the budget fails the test (the machine was too slow to mean anything).
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// The most inputs to try.
+    pub max: usize,
+    /// The fewest that must have run.
+    pub min: usize,
+    /// The time budget.
+    pub budget: Duration,
+}
+
+/// What a smoke loop did.
+#[derive(Debug, Clone, Copy)]
+pub struct Smoked {
+    /// Inputs tried.
+    pub inputs: usize,
+    /// The sum of what `check` returned (inputs accepted, certificates issued...).
+    pub counted: usize,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// The loop of every fuzz smoke test: `make` draws an input from `rng`, `check` tries it and
+/// says how much to count (a panic in it fails the test with the input, see [`caught`]).
+pub fn smoke<I: std::fmt::Debug>(
+    bounds: Bounds,
+    rng: &mut Rng,
+    mut make: impl FnMut(&mut Rng) -> I,
+    mut check: impl FnMut(&I) -> usize,
+) -> Smoked {
+    let started = Instant::now();
+    let (mut inputs, mut counted) = (0usize, 0usize);
+    while inputs < bounds.max && started.elapsed() < bounds.budget {
+        let input = make(rng);
+        counted += caught(&input, || check(&input));
+        inputs += 1;
+    }
+    assert!(
+        inputs >= bounds.min,
+        "only {inputs} inputs ran in {:?}",
+        bounds.budget
+    );
+    Smoked {
+        inputs,
+        counted,
+        elapsed: started.elapsed(),
+    }
+}
 
 /// xorshift64*: deterministic, no dependency.
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -18,7 +78,7 @@ impl Rng {
         if n == 0 {
             0
         } else {
-            (self.next() % n as u64) as usize
+            (self.next_u64() % n as u64) as usize
         }
     }
 
@@ -129,7 +189,6 @@ const DER_BYTES: &[u8] = &[
 /// bit flips, DER tag and length bytes put in place of a byte, a length nudged by a little,
 /// truncations, deletions, copied chunks, and splices of two inputs. Uses its own choices of
 /// `rng`, so the text mutator's sequences stay as they were.
-#[allow(dead_code)] // nft/tests/fuzz_smoke.rs includes this file and mutates text only.
 pub fn mutate_bytes(rng: &mut Rng, inputs: &[Vec<u8>]) -> Vec<u8> {
     let mut bytes = rng.pick(inputs).clone();
     for _ in 0..1 + rng.below(4) {
