@@ -1,11 +1,6 @@
 //! Small helpers for what commands print: durations and times as people read them.
 
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
-
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
-}
+pub use palisade_identity::rfc3339;
 
 /// `2d 3h`, `45m`, `12s`: the two largest units, enough to judge a remaining lifetime.
 pub fn human_seconds(seconds: i64) -> String {

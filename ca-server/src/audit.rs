@@ -72,7 +72,7 @@ impl AuditEvent {
     /// An event of `endpoint` from `client`, with the rest to fill in.
     pub fn new(event: &'static str, endpoint: &'static str, client: SocketAddr) -> Self {
         AuditEvent {
-            time: rfc3339(OffsetDateTime::now_utc()),
+            time: palisade_identity::rfc3339(OffsetDateTime::now_utc()),
             event,
             endpoint,
             client: client.to_string(),
@@ -278,7 +278,7 @@ impl AuditLog {
         let mut result = Ok(());
         for (client, code, count, codes) in lines {
             let line = LeftOutEvent {
-                time: rfc3339(OffsetDateTime::now_utc()),
+                time: palisade_identity::rfc3339(OffsetDateTime::now_utc()),
                 event: "refusals_left_out",
                 reason: format!(
                     "left out {count} {code} refusals from {client} in the last {seconds} s"
@@ -303,14 +303,6 @@ pub fn bounded(text: &str) -> String {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text.to_owned(),
     }
-}
-
-/// RFC 3339 in UTC, seconds precision.
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.replace_nanosecond(0)
-        .unwrap_or(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -30,10 +30,11 @@ use palisade_identity::{PeerRole, SpiffeId, SvidError};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use time::OffsetDateTime;
 
-use crate::audit::{bounded, rfc3339, AuditEvent};
+use crate::audit::{bounded, AuditEvent};
 use crate::metrics::IssuedLabels;
 use crate::refusal::Refusal;
 use crate::State;
+use palisade_identity::rfc3339;
 
 /// The TLS client certificates of the connection a request came on (empty: none presented), and
 /// their verification, made once per connection and CA material: a client renewing several

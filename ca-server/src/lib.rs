@@ -217,7 +217,7 @@ impl State {
                 Ok(material) => {
                     if changed {
                         tracing::info!(
-                            issuer_not_after = %audit::rfc3339(material.ca.not_after()),
+                            issuer_not_after = %palisade_identity::rfc3339(material.ca.not_after()),
                             bundle_roots = material.roots,
                             "loaded new CA material; new certificates are signed with it"
                         );

@@ -248,7 +248,7 @@ impl Renewer {
                     tracing::info!(
                         spiffe_id = %svid.id,
                         serial = %svid.serial,
-                        not_after = unix(svid.not_after),
+                        not_after = %palisade_identity::rfc3339_system(svid.not_after),
                         "new certificate in use"
                     );
                     failures = 0;

@@ -3,7 +3,6 @@
 
 use rustls_pki_types::{CertificateDer, UnixTime};
 use serde::Serialize;
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -114,7 +113,7 @@ impl CertInfo {
             dns_names,
             subject: leaf.subject().to_string(),
             issuer: leaf.issuer().to_string(),
-            serial: serial_hex(leaf.raw_serial()),
+            serial: crate::text::serial_hex(leaf.raw_serial()),
             not_before: leaf.validity().not_before.to_datetime(),
             not_after,
             remaining_seconds: not_after.unix_timestamp() - now.as_secs() as i64,
@@ -144,13 +143,6 @@ fn key_algorithm(cert: &X509Certificate<'_>) -> String {
 mod rfc3339 {
     use super::*;
     pub fn serialize<S: serde::Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&t.format(&Rfc3339).map_err(serde::ser::Error::custom)?)
+        s.serialize_str(&crate::text::rfc3339(*t))
     }
-}
-
-/// A certificate's serial number as Palisade writes it everywhere (`cert inspect`, `cert issue`,
-/// the CA's answers and audit lines, logs): lowercase hex without separators, as the DER
-/// integer's bytes (`openssl x509 -serial` prints the same digits in uppercase).
-pub fn serial_hex(raw: &[u8]) -> String {
-    raw.iter().map(|b| format!("{b:02x}")).collect()
 }

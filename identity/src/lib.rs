@@ -24,10 +24,11 @@ pub mod pem;
 mod spiffe_id;
 mod svid;
 mod svid_dir;
+mod text;
 mod tls;
 mod verify_cache;
 
-pub use inspect::{serial_hex, CertInfo, Verdict};
+pub use inspect::{CertInfo, Verdict};
 pub use pattern::{AllowList, IdPattern, PatternError};
 pub use pem::PemError;
 pub use spiffe_id::{IdError, SpiffeId, TrustDomain, MAX_ID_LEN, MAX_TRUST_DOMAIN_LEN};
@@ -36,6 +37,7 @@ pub use svid::{
     TrustBundle, TrustBundleSet,
 };
 pub use svid_dir::{SvidDir, SvidDirError};
+pub use text::{rfc3339, rfc3339_system, serial_hex};
 pub use tls::{
     peer_error, peer_spiffe_id, AnyTrustedId, AuthorizeId, DeferredClientVerifier, ExactId,
     PeerError, SpiffeClientVerifier, SpiffeServerVerifier,

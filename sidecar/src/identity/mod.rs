@@ -513,7 +513,7 @@ impl IdentityWatcher {
             Ok(c) => {
                 tracing::info!(
                     spiffe_id = %c.id,
-                    not_after = %rfc3339(c.not_after),
+                    not_after = %palisade_identity::rfc3339(c.not_after),
                     bundle_roots = c.roots,
                     "loaded identity; new handshakes use it"
                 );
@@ -568,11 +568,4 @@ impl IdentityWatcher {
         ];
         Ok(contents)
     }
-}
-
-/// A time as RFC 3339, as every time Palisade prints reads (`2026-12-08T19:10:55Z`), not
-/// `time`'s own display (`2026-12-08 19:10:55.0 +00:00:00`).
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
 }
