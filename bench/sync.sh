@@ -30,7 +30,7 @@ done
 elements=$(ip netns exec "$NS" nft -j list table inet palisade | python3 -c 'import json,sys; d=json.load(sys.stdin)["nftables"]; print(sum(len(o["set"].get("elem",[])) for o in d if "set" in o))')
 
 # A running sync with a steady policy: cycles go on, writes do not.
-ip netns exec "$NS" "$PAL" policy sync --source "$WORK/policy.yaml" --host "$HOST" --interval 1s --admin 127.0.0.1:15100 2>"$WORK/sync.log" &
+ip netns exec "$NS" "$PAL" policy sync "$WORK/policy.yaml" --host "$HOST" --interval 1s --admin 127.0.0.1:15100 2>"$WORK/sync.log" &
 metric() { ip netns exec "$NS" python3 -c 'import sys,urllib.request; t=urllib.request.urlopen("http://127.0.0.1:15100/metrics",timeout=2).read().decode(); print(sum(float(l.split()[-1]) for l in t.splitlines() if l.startswith(sys.argv[1])))' "$1"; }
 for _ in $(seq 50); do metric palisade_sync_cycles_total >/dev/null 2>&1 && break; sleep 0.2; done
 sleep 1.5

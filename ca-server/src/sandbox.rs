@@ -14,7 +14,7 @@ use crate::{AuditSink, CaServerConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxSetupError {
     /// The token store's directories could not be made.
-    #[error("cannot make the token directory {}: {source}", dir.display())]
+    #[error("cannot make the token directory {}", dir.display())]
     TokenDirectory {
         /// The directory.
         dir: PathBuf,
@@ -22,7 +22,7 @@ pub enum SandboxSetupError {
         source: std::io::Error,
     },
     /// The audit log could not be opened for appending.
-    #[error("cannot open the audit log {}: {source}", path.display())]
+    #[error("cannot open the audit log {}", path.display())]
     AuditLog {
         /// The file.
         path: PathBuf,

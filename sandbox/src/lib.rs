@@ -101,8 +101,9 @@ pub fn restrict(
 
 /// One log line saying what [`restrict`] applied (or what it could not), for `service`.
 pub fn log_report(service: &str, report: &Report) {
-    // Counts and one line per entry, never a list printed into one field: a JSON log pipeline
-    // gets numbers and strings it can query (`check-sandbox -o json` prints the lists whole).
+    // Counts and one line per entry (writes and connects at info, the rest at debug), never a
+    // list printed into one field: a JSON log pipeline gets numbers and strings it can query
+    // (`check-sandbox -o json` prints the lists whole).
     let allowed = &report.allowed;
     let seccomp = report.seccomp.name();
     if report.landlock_fully_enforced {
@@ -119,8 +120,9 @@ pub fn log_report(service: &str, report: &Report) {
         for path in &allowed.read {
             tracing::debug!(path = %path.display(), "sandbox: may read");
         }
+        // What it may change and where it may connect stay in the service's default log.
         for path in &allowed.write {
-            tracing::debug!(path = %path.display(), "sandbox: may write");
+            tracing::info!(path = %path.display(), "sandbox: may write");
         }
         for path in &allowed.execute {
             tracing::debug!(path = %path.display(), "sandbox: may execute");
@@ -129,7 +131,7 @@ pub fn log_report(service: &str, report: &Report) {
             tracing::debug!(port, "sandbox: may bind");
         }
         for port in allowed.connect.iter().flatten() {
-            tracing::debug!(port, "sandbox: may connect");
+            tracing::info!(port, "sandbox: may connect");
         }
     } else {
         tracing::warn!(
