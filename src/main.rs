@@ -134,6 +134,7 @@ fn main() -> ExitCode {
         _ => false,
     };
     init_logging(cli.log_format, if is_service { "info" } else { "warn" });
+    palisade_admin::exposition::set_build_info(env!("CARGO_PKG_VERSION"), env!("PALISADE_COMMIT"));
     let args: Vec<String> = std::env::args_os()
         .skip(1)
         .map(|a| a.to_string_lossy().into_owned())

@@ -1,5 +1,6 @@
 //! The admin server every Palisade service runs on loopback: `GET /live`, `GET /ready`,
-//! `GET /metrics` (Prometheus text) and, for services that support it, `POST /shutdown` (accepted
+//! `GET /metrics` (OpenMetrics or the Prometheus text format, as the `Accept` header asks:
+//! [`exposition`]) and, for services that support it, `POST /shutdown` (accepted
 //! from loopback only). A service describes itself with [`AdminService`]; [`serve`] does the HTTP.
 //!
 //! Trust model: every local process can reach a loopback port, and so can a web page open in a
@@ -13,6 +14,8 @@
 
 #![warn(missing_docs)]
 
+pub mod exposition;
+
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -21,7 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONTENT_TYPE, HOST, ORIGIN};
+use hyper::header::{ACCEPT, ALLOW, CONTENT_TYPE, HOST, ORIGIN};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -61,7 +64,8 @@ pub trait AdminService: Send + Sync + 'static {
     fn ready_notes(&self) -> Vec<String> {
         Vec::new()
     }
-    /// The Prometheus text exposition.
+    /// The metrics in OpenMetrics text (what prometheus_client encodes); the server converts
+    /// them when the scraper asks for the Prometheus text format.
     fn metrics(&self) -> String;
     /// Begins a graceful shutdown; `None` when the service does not offer POST /shutdown.
     fn shutdown(&self) -> Option<()> {
@@ -225,13 +229,17 @@ fn route(
                 format!("not ready: {why}\n"),
             ),
         },
-        Decision::Metrics => Response::builder()
-            .header(
-                CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )
-            .body(Full::new(Bytes::from(service.metrics())))
-            .expect("static response"),
+        Decision::Metrics => {
+            let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+            let format = exposition::negotiate(accept);
+            Response::builder()
+                .header(CONTENT_TYPE, format.content_type())
+                .body(Full::new(Bytes::from(exposition::render(
+                    &service.metrics(),
+                    format,
+                ))))
+                .expect("static response")
+        }
         Decision::Shutdown => match service.shutdown() {
             Some(()) => {
                 tracing::info!(%remote, "shutdown requested through the admin server");

@@ -112,13 +112,13 @@ impl Metrics {
         );
         let issuer_expiry_seconds = Gauge::default();
         registry.register(
-            "issuer_expiry_seconds",
+            "issuer_certificate_expiry_timestamp_seconds",
             "Unix time at which the signing CA expires",
             issuer_expiry_seconds.clone(),
         );
         let root_expiry_seconds = Gauge::default();
         registry.register(
-            "root_expiry_seconds",
+            "root_certificate_expiry_timestamp_seconds",
             "Unix time at which the earliest root of the bundle expires",
             root_expiry_seconds.clone(),
         );

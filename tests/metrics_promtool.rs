@@ -1,0 +1,197 @@
+//! Every service's `/metrics` as Prometheus reads it: `promtool check metrics` (Debian's
+//! prometheus package) passes on the Prometheus text format, which is what a scraper gets when it
+//! does not ask for OpenMetrics; a scraper that asks for OpenMetrics (as Prometheus does) gets it,
+//! ending with `# EOF`; and every endpoint names the binary in `palisade_build_info`. The
+//! sidecar, `ca serve` and `cert renew --watch` run here as the real binary; `policy sync` runs in
+//! a network namespace of its own (it writes nftables).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// What Prometheus 2.x sends.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// `curl` of `http://<admin>/metrics` with `accept`, run by `prefix` (e.g. `ip netns exec ns`):
+/// the Content-Type and the body.
+fn scrape(prefix: &[&str], admin: SocketAddr, accept: &str) -> (String, String) {
+    let url = format!("http://{admin}/metrics");
+    let header = format!("Accept: {accept}");
+    let mut args: Vec<&str> = prefix.to_vec();
+    args.extend([
+        "curl",
+        "-s",
+        "--max-time",
+        "5",
+        "-H",
+        &header,
+        "-w",
+        "\n%{content_type}",
+        &url,
+    ]);
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "curl {url}: {out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, content_type) = text.rsplit_once('\n').expect("the content type line");
+    (
+        content_type.to_owned(),
+        format!("{body}\n").replace("\n\n", "\n"),
+    )
+}
+
+/// The checks on one endpoint, named `what` in failures.
+fn check_endpoint(what: &str, prefix: &[&str], admin: SocketAddr) {
+    let (content_type, text) = scrape(prefix, admin, "text/plain");
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{what}: {content_type}"
+    );
+    assert!(!text.contains("# EOF"), "{what}: {text}");
+    assert!(
+        text.contains("palisade_build_info{version=\""),
+        "{what}: no build info in:\n{text}"
+    );
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: promtool check metrics failed:\n{}{}\non:\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (content_type, text) = scrape(prefix, admin, PROMETHEUS_ACCEPT);
+    assert!(
+        content_type.starts_with("application/openmetrics-text; version=1.0.0"),
+        "{what}: {content_type}"
+    );
+    assert!(text.ends_with("# EOF\n"), "{what}: {text}");
+    assert_eq!(text.matches("# EOF").count(), 1, "{what}");
+}
+
+#[test]
+fn the_sidecar_ca_and_renewer_endpoints_pass_promtool_in_both_formats() {
+    if !(have("curl") && have("promtool")) {
+        return;
+    }
+    let pki = Pki::new();
+    pki.issue("payments", "payments", &[]);
+    let app = spawn_app(http_ok);
+    let config = format!(
+        "{}inbound:\n  - name: api\n    listen: 127.0.0.1:0\n    forward_to: {app}\n    allow: [spiffe://{TD}/frontend]\nadmin:\n  listen: 127.0.0.1:0\n",
+        pki.identity_yaml("payments"),
+    );
+    let sidecar = SidecarProcess::start(pki.path(), "payments.yaml", &config, &["api"]);
+    check_endpoint("sidecar", &[], sidecar.admin);
+
+    let ca = TwoLevelCa::new();
+    let server = CaProcess::start(&ca.issuer(), &[]);
+    check_endpoint("ca serve", &[], server.admin);
+
+    let token = ca.token("ns/shop/sa/web", "5m");
+    std::fs::write(ca.path().join("token"), token).unwrap();
+    ok(palisade(
+        &[
+            "cert",
+            "request",
+            "--ca",
+            &server.url(),
+            "--bundle",
+            ca.bundle().to_str().unwrap(),
+            "--token-file",
+            "token",
+            "--svid-dir",
+            "web",
+        ],
+        ca.path(),
+    ));
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut watcher = Command::new(BIN)
+        .args([
+            "cert",
+            "renew",
+            "--watch",
+            "--ca",
+            &server.url(),
+            "--svid-dir",
+        ])
+        .arg(ca.path().join("web"))
+        .args(["--admin", &admin.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cert renew --watch");
+    let up = wait_until(Duration::from_secs(10), || {
+        try_http_request(admin, "GET", "/live").is_ok_and(|(status, _)| status == 200)
+    });
+    if up {
+        check_endpoint("cert renew --watch", &[], admin);
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert!(up, "cert renew --watch did not serve its admin server");
+}
+
+#[test]
+#[ignore = "needs root: a network namespace for policy sync's nftables"]
+fn the_policy_agents_endpoint_passes_promtool_in_both_formats() {
+    require_root("a network namespace for policy sync's nftables");
+    if !(have("ip") && have("nft") && have("curl") && have("promtool")) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = tmp.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!("version: 1\ntrust_domain: {TD}\nsegments:\n  a: {{ addresses: [10.1.0.0/24] }}\nhosts:\n  h: {{ segments: [a] }}\nrules: []\n"),
+    )
+    .unwrap();
+    let mut netns = Netns::new();
+    let ns = netns.add("sync");
+    let admin: SocketAddr = "127.0.0.1:15100".parse().unwrap();
+    netns.spawn(
+        &ns,
+        &[
+            BIN,
+            "policy",
+            "sync",
+            policy.to_str().unwrap(),
+            "--host",
+            "h",
+            "--admin",
+            &admin.to_string(),
+        ],
+    );
+    let prefix = ["ip", "netns", "exec", ns.as_str()];
+    let up = wait_until(Duration::from_secs(10), || {
+        Command::new("ip")
+            .args(["netns", "exec", &ns, "curl", "-sf", "--max-time", "1"])
+            .arg(format!("http://{admin}/ready"))
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    assert!(up, "policy sync did not become ready in its namespace");
+    check_endpoint("policy sync", &prefix, admin);
+}
