@@ -696,3 +696,45 @@ fn a_yaml_error_in_a_later_document_is_located_in_the_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("error: -:4:1: document 2: "), "{stderr}");
 }
+
+/// A ReplicationController is injected like a ReplicaSet; a kind inject does not know that holds
+/// a pod template (here an Argo Rollout, and a CronJob-like custom resource inside a List) passes
+/// through unchanged and is named in a warning, never silently.
+#[test]
+fn a_replication_controller_is_injected_and_an_unknown_kind_with_a_pod_template_is_named() {
+    let rc = "apiVersion: v1\nkind: ReplicationController\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: web\n        image: i\n        securityContext: {runAsUser: 1000, runAsNonRoot: true, allowPrivilegeEscalation: false}\n";
+    let out = inject_stdin(rc);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("palisade-redirect") && stdout.contains("palisade-sidecar"),
+        "{stdout}"
+    );
+    assert_eq!(
+        values(&run(&["inject", "-", "--uninject"], &stdout)),
+        values(rc)
+    );
+
+    let rollout = "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata:\n  name: shop\nspec:\n  template:\n    spec:\n      containers:\n      - name: app\n        image: i\n";
+    let list = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: example.org/v1\n  kind: Batch\n  metadata:\n    name: nightly\n  spec:\n    jobTemplate:\n      spec:\n        template:\n          spec:\n            containers:\n            - name: app\n              image: i\n- apiVersion: v1\n  kind: Service\n  metadata:\n    name: s\n  spec:\n    template: {}\n";
+    for (text, named, path) in [
+        (rollout, "Rollout shop", "spec.template.spec"),
+        (list, "Batch nightly", "spec.jobTemplate.spec.template.spec"),
+    ] {
+        let out = inject_stdin(text);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(values(&String::from_utf8_lossy(&out.stdout)), values(text));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            err.lines().count(),
+            1,
+            "one warning, for the template only: {err}"
+        );
+        assert!(
+            err.starts_with(&format!(
+                "warning: {named}: not injected: palisade inject does not know the kind"
+            )) && err.contains(&format!("a pod template at {path}")),
+            "{err}"
+        );
+    }
+}

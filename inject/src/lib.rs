@@ -2,7 +2,8 @@
 //! puts a workload's pods behind Palisade, and `--uninject`, which takes it out again.
 //!
 //! - [`inject`] / [`uninject`]: a whole stream of documents; kinds that do not hold a pod
-//!   template (Service, ConfigMap, ...) pass through unchanged.
+//!   template (Service, ConfigMap, ...) pass through unchanged, and an unknown kind that holds
+//!   one passes through with a warning.
 //! - [`Settings`]: the image, ports and UID the injected containers use.
 //!
 //! What a pod gets (docs/PODS.md has it field by field):
@@ -157,6 +158,7 @@ pub struct Injected {
 pub fn inject(input: &str, settings: &Settings) -> Result<Injected, InjectError> {
     let mut warnings = Vec::new();
     let text = transform(input, |doc| {
+        warn_of_unknown_templates(doc, &mut warnings);
         visit_pod_specs(doc, &mut |meta, spec, kind, name| {
             inject_pod(meta, spec, settings, kind, name, &mut warnings)
         })
@@ -218,6 +220,64 @@ impl DeserializeFrom for Value {
     }
 }
 
+/// An object of a kind inject does not know that holds a pod template (a custom resource such
+/// as an Argo Rollout or an OpenKruise CloneSet, at `spec.template` or
+/// `spec.jobTemplate.spec.template`) is passed through unchanged, and named: its pods would
+/// otherwise run without a sidecar while the user believes them meshed.
+fn warn_of_unknown_templates(doc: &Value, warnings: &mut Vec<String>) {
+    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");
+    if kind == "List" {
+        for item in doc
+            .get("items")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            warn_of_unknown_templates(item, warnings);
+        }
+        return;
+    }
+    const KNOWN: &[&str] = &[
+        "Pod",
+        "Deployment",
+        "StatefulSet",
+        "DaemonSet",
+        "ReplicaSet",
+        "ReplicationController",
+        "Job",
+        "CronJob",
+    ];
+    if KNOWN.contains(&kind) {
+        return;
+    }
+    let at = |path: &[&str]| {
+        let mut value = doc;
+        for key in path {
+            match value.get(*key) {
+                Some(next) => value = next,
+                None => return false,
+            }
+        }
+        value.get("containers").is_some()
+    };
+    let Some(path) = ["spec.template.spec", "spec.jobTemplate.spec.template.spec"]
+        .into_iter()
+        .find(|path| at(&path.split('.').collect::<Vec<_>>()))
+    else {
+        return;
+    };
+    let name = doc
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    warnings.push(format!(
+        "{kind} {name}: not injected: palisade inject does not know the kind {kind}, which holds \
+         a pod template at {path}; its pods will run without a sidecar (inject the Pods it makes, \
+         or add the two containers as docs/PODS.md lists them)"
+    ));
+}
+
 type PodVisitor<'a> =
     dyn FnMut(&mut Mapping, &mut Mapping, &str, &str) -> Result<(), InjectError> + 'a;
 
@@ -236,7 +296,12 @@ fn visit_pod_specs(doc: &mut Value, f: &mut PodVisitor<'_>) -> Result<(), Inject
         .to_owned();
     let path: &[&str] = match kind.as_str() {
         "Pod" => &[],
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => &["spec", "template"],
+        "Deployment"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicaSet"
+        | "ReplicationController"
+        | "Job" => &["spec", "template"],
         "CronJob" => &["spec", "jobTemplate", "spec", "template"],
         "List" => {
             if let Some(items) = doc.get_mut("items").and_then(Value::as_sequence_mut) {

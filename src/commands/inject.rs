@@ -14,8 +14,9 @@ use palisade_inject::Settings;
     after_help = "Examples:\n  palisade inject deployment.yaml | kubectl apply -f -\n  \
 palisade inject - < deployment.yaml > injected.yaml\n  \
 palisade inject deployment.yaml --uninject\n\n\
-Every Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job and CronJob gets the redirect init\n\
-container and the sidecar (a native sidecar); other kinds pass through. Injecting twice equals\n\
+Every Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job and CronJob\n\
+gets the redirect init container and the sidecar (a native sidecar); other kinds pass through,\n\
+and one that holds a pod template is named in a warning. Injecting twice equals\n\
 injecting once; --uninject restores the input. Comments are not kept. A pod whose app could\n\
 bypass the sidecar (privileged, NET_ADMIN or NET_RAW added, root or no runAsUser with a shared\n\
 process namespace, hostPID) is refused unless the palisade.io/allow-bypass annotation names the\n\
