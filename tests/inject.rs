@@ -738,3 +738,44 @@ fn a_replication_controller_is_injected_and_an_unknown_kind_with_a_pod_template_
         );
     }
 }
+
+/// Both injected containers carry the image and pull policy the flags name (IfNotPresent by
+/// default: a `:latest` image would otherwise be pulled on every start).
+#[test]
+fn the_image_and_its_pull_policy_come_from_the_flags() {
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: app\n    image: i\n    securityContext: {runAsUser: 1000, runAsNonRoot: true, allowPrivilegeEscalation: false}\n";
+    let containers = |text: &str| -> Vec<(String, String)> {
+        let doc: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+        doc["spec"]["initContainers"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["image"].as_str().unwrap().to_owned(),
+                    c["imagePullPolicy"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let default = containers(&run(&["inject", "-"], pod));
+    assert_eq!(default.len(), 2);
+    assert!(default
+        .iter()
+        .all(|(image, policy)| image == "palisade:latest" && policy == "IfNotPresent"));
+    let named = containers(&run(
+        &[
+            "inject",
+            "-",
+            "--image",
+            "registry.example/palisade:0.1.0",
+            "--image-pull-policy",
+            "always",
+        ],
+        pod,
+    ));
+    assert!(
+        named.iter().all(|(image, policy)| image == "registry.example/palisade:0.1.0" && policy == "Always"),
+        "{named:?}"
+    );
+}

@@ -4,7 +4,7 @@
 //! - [`inject`] / [`uninject`]: a whole stream of documents; kinds that do not hold a pod
 //!   template (Service, ConfigMap, ...) pass through unchanged, and an unknown kind that holds
 //!   one passes through with a warning.
-//! - [`Settings`]: the image, ports and UID the injected containers use.
+//! - [`Settings`]: the image and its pull policy, ports and UID the injected containers use.
 //!
 //! What a pod gets (docs/PODS.md has it field by field):
 //! - init container `palisade-redirect`: `palisade sidecar redirect`, NET_ADMIN and NET_RAW only,
@@ -117,6 +117,9 @@ pub enum InjectError {
 pub struct Settings {
     /// The image holding `palisade`.
     pub image: String,
+    /// The injected containers' `imagePullPolicy` (`IfNotPresent` by default: Kubernetes would
+    /// pull a `:latest` image on every start, and fail where no registry is reachable).
+    pub image_pull_policy: PullPolicy,
     /// The UID the sidecar runs as (exempt from the redirect).
     pub proxy_uid: u32,
     /// Default transparent inbound port.
@@ -131,10 +134,33 @@ pub struct Settings {
     pub token_audience: String,
 }
 
+/// A container's `imagePullPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Pull on every start.
+    Always,
+    /// Pull only when the node does not have the image.
+    IfNotPresent,
+    /// Never pull: the image must be on the node.
+    Never,
+}
+
+impl PullPolicy {
+    /// As Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             image: "palisade:latest".into(),
+            image_pull_policy: PullPolicy::IfNotPresent,
             proxy_uid: 1337,
             inbound_port: 15006,
             outbound_port: 15001,
@@ -962,6 +988,7 @@ fn inject_pod(
     let redirect = yaml(serde_json::json!({
         "name": REDIRECT,
         "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy.as_str(),
         "args": redirect_args,
         "securityContext": {
             "runAsUser": 0,
@@ -980,6 +1007,7 @@ fn inject_pod(
     let sidecar = yaml(serde_json::json!({
         "name": SIDECAR,
         "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy.as_str(),
         "restartPolicy": "Always",
         "args": ["sidecar", "run", "--config", "/etc/palisade/sidecar.yaml", "--log-format", "json"],
         "securityContext": {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use palisade_inject::Settings;
+use palisade_inject::{PullPolicy, Settings};
 
 #[derive(Debug, Args)]
 #[command(
@@ -41,6 +41,9 @@ pub struct InjectArgs {
     /// The image holding palisade.
     #[arg(long, value_name = "IMAGE", default_value = "palisade:latest")]
     pub image: String,
+    /// The injected containers' imagePullPolicy.
+    #[arg(long, value_enum, default_value = "if-not-present")]
+    pub image_pull_policy: PullPolicyArg,
     /// The UID the sidecar runs as (exempt from the redirect).
     #[arg(long, value_name = "UID", default_value_t = 1337)]
     pub proxy_uid: u32,
@@ -48,6 +51,14 @@ pub struct InjectArgs {
     /// palisade.io/config annotation).
     #[arg(long, value_name = "NAME", default_value = "palisade-sidecar")]
     pub config_map: String,
+}
+
+/// `--image-pull-policy`, as clap lists it.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PullPolicyArg {
+    Always,
+    IfNotPresent,
+    Never,
 }
 
 pub fn run(args: &InjectArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
@@ -72,6 +83,11 @@ pub fn run(args: &InjectArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
             &input,
             &Settings {
                 image: args.image.clone(),
+                image_pull_policy: match args.image_pull_policy {
+                    PullPolicyArg::Always => PullPolicy::Always,
+                    PullPolicyArg::IfNotPresent => PullPolicy::IfNotPresent,
+                    PullPolicyArg::Never => PullPolicy::Never,
+                },
                 proxy_uid: args.proxy_uid,
                 config_map: args.config_map.clone(),
                 ..Settings::default()
