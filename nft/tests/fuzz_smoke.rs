@@ -110,7 +110,7 @@ fn seeds_and_mutations_never_panic() {
     let started = Instant::now();
     let seeds_loaded = inputs
         .iter()
-        .filter(|seed| caught(seed, || check(seed)))
+        .filter(|seed| caught(seed.as_str(), || check(seed)))
         .count();
     let bounds = Bounds {
         max: MUTATIONS,

@@ -6,11 +6,41 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
+/// An input as a failure names it, so that it can be kept as a seed: text quoted, bytes in hex.
+pub trait Shown {
+    /// The input, printable.
+    fn shown(&self) -> String;
+}
+
+impl Shown for str {
+    fn shown(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+impl Shown for String {
+    fn shown(&self) -> String {
+        self.as_str().shown()
+    }
+}
+
+impl Shown for [u8] {
+    fn shown(&self) -> String {
+        format!("{self:02x?}")
+    }
+}
+
+impl Shown for Vec<u8> {
+    fn shown(&self) -> String {
+        self.as_slice().shown()
+    }
+}
+
 /// Runs `check` on `input`; a panic fails the test naming the input, so that it can be kept as a
 /// seed.
-pub fn caught<I: std::fmt::Debug + ?Sized, T>(input: &I, check: impl FnOnce() -> T) -> T {
+pub fn caught<I: Shown + ?Sized, T>(input: &I, check: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(check))
-        .unwrap_or_else(|_| panic!("panicked on this input:\n{input:?}"))
+        .unwrap_or_else(|_| panic!("panicked on this input:\n{}", input.shown()))
 }
 
 /// How long a smoke loop runs: at most `max` inputs or `budget`, whichever ends first; fewer
@@ -38,7 +68,7 @@ pub struct Smoked {
 
 /// The loop of every fuzz smoke test: `make` draws an input from `rng`, `check` tries it and
 /// says how much to count (a panic in it fails the test with the input, see [`caught`]).
-pub fn smoke<I: std::fmt::Debug>(
+pub fn smoke<I: Shown>(
     bounds: Bounds,
     rng: &mut Rng,
     mut make: impl FnMut(&mut Rng) -> I,
