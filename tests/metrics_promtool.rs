@@ -3,10 +3,12 @@
 //! does not ask for OpenMetrics; a scraper that asks for OpenMetrics (as Prometheus does) gets it,
 //! ending with `# EOF`; and every endpoint names the binary in `palisade_build_info`. The
 //! sidecar, `ca serve` and `cert renew --watch` run here as the real binary; `policy sync` runs in
-//! a network namespace of its own (it writes nftables).
+//! a network namespace of its own (it writes nftables). Every metric the alerting rules and the
+//! dashboard of examples/monitoring/ name is among what the services expose.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -46,9 +48,66 @@ fn scrape(prefix: &[&str], admin: SocketAddr, accept: &str) -> (String, String) 
     )
 }
 
-/// The checks on one endpoint, named `what` in failures.
-fn check_endpoint(what: &str, prefix: &[&str], admin: SocketAddr) {
+/// The metric names the alerting rules and the dashboard of examples/monitoring/ use.
+fn monitoring_names() -> BTreeSet<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/monitoring");
+    let rules: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("alerts.yaml")).unwrap()).unwrap();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("dashboard.json")).unwrap())
+            .unwrap();
+    let mut exprs: Vec<String> = Vec::new();
+    for group in rules["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            exprs.push(rule["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    exprs
+        .iter()
+        .flat_map(|e| {
+            e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("palisade_"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The metric names in a Prometheus text exposition (TYPE lines and samples).
+fn exposed_names(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| match l.strip_prefix("# TYPE ") {
+            Some(rest) => rest.split_whitespace().next(),
+            None if !l.starts_with('#') => l.split(['{', ' ']).next(),
+            None => None,
+        })
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every name the monitoring files use with one of `prefixes` is among `exposed`.
+fn assert_monitoring_names_exposed(exposed: &BTreeSet<String>, prefixes: &[&str]) {
+    let missing: Vec<String> = monitoring_names()
+        .into_iter()
+        .filter(|n| prefixes.iter().any(|p| n.starts_with(p)))
+        .filter(|n| !exposed.contains(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "examples/monitoring names metrics no service exposes: {missing:?}"
+    );
+}
+
+/// The checks on one endpoint, named `what` in failures; its Prometheus text.
+fn check_endpoint(what: &str, prefix: &[&str], admin: SocketAddr) -> String {
     let (content_type, text) = scrape(prefix, admin, "text/plain");
+    let prometheus_text = text.clone();
     assert!(
         content_type.starts_with("text/plain; version=0.0.4"),
         "{what}: {content_type}"
@@ -87,6 +146,7 @@ fn check_endpoint(what: &str, prefix: &[&str], admin: SocketAddr) {
     );
     assert!(text.ends_with("# EOF\n"), "{what}: {text}");
     assert_eq!(text.matches("# EOF").count(), 1, "{what}");
+    prometheus_text
 }
 
 #[test]
@@ -102,11 +162,27 @@ fn the_sidecar_ca_and_renewer_endpoints_pass_promtool_in_both_formats() {
         pki.identity_yaml("payments"),
     );
     let sidecar = SidecarProcess::start(pki.path(), "payments.yaml", &config, &["api"]);
-    check_endpoint("sidecar", &[], sidecar.admin);
+    // A refused connection (plaintext on an mTLS listener), so that the refusals' family has a
+    // sample to show.
+    {
+        use std::io::{Read, Write};
+        let mut plain = std::net::TcpStream::connect(sidecar.addr("api")).unwrap();
+        let _ = plain.write_all(b"GET / HTTP/1.1\r\n\r\n");
+        let _ = plain.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = plain.read(&mut [0u8; 64]);
+    }
+    assert!(wait_until(Duration::from_secs(5), || {
+        sidecar.metric("palisade_sidecar_connections_refused_total", &[]) >= 1.0
+    }));
+    let mut exposed = exposed_names(&check_endpoint("sidecar", &[], sidecar.admin));
 
     let ca = TwoLevelCa::new();
     let server = CaProcess::start(&ca.issuer(), &[]);
-    check_endpoint("ca serve", &[], server.admin);
+    exposed.extend(exposed_names(&check_endpoint(
+        "ca serve",
+        &[],
+        server.admin,
+    )));
 
     let token = ca.token("ns/shop/sa/web", "5m");
     std::fs::write(ca.path().join("token"), token).unwrap();
@@ -146,11 +222,30 @@ fn the_sidecar_ca_and_renewer_endpoints_pass_promtool_in_both_formats() {
         try_http_request(admin, "GET", "/live").is_ok_and(|(status, _)| status == 200)
     });
     if up {
-        check_endpoint("cert renew --watch", &[], admin);
+        exposed.extend(exposed_names(&check_endpoint(
+            "cert renew --watch",
+            &[],
+            admin,
+        )));
     }
     let _ = watcher.kill();
     let _ = watcher.wait();
     assert!(up, "cert renew --watch did not serve its admin server");
+    // After an issuance, so that the CA's request and issuance families have samples.
+    exposed.extend(exposed_names(&check_endpoint(
+        "ca serve",
+        &[],
+        server.admin,
+    )));
+    assert_monitoring_names_exposed(
+        &exposed,
+        &[
+            "palisade_sidecar_",
+            "palisade_ca_",
+            "palisade_renew_",
+            "palisade_build_info",
+        ],
+    );
 }
 
 #[test]
@@ -193,5 +288,15 @@ fn the_policy_agents_endpoint_passes_promtool_in_both_formats() {
             .is_ok_and(|s| s.success())
     });
     assert!(up, "policy sync did not become ready in its namespace");
-    check_endpoint("policy sync", &prefix, admin);
+    // A policy that does not load, so that the failures' family has a sample to show (the last
+    // good table stays).
+    std::fs::write(&policy, "version: 1\nsegments: [not, a, mapping]\n").unwrap();
+    let failed = wait_until(Duration::from_secs(10), || {
+        scrape(&prefix, admin, "text/plain")
+            .1
+            .contains("palisade_sync_failures_total{")
+    });
+    assert!(failed, "policy sync did not count the failed load");
+    let exposed = exposed_names(&check_endpoint("policy sync", &prefix, admin));
+    assert_monitoring_names_exposed(&exposed, &["palisade_sync_"]);
 }
