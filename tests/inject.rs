@@ -737,6 +737,14 @@ fn a_replication_controller_is_injected_and_an_unknown_kind_with_a_pod_template_
             "{err}"
         );
     }
+    // Injected by hand (the sidecar is there): nothing to warn about.
+    let by_hand = rollout.replace(
+        "    spec:\n      containers:",
+        "    spec:\n      initContainers:\n      - name: palisade-sidecar\n        image: i\n      containers:",
+    );
+    assert_ne!(by_hand, rollout);
+    let out = inject_stdin(&by_hand);
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
 }
 
 /// Both injected containers carry the image and pull policy the flags name (IfNotPresent by
@@ -770,7 +778,7 @@ fn the_image_and_its_pull_policy_come_from_the_flags() {
             "--image",
             "registry.example/palisade:0.1.0",
             "--image-pull-policy",
-            "always",
+            "Always", // Kubernetes' own spelling is accepted too
         ],
         pod,
     ));

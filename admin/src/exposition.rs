@@ -125,9 +125,11 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
             if line[..name_end].ends_with("_created") {
                 continue;
             }
-            // An exemplar follows ` # ` after the value; 0.0.4 has none.
-            let sample = match line.find(" # ") {
-                Some(at) => &line[..at],
+            // An exemplar follows ` # ` after the value; 0.0.4 has none. Looked for only after
+            // the label set, whose quoted values may hold ` # ` themselves.
+            let after_labels = labels_end(line);
+            let sample = match line[after_labels..].find(" # ") {
+                Some(at) => &line[..after_labels + at],
                 None => line,
             };
             out.push_str(sample);
@@ -135,6 +137,28 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
         }
     }
     out
+}
+
+/// The byte offset just past a sample line's label set (`name{...}`), skipping quoted values and
+/// their escapes; the end of the name when there is no label set.
+fn labels_end(line: &str) -> usize {
+    let Some(open) = line.find(['{', ' ']) else {
+        return line.len();
+    };
+    if !line[open..].starts_with('{') {
+        return open;
+    }
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, c) in line[open..].char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '}' if !quoted => return open + i + 1,
+            _ => {}
+        }
+    }
+    line.len()
 }
 
 /// A HELP line's family name as the 0.0.4 format names it (found from the family's TYPE line).
@@ -191,6 +215,15 @@ mod tests {
         assert_eq!(
             text,
             "# HELP palisade_x_total Things done.\n# TYPE palisade_x_total counter\npalisade_x_total{a=\"1\"} 3\n# HELP palisade_up Up.\n# TYPE palisade_up gauge\npalisade_up 1\n# TYPE palisade_v_info gauge\npalisade_v_info{v=\"1\"} 1\n"
+        );
+    }
+
+    #[test]
+    fn a_label_value_holding_a_hash_is_not_taken_for_an_exemplar() {
+        let om = "# TYPE palisade_y counter\npalisade_y_total{listener=\"a # b\",at=\"x\\\" # }\"} 2 # {trace=\"t\"} 1\n";
+        assert_eq!(
+            to_prometheus_text(om),
+            "# TYPE palisade_y_total counter\npalisade_y_total{listener=\"a # b\",at=\"x\\\" # }\"} 2\n"
         );
     }
 

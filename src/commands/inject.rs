@@ -56,8 +56,11 @@ pub struct InjectArgs {
 /// `--image-pull-policy`, as clap lists it.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum PullPolicyArg {
+    #[value(alias = "Always")]
     Always,
+    #[value(alias = "IfNotPresent")]
     IfNotPresent,
+    #[value(alias = "Never")]
     Never,
 }
 
