@@ -158,7 +158,7 @@ fn the_sidecar_ca_and_renewer_endpoints_pass_promtool_in_both_formats() {
     pki.issue("payments", "payments", &[]);
     let app = spawn_app(http_ok);
     let config = format!(
-        "{}inbound:\n  - name: api\n    listen: 127.0.0.1:0\n    forward_to: {app}\n    allow: [spiffe://{TD}/frontend]\nadmin:\n  listen: 127.0.0.1:0\n",
+        "{}inbound:\n  - name: api\n    listen: 127.0.0.1:0\n    forward_to: {app}\n    allow: [spiffe://{TD}/frontend]\nadmin:\n  listen: 127.0.0.1:0\nmetrics:\n  listen: 127.0.0.1:0\n",
         pki.identity_yaml("payments"),
     );
     let sidecar = SidecarProcess::start(pki.path(), "payments.yaml", &config, &["api"]);
@@ -175,6 +175,16 @@ fn the_sidecar_ca_and_renewer_endpoints_pass_promtool_in_both_formats() {
         sidecar.metric("palisade_sidecar_connections_refused_total", &[]) >= 1.0
     }));
     let mut exposed = exposed_names(&check_endpoint("sidecar", &[], sidecar.admin));
+    // The read-only listener serves the same metrics (and no /shutdown).
+    let read_only = sidecar.metrics.expect("the metrics listener's address");
+    exposed.extend(exposed_names(&check_endpoint(
+        "sidecar's metrics listener",
+        &[],
+        read_only,
+    )));
+    let (status, _) = http_request(read_only, "POST", "/shutdown");
+    assert_eq!(status, 404);
+    assert!(sidecar.admin_get("/live").0 == 200, "still running");
 
     let ca = TwoLevelCa::new();
     let server = CaProcess::start(&ca.issuer(), &[]);

@@ -78,6 +78,35 @@ pub async fn serve(listener: TcpListener, service: Arc<dyn AdminService>, stop: 
     serve_with(listener, service, stop, HEADER_TIMEOUT, MAX_CONNECTIONS).await
 }
 
+/// Which endpoints a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// The admin server: loopback only, every endpoint, `POST /shutdown` included ([`decide`]).
+    Admin,
+    /// A read-only listener that may bind a pod's or host's address, for Prometheus and the
+    /// kubelet: `/live`, `/ready`, `/metrics` and nothing else ([`decide_read_only`]).
+    ReadOnly,
+}
+
+/// Serves `/live`, `/ready` and `/metrics` only, on any address, until `stop` is cancelled:
+/// what a scraper in the cluster reaches, while the admin server (with `POST /shutdown`) stays on
+/// loopback. The same limits as the admin server.
+pub async fn serve_read_only(
+    listener: TcpListener,
+    service: Arc<dyn AdminService>,
+    stop: CancellationToken,
+) {
+    serve_exposed(
+        listener,
+        service,
+        stop,
+        HEADER_TIMEOUT,
+        MAX_CONNECTIONS,
+        Exposure::ReadOnly,
+    )
+    .await
+}
+
 /// [`serve`] with other limits (tests use short ones).
 pub async fn serve_with(
     listener: TcpListener,
@@ -85,6 +114,25 @@ pub async fn serve_with(
     stop: CancellationToken,
     header_timeout: Duration,
     max_connections: usize,
+) {
+    serve_exposed(
+        listener,
+        service,
+        stop,
+        header_timeout,
+        max_connections,
+        Exposure::Admin,
+    )
+    .await
+}
+
+async fn serve_exposed(
+    listener: TcpListener,
+    service: Arc<dyn AdminService>,
+    stop: CancellationToken,
+    header_timeout: Duration,
+    max_connections: usize,
+    exposure: Exposure,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections));
     loop {
@@ -107,7 +155,7 @@ pub async fn serve_with(
         tokio::spawn(async move {
             let handler = hyper::service::service_fn(move |req| {
                 let service = service.clone();
-                async move { Ok::<_, Infallible>(route(req, remote, service.as_ref())) }
+                async move { Ok::<_, Infallible>(route(req, remote, service.as_ref(), exposure)) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -177,6 +225,24 @@ pub fn decide(head: &RequestHead<'_>) -> Decision {
     }
 }
 
+/// The read-only listener's routing: `/live`, `/ready`, `/metrics`, with any `Host` (it listens
+/// on an address a scraper uses), still no `Origin` (what it serves is not for web pages); no
+/// `/shutdown` at all.
+pub fn decide_read_only(head: &RequestHead<'_>) -> Decision {
+    if head.has_origin {
+        return Decision::Forbidden(
+            "requests with an Origin header (from web pages) are refused\n",
+        );
+    }
+    match (head.method, head.path) {
+        ("GET" | "HEAD", "/live") => Decision::Live,
+        ("GET" | "HEAD", "/ready") => Decision::Ready,
+        ("GET", "/metrics") => Decision::Metrics,
+        (_, "/live" | "/ready" | "/metrics") => Decision::MethodNotAllowed("GET, HEAD"),
+        _ => Decision::NotFound,
+    }
+}
+
 /// Whether a request may have come from a web page (see the crate's trust model): a `Host` that
 /// is not a loopback address or `localhost`, or any `Origin`.
 fn from_a_browser(head: &RequestHead<'_>) -> Option<&'static str> {
@@ -204,6 +270,7 @@ fn route(
     req: Request<Incoming>,
     remote: SocketAddr,
     service: &dyn AdminService,
+    exposure: Exposure,
 ) -> Response<Full<Bytes>> {
     let head = RequestHead {
         method: req.method().as_str(),
@@ -212,7 +279,11 @@ fn route(
         has_origin: req.headers().contains_key(ORIGIN),
         remote: remote.ip(),
     };
-    match decide(&head) {
+    let decision = match exposure {
+        Exposure::Admin => decide(&head),
+        Exposure::ReadOnly => decide_read_only(&head),
+    };
+    match decision {
         Decision::Forbidden(why) => text(StatusCode::FORBIDDEN, why.into()),
         Decision::Live => text(StatusCode::OK, "live\n".into()),
         Decision::Ready => match service.ready() {
@@ -265,7 +336,13 @@ fn route(
         }
         Decision::NotFound => text(
             StatusCode::NOT_FOUND,
-            "not found: try /live, /ready, /metrics or POST /shutdown\n".into(),
+            match exposure {
+                Exposure::Admin => "not found: try /live, /ready, /metrics or POST /shutdown\n",
+                Exposure::ReadOnly => {
+                    "not found: this listener serves /live, /ready and /metrics\n"
+                }
+            }
+            .into(),
         ),
     }
 }
@@ -298,6 +375,14 @@ mod tests {
 
     /// Starts a server on a runtime of its own; returns its address.
     fn start(header_timeout: Duration, max_connections: usize) -> SocketAddr {
+        start_exposed(header_timeout, max_connections, Exposure::Admin)
+    }
+
+    fn start_exposed(
+        header_timeout: Duration,
+        max_connections: usize,
+        exposure: Exposure,
+    ) -> SocketAddr {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -307,12 +392,13 @@ mod tests {
             runtime.block_on(async move {
                 let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
                 tx.send(listener.local_addr().unwrap()).unwrap();
-                serve_with(
+                serve_exposed(
                     listener,
                     Arc::new(Fake),
                     CancellationToken::new(),
                     header_timeout,
                     max_connections,
+                    exposure,
                 )
                 .await;
             });
@@ -327,6 +413,37 @@ mod tests {
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         out
+    }
+
+    /// The read-only listener answers a scraper whatever Host it names (it may listen on the
+    /// pod's address), never shuts down, and still refuses what a web page sends.
+    #[test]
+    fn the_read_only_listener_serves_probes_and_metrics_to_any_host_and_nothing_else() {
+        let addr = start_exposed(HEADER_TIMEOUT, 8, Exposure::ReadOnly);
+        for path in ["/live", "/ready", "/metrics"] {
+            let answer = request(
+                addr,
+                &format!("GET {path} HTTP/1.1\r\nHost: 10.1.2.3:15090\r\n\r\n"),
+            );
+            assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+        }
+        let answer = request(
+            addr,
+            "POST /shutdown HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+        let answer = request(
+            addr,
+            "GET /metrics HTTP/1.1\r\nHost: 10.1.2.3\r\nOrigin: http://evil.example\r\n\r\n",
+        );
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+        // The admin server, by contrast, refuses that Host.
+        let admin = start(HEADER_TIMEOUT, 8);
+        let answer = request(
+            admin,
+            "GET /metrics HTTP/1.1\r\nHost: 10.1.2.3:15090\r\n\r\n",
+        );
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     }
 
     /// Review finding 10: a request head that never ends is cut off, not kept open.

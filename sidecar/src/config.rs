@@ -63,6 +63,10 @@ pub struct SidecarConfig {
     /// The admin server: /live, /ready, /metrics and POST /shutdown.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// A read-only listener for scrapers and probes from outside the pod: /live, /ready and
+    /// /metrics only, on any address (the admin server stays on loopback).
+    #[serde(default)]
+    pub metrics: Option<MetricsListenerConfig>,
     /// Timeouts, connection caps and the buffer size, for every listener.
     #[serde(default)]
     pub limits: Limits,
@@ -302,6 +306,14 @@ pub struct OutboundConfig {
 pub struct AdminConfig {
     /// Loopback only: /live, /ready, /metrics, POST /shutdown.
     #[serde(default = "defaults::admin_listen")]
+    pub listen: SocketAddr,
+}
+
+/// The read-only listener (`metrics:`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsListenerConfig {
+    /// Where it listens, e.g. `0.0.0.0:15090` for Prometheus in the cluster.
     pub listen: SocketAddr,
 }
 

@@ -78,6 +78,10 @@ impl Sidecar {
             })
         };
         let admin = bind("the admin server".into(), config.admin.listen).await?;
+        let metrics_listener = match &config.metrics {
+            Some(m) => Some(bind("the metrics listener".into(), m.listen).await?),
+            None => None,
+        };
         let mut inbound = Vec::new();
         for l in &config.inbound {
             inbound.push(bind(format!("inbound listener \"{}\"", l.name), l.listen).await?);
@@ -98,6 +102,7 @@ impl Sidecar {
         Ok(BoundSidecar {
             config: Arc::new(config),
             admin,
+            metrics_listener,
             inbound,
             outbound,
             transparent_inbound,
@@ -128,6 +133,8 @@ fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
 pub struct Addresses {
     /// The admin server's address.
     pub admin: SocketAddr,
+    /// The read-only metrics listener's address, if configured.
+    pub metrics: Option<SocketAddr>,
     /// Each inbound listener's name and address, in configuration order.
     pub inbound: Vec<(String, SocketAddr)>,
     /// Each outbound listener's name and address, in configuration order.
@@ -142,6 +149,7 @@ pub struct Addresses {
 pub struct BoundSidecar {
     config: Arc<SidecarConfig>,
     admin: TcpListener,
+    metrics_listener: Option<TcpListener>,
     inbound: Vec<TcpListener>,
     outbound: Vec<TcpListener>,
     transparent_inbound: Option<TcpListener>,
@@ -155,6 +163,7 @@ impl BoundSidecar {
         let addr = |l: &TcpListener| l.local_addr().expect("bound socket has an address");
         Addresses {
             admin: addr(&self.admin),
+            metrics: self.metrics_listener.as_ref().map(addr),
             inbound: self
                 .config
                 .inbound
@@ -180,6 +189,7 @@ impl BoundSidecar {
         let BoundSidecar {
             config,
             admin,
+            metrics_listener,
             inbound,
             outbound,
             transparent_inbound,
@@ -236,6 +246,14 @@ impl BoundSidecar {
             policies,
             shutdown: shutdown_requested.clone(),
         });
+        if let Some(listener) = metrics_listener {
+            tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics listening (read-only)");
+            tokio::spawn(palisade_admin::serve_read_only(
+                listener,
+                admin_state.clone(),
+                stop_background.clone(),
+            ));
+        }
         tokio::spawn(palisade_admin::serve(
             admin,
             admin_state,

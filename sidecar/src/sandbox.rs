@@ -55,6 +55,7 @@ pub fn allowed(config: &SidecarConfig) -> Allowed {
 
     let mut bind = BTreeSet::new();
     bind.insert(config.admin.listen.port());
+    bind.extend(config.metrics.iter().map(|m| m.listen.port()));
     bind.extend(config.inbound.iter().map(|l| l.listen.port()));
     bind.extend(config.outbound.iter().map(|l| l.listen.port()));
     if let Some(t) = &config.transparent {

@@ -16,6 +16,8 @@ use super::{http_request, metric_value, wait_until, BIN};
 pub struct SidecarProcess {
     pub child: Child,
     pub admin: SocketAddr,
+    /// The read-only metrics listener, when the configuration has one.
+    pub metrics: Option<SocketAddr>,
     pub listeners: HashMap<String, SocketAddr>,
     pub log: Arc<Mutex<Vec<String>>>,
 }
@@ -86,6 +88,7 @@ impl SidecarProcess {
         let listening = &v["listening"];
         let addr = |v: &serde_json::Value| v.as_str().and_then(|a| a.parse::<SocketAddr>().ok());
         let admin = addr(&listening["admin"]).unwrap_or_else(|| panic!("no admin in {line}"));
+        let metrics = addr(&listening["metrics"]);
         let mut listeners = HashMap::new();
         for direction in ["inbound", "outbound"] {
             for (name, a) in listening[direction].as_object().into_iter().flatten() {
@@ -101,6 +104,7 @@ impl SidecarProcess {
         SidecarProcess {
             child,
             admin,
+            metrics,
             listeners,
             log,
         }

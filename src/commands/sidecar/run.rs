@@ -70,6 +70,7 @@ fn print_addresses(addresses: &palisade_sidecar::Addresses) {
     let line = serde_json::json!({
         "listening": {
             "admin": addresses.admin.to_string(),
+            "metrics": addresses.metrics.map(|a| a.to_string()),
             "inbound": named(&addresses.inbound),
             "outbound": named(&addresses.outbound),
             "transparent": {
