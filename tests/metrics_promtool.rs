@@ -212,6 +212,7 @@ fn the_sidecar_ca_and_renewer_endpoints_pass_promtool_in_both_formats() {
         ca.path(),
     ));
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let renew_metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut watcher = Command::new(BIN)
         .args([
             "cert",
@@ -223,6 +224,7 @@ fn the_sidecar_ca_and_renewer_endpoints_pass_promtool_in_both_formats() {
         ])
         .arg(ca.path().join("web"))
         .args(["--admin", &admin.to_string()])
+        .args(["--metrics", &renew_metrics.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -286,6 +288,8 @@ fn the_policy_agents_endpoint_passes_promtool_in_both_formats() {
             "h",
             "--admin",
             &admin.to_string(),
+            "--metrics",
+            "127.0.0.1:15190",
         ],
     );
     let prefix = ["ip", "netns", "exec", ns.as_str()];
@@ -308,5 +312,10 @@ fn the_policy_agents_endpoint_passes_promtool_in_both_formats() {
     });
     assert!(failed, "policy sync did not count the failed load");
     let exposed = exposed_names(&check_endpoint("policy sync", &prefix, admin));
+    check_endpoint(
+        "policy sync --metrics",
+        &prefix,
+        "127.0.0.1:15190".parse().unwrap(),
+    );
     assert_monitoring_names_exposed(&exposed, &["palisade_sync_"]);
 }

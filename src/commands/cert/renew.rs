@@ -37,6 +37,10 @@ pub struct RenewArgs {
         requires = "watch"
     )]
     pub admin: std::net::SocketAddr,
+    /// With --watch: a read-only listener for scrapers, on any address (/live, /ready,
+    /// /metrics only).
+    #[arg(long, value_name = "ADDR", requires = "watch")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// With --watch: a service-account token file to start again with if the certificate
     /// expires (after a long outage).
     #[arg(long, value_name = "FILE", requires = "watch")]
@@ -70,12 +74,13 @@ pub async fn renew_once(
 /// palisade_identity_client::sandbox allows a renewer.
 fn sandbox_watch(args: &RenewArgs) -> Result<(), Failure> {
     use palisade_identity_client::sandbox;
-    let allowed = sandbox::allowed(
+    let mut allowed = sandbox::allowed(
         &args.svid_dir,
         args.admin.port(),
         &args.ca.ca,
         args.service_account_token.as_deref(),
     );
+    allowed.bind.extend(args.metrics.map(|m| m.port()));
     let report = palisade_sandbox::restrict(
         &allowed,
         &sandbox::syscalls(&args.ca.ca),
@@ -137,11 +142,19 @@ pub fn renew(args: &RenewArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
                         Failure(EXIT_LOCAL, format!("cannot listen on {}: {e}", args.admin))
                     })?;
                 tracing::info!(admin = %args.admin, dir = %args.svid_dir.display(), "renewing");
-                tokio::spawn(palisade_admin::serve(
-                    admin,
-                    Arc::new(WatchAdmin(status)),
-                    stop.clone(),
-                ));
+                let service = Arc::new(WatchAdmin(status));
+                if let Some(address) = args.metrics {
+                    let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+                        Failure(EXIT_LOCAL, format!("cannot listen on {address}: {e}"))
+                    })?;
+                    tracing::info!(%address, "metrics listening (read-only)");
+                    tokio::spawn(palisade_admin::serve_read_only(
+                        listener,
+                        service.clone(),
+                        stop.clone(),
+                    ));
+                }
+                tokio::spawn(palisade_admin::serve(admin, service, stop.clone()));
                 let renewing =
                     tokio::spawn(renewer.run(Arc::new(SvidDirSink(dir)), current, stop.clone()));
                 shutdown_signal().await;

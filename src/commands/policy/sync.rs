@@ -51,6 +51,9 @@ pub struct SyncArgs {
     /// Admin server (loopback): /live, /ready, /metrics.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15100")]
     pub admin: std::net::SocketAddr,
+    /// A read-only listener for scrapers, on any address: /live, /ready, /metrics only.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Policy to enforce when none has loaded yet and no table exists (default: isolate
     /// workloads, drop everything forwarded that is not a reply).
     #[arg(long, value_name = "FILE")]
@@ -99,12 +102,10 @@ pub fn sync(args: &SyncArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     // Restricted before the runtime (and its blocking threads, and nft) exist.
     let sandbox = args.sandbox.config();
     let syscalls = palisade_sync::sandbox::syscalls(&config);
-    let report = palisade_sandbox::restrict(
-        &palisade_sync::sandbox::allowed(&config, args.admin),
-        &syscalls,
-        sandbox,
-    )
-    .context("cannot apply the sandbox")?;
+    let mut allowed = palisade_sync::sandbox::allowed(&config, args.admin);
+    allowed.bind.extend(args.metrics.map(|m| m.port()));
+    let report = palisade_sandbox::restrict(&allowed, &syscalls, sandbox)
+        .context("cannot apply the sandbox")?;
     if args.check_sandbox {
         let programs = palisade_sync::sandbox::programs(&config);
         let must_run: Vec<&std::path::Path> = programs.iter().map(|p| p.as_path()).collect();
@@ -127,7 +128,19 @@ pub fn sync(args: &SyncArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
             shutdown_signal().await;
             stop.cancel();
         });
-        Sync::new(config).run(admin, shutdown).await;
+        let sync = Sync::new(config);
+        if let Some(address) = args.metrics {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} for the metrics listener"))?;
+            tracing::info!(address = %listener.local_addr()?, "metrics listening (read-only)");
+            tokio::spawn(palisade_admin::serve_read_only(
+                listener,
+                sync.clone(),
+                shutdown.clone(),
+            ));
+        }
+        sync.run(admin, shutdown).await;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
