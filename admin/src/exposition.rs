@@ -99,24 +99,40 @@ pub fn render(openmetrics: &str, format: Format) -> String {
 /// (in OpenMetrics its HELP and TYPE name the family without it), an info family becomes a gauge
 /// named `_info`, `_created` samples, `# UNIT` lines, exemplars and `# EOF` go.
 pub fn to_prometheus_text(openmetrics: &str) -> String {
+    // Each family's kind, from its TYPE line: its HELP line, which comes first, is renamed too.
+    let kinds: std::collections::HashMap<&str, &str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| {
+            let mut words = rest.split_whitespace();
+            Some((words.next()?, words.next().unwrap_or("")))
+        })
+        .collect();
+    let text_name = |name: &str| match kinds.get(name).copied() {
+        Some("counter") => format!("{name}_total"),
+        Some("info") => format!("{name}_info"),
+        _ => name.to_owned(),
+    };
     let mut out = String::with_capacity(openmetrics.len());
     for line in openmetrics.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let mut words = rest.split_whitespace();
-            let (name, kind) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-            let (new_name, new_kind) = match kind {
-                "counter" => (format!("{name}_total"), "counter"),
-                "info" => (format!("{name}_info"), "gauge"),
-                "gauge" | "histogram" | "summary" => (name.to_owned(), kind),
-                _ => (name.to_owned(), "untyped"),
+            let name = rest.split_whitespace().next().unwrap_or("");
+            let kind = match kinds.get(name).copied().unwrap_or("") {
+                "info" => "gauge",
+                kind @ ("counter" | "gauge" | "histogram" | "summary") => kind,
+                _ => "untyped",
             };
-            out.push_str(&format!("# TYPE {new_name} {new_kind}\n"));
+            out.push_str(&format!("# TYPE {} {kind}\n", text_name(name)));
         } else if line.starts_with("# UNIT ") || line == "# EOF" {
             continue;
         } else if let Some(rest) = line.strip_prefix("# HELP ") {
-            out.push_str("# HELP ");
-            out.push_str(&help_line(rest, openmetrics));
-            out.push('\n');
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            let name = text_name(name);
+            if help.is_empty() {
+                out.push_str(&format!("# HELP {name}\n"));
+            } else {
+                out.push_str(&format!("# HELP {name} {help}\n"));
+            }
         } else if line.starts_with('#') || line.is_empty() {
             out.push_str(line);
             out.push('\n');
@@ -159,29 +175,6 @@ fn labels_end(line: &str) -> usize {
         }
     }
     line.len()
-}
-
-/// A HELP line's family name as the 0.0.4 format names it (found from the family's TYPE line).
-fn help_line(rest: &str, openmetrics: &str) -> String {
-    let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
-    let kind = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .find_map(|l| {
-            let mut words = l.split_whitespace();
-            (words.next() == Some(name)).then(|| words.next().unwrap_or("").to_owned())
-        })
-        .unwrap_or_default();
-    let name = match kind.as_str() {
-        "counter" => format!("{name}_total"),
-        "info" => format!("{name}_info"),
-        _ => name.to_owned(),
-    };
-    if help.is_empty() {
-        name
-    } else {
-        format!("{name} {help}")
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use palisade_identity::pem::certificates_from_pem;
 use palisade_identity::{CertInfo, SpiffeId, TrustBundle, TrustBundleSet, Verdict};
 use rustls_pki_types::UnixTime;
 
-use crate::commands::OutputArgs;
+use crate::commands::{write_json, OutputArgs};
 use crate::output::{human_seconds, rfc3339};
 
 #[derive(Debug, Args)]
@@ -40,8 +40,7 @@ pub fn inspect(args: &InspectArgs, out: &mut dyn Write) -> anyhow::Result<ExitCo
         info.verdict = verdict_against_bundle(&chain, &info, bundle_path, now)?;
     }
     if args.json || args.output.json() {
-        serde_json::to_writer_pretty(&mut *out, &info)?;
-        writeln!(out)?;
+        write_json(out, &info)?;
     } else {
         print_info(&info, args, out)?;
     }

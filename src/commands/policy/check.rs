@@ -63,17 +63,20 @@ pub fn check(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
     let mut lines = Vec::new();
     if let Some(file) = &args.file {
         let name = file.display().to_string();
+        let located = |severity, pos: palisade_policy::model::Pos, message| Diagnostic {
+            file: name.clone(),
+            line: pos.line,
+            column: pos.column,
+            severity,
+            message,
+        };
         match palisade_policy::load_file(file) {
             Ok(policy) => {
-                for w in palisade_policy::lint(&policy) {
-                    diagnostics.push(Diagnostic {
-                        file: name.clone(),
-                        line: w.pos.line,
-                        column: w.pos.column,
-                        severity: Severity::Warning,
-                        message: w.message,
-                    });
-                }
+                diagnostics.extend(
+                    palisade_policy::lint(&policy)
+                        .into_iter()
+                        .map(|w| located(Severity::Warning, w.pos, w.message)),
+                );
                 let (segments, rules, hosts) = (
                     policy.segments.len(),
                     policy.rules.len(),
@@ -87,17 +90,12 @@ pub fn check(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
                     serde_json::json!({"file": name, "segments": segments, "rules": rules, "hosts": hosts}),
                 );
             }
-            Err(errors) => {
-                for e in errors.errors {
-                    diagnostics.push(Diagnostic {
-                        file: name.clone(),
-                        line: e.pos.line,
-                        column: e.pos.column,
-                        severity: Severity::Error,
-                        message: e.message,
-                    });
-                }
-            }
+            Err(errors) => diagnostics.extend(
+                errors
+                    .errors
+                    .into_iter()
+                    .map(|e| located(Severity::Error, e.pos, e.message)),
+            ),
         }
     }
     if !args.kubernetes.kubernetes.is_empty() {
