@@ -136,12 +136,11 @@ fn what_inject_adds_and_what_it_leaves() {
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
-    // The kubelet's probe ports (a named port resolved) and the admin port bypass the redirect;
-    // the annotation's outbound port too.
+    // Only the admin port and the sidecar's probe port bypass the inbound redirect: the app's
+    // probes go through the sidecar, so no port of the app does (not even 9901, which only the
+    // probes use); the annotation's outbound port bypasses the outbound one.
     let at = |flag: &str| args[args.iter().position(|a| *a == flag).unwrap() + 1];
-    // A port only the probes use (9901) bypasses; the served port 8080, probed too, stays behind
-    // mTLS (excluding it would let any plaintext peer reach the app there).
-    assert_eq!(at("--exclude-inbound-ports"), "9901,15000");
+    assert_eq!(at("--exclude-inbound-ports"), "15000,15020");
     // DNS (53) always bypasses: TCP answers go straight to the resolver, in no segment.
     assert_eq!(at("--exclude-outbound-ports"), "53,5432");
     // A string that YAML 1.1 reads as a boolean stays a string.
@@ -178,16 +177,7 @@ fn inject_stdin(text: &str) -> std::process::Output {
 }
 
 #[test]
-fn a_probe_on_a_served_port_is_warned_about_and_names_inject_would_add_are_refused() {
-    let text = std::fs::read_to_string(dir().join("input/shop.yaml")).unwrap();
-    let out = inject_stdin(&text);
-    assert!(out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("Deployment web: a kubelet probe uses port 8080"),
-        "{err}"
-    );
-
+fn names_inject_would_add_are_refused() {
     let taken = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  initContainers:\n  - name: palisade-sidecar\n    image: mine\n  containers:\n  - name: c\n    image: i\n";
     let out = inject_stdin(taken);
     assert!(!out.status.success());
@@ -464,18 +454,126 @@ fn app_containers_lose_net_raw_unless_they_drop_it_already_or_are_accepted() {
     assert_eq!(values(&back), values(&input));
 }
 
-/// Issue 20, item 8: a port only the kubelet's probes use is excluded from the inbound redirect
-/// so that the plaintext probe works; the warning says what that costs.
+/// Issue 22, point 1: every httpGet, tcpSocket and grpc probe goes to the sidecar's probe port
+/// (the kubelet has no certificate, so in strict mode it could not reach the app's port), the
+/// original goes to the sidecar with its named port resolved, no port of the app is excluded from
+/// the redirect any more, and nothing is warned about; exec probes, probes of another host and
+/// init containers that are not native sidecars are left alone; uninject puts every original back.
 #[test]
-fn a_port_only_probes_use_is_warned_about_as_reachable_in_plaintext() {
-    let text = std::fs::read_to_string(dir().join("input/shop.yaml")).unwrap();
-    let out = inject_stdin(&text);
+fn kubelet_probes_go_to_the_sidecar_which_gets_the_originals() {
+    let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  securityContext:\n    runAsNonRoot: true\n    runAsUser: 1000\n  initContainers:\n  - name: setup\n    image: i\n  - name: agent\n    image: i\n    restartPolicy: Always\n    startupProbe:\n      tcpSocket: {port: 7000}\n      failureThreshold: 30\n  containers:\n  - name: web\n    image: i\n    ports:\n    - {name: http, containerPort: 8080}\n    readinessProbe:\n      httpGet:\n        path: /healthz?full=1\n        port: http\n        scheme: HTTPS\n        httpHeaders:\n        - {name: Host, value: shop.example}\n      timeoutSeconds: 3\n      periodSeconds: 7\n    livenessProbe:\n      grpc: {port: 9090, service: shop.Web}\n  - name: tools\n    image: i\n    livenessProbe:\n      exec: {command: [\"true\"]}\n    readinessProbe:\n      httpGet: {host: 10.9.9.9, port: 80, path: /}\n";
+    let out = inject_stdin(text);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("probe"), "nothing to warn about: {err}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let docs = json_values(&stdout);
+    let pod = &docs[0]["spec"];
+    let ours = |path: &str| serde_json::json!({"path": path, "port": 15020, "scheme": "HTTP"});
+    let web = &pod["containers"][0];
+    assert_eq!(
+        web["readinessProbe"]["httpGet"],
+        ours("/app-health/web/readyz")
+    );
+    assert_eq!(web["readinessProbe"]["timeoutSeconds"], 3, "the rest stays");
+    assert_eq!(web["readinessProbe"]["periodSeconds"], 7);
+    assert_eq!(
+        web["livenessProbe"]["httpGet"],
+        ours("/app-health/web/livez")
+    );
+    assert!(web["livenessProbe"].get("grpc").is_none());
+    let agent = &pod["initContainers"][3];
+    assert_eq!(agent["name"], "agent");
+    assert_eq!(
+        agent["startupProbe"]["httpGet"],
+        ours("/app-health/agent/startupz")
+    );
+    assert_eq!(agent["startupProbe"]["failureThreshold"], 30);
+    let tools = &pod["containers"][1];
+    assert_eq!(tools["livenessProbe"]["exec"]["command"][0], "true");
+    assert_eq!(tools["readinessProbe"]["httpGet"]["host"], "10.9.9.9");
+
+    let sidecar = &pod["initContainers"][1];
+    assert_eq!(sidecar["name"], "palisade-sidecar");
+    let args: Vec<&str> = sidecar["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.windows(2).any(|w| w == ["--metrics", "[::]:15020"]),
+        "{args:?}"
+    );
+    assert_eq!(sidecar["env"][0]["name"], "PALISADE_APP_PROBES");
+    let probes: serde_json::Value =
+        serde_json::from_str(sidecar["env"][0]["value"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        probes,
+        serde_json::json!({
+            "/app-health/web/readyz": {"httpGet": {"path": "/healthz?full=1", "port": 8080,
+                "scheme": "HTTPS", "httpHeaders": [{"name": "Host", "value": "shop.example"}]},
+                "timeoutSeconds": 3},
+            "/app-health/web/livez": {"grpc": {"port": 9090, "service": "shop.Web"},
+                "timeoutSeconds": 1},
+            "/app-health/agent/startupz": {"tcpSocket": {"port": 7000}, "timeoutSeconds": 1},
+        })
+    );
+    // Only the admin and probe ports pass the inbound redirect: the app's stay behind mTLS.
+    let redirect: Vec<&str> = pod["initContainers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let at = redirect
+        .iter()
+        .position(|a| *a == "--exclude-inbound-ports")
+        .unwrap();
+    assert_eq!(redirect[at + 1], "15000,15020");
+    // The kubelet and Prometheus reach the sidecar on the probe port.
+    let annotations = &docs[0]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/port"], "15020");
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+
+    let back = run(&["inject", "-", "--uninject"], &stdout);
+    assert_eq!(values(&back), values(text));
+}
+
+fn json_values(text: &str) -> Vec<serde_json::Value> {
+    values(text)
+        .iter()
+        .map(|v| serde_json::to_value(v).unwrap())
+        .collect()
+}
+
+/// A probe on a port name the container does not declare cannot be resolved (by the kubelet
+/// either): left as it is, and said; a pod with Prometheus annotations of its own keeps them, and
+/// is told that its app's port is behind mTLS now.
+#[test]
+fn an_unresolvable_probe_and_an_apps_own_scrape_annotations_are_kept_and_said() {
+    let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    prometheus.io/scrape: \"true\"\n    prometheus.io/port: \"9100\"\nspec:\n  securityContext:\n    runAsNonRoot: true\n    runAsUser: 1000\n  containers:\n  - name: web\n    image: i\n    readinessProbe:\n      httpGet: {port: metrics, path: /}\n";
+    let out = inject_stdin(text);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("warning: Deployment web: a kubelet probe uses port 9901, which the app does not declare, so inject excludes it from the inbound redirect: that port is now reachable by any peer in plaintext, bypassing mTLS"),
+        err.contains("Pod p: container web: the readinessProbe names port \"metrics\", which the container does not declare; it is left as it is"),
         "{err}"
     );
+    assert!(
+        err.contains("Pod p: its prometheus.io annotations are kept"),
+        "{err}"
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let pod = &json_values(&stdout)[0];
+    assert_eq!(
+        pod["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"],
+        "metrics"
+    );
+    assert_eq!(pod["metadata"]["annotations"]["prometheus.io/port"], "9100");
+    assert!(pod["spec"]["initContainers"][1].get("env").is_none());
+    let back = run(&["inject", "-", "--uninject"], &stdout);
+    assert_eq!(values(&back), values(text));
 }
 
 /// `hostPID: true` shows the app every process of the node, the sidecar of every injected pod

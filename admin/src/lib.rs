@@ -2,6 +2,9 @@
 //! `GET /metrics` (OpenMetrics or the Prometheus text format, as the `Accept` header asks:
 //! [`exposition`]) and, for services that support it, `POST /shutdown` (accepted
 //! from loopback only). A service describes itself with [`AdminService`]; [`serve`] does the HTTP.
+//! [`serve_read_only`] is the listener a pod or host exposes to Prometheus and the kubelet:
+//! `/live`, `/ready`, `/metrics`, and the app probes a service runs for the kubelet
+//! ([`AdminService::app_probe`], paths under `/app-health/`).
 //!
 //! Trust model: every local process can reach a loopback port, and so can a web page open in a
 //! browser on the same host (by a plain cross-origin request, or by DNS rebinding a name of its own
@@ -17,7 +20,9 @@
 pub mod exposition;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +60,13 @@ impl From<String> for NotReady {
     }
 }
 
+/// An app probe in progress: `Ok` with a line saying what passed (a 200), or why it failed (a
+/// 503).
+pub type AppProbeFuture = Pin<Box<dyn Future<Output = Result<String, NotReady>> + Send>>;
+
+/// The path prefix of app probes on the read-only listener: `/app-health/<container>/<kind>`.
+pub const APP_PROBE_PREFIX: &str = "/app-health/";
+
 /// What a service tells its admin server.
 pub trait AdminService: Send + Sync + 'static {
     /// `Ok` when ready; otherwise why not (the 503 body).
@@ -69,6 +81,13 @@ pub trait AdminService: Send + Sync + 'static {
     fn metrics(&self) -> String;
     /// Begins a graceful shutdown; `None` when the service does not offer POST /shutdown.
     fn shutdown(&self) -> Option<()> {
+        None
+    }
+    /// A probe of the app that the service runs for the kubelet, named by its path (under
+    /// [`APP_PROBE_PREFIX`]) on the read-only listener; `None` (a 404) when there is none of that
+    /// name, as by default. `local` is the address the kubelet connected to (the pod's).
+    fn app_probe(&self, path: &str, local: SocketAddr) -> Option<AppProbeFuture> {
+        let _ = (path, local);
         None
     }
 }
@@ -152,10 +171,16 @@ async fn serve_exposed(
             continue;
         };
         let service = service.clone();
+        // The address the client connected to: for the read-only listener, the pod's.
+        let local = stream
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         tokio::spawn(async move {
             let handler = hyper::service::service_fn(move |req| {
                 let service = service.clone();
-                async move { Ok::<_, Infallible>(route(req, remote, service.as_ref(), exposure)) }
+                async move {
+                    Ok::<_, Infallible>(route(req, remote, local, service.as_ref(), exposure).await)
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -197,6 +222,9 @@ pub enum Decision {
     Ready,
     /// `GET /metrics`: the service's metrics.
     Metrics,
+    /// `GET`/`HEAD` of a path under [`APP_PROBE_PREFIX`], on the read-only listener: the app
+    /// probe of that name, if the service has one (else 404).
+    AppProbe,
     /// `POST /shutdown` from loopback: 202, or 404 when the service has no shutdown.
     Shutdown,
     /// 405 on a known path, with this `Allow` header.
@@ -225,9 +253,10 @@ pub fn decide(head: &RequestHead<'_>) -> Decision {
     }
 }
 
-/// The read-only listener's routing: `/live`, `/ready`, `/metrics`, with any `Host` (it listens
-/// on an address a scraper uses), still no `Origin` (what it serves is not for web pages); no
-/// `/shutdown` at all.
+/// The read-only listener's routing: `/live`, `/ready`, `/metrics` and the app probes (paths
+/// under [`APP_PROBE_PREFIX`]), with any `Host` (it listens on an address a scraper or the
+/// kubelet uses), still no `Origin` (what it serves is not for web pages); no `/shutdown` at
+/// all.
 pub fn decide_read_only(head: &RequestHead<'_>) -> Decision {
     if head.has_origin {
         return Decision::Forbidden(
@@ -239,6 +268,8 @@ pub fn decide_read_only(head: &RequestHead<'_>) -> Decision {
         ("GET" | "HEAD", "/ready") => Decision::Ready,
         ("GET", "/metrics") => Decision::Metrics,
         (_, "/live" | "/ready" | "/metrics") => Decision::MethodNotAllowed("GET, HEAD"),
+        ("GET" | "HEAD", path) if path.starts_with(APP_PROBE_PREFIX) => Decision::AppProbe,
+        (_, path) if path.starts_with(APP_PROBE_PREFIX) => Decision::MethodNotAllowed("GET, HEAD"),
         _ => Decision::NotFound,
     }
 }
@@ -266,9 +297,10 @@ fn from_a_browser(head: &RequestHead<'_>) -> Option<&'static str> {
     (!loopback).then_some("the Host header must be a loopback address or localhost\n")
 }
 
-fn route(
+async fn route(
     req: Request<Incoming>,
     remote: SocketAddr,
+    local: SocketAddr,
     service: &dyn AdminService,
     exposure: Exposure,
 ) -> Response<Full<Bytes>> {
@@ -311,6 +343,16 @@ fn route(
                 ))))
                 .expect("static response")
         }
+        Decision::AppProbe => match service.app_probe(req.uri().path(), local) {
+            Some(probe) => match probe.await {
+                Ok(passed) => text(StatusCode::OK, format!("{passed}\n")),
+                Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+            },
+            None => text(
+                StatusCode::NOT_FOUND,
+                "not found: no such app probe\n".into(),
+            ),
+        },
         Decision::Shutdown => match service.shutdown() {
             Some(()) => {
                 tracing::info!(%remote, "shutdown requested through the admin server");
@@ -339,7 +381,7 @@ fn route(
             match exposure {
                 Exposure::Admin => "not found: try /live, /ready, /metrics or POST /shutdown\n",
                 Exposure::ReadOnly => {
-                    "not found: this listener serves /live, /ready and /metrics\n"
+                    "not found: this listener serves /live, /ready, /metrics and /app-health/...\n"
                 }
             }
             .into(),
@@ -370,6 +412,14 @@ mod tests {
         }
         fn shutdown(&self) -> Option<()> {
             Some(())
+        }
+        fn app_probe(&self, path: &str, local: SocketAddr) -> Option<AppProbeFuture> {
+            let outcome = match path {
+                "/app-health/web/readyz" => Ok(format!("passed (asked at {local})")),
+                "/app-health/web/livez" => Err(NotReady("the app answered 500".into())),
+                _ => return None,
+            };
+            Some(Box::pin(async move { outcome }))
         }
     }
 
@@ -413,6 +463,41 @@ mod tests {
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         out
+    }
+
+    /// App probes: only on the read-only listener, 200 or 503 as the service's probe says, 404
+    /// for a probe it does not have; the admin server does not serve them.
+    #[test]
+    fn app_probes_are_served_on_the_read_only_listener_only() {
+        let read_only = start_exposed(HEADER_TIMEOUT, 8, Exposure::ReadOnly);
+        let get = |addr, path: &str| {
+            request(
+                addr,
+                &format!("GET {path} HTTP/1.1\r\nHost: 10.1.2.3:15020\r\n\r\n"),
+            )
+        };
+        let passed = get(read_only, "/app-health/web/readyz");
+        assert!(passed.starts_with("HTTP/1.1 200"), "{passed}");
+        assert!(
+            passed.contains(&format!("asked at {read_only}")),
+            "{passed}"
+        );
+        let failed = get(read_only, "/app-health/web/livez");
+        assert!(failed.starts_with("HTTP/1.1 503"), "{failed}");
+        assert!(failed.ends_with("the app answered 500\n"), "{failed}");
+        let unknown = get(read_only, "/app-health/db/readyz");
+        assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+        let post = request(
+            read_only,
+            "POST /app-health/web/readyz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+        let admin = start(HEADER_TIMEOUT, 8);
+        let on_admin = request(
+            admin,
+            "GET /app-health/web/readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        );
+        assert!(on_admin.starts_with("HTTP/1.1 404"), "{on_admin}");
     }
 
     /// The read-only listener answers a scraper whatever Host it names (it may listen on the

@@ -20,8 +20,9 @@
 //! Annotations on the pod template steer it: `palisade.io/inject: "false"` opts out;
 //! `palisade.io/inbound-port`, `palisade.io/outbound-port`, `palisade.io/exclude-inbound-ports`,
 //! `palisade.io/exclude-outbound-ports`, `palisade.io/exclude-cidrs`, `palisade.io/config`.
-//! The ports of the app's kubelet probes are excluded from the redirect, so probes keep working
-//! (with a warning: any peer reaches such a port in plaintext).
+//! The app's `httpGet`, `tcpSocket` and `grpc` kubelet probes are rewritten to the sidecar's
+//! probe port, which runs the originals against the app over loopback (`probes.rs`), so they pass
+//! in strict mode; the pod gets Prometheus' scrape annotations for the same port.
 //! Pods on the host's network are left alone, with a warning: their namespace is the host's.
 //!
 //! A pod whose app could take its traffic past the sidecar is refused (a privileged container,
@@ -32,6 +33,8 @@
 //! `capabilities.drop` (docs/SECURITY.md, "A compromised workload", says why each).
 
 #![warn(missing_docs)]
+
+mod probes;
 
 use serde_yaml::{Mapping, Value};
 
@@ -128,6 +131,9 @@ pub struct Settings {
     pub outbound_port: u16,
     /// The sidecar's admin port (loopback; excluded from the redirect).
     pub admin_port: u16,
+    /// The sidecar's read-only port on the pod's address (excluded from the redirect): the app's
+    /// rewritten kubelet probes, /live, /ready and /metrics for Prometheus.
+    pub probe_port: u16,
     /// Default ConfigMap with sidecar.yaml, policy.yaml and bundle.pem.
     pub config_map: String,
     /// Audience of the projected service-account token (the CA's `--jwt-audience`).
@@ -165,6 +171,7 @@ impl Default for Settings {
             inbound_port: 15006,
             outbound_port: 15001,
             admin_port: 15000,
+            probe_port: 15020,
             config_map: "palisade-sidecar".into(),
             token_audience: "palisade-ca".into(),
         }
@@ -730,30 +737,33 @@ fn drop_net_raw(container: &mut Value) -> Option<&'static str> {
     Some(created)
 }
 
-/// Undoes [`drop_net_raw`] on the container the injection record names.
-fn restore_net_raw(spec: &mut Mapping, record: &serde_json::Value) {
-    let (Some(section), Some(index), Some(created)) = (
-        record.get("in").and_then(serde_json::Value::as_str),
-        record.get("index").and_then(serde_json::Value::as_u64),
-        record.get("created").and_then(serde_json::Value::as_str),
-    ) else {
-        return;
-    };
+/// The container an entry of the injection record names (`in`, `index`, `name`), in the pod as
+/// it is once inject's own init containers are gone.
+fn recorded_container<'a>(
+    spec: &'a mut Mapping,
+    record: &serde_json::Value,
+) -> Option<&'a mut Mapping> {
+    let section = record.get("in").and_then(serde_json::Value::as_str)?;
+    let index = record.get("index").and_then(serde_json::Value::as_u64)?;
     // None: the container had no name (the API server would refuse it, inject does not).
     let name = record.get("name").and_then(serde_json::Value::as_str);
-    let Some(list) = spec.get_mut(section).and_then(Value::as_sequence_mut) else {
-        return;
-    };
+    let list = spec.get_mut(section).and_then(Value::as_sequence_mut)?;
     let named = |c: &Value| c.get("name").and_then(Value::as_str) == name;
     // By position (names may repeat in a manifest the API server would refuse), else by name.
     let at = usize::try_from(index)
         .ok()
         .filter(|i| list.get(*i).is_some_and(named))
         .or_else(|| list.iter().position(named));
-    let Some(context) = at
-        .and_then(|i| list.get_mut(i))
+    at.and_then(|i| list.get_mut(i))
         .and_then(|c| c.as_mapping_mut())
-    else {
+}
+
+/// Undoes [`drop_net_raw`] on the container the injection record names.
+fn restore_net_raw(spec: &mut Mapping, record: &serde_json::Value) {
+    let Some(created) = record.get("created").and_then(serde_json::Value::as_str) else {
+        return;
+    };
+    let Some(context) = recorded_container(spec, record) else {
         return;
     };
     let Some(caps) = context
@@ -898,25 +908,12 @@ fn inject_pod(
     let harden = check_bypass(spec, &accepted, settings.proxy_uid, kind, name, warnings)?;
     let inbound = port("palisade.io/inbound-port", settings.inbound_port)?;
     let outbound = port("palisade.io/outbound-port", settings.outbound_port)?;
-    let mut exclude_inbound = vec![settings.admin_port.to_string()];
-    let (dedicated, served) = probe_ports(spec);
-    exclude_inbound.extend(dedicated.iter().map(u16::to_string));
-    for port in &dedicated {
-        // Until probes are rewritten to go through the sidecar, excluding the port is what keeps
-        // the kubelet's plaintext probe working, and it opens the port to everyone else too.
-        warnings.push(format!(
-            "{kind} {name}: a kubelet probe uses port {port}, which the app does not declare, so \
-             inject excludes it from the inbound redirect: that port is now reachable by any peer \
-             in plaintext, bypassing mTLS (serve nothing but health checks there)"
-        ));
-    }
-    for port in served {
-        warnings.push(format!(
-            "{kind} {name}: a kubelet probe uses port {port}, which the app also serves; it stays \
-             behind mTLS, so in strict mode the kubelet's plaintext probe is refused (give the probe \
-             a port of its own, or use permissive mode while migrating)"
-        ));
-    }
+    // The admin port is on loopback (never redirected, listed for clarity); the probe port is
+    // where the kubelet and Prometheus reach the sidecar in plaintext.
+    let mut exclude_inbound = vec![
+        settings.admin_port.to_string(),
+        settings.probe_port.to_string(),
+    ];
     for p in list("palisade.io/exclude-inbound-ports") {
         p.parse::<u16>().map_err(|_| {
             bad(
@@ -978,6 +975,22 @@ fn inject_pod(
     if !dropped.is_empty() {
         before["droppedNetRaw"] = serde_json::Value::Array(dropped);
     }
+    let rewritten = probes::rewrite(spec, settings.probe_port, kind, name, warnings);
+    if !rewritten.record.is_empty() {
+        before["probes"] = serde_json::Value::Array(rewritten.record);
+    }
+    // Prometheus' usual annotations, for the sidecar's metrics; a pod that already has its own
+    // keeps them (its scraper would meet mTLS on the app's port, which the warning says).
+    let has_scrape = annotations_of(meta).any(|k| k.starts_with("prometheus.io/"));
+    if has_scrape {
+        warnings.push(format!(
+            "{kind} {name}: its prometheus.io annotations are kept, so Prometheus scrapes the app, \
+             whose port is behind mTLS now; the sidecar's metrics are on port {} (/metrics)",
+            settings.probe_port
+        ));
+    } else {
+        before["scrape"] = serde_json::Value::Bool(true);
+    }
 
     let mut redirect_args = vec![
         "sidecar".to_owned(),
@@ -1022,7 +1035,8 @@ fn inject_pod(
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy.as_str(),
         "restartPolicy": "Always",
-        "args": ["sidecar", "run", "--config", "/etc/palisade/sidecar.yaml", "--log-format", "json"],
+        "args": ["sidecar", "run", "--config", "/etc/palisade/sidecar.yaml", "--metrics", format!("[::]:{}", settings.probe_port), "--log-format", "json"],
+        "ports": [{"name": "palisade-probe", "containerPort": settings.probe_port, "protocol": "TCP"}],
         "securityContext": {
             "runAsUser": settings.proxy_uid,
             "runAsGroup": settings.proxy_uid,
@@ -1048,14 +1062,43 @@ fn inject_pod(
         ),
     ];
 
+    let mut sidecar = sidecar;
+    if !rewritten.app_probes.is_empty() {
+        let probes = serde_json::Value::Object(rewritten.app_probes).to_string();
+        if let Some(c) = sidecar.as_mapping_mut() {
+            c.insert(
+                "env".into(),
+                yaml(serde_json::json!([{"name": "PALISADE_APP_PROBES", "value": probes}])),
+            );
+        }
+    }
     let init = sequence(spec, "initContainers");
     // The redirect first, the sidecar next: both before the app's own init containers, so that
     // those reach the network through the sidecar too.
     init.insert(0, redirect);
     init.insert(1, sidecar);
     sequence(spec, "volumes").extend(volumes);
-    annotations(meta).insert(INJECTED.into(), Value::String(before.to_string()));
+    let scrape = before.get("scrape").is_some();
+    let annotations = annotations(meta);
+    if scrape {
+        for (key, value) in [
+            ("prometheus.io/scrape", "true".to_owned()),
+            ("prometheus.io/port", settings.probe_port.to_string()),
+            ("prometheus.io/path", "/metrics".to_owned()),
+        ] {
+            annotations.insert(key.into(), Value::String(value));
+        }
+    }
+    annotations.insert(INJECTED.into(), Value::String(before.to_string()));
     Ok(())
+}
+
+fn annotations_of(meta: &Mapping) -> impl Iterator<Item = &str> {
+    meta.get("annotations")
+        .and_then(Value::as_mapping)
+        .into_iter()
+        .flat_map(|a| a.keys())
+        .filter_map(Value::as_str)
 }
 
 fn uninject_pod(meta: &mut Mapping, spec: &mut Mapping) {
@@ -1094,68 +1137,26 @@ fn uninject_pod(meta: &mut Mapping, spec: &mut Mapping) {
             restore_net_raw(spec, record);
         }
     }
+    if let Some(rewritten) = before.get("probes").and_then(serde_json::Value::as_array) {
+        for record in rewritten {
+            probes::restore(spec, record);
+        }
+    }
     if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_mapping_mut) {
+        if before.get("scrape").is_some() {
+            for key in [
+                "prometheus.io/scrape",
+                "prometheus.io/port",
+                "prometheus.io/path",
+            ] {
+                annotations.shift_remove(key);
+            }
+        }
         annotations.shift_remove(INJECTED);
         if annotations.is_empty() && !had("annotations") {
             meta.shift_remove("annotations");
         }
     }
-}
-
-/// The ports of the app containers' kubelet probes (HTTP, TCP and gRPC; named ports resolved),
-/// split into ports used only by probes, which the redirect may leave alone, and ports the app
-/// also declares as serving, which must stay behind mTLS (excluding them would let any plaintext
-/// peer reach the app there).
-fn probe_ports(spec: &Mapping) -> (Vec<u16>, Vec<u16>) {
-    let containers: Vec<&Value> = spec
-        .get("containers")
-        .and_then(Value::as_sequence)
-        .into_iter()
-        .flatten()
-        .collect();
-    let declared: Vec<u64> = containers
-        .iter()
-        .filter_map(|c| c.get("ports").and_then(Value::as_sequence))
-        .flatten()
-        .filter_map(|p| p.get("containerPort").and_then(Value::as_u64))
-        .collect();
-    let (mut dedicated, mut served) = (Vec::new(), Vec::new());
-    for container in &containers {
-        let named = |name: &str| {
-            container
-                .get("ports")
-                .and_then(Value::as_sequence)
-                .into_iter()
-                .flatten()
-                .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
-                .and_then(|p| p.get("containerPort"))
-                .and_then(Value::as_u64)
-        };
-        for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
-            let Some(probe) = container.get(probe) else {
-                continue;
-            };
-            for handler in ["httpGet", "tcpSocket", "grpc"] {
-                let port = match probe.get(handler).and_then(|h| h.get("port")) {
-                    Some(Value::Number(n)) => n.as_u64(),
-                    Some(Value::String(s)) => s.parse().ok().or_else(|| named(s)),
-                    _ => None,
-                };
-                let Some(port) = port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0) else {
-                    continue;
-                };
-                let list = if declared.contains(&u64::from(port)) {
-                    &mut served
-                } else {
-                    &mut dedicated
-                };
-                if !list.contains(&port) {
-                    list.push(port);
-                }
-            }
-        }
-    }
-    (dedicated, served)
 }
 
 fn sequence<'a>(spec: &'a mut Mapping, key: &str) -> &'a mut Vec<Value> {

@@ -4,7 +4,7 @@
 //! several fields (unique listener names, a loopback admin address) run after parsing and name the
 //! listener instead.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +12,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use palisade_identity::{IdPattern, SpiffeId};
+
+use crate::app_probe::AppProbe;
+
+/// The environment variable holding the app probes of an injected pod (JSON, the shape of
+/// `app_probes`).
+pub const APP_PROBES_ENV: &str = "PALISADE_APP_PROBES";
 
 /// Why a configuration was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +73,11 @@ pub struct SidecarConfig {
     /// /metrics only, on any address (the admin server stays on loopback).
     #[serde(default)]
     pub metrics: Option<MetricsListenerConfig>,
+    /// The app's kubelet probes, which the sidecar runs for the kubelet, served on the metrics
+    /// listener at these paths (under `/app-health/`); `palisade inject` sets them through
+    /// `PALISADE_APP_PROBES` ([`SidecarConfig::with_pod_settings`]).
+    #[serde(default)]
+    pub app_probes: BTreeMap<String, AppProbe>,
     /// Timeouts, connection caps and the buffer size, for every listener.
     #[serde(default)]
     pub limits: Limits,
@@ -317,6 +328,45 @@ pub struct MetricsListenerConfig {
     pub listen: SocketAddr,
 }
 
+impl SidecarConfig {
+    fn check_app_probes(&self) -> Result<(), String> {
+        if self.app_probes.is_empty() {
+            return Ok(());
+        }
+        let Some(metrics) = &self.metrics else {
+            return Err(
+                "app_probes: they are served on the metrics listener, so give metrics.listen too"
+                    .into(),
+            );
+        };
+        for (path, probe) in &self.app_probes {
+            let name = path
+                .strip_prefix(palisade_admin::APP_PROBE_PREFIX)
+                .unwrap_or("");
+            if name.is_empty()
+                || path.len() > 256
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._/".contains(&b))
+            {
+                return Err(format!(
+                    "app_probes: {path:?} is not a probe path (/app-health/ then letters, digits,                      '-', '.', '_' and '/')"
+                ));
+            }
+            probe
+                .check()
+                .map_err(|why| format!("app_probes: {path}: {why}"))?;
+            if probe.port() == metrics.listen.port() {
+                return Err(format!(
+                    "app_probes: {path}: port {} is the metrics listener's own",
+                    probe.port()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
@@ -436,6 +486,40 @@ impl SidecarConfig {
         Ok(config)
     }
 
+    /// What `palisade sidecar run` takes beside the file, for settings that belong to one pod
+    /// rather than to the ConfigMap every pod shares: `metrics` replaces `metrics.listen` (inject
+    /// gives each pod's sidecar its probe and scrape port), and `app_probes`, the JSON of
+    /// [`APP_PROBES_ENV`], replaces `app_probes`. The whole is checked again.
+    pub fn with_pod_settings(
+        mut self,
+        path: &Path,
+        metrics: Option<SocketAddr>,
+        app_probes: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        if let Some(listen) = metrics {
+            self.metrics = Some(MetricsListenerConfig { listen });
+        }
+        if let Some(json) = app_probes {
+            self.app_probes = serde_yaml::from_str(json).map_err(|e| {
+                let (line, column) = e
+                    .location()
+                    .map(|l| (l.line(), l.column()))
+                    .unwrap_or((1, 1));
+                ConfigError::Syntax {
+                    path: PathBuf::from(APP_PROBES_ENV),
+                    line,
+                    column,
+                    message: strip_location(&e.to_string()),
+                }
+            })?;
+        }
+        self.check().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(self)
+    }
+
     /// Parses and checks configuration text; `path` is only used in error messages.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let config: SidecarConfig = serde_yaml::from_str(text).map_err(|e| {
@@ -459,6 +543,7 @@ impl SidecarConfig {
 
     fn check(&self) -> Result<(), String> {
         self.identity.check()?;
+        self.check_app_probes()?;
         if let Some(ca) = &self.identity.ca {
             match (&ca.service_account_token, &ca.join_token_file) {
                 (Some(_), Some(_)) => {

@@ -22,6 +22,7 @@
 
 mod admin;
 mod admission;
+pub mod app_probe;
 pub mod config;
 mod identity;
 pub mod metrics;
@@ -79,7 +80,13 @@ impl Sidecar {
         };
         let admin = bind("the admin server".into(), config.admin.listen).await?;
         let metrics_listener = match &config.metrics {
-            Some(m) => Some(bind("the metrics listener".into(), m.listen).await?),
+            Some(m) => Some(
+                listen_any_family(m.listen).map_err(|error| SidecarError::Bind {
+                    listener: "the metrics listener".into(),
+                    address: m.listen,
+                    error,
+                })?,
+            ),
             None => None,
         };
         let mut inbound = Vec::new();
@@ -126,6 +133,22 @@ fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(address)?;
     socket.listen(LISTEN_BACKLOG)
+}
+
+/// [`listen`], except that `[::]` falls back to `0.0.0.0` on a host without IPv6: inject gives
+/// every pod `[::]:15020` (both families where the kernel has IPv6) and must not fail where it
+/// does not.
+fn listen_any_family(address: SocketAddr) -> std::io::Result<TcpListener> {
+    match listen(address) {
+        Err(error)
+            if address.ip() == std::net::Ipv6Addr::UNSPECIFIED
+                && error.raw_os_error() == Some(nix::errno::Errno::EAFNOSUPPORT as i32) =>
+        {
+            tracing::warn!(%address, "no IPv6 here: the metrics listener takes IPv4 only");
+            listen(SocketAddr::from(([0, 0, 0, 0], address.port())))
+        }
+        other => other,
+    }
 }
 
 /// The addresses a bound sidecar listens on, by listener name.
@@ -245,6 +268,7 @@ impl BoundSidecar {
             tls: tls.clone(),
             policies,
             shutdown: shutdown_requested.clone(),
+            app_probes: Arc::new(config.app_probes.clone()),
         });
         if let Some(listener) = metrics_listener {
             tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics listening (read-only)");

@@ -74,6 +74,8 @@ pub fn allowed(config: &SidecarConfig) -> Allowed {
                 .filter_map(|l| port_of(&l.connect_to)),
         );
         ports.extend(id.ca.iter().filter_map(|ca| port_of(&ca.url)));
+        // The app's probes, run for the kubelet on loopback.
+        ports.extend(config.app_probes.values().map(|p| p.port()));
         // A target named by host may need DNS over TCP (an answer too large for UDP).
         if looks_up_names(config) {
             ports.insert(53);

@@ -1,7 +1,7 @@
 //! Shared by the end-to-end tests, one module per concern: `pki` (a CA and certificates made with
 //! the real `palisade` binary), `sidecar` (a running sidecar and its bound addresses: every
 //! listener binds port 0, so parallel tests never collide), `http` (the one HTTP client and the
-//! tiny apps to proxy to), `ca` (a two-level CA and a running `ca serve`), `metrics` (reading /metrics), `rng` (seeded generated cases), `probe` (real TCP, UDP and ping
+//! tiny apps to proxy to), `ca` (a two-level CA and a running `ca serve`), `metrics` (reading /metrics), `kubernetes` (validating manifests against the API schemas), `rng` (seeded generated cases), `probe` (real TCP, UDP and ping
 //! probes in namespaces); here: running commands and waiting. From palisade-test-support, shared
 //! with the crates' own tests: whether a test may run at all (`skip`), network namespaces
 //! (`netns`), bounded commands (`process`), the fuzz smoke loop (`mutate`).
@@ -10,6 +10,7 @@
 
 mod ca;
 mod http;
+pub mod kubernetes;
 mod metrics;
 mod pki;
 mod probe;

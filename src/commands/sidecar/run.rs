@@ -14,11 +14,26 @@ pub struct RunArgs {
     /// The sidecar's YAML configuration.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
+    /// The read-only listener (/live, /ready, /metrics and the app's probes), replacing the
+    /// file's metrics.listen: inject gives each pod's sidecar its own.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     // Fatal errors are said once, by main, in the service's log.
-    let config = SidecarConfig::load(&args.config).context("invalid sidecar configuration")?;
+    // The app's probes come from the environment (inject writes them into the pod), the rest
+    // from the file every pod shares.
+    let app_probes = std::env::var(palisade_sidecar::config::APP_PROBES_ENV).ok();
+    let config = SidecarConfig::load(&args.config)
+        .and_then(|c| c.with_pod_settings(&args.config, args.metrics, app_probes.as_deref()))
+        .context("invalid sidecar configuration")?;
+    if !config.app_probes.is_empty() {
+        tracing::info!(
+            probes = config.app_probes.len(),
+            "running the app's kubelet probes on the metrics listener"
+        );
+    }
     // Two descriptors per proxied connection, max_connections in each direction: as many as allowed.
     if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(%error, "cannot raise the open-file limit");
