@@ -52,7 +52,8 @@ impl AdminService for AdminState {
         let probe = self.app_probes.get(path)?.clone();
         let path = path.to_owned();
         Some(Box::pin(async move {
-            let outcome = probe.run(local.ip()).await;
+            // A dual-stack listener sees an IPv4 kubelet as ::ffff:a.b.c.d; the kubelet names a.b.c.d.
+            let outcome = probe.run(local.ip().to_canonical()).await;
             if let Err(why) = &outcome {
                 tracing::debug!(probe = %path, %why, "app probe failed");
             }
