@@ -187,7 +187,8 @@ fn the_sidecar_ca_and_renewer_endpoints_pass_promtool_in_both_formats() {
     assert!(sidecar.admin_get("/live").0 == 200, "still running");
 
     let ca = TwoLevelCa::new();
-    let server = CaProcess::start(&ca.issuer(), &[]);
+    let ca_metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let server = CaProcess::start(&ca.issuer(), &["--metrics", &ca_metrics.to_string()]);
     exposed.extend(exposed_names(&check_endpoint(
         "ca serve",
         &[],
@@ -249,6 +250,16 @@ fn the_sidecar_ca_and_renewer_endpoints_pass_promtool_in_both_formats() {
         &[],
         server.admin,
     )));
+    // Its read-only listener: the same metrics, /live and /ready for the kubelet, no /shutdown.
+    exposed.extend(exposed_names(&check_endpoint(
+        "ca serve's metrics listener",
+        &[],
+        ca_metrics,
+    )));
+    for path in ["/live", "/ready"] {
+        assert_eq!(http_request(ca_metrics, "GET", path).0, 200, "{path}");
+    }
+    assert_eq!(http_request(ca_metrics, "POST", "/shutdown").0, 404);
     assert_monitoring_names_exposed(
         &exposed,
         &[

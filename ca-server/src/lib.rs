@@ -55,6 +55,9 @@ pub struct CaServerConfig {
     pub listen: SocketAddr,
     /// Where the admin server (metrics, /live, /ready) listens; loopback.
     pub admin_listen: SocketAddr,
+    /// A read-only listener for Prometheus and the kubelet (/live, /ready, /metrics only), on any
+    /// address; none by default.
+    pub metrics_listen: Option<SocketAddr>,
     /// The service's own identity.
     pub server: ServerIdentity,
     /// Lifetime of the certificates it issues (never past the CA's).
@@ -281,6 +284,7 @@ pub struct BoundCaServer {
     state: Arc<State>,
     api: TcpListener,
     admin: TcpListener,
+    metrics: Option<TcpListener>,
     limits: Limits,
     reload_interval: Duration,
 }
@@ -312,6 +316,10 @@ impl CaServer {
         };
         let api = bind(config.listen).await?;
         let admin = bind(config.admin_listen).await?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         let limits = config.limits.clone();
         let state = Arc::new(State {
             dir,
@@ -335,6 +343,7 @@ impl CaServer {
             state,
             api,
             admin,
+            metrics,
             limits,
             reload_interval: config.reload_interval,
         })
@@ -354,6 +363,11 @@ impl BoundCaServer {
         )
     }
 
+    /// The read-only metrics listener's address, if one was asked for.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|m| m.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes, then stops accepting and gives open requests a moment.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let stop = CancellationToken::new();
@@ -362,6 +376,13 @@ impl BoundCaServer {
             Arc::new(Admin(self.state.clone())),
             stop.clone(),
         ));
+        let metrics = self.metrics.map(|listener| {
+            tokio::spawn(palisade_admin::serve_read_only(
+                listener,
+                Arc::new(Admin(self.state.clone())),
+                stop.clone(),
+            ))
+        });
         let reloader = {
             let state = self.state.clone();
             let stop = stop.clone();
@@ -417,6 +438,9 @@ impl BoundCaServer {
         connections.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
         let _ = admin.await;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         let _ = reloader.await;
         let _ = summaries.await;
         if let Err(error) = self.state.audit.summarize(true) {

@@ -1,6 +1,6 @@
 //! What the CA service may do once it restricts itself (palisade-sandbox applies it before the
 //! runtime starts): read and write beneath its CA directory and token store (tokens are spent by
-//! renaming them), append to its audit log, read its JWKS file's directory; bind its two ports;
+//! renaming them), append to its audit log, read its JWKS file's directory; bind its ports (service, admin, metrics);
 //! connect nowhere; the system calls of a service that writes state, TCP only (it looks no name
 //! up).
 
@@ -42,7 +42,11 @@ pub fn allowed(config: &CaServerConfig) -> Result<Allowed, SandboxSetupError> {
     Ok(Allowed {
         read,
         write,
-        bind: [config.listen.port(), config.admin_listen.port()].into(),
+        bind: [config.listen, config.admin_listen]
+            .into_iter()
+            .chain(config.metrics_listen)
+            .map(|a| a.port())
+            .collect(),
         connect: Some(Default::default()),
         ..Allowed::default()
     })

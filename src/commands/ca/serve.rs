@@ -32,6 +32,10 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:9092"
     )]
     pub admin: std::net::SocketAddr,
+    /// A read-only listener for scrapers and the kubelet, on any address: /live, /ready,
+    /// /metrics only (the admin server stays on loopback).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// The service's own SPIFFE ID, which clients pin (default spiffe://<trust domain>/palisade/ca).
     #[arg(long, value_name = "ID")]
     pub server_id: Option<SpiffeId>,
@@ -139,6 +143,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         dir: args.dir,
         listen: args.listen,
         admin_listen: args.admin,
+        metrics_listen: args.metrics,
         server: ServerIdentity {
             id: server_id,
             dns_names: args.dns_names,
@@ -195,11 +200,16 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .context("cannot start the CA service")?;
         let (api, admin) = server.addresses();
+        let metrics = server.metrics_address();
         // Stdout carries this line, then the audit lines; logs go to stderr.
         println!(
             "{}",
-            serde_json::json!({"listening": {"api": api.to_string(), "admin": admin.to_string()}})
+            serde_json::json!({"listening": {"api": api.to_string(), "admin": admin.to_string(),
+                "metrics": metrics.map(|m| m.to_string())}})
         );
+        if let Some(metrics) = metrics {
+            tracing::info!(address = %metrics, "metrics listening (read-only)");
+        }
         tracing::info!(%api, %admin, "CA service listening");
         server.run(shutdown_signal()).await;
         anyhow::Ok(())

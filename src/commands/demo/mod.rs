@@ -311,6 +311,7 @@ picks the new one up like any rotation.",
         dir: "issuer".into(),
         listen: "127.0.0.1:0".parse()?,
         admin_listen: "127.0.0.1:0".parse()?,
+        metrics_listen: None,
         server: ServerIdentity {
             id: server_id,
             dns_names: Vec::new(),
