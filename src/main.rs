@@ -86,6 +86,10 @@ palisade sidecar check-sandbox --config /etc/palisade/sidecar.yaml"
     /// Add the redirect init container and the sidecar to Kubernetes workloads (or take them out).
     #[cfg(feature = "tools")]
     Inject(commands::inject::InjectArgs),
+    /// Preflight of this host: kernel, nft, Landlock, seccomp, and the configs, certificate
+    /// and CA given.
+    #[cfg(feature = "tools")]
+    Check(commands::check::CheckArgs),
     /// Run the whole story on this machine in a temporary directory, printing each step.
     #[cfg(feature = "tools")]
     Demo(commands::demo::DemoArgs),
@@ -156,6 +160,8 @@ fn main() -> ExitCode {
         Command::Demo(args) => commands::demo::run(args, &mut stdout),
         #[cfg(feature = "tools")]
         Command::Inject(args) => commands::inject::run(&args, &mut stdout),
+        #[cfg(feature = "tools")]
+        Command::Check(args) => commands::check::check(&args, &mut stdout),
         Command::Version(args) => commands::version::version(&args, &mut stdout),
         #[cfg(feature = "tools")]
         Command::Completion(args) => {

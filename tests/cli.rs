@@ -518,6 +518,19 @@ fn every_command_with_o_json_prints_one_json_document() {
         "{v}"
     );
 
+    // The preflight: one entry per check; a configuration that cannot be read fails its own.
+    let v = run("check", &["--sidecar-config", "no-such-sidecar.yaml"], 1);
+    let failed: Vec<&serde_json::Value> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .collect();
+    assert!(
+        v["ok"] == false && failed.iter().any(|c| c["check"] == "sidecar config"),
+        "{v}"
+    );
+
     // Every command whose help offers `-o` was run above.
     let offering: Vec<String> = every_command()
         .into_iter()

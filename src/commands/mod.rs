@@ -8,6 +8,8 @@ pub mod ca;
 #[cfg(feature = "tools")]
 pub mod cert;
 #[cfg(feature = "tools")]
+pub mod check;
+#[cfg(feature = "tools")]
 pub mod demo;
 pub mod deprecated;
 #[cfg(feature = "tools")]

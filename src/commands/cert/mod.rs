@@ -2,7 +2,7 @@
 //! and `renew` are the rotation CLI, clients of `palisade ca serve` (`client.rs` holds what they
 //! share; the protocol and timing are palisade_identity_client).
 
-mod client;
+pub(crate) mod client;
 mod inspect;
 mod issue;
 mod renew;
