@@ -86,6 +86,19 @@ palisade sidecar check-sandbox --config /etc/palisade/sidecar.yaml"
     /// Add the redirect init container and the sidecar to Kubernetes workloads (or take them out).
     #[cfg(feature = "tools")]
     Inject(commands::inject::InjectArgs),
+    /// Print every object a cluster needs, for kubectl apply -f - (or, with --uninstall, to
+    /// delete).
+    #[cfg(feature = "tools")]
+    Install(commands::install::InstallArgs),
+    /// Generate configuration: the ConfigMap of a meshed namespace's sidecars.
+    #[cfg(feature = "tools")]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  \
+palisade config sidecar --namespace shop --bundle root/bundle.pem \\\n      \
+--policy policy.yaml | kubectl apply -f -"
+    )]
+    Config(commands::config::ConfigCommand),
     /// Preflight of this host: kernel, nft, Landlock, seccomp, and the configs, certificate
     /// and CA given.
     #[cfg(feature = "tools")]
@@ -160,6 +173,10 @@ fn main() -> ExitCode {
         Command::Demo(args) => commands::demo::run(args, &mut stdout),
         #[cfg(feature = "tools")]
         Command::Inject(args) => commands::inject::run(&args, &mut stdout),
+        #[cfg(feature = "tools")]
+        Command::Install(args) => commands::install::run(&args, &mut stdout),
+        #[cfg(feature = "tools")]
+        Command::Config(cmd) => commands::config::run(cmd, &mut stdout),
         #[cfg(feature = "tools")]
         Command::Check(args) => commands::check::check(&args, &mut stdout),
         Command::Version(args) => commands::version::version(&args, &mut stdout),

@@ -1052,7 +1052,9 @@ fn inject_pod(
             {"name": CONFIG_VOLUME, "mountPath": "/etc/palisade", "readOnly": true},
             {"name": TOKEN_VOLUME, "mountPath": "/var/run/secrets/palisade", "readOnly": true},
         ],
-        "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+        // 256Mi fits the caps of the sidecar.yaml `palisade config sidecar` writes (450 connections
+        // per direction, a policy up to 1 MiB): docs/INSTALL.md, "Resources".
+        "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "256Mi"}},
     }));
     let volumes = [
         yaml(serde_json::json!({"name": CONFIG_VOLUME, "configMap": {"name": config_map}})),

@@ -64,6 +64,16 @@ pub enum PullPolicyArg {
     Never,
 }
 
+impl From<PullPolicyArg> for PullPolicy {
+    fn from(arg: PullPolicyArg) -> PullPolicy {
+        match arg {
+            PullPolicyArg::Always => PullPolicy::Always,
+            PullPolicyArg::IfNotPresent => PullPolicy::IfNotPresent,
+            PullPolicyArg::Never => PullPolicy::Never,
+        }
+    }
+}
+
 pub fn run(args: &InjectArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let file = args
         .file
@@ -86,11 +96,7 @@ pub fn run(args: &InjectArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
             &input,
             &Settings {
                 image: args.image.clone(),
-                image_pull_policy: match args.image_pull_policy {
-                    PullPolicyArg::Always => PullPolicy::Always,
-                    PullPolicyArg::IfNotPresent => PullPolicy::IfNotPresent,
-                    PullPolicyArg::Never => PullPolicy::Never,
-                },
+                image_pull_policy: args.image_pull_policy.into(),
                 proxy_uid: args.proxy_uid,
                 config_map: args.config_map.clone(),
                 ..Settings::default()

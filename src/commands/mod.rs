@@ -10,10 +10,14 @@ pub mod cert;
 #[cfg(feature = "tools")]
 pub mod check;
 #[cfg(feature = "tools")]
+pub mod config;
+#[cfg(feature = "tools")]
 pub mod demo;
 pub mod deprecated;
 #[cfg(feature = "tools")]
 pub mod inject;
+#[cfg(feature = "tools")]
+pub mod install;
 #[cfg(feature = "tools")]
 pub mod policy;
 pub mod service;

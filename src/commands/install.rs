@@ -1,0 +1,209 @@
+//! `palisade install`: every object a cluster needs, as one stream for `kubectl apply -f -` (as
+//! `linkerd install` does), and `--uninstall`, what to delete. The objects are the templates in
+//! `install/templates/` (their comments say why each field is what it is), filled in with the
+//! flags, and the ConfigMap `palisade-policy`, generated from the policy file.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::commands::inject::PullPolicyArg;
+
+/// The templates, in the order they are applied.
+const TEMPLATES: [(&str, &str); 3] = [
+    (
+        "00-namespace.yaml",
+        include_str!("../../install/templates/00-namespace.yaml"),
+    ),
+    (
+        "10-ca.yaml",
+        include_str!("../../install/templates/10-ca.yaml"),
+    ),
+    (
+        "20-sync.yaml",
+        include_str!("../../install/templates/20-sync.yaml"),
+    ),
+];
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+palisade install --trust-domain example.org --policy policy.yaml \\\n      \
+| kubectl apply -f -\n  \
+palisade install --trust-domain example.org --policy policy.yaml \\\n      \
+--image registry.example/palisade:0.1.0 --image-pull-policy Always\n  \
+palisade install --uninstall | kubectl delete -f -\n\n\
+Before it: the issuer Secret palisade-ca-issuer and the ConfigMap palisade-ca-jwks\n\
+(docs/INSTALL.md). After it, per meshed namespace: palisade config sidecar.")]
+pub struct InstallArgs {
+    /// The trust domain of every SPIFFE ID (the one `ca init` was given).
+    #[arg(long, value_name = "NAME", required_unless_present = "uninstall")]
+    pub trust_domain: Option<String>,
+    /// The segmentation policy every node's agent enforces (the ConfigMap palisade-policy).
+    #[arg(long, value_name = "FILE", required_unless_present = "uninstall")]
+    pub policy: Option<PathBuf>,
+    /// Palisade's own namespace: the CA and the node agents.
+    #[arg(long, value_name = "NAME", default_value = "palisade-system")]
+    pub namespace: String,
+    /// The image holding palisade.
+    #[arg(long, value_name = "IMAGE", default_value = "palisade:latest")]
+    pub image: String,
+    /// The containers' imagePullPolicy.
+    #[arg(long, value_enum, default_value = "if-not-present")]
+    pub image_pull_policy: PullPolicyArg,
+    /// Print the objects to delete instead (every one install makes, namespace last).
+    #[arg(long, conflicts_with_all = ["trust_domain", "policy"])]
+    pub uninstall: bool,
+}
+
+/// What the templates' `${NAME}`s become.
+struct Values<'a> {
+    namespace: &'a str,
+    image: &'a str,
+    image_pull_policy: &'a str,
+    trust_domain: &'a str,
+}
+
+fn render(template: &str, values: &Values<'_>) -> String {
+    template
+        .replace("${NAMESPACE}", values.namespace)
+        .replace("${IMAGE_PULL_POLICY}", values.image_pull_policy)
+        .replace("${IMAGE}", values.image)
+        .replace("${TRUST_DOMAIN}", values.trust_domain)
+        .replace("${VERSION}", env!("CARGO_PKG_VERSION"))
+}
+
+pub fn run(args: &InstallArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    check_name("--namespace", &args.namespace)?;
+    // It goes into YAML as it is: an image reference's characters only.
+    anyhow::ensure!(
+        !args.image.is_empty()
+            && args
+                .image
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b)),
+        "--image {:?} is not an image reference",
+        args.image
+    );
+    let pull = palisade_inject::PullPolicy::from(args.image_pull_policy);
+    let trust_domain = args.trust_domain.as_deref().unwrap_or("example.org");
+    palisade_identity::SpiffeId::parse(&format!("spiffe://{trust_domain}/palisade/ca"))
+        .map_err(|e| anyhow::anyhow!("--trust-domain {trust_domain:?}: {e}"))?;
+    let values = Values {
+        namespace: &args.namespace,
+        image: &args.image,
+        image_pull_policy: pull.as_str(),
+        trust_domain,
+    };
+    let mut documents: Vec<String> = Vec::new();
+    for (i, (_, template)) in TEMPLATES.iter().enumerate() {
+        documents.push(render(template, &values));
+        // After the namespace, before what mounts it; by name only when uninstalling.
+        if i == 0 {
+            documents.push(match &args.policy {
+                Some(file) => policy_config_map(file, &args.namespace)?,
+                None => config_map("palisade-policy", &args.namespace, "sync", &[])?,
+            });
+        }
+    }
+    if args.uninstall {
+        return uninstall(&documents, out);
+    }
+    let stream = documents
+        .iter()
+        .map(|d| d.trim_end().to_owned() + "\n")
+        .collect::<Vec<_>>()
+        .join("---\n");
+    out.write_all(stream.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The ConfigMap the node agents read their policy from; the policy must load first.
+fn policy_config_map(file: &PathBuf, namespace: &str) -> anyhow::Result<String> {
+    palisade_policy::load_file(file)?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    config_map(
+        "palisade-policy",
+        namespace,
+        "sync",
+        &[("policy.yaml", text.as_str())],
+    )
+}
+
+/// A ConfigMap of Palisade's, as YAML (the data as block scalars, readable in `kubectl get -o
+/// yaml` and in review).
+pub fn config_map(
+    name: &str,
+    namespace: &str,
+    component: &str,
+    data: &[(&str, &str)],
+) -> anyhow::Result<String> {
+    let mut map = serde_yaml::Mapping::new();
+    for (key, value) in data {
+        map.insert((*key).into(), (*value).into());
+    }
+    let object = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {
+                "app.kubernetes.io/component": component,
+                "app.kubernetes.io/part-of": "palisade",
+                "app.kubernetes.io/version": env!("CARGO_PKG_VERSION"),
+            },
+        },
+        "data": serde_yaml::Value::Mapping(map),
+    });
+    Ok(serde_yaml::to_string(&object)?)
+}
+
+/// Every object of `documents`, reduced to what names it, in the reverse order (the namespace
+/// last: deleting it first would leave kubectl with objects already gone).
+fn uninstall(documents: &[String], out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let mut names = Vec::new();
+    for document in documents {
+        for doc in serde_yaml::Deserializer::from_str(document) {
+            let value: serde_json::Value = serde::Deserialize::deserialize(doc)?;
+            if value.is_null() {
+                continue;
+            }
+            let mut metadata = serde_json::json!({"name": value["metadata"]["name"]});
+            if let Some(ns) = value["metadata"].get("namespace") {
+                metadata["namespace"] = ns.clone();
+            }
+            names.push(serde_json::json!({
+                "apiVersion": value["apiVersion"],
+                "kind": value["kind"],
+                "metadata": metadata,
+            }));
+        }
+    }
+    names.reverse();
+    let stream: Vec<String> = names
+        .iter()
+        .map(|v| serde_yaml::to_string(v))
+        .collect::<Result<_, _>>()?;
+    out.write_all(stream.join("---\n").as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A Kubernetes object or namespace name (RFC 1123 label): what would break the YAML otherwise.
+pub fn check_name(flag: &str, name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    anyhow::ensure!(
+        ok,
+        "{flag} {name:?} is not a Kubernetes name (lowercase letters, digits and '-', at most 63)"
+    );
+    Ok(())
+}
