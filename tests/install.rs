@@ -68,6 +68,8 @@ fn install_prints_valid_objects_that_carry_the_flags_and_uninstall_names_them_al
             "registry.example/palisade:0.1.0",
             "--image-pull-policy",
             "Always",
+            "--jwt-issuer",
+            "https://oidc.example/cluster-7",
         ],
         dir.path(),
     );
@@ -134,6 +136,7 @@ fn install_prints_valid_objects_that_carry_the_flags_and_uninstall_names_them_al
         ),
         (vec!["--image", "bad image"], "is not an image reference"),
         (vec!["--trust-domain", "Not A Domain"], "--trust-domain"),
+        (vec!["--jwt-issuer", "http://\"x"], "is not an https URL"),
     ] {
         let mut all = vec![
             "install",

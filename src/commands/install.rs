@@ -44,6 +44,14 @@ pub struct InstallArgs {
     /// The segmentation policy every node's agent enforces (the ConfigMap palisade-policy).
     #[arg(long, value_name = "FILE", required_unless_present = "uninstall")]
     pub policy: Option<PathBuf>,
+    /// The `iss` of the cluster's service-account tokens (`kubectl get --raw
+    /// /.well-known/openid-configuration` says it), which the CA checks.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "https://kubernetes.default.svc.cluster.local"
+    )]
+    pub jwt_issuer: String,
     /// Palisade's own namespace: the CA and the node agents.
     #[arg(long, value_name = "NAME", default_value = "palisade-system")]
     pub namespace: String,
@@ -64,6 +72,7 @@ struct Values<'a> {
     image: &'a str,
     image_pull_policy: &'a str,
     trust_domain: &'a str,
+    jwt_issuer: &'a str,
 }
 
 fn render(template: &str, values: &Values<'_>) -> String {
@@ -72,12 +81,20 @@ fn render(template: &str, values: &Values<'_>) -> String {
         .replace("${IMAGE_PULL_POLICY}", values.image_pull_policy)
         .replace("${IMAGE}", values.image)
         .replace("${TRUST_DOMAIN}", values.trust_domain)
+        .replace("${JWT_ISSUER}", values.jwt_issuer)
         .replace("${VERSION}", env!("CARGO_PKG_VERSION"))
 }
 
 pub fn run(args: &InstallArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     check_name("--namespace", &args.namespace)?;
-    // It goes into YAML as it is: an image reference's characters only.
+    // Both go into YAML as they are, in double quotes: nothing that ends or escapes them.
+    anyhow::ensure!(
+        args.jwt_issuer.starts_with("https://")
+            && !args.jwt_issuer.contains(['"', '\\'])
+            && !args.jwt_issuer.chars().any(char::is_control),
+        "--jwt-issuer {:?} is not an https URL",
+        args.jwt_issuer
+    );
     anyhow::ensure!(
         !args.image.is_empty()
             && args
@@ -96,6 +113,7 @@ pub fn run(args: &InstallArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
         image: &args.image,
         image_pull_policy: pull.as_str(),
         trust_domain,
+        jwt_issuer: &args.jwt_issuer,
     };
     let mut documents: Vec<String> = Vec::new();
     for (i, (_, template)) in TEMPLATES.iter().enumerate() {
