@@ -88,7 +88,8 @@ fn a_sound_host_passes_and_each_broken_input_fails_its_own_check() {
     for check in [
         "kernel",
         "nft",
-        "nftables features",
+        "host table",
+        "redirect table",
         "landlock",
         "seccomp",
         "policy",
@@ -132,9 +133,24 @@ fn a_sound_host_passes_and_each_broken_input_fails_its_own_check() {
     let old = dir.join("old");
     assert!(wait_until(Duration::from_secs(10), || {
         std::thread::sleep(Duration::from_millis(500));
-        run_check(&nets, &ns, &["--svid-dir", old.to_str().unwrap()]).0 == false
+        !run_check(&nets, &ns, &["--svid-dir", old.to_str().unwrap()]).0
     }));
+    // A key that is not the certificate's.
+    let mixed = dir.join("mixed");
+    std::fs::create_dir(&mixed).unwrap();
+    for (file, from) in [
+        ("cert.pem", "web"),
+        ("bundle.pem", "web"),
+        ("key.pem", "old"),
+    ] {
+        std::fs::copy(dir.join(from).join(file), mixed.join(file)).unwrap();
+    }
     for (args, check, says) in [
+        (
+            vec!["--svid-dir", mixed.to_str().unwrap()],
+            "certificate",
+            "key",
+        ),
         (
             vec!["--sidecar-config", bad_config.to_str().unwrap()],
             "sidecar config",
@@ -201,7 +217,11 @@ fn a_sound_host_passes_and_each_broken_input_fails_its_own_check() {
         .unwrap();
     assert!(stopped.success());
     let gone = wait_until(Duration::from_secs(10), || {
-        !run_check(&nets, &ns, &["--ca", url, "--bundle", bundle]).0
+        status(
+            &run_check(&nets, &ns, &["--ca", url, "--bundle", bundle]).1,
+            "ca",
+        )
+        .0 == "fail"
     });
     assert!(gone, "the CA check still passed with the CA stopped");
 }

@@ -885,3 +885,63 @@ fn the_image_and_its_pull_policy_come_from_the_flags() {
         "{named:?}"
     );
 }
+
+/// What the probe rewrite must not touch or cannot serve: a tcpSocket probe of another host is
+/// left alone; an app using a port the sidecar listens on is refused (it could not bind it, or its
+/// probe would reach the sidecar); an httpGet lifecycle hook, which the kubelet sends in plaintext
+/// and which cannot be rewritten, is warned about.
+#[test]
+fn probes_of_other_hosts_ports_of_the_sidecar_and_http_hooks() {
+    let secure = "  securityContext:\n    runAsNonRoot: true\n    runAsUser: 1000\n";
+    let elsewhere = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n{secure}  containers:\n  - name: web\n    image: i\n    livenessProbe:\n      tcpSocket: {{host: db.example, port: 5432}}\n");
+    let out = inject_stdin(&elsewhere);
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let pod = &json_values(&stdout)[0]["spec"];
+    assert_eq!(
+        pod["containers"][0]["livenessProbe"]["tcpSocket"]["host"],
+        "db.example"
+    );
+    assert!(
+        pod["initContainers"][1].get("env").is_none(),
+        "nothing for the sidecar to run"
+    );
+
+    for (port_yaml, port, what) in [
+        (
+            "    ports:\n    - {containerPort: 15020}\n",
+            15020,
+            "the kubelet's probes and /metrics",
+        ),
+        (
+            "    readinessProbe:\n      httpGet: {port: 15000, path: /}\n",
+            15000,
+            "its admin server",
+        ),
+        (
+            "    ports:\n    - {containerPort: 15006}\n",
+            15006,
+            "transparent inbound",
+        ),
+    ] {
+        let text = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n{secure}  containers:\n  - name: web\n    image: i\n{port_yaml}");
+        let out = inject_stdin(&text);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(
+            err.contains(&format!(
+                "Pod p: container web uses port {port}, which the sidecar listens on ({what})"
+            )),
+            "{err}"
+        );
+    }
+
+    let hook = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n{secure}  containers:\n  - name: web\n    image: i\n    lifecycle:\n      postStart:\n        httpGet: {{port: 8080, path: /warm}}\n");
+    let out = inject_stdin(&hook);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Pod p: container web: its postStart hook is an httpGet, which the kubelet sends in plaintext"),
+        "{err}"
+    );
+}

@@ -227,7 +227,8 @@ fn real_world_manifests_have_every_probe_rewritten_and_validate_and_round_trip()
                     let expected = expected_app_probes(spec_in);
                     // Every such probe now asks the sidecar, at its own path.
                     for container in probed_containers(spec_out) {
-                        for (field, _) in PROBES {
+                        let cname = container["name"].as_str().unwrap_or("");
+                        for (field, short) in PROBES {
                             let probe = &container[field];
                             for handler in ["tcpSocket", "grpc"] {
                                 assert!(probe.get(handler).is_none(), "{shown} {name}: {probe}");
@@ -238,11 +239,12 @@ fn real_world_manifests_have_every_probe_rewritten_and_validate_and_round_trip()
                                 }
                                 assert_eq!(get["port"], 15020, "{shown} {name}: {probe}");
                                 assert_eq!(get["scheme"], "HTTP", "{shown} {name}");
+                                // Its own path: this container, this kind of probe.
+                                let own = format!("/app-health/{cname}/{short}");
+                                assert_eq!(get["path"], own.as_str(), "{shown} {name}: {probe}");
                                 assert!(
-                                    expected
-                                        .iter()
-                                        .any(|(path, _)| get["path"] == *path.as_str()),
-                                    "{shown} {name}: {probe}"
+                                    expected.iter().any(|(path, _)| *path == own),
+                                    "{shown} {name}: {own} is not one of the sidecar's"
                                 );
                             }
                         }

@@ -59,7 +59,7 @@ fn install_prints_valid_objects_that_carry_the_flags_and_uninstall_names_them_al
         &[
             "install",
             "--trust-domain",
-            "shop.example",
+            "example.org",
             "--policy",
             &policy,
             "--namespace",
@@ -111,7 +111,7 @@ fn install_prints_valid_objects_that_carry_the_flags_and_uninstall_names_them_al
         }
     }
     assert!(
-        text.contains("spiffe://shop.example/"),
+        text.contains("spiffe://example.org/"),
         "the trust domain is used"
     );
     assert!(!text.contains("${"), "a placeholder is left: {text}");
@@ -128,27 +128,52 @@ fn install_prints_valid_objects_that_carry_the_flags_and_uninstall_names_them_al
         .iter()
         .all(|d| d.get("spec").is_none() && d.get("data").is_none()));
 
-    // Bad input: one sentence, no output.
+    // Bad input: one sentence, no output (each case with the flags it changes; the rest valid).
+    let td = "example.org";
     for (args, says) in [
         (
-            vec!["--namespace", "Mesh_System"],
+            vec!["--trust-domain", td, "--namespace", "Mesh_System"],
             "is not a Kubernetes name",
         ),
-        (vec!["--image", "bad image"], "is not an image reference"),
-        (vec!["--trust-domain", "Not A Domain"], "--trust-domain"),
-        (vec!["--jwt-issuer", "http://\"x"], "is not an https URL"),
+        (
+            vec!["--trust-domain", td, "--namespace", "on"],
+            "would be read as a boolean, null or number",
+        ),
+        (
+            vec!["--trust-domain", td, "--namespace", "123"],
+            "would be read as a boolean, null or number",
+        ),
+        (
+            vec!["--trust-domain", td, "--namespace", "kube-system"],
+            "needs a namespace of its own",
+        ),
+        (
+            vec!["--trust-domain", td, "--image", "bad image"],
+            "is not an image reference",
+        ),
+        (
+            vec!["--trust-domain", td, "--jwt-issuer", "http://\"x"],
+            "is not an https URL",
+        ),
+        (
+            vec!["--trust-domain", "Not A Domain"],
+            "--trust-domain \"Not A Domain\"",
+        ),
+        (
+            vec!["--trust-domain", "example.org/x"],
+            "give the bare name",
+        ),
+        (
+            vec!["--trust-domain", "other.example"],
+            "its trust domain is example.org, --trust-domain says other.example",
+        ),
     ] {
-        let mut all = vec![
-            "install",
-            "--trust-domain",
-            "shop.example",
-            "--policy",
-            &policy,
-        ];
+        let mut all = vec!["install", "--policy", &policy];
         all.extend(args);
         let out = palisade(&all, dir.path());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains(says), "{err}");
+        assert_eq!(out.status.code(), Some(1), "{all:?}: {err}");
+        assert!(err.contains(says), "{all:?}: {err}");
         assert!(out.stdout.is_empty());
     }
 

@@ -59,6 +59,18 @@ while True:
     time.sleep(3600)
 "#;
 
+/// A TCP server on argv[1]:argv[2] that accepts connections and never answers.
+const SILENT_APP: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(64)
+held = []
+while True:
+    held.append(s.accept()[0])
+"#;
+
 const MANIFEST: &str = r#"apiVersion: v1
 kind: Pod
 metadata:
@@ -98,6 +110,15 @@ spec:
       grpc: {port: 9555}
     livenessProbe:
       grpc: {port: 9555, service: shop.Cart}
+  - name: slow
+    image: shop/slow
+    readinessProbe:
+      httpGet: {path: /, port: 8081}
+      timeoutSeconds: 1
+  - name: podip
+    image: shop/podip
+    livenessProbe:
+      tcpSocket: {port: 8082}
 "#;
 
 fn interop_python() -> Option<String> {
@@ -229,7 +250,10 @@ fn injected_probes_pass_a_strict_sidecar_while_the_apps_port_stays_closed() {
         .id();
     nets.spawn(&pod, &["python3", "-c", HEALTH_APP, "8443", cert, key]);
     nets.spawn(&pod, &[&grpc_python, "-c", GRPC_APP, "9555"]);
-    for port in ["8080", "8443", "9555"] {
+    // One that hangs, and one listening on the pod's address only (not on loopback).
+    nets.spawn(&pod, &["python3", "-c", SILENT_APP, "0.0.0.0", "8081"]);
+    nets.spawn(&pod, &["python3", "-c", SILENT_APP, POD, "8082"]);
+    for port in ["8080", "8443", "9555", "8081"] {
         let up = wait_until(Duration::from_secs(20), || {
             nets.exec(
                 &pod,
@@ -300,6 +324,8 @@ admin:\n  listen: 127.0.0.1:15000\n",
         (1, "livenessProbe", "503"),  // HTTPS, the app says 404
         (2, "readinessProbe", "200"), // gRPC: SERVING
         (2, "livenessProbe", "503"),  // gRPC: shop.Cart NOT_SERVING
+        (3, "readinessProbe", "503"), // no answer within timeoutSeconds
+        (4, "livenessProbe", "200"),  // on the pod's address only
     ] {
         let path = rewritten(container, probe);
         let (got, body) = kubelet_probe(&nets, &node, probe_port, &path);
@@ -311,6 +337,12 @@ admin:\n  listen: 127.0.0.1:15000\n",
     }
     let (_, body) = kubelet_probe(&nets, &node, probe_port, &rewritten(2, "livenessProbe"));
     assert!(body.contains("NOT_SERVING"), "{body}");
+    // The probe's own timeout (1 s) ends it, well inside curl's 5 s.
+    let (_, body) = kubelet_probe(&nets, &node, probe_port, &rewritten(3, "readinessProbe"));
+    assert!(
+        body.contains("did not answer on port 8081 within 1 s"),
+        "{body}"
+    );
     // Nothing else of the app through the probe port.
     assert_eq!(
         kubelet_probe(&nets, &node, probe_port, "/app-health/web/other").0,

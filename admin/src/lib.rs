@@ -42,6 +42,13 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_CONNECTIONS: usize = 32;
 /// Longest a connection may live, whatever it does (one request, then it is closed).
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+/// Connections one address may hold open at once on the read-only listener: anyone in the
+/// cluster reaches it, and one client holding every slot would fail the kubelet's probes (and have
+/// the app restarted). The kubelet runs a pod's probes from one address, at most three per
+/// container at once.
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 12;
+/// Connections the read-only listener holds at once.
+pub const MAX_READ_ONLY_CONNECTIONS: usize = 64;
 
 /// Why a service is not ready: the sentence of the 503 body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,7 +127,7 @@ pub async fn serve_read_only(
         service,
         stop,
         HEADER_TIMEOUT,
-        MAX_CONNECTIONS,
+        MAX_READ_ONLY_CONNECTIONS,
         Exposure::ReadOnly,
     )
     .await
@@ -154,6 +161,9 @@ async fn serve_exposed(
     exposure: Exposure,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections));
+    // Per client address, on the read-only listener (the admin server's clients are all local).
+    let per_address: Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>> =
+        Arc::default();
     loop {
         let (stream, remote) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -169,6 +179,30 @@ async fn serve_exposed(
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::debug!(%remote, "admin connection refused: too many open");
             continue;
+        };
+        let client = remote.ip().to_canonical();
+        if exposure == Exposure::ReadOnly {
+            let mut open = per_address.lock().unwrap_or_else(|e| e.into_inner());
+            let held = open.entry(client).or_insert(0);
+            if *held >= MAX_CONNECTIONS_PER_ADDRESS {
+                tracing::debug!(%remote, "connection refused: too many open from this address");
+                continue;
+            }
+            *held += 1;
+        }
+        let release = {
+            let per_address = per_address.clone();
+            move || {
+                if exposure == Exposure::ReadOnly {
+                    let mut open = per_address.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(held) = open.get_mut(&client) {
+                        *held -= 1;
+                        if *held == 0 {
+                            open.remove(&client);
+                        }
+                    }
+                }
+            }
         };
         let service = service.clone();
         // The address the client connected to: for the read-only listener, the pod's.
@@ -188,6 +222,7 @@ async fn serve_exposed(
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), handler);
             let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            release();
             drop(slot);
         });
     }
@@ -498,6 +533,33 @@ mod tests {
             "GET /app-health/web/readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
         );
         assert!(on_admin.starts_with("HTTP/1.1 404"), "{on_admin}");
+    }
+
+    /// One address cannot hold every slot of the read-only listener (the kubelet's probes must
+    /// get through whatever one pod of the cluster does): its connections beyond the cap are
+    /// closed at once, and a slot it gives back is usable again.
+    #[test]
+    fn one_address_holds_at_most_its_share_of_the_read_only_listener() {
+        let addr = start_exposed(
+            HEADER_TIMEOUT,
+            MAX_READ_ONLY_CONNECTIONS,
+            Exposure::ReadOnly,
+        );
+        let mut held: Vec<std::net::TcpStream> = (0..MAX_CONNECTIONS_PER_ADDRESS)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        // Accepted in order: the last of them is counted once the server has it.
+        std::thread::sleep(Duration::from_millis(300));
+        let refused = request(addr, "GET /live HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(
+            refused, "",
+            "a connection beyond the address's share was served"
+        );
+        held.pop();
+        std::thread::sleep(Duration::from_millis(300));
+        let served = request(addr, "GET /live HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+        drop(held);
     }
 
     /// The read-only listener answers a scraper whatever Host it names (it may listen on the

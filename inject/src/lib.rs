@@ -101,6 +101,20 @@ pub enum InjectError {
         /// What it has, and what that lets it do.
         how: String,
     },
+    /// A container of the pod uses a port the injected containers listen on.
+    #[error("{kind} {name}: container {container} uses port {port}, which the sidecar listens on ({what}); give the app another port")]
+    PortTaken {
+        /// The workload's kind.
+        kind: String,
+        /// The workload's name.
+        name: String,
+        /// The container.
+        container: String,
+        /// The port.
+        port: u16,
+        /// Which of the sidecar's listeners it is.
+        what: &'static str,
+    },
     /// An annotation's value is not what it must be.
     #[error("{kind} {name}: annotation {annotation}: {message}")]
     Annotation {
@@ -908,6 +922,18 @@ fn inject_pod(
     let harden = check_bypass(spec, &accepted, settings.proxy_uid, kind, name, warnings)?;
     let inbound = port("palisade.io/inbound-port", settings.inbound_port)?;
     let outbound = port("palisade.io/outbound-port", settings.outbound_port)?;
+    check_ports(
+        spec,
+        &[
+            (settings.admin_port, "its admin server"),
+            (settings.probe_port, "the kubelet's probes and /metrics"),
+            (inbound, "transparent inbound"),
+            (outbound, "transparent outbound"),
+        ],
+        kind,
+        name,
+    )?;
+    warn_of_http_hooks(spec, kind, name, warnings);
     // The admin port is on loopback (never redirected, listed for clarity); the probe port is
     // where the kubelet and Prometheus reach the sidecar in plaintext.
     let mut exclude_inbound = vec![
@@ -1093,6 +1119,84 @@ fn inject_pod(
     }
     annotations.insert(INJECTED.into(), Value::String(before.to_string()));
     Ok(())
+}
+
+/// Refuses a pod whose app declares, or is probed on, a port the sidecar listens on: the app
+/// could not bind it (or the sidecar could not), or the probe would reach the sidecar itself.
+fn check_ports(
+    spec: &Mapping,
+    ours: &[(u16, &'static str)],
+    kind: &str,
+    name: &str,
+) -> Result<(), InjectError> {
+    for section in APP_SECTIONS {
+        for container in spec
+            .get(section)
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            let declared = container
+                .get("ports")
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.get("containerPort").and_then(Value::as_u64));
+            let probed = ["livenessProbe", "readinessProbe", "startupProbe"]
+                .into_iter()
+                .filter_map(|p| container.get(p))
+                .flat_map(|p| ["httpGet", "tcpSocket", "grpc"].map(|h| p.get(h)))
+                .flatten()
+                .filter_map(|h| h.get("port").and_then(Value::as_u64));
+            for port in declared.chain(probed) {
+                if let Some((port, what)) = ours.iter().find(|(p, _)| u64::from(*p) == port) {
+                    return Err(InjectError::PortTaken {
+                        kind: kind.to_owned(),
+                        name: name.to_owned(),
+                        container: container
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or("(unnamed)")
+                            .to_owned(),
+                        port: *port,
+                        what,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `httpGet` lifecycle hooks are sent by the kubelet in plaintext to the pod, like probes, but
+/// cannot be rewritten (the kubelet runs them once, at a moment the sidecar cannot be asked to
+/// mirror): in strict mode they fail, and a failing postStart kills the container.
+fn warn_of_http_hooks(spec: &Mapping, kind: &str, name: &str, warnings: &mut Vec<String>) {
+    for container in APP_SECTIONS
+        .into_iter()
+        .filter_map(|s| spec.get(s).and_then(Value::as_sequence))
+        .flatten()
+    {
+        for hook in ["postStart", "preStop"] {
+            let http = container
+                .get("lifecycle")
+                .and_then(|l| l.get(hook))
+                .and_then(|h| h.get("httpGet"));
+            if http.is_some_and(|h| {
+                h.get("host")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .is_empty()
+            }) {
+                warnings.push(format!(
+                    "{kind} {name}: container {}: its {hook} hook is an httpGet, which the kubelet \
+                     sends in plaintext to the pod: in strict mode the sidecar refuses it (use an \
+                     exec hook, or add the port to palisade.io/exclude-inbound-ports)",
+                    container.get("name").and_then(Value::as_str).unwrap_or("(unnamed)")
+                ));
+            }
+        }
+    }
 }
 
 fn annotations_of(meta: &Mapping) -> impl Iterator<Item = &str> {

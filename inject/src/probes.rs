@@ -10,8 +10,8 @@
 //! timeout) stays, so the kubelet judges as before. The injection record keeps each original
 //! handler, so that uninject puts it back where it was.
 //!
-//! Left alone: `exec` probes (they run inside the container, past no network) and `httpGet`
-//! probes with a `host` (they go to another host, not into the pod). A probe on a port name the
+//! Left alone: `exec` probes (they run inside the container, past no network) and `httpGet` and
+//! `tcpSocket` probes with a `host` (they go to another host, not into the pod). A probe on a port name the
 //! container does not declare is left alone with a warning: the kubelet would fail it anyway.
 
 use serde_yaml::{Mapping, Value};
@@ -78,11 +78,12 @@ pub(crate) fn rewrite(
                     continue;
                 };
                 let action = probe.get(handler).cloned().unwrap_or(Value::Null);
-                if handler == "httpGet"
-                    && action
-                        .get("host")
-                        .and_then(Value::as_str)
-                        .is_some_and(|h| !h.is_empty())
+                // httpGet and tcpSocket may name another host: the kubelet goes there, not into the
+                // pod, so the probe needs no sidecar.
+                if action
+                    .get("host")
+                    .and_then(Value::as_str)
+                    .is_some_and(|h| !h.is_empty())
                 {
                     continue;
                 }

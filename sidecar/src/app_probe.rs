@@ -179,9 +179,19 @@ impl AppProbe {
 
     async fn attempt(&self, pod: IpAddr) -> Result<String, String> {
         let app = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port()));
-        let stream = TcpStream::connect(app)
-            .await
-            .map_err(|e| format!("cannot connect to the app on port {}: {e}", app.port()))?;
+        // Loopback first; an app listening on the pod's address only (as the kubelet reaches it)
+        // refuses loopback, and is asked there. (The sidecar's own connections pass the redirect.)
+        let stream = match TcpStream::connect(app).await {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && !pod.is_loopback()
+                    && !pod.is_unspecified() =>
+            {
+                TcpStream::connect(SocketAddr::new(pod, app.port())).await
+            }
+            other => other,
+        }
+        .map_err(|e| format!("cannot connect to the app on port {}: {e}", app.port()))?;
         if let Some(h) = &self.http_get {
             let status = match h.scheme {
                 Scheme::Http => http_get(stream, h, pod).await?,

@@ -350,7 +350,8 @@ impl SidecarConfig {
                     .all(|b| b.is_ascii_alphanumeric() || b"-._/".contains(&b))
             {
                 return Err(format!(
-                    "app_probes: {path:?} is not a probe path (/app-health/ then letters, digits,                      '-', '.', '_' and '/')"
+                    "app_probes: {path:?} is not a probe path (/app-health/ then letters, digits, \
+                     '-', '.', '_' and '/')"
                 ));
             }
             probe

@@ -139,7 +139,12 @@ fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
 /// every pod `[::]:15020` (both families where the kernel has IPv6) and must not fail where it
 /// does not.
 fn listen_any_family(address: SocketAddr) -> std::io::Result<TcpListener> {
-    match listen(address) {
+    let bound = if address.ip() == std::net::Ipv6Addr::UNSPECIFIED {
+        listen_dual_stack(address)
+    } else {
+        listen(address)
+    };
+    match bound {
         Err(error)
             if address.ip() == std::net::Ipv6Addr::UNSPECIFIED
                 && error.raw_os_error() == Some(nix::errno::Errno::EAFNOSUPPORT as i32) =>
@@ -149,6 +154,19 @@ fn listen_any_family(address: SocketAddr) -> std::io::Result<TcpListener> {
         }
         other => other,
     }
+}
+
+/// `[::]:port` taking IPv4 too whatever the host's `net.ipv6.bindv6only` says (the kubelet may
+/// probe the pod's IPv4 address).
+fn listen_dual_stack(address: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_only_v6(false)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(LISTEN_BACKLOG as i32)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// The addresses a bound sidecar listens on, by listener name.

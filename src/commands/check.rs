@@ -32,8 +32,11 @@ pub struct CheckArgs {
     /// A sidecar configuration: it must load (with PALISADE_APP_PROBES, as `sidecar run` reads it).
     #[arg(long, value_name = "FILE")]
     pub sidecar_config: Option<PathBuf>,
-    /// A workload's key, certificate and bundle: the certificate must be valid, and not close to
-    /// its end.
+    /// The sidecar's --metrics, as `sidecar run` is given it (inject: [::]:15020).
+    #[arg(long, value_name = "ADDR", requires = "sidecar_config")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// A workload's key, certificate and bundle: the key must be the certificate's, the chain must
+    /// verify to the bundle, and the certificate must not be close to its end.
     #[arg(long = "svid-dir", value_name = "DIR")]
     pub svid_dir: Option<PathBuf>,
     /// The CA service, https://host[:port]: it must answer for its bundle (needs --bundle).
@@ -76,27 +79,40 @@ fn outcome(check: &'static str, status: Status, detail: impl Into<String>) -> Ou
     }
 }
 
-/// The oldest kernel the tables and the sandbox are built for: nftables' concatenated interval
-/// sets (5.6) and Landlock (5.13); below it Palisade does not run.
-const MIN_KERNEL: (u32, u32) = (5, 13);
+/// The oldest kernel the tables are built for: nftables' concatenated interval sets (5.6). Below
+/// Landlock's first release (5.13) the services run without it: a warning (`nft -c` below
+/// decides whether the tables load).
+const MIN_KERNEL: (u32, u32) = (5, 6);
+const LANDLOCK_KERNEL: (u32, u32) = (5, 13);
 
-/// What the host tables and the redirect table use, for `nft -c`: an inet table, a concatenated
-/// set with intervals, a verdict map, counters, conntrack state, NAT redirect and the socket's
-/// UID. Checked, never loaded.
-const FEATURES: &str = "table inet palisade_check {
-  set allowed { type ipv4_addr . inet_proto . inet_service; flags interval; elements = { 10.0.0.0/8 . tcp . 8080 } }
-  map verdicts { type ipv4_addr : verdict; elements = { 10.1.2.3 : accept } }
-  chain forward { type filter hook forward priority filter; policy drop;
-    ct state established,related accept
-    ip saddr . meta l4proto . th dport @allowed counter accept
-    ip daddr vmap @verdicts
-  }
-  chain output { type nat hook output priority -100; policy accept;
-    meta skuid 1337 return
-    meta l4proto tcp redirect to :15001
-  }
+/// A policy whose compiled table has every kind of rule a host table holds (segments by address
+/// and both families, rules by port and by ICMP type, denies, the outside), for `nft -c`.
+const SAMPLE_POLICY: &str = include_str!("../../examples/policy/shop.yaml");
+
+/// The two kinds of table Palisade loads, as it would load them, for `nft -c`: a host's
+/// `inet palisade` (the sample policy's busiest host) and a pod's `inet palisade_redirect` (as
+/// inject configures it).
+fn real_tables() -> Vec<(&'static str, String)> {
+    let mut tables = Vec::new();
+    if let Ok(policy) = palisade_policy::load_str(SAMPLE_POLICY, Path::new("shop.yaml")) {
+        if let Ok(ruleset) = palisade_policy::compile(&policy, Some("node-b")) {
+            tables.push(("host table", palisade_nft::nft_text(&ruleset)));
+        }
+    }
+    let redirect = palisade_nft::redirect::Redirect {
+        inbound_port: 15006,
+        outbound_port: 15001,
+        proxy_uid: 1337,
+        exclude_inbound_ports: vec![15000, 15020],
+        exclude_outbound_ports: vec![53],
+        exclude_cidrs: Vec::new(),
+    };
+    tables.push((
+        "redirect table",
+        palisade_nft::redirect::redirect_transaction(&redirect).to_string(),
+    ));
+    tables
 }
-";
 
 pub fn check(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     if args.probe_sandbox {
@@ -107,14 +123,16 @@ pub fn check(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
     let have_nft = nft.status != Status::Fail;
     checks.push(nft);
     if have_nft {
-        checks.push(nft_accepts("nftables features", FEATURES));
+        for (check, table) in real_tables() {
+            checks.push(nft_accepts(check, &table));
+        }
     }
     checks.extend(sandbox());
     if let Some(file) = &args.policy {
         checks.extend(policy(file, args.host.as_deref(), have_nft));
     }
     if let Some(file) = &args.sidecar_config {
-        checks.push(sidecar_config(file));
+        checks.push(sidecar_config(file, args.metrics));
     }
     if let Some(dir) = &args.svid_dir {
         checks.push(certificate(dir));
@@ -152,14 +170,22 @@ fn kernel() -> Outcome {
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|p| p.parse::<u32>().ok());
     match (parts.next(), parts.next()) {
-        (Some(major), Some(minor)) if (major, minor) >= MIN_KERNEL => {
+        (Some(major), Some(minor)) if (major, minor) >= LANDLOCK_KERNEL => {
             outcome("kernel", Status::Ok, format!("Linux {release}"))
         }
+        (Some(major), Some(minor)) if (major, minor) >= MIN_KERNEL => outcome(
+            "kernel",
+            Status::Warn,
+            format!(
+                "Linux {release}: the tables load, but Landlock needs {}.{}",
+                LANDLOCK_KERNEL.0, LANDLOCK_KERNEL.1
+            ),
+        ),
         (Some(_), Some(_)) => outcome(
             "kernel",
             Status::Fail,
             format!(
-                "Linux {release} is older than {}.{}, which the tables and the sandbox need",
+                "Linux {release} is older than {}.{}, which the tables need",
                 MIN_KERNEL.0, MIN_KERNEL.1
             ),
         ),
@@ -208,8 +234,14 @@ fn nft_version() -> Outcome {
 
 /// `nft -c -f -`: whether the kernel and nft accept `ruleset`, committing nothing.
 fn nft_accepts(check: &'static str, ruleset: &str) -> Outcome {
+    // The redirect transaction is nft's JSON; the host table nft's text.
+    let json = ruleset.trim_start().starts_with('{');
     let child = Command::new("nft")
-        .args(["-c", "-f", "-"])
+        .args(if json {
+            &["-c", "-j", "-f", "-"][..]
+        } else {
+            &["-c", "-f", "-"][..]
+        })
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -398,10 +430,10 @@ fn policy(file: &Path, host: Option<&str>, have_nft: bool) -> Vec<Outcome> {
     }
 }
 
-fn sidecar_config(file: &Path) -> Outcome {
+fn sidecar_config(file: &Path, metrics: Option<std::net::SocketAddr>) -> Outcome {
     let probes = std::env::var(palisade_sidecar::config::APP_PROBES_ENV).ok();
     match palisade_sidecar::SidecarConfig::load(file)
-        .and_then(|c| c.with_pod_settings(file, None, probes.as_deref()))
+        .and_then(|c| c.with_pod_settings(file, metrics, probes.as_deref()))
     {
         Ok(c) => outcome(
             "sidecar config",
@@ -424,6 +456,11 @@ fn sidecar_config(file: &Path) -> Outcome {
 
 fn certificate(dir: &Path) -> Outcome {
     let svid_dir = palisade_identity::SvidDir::new(dir);
+    // The key is the certificate's and the chain verifies to the directory's bundle, as a
+    // service loading it requires.
+    if let Err(e) = crate::commands::cert::client::load_dir(&svid_dir) {
+        return outcome("certificate", Status::Fail, e.to_string());
+    }
     let cert = svid_dir.cert_path();
     let chain = std::fs::read(&cert)
         .map_err(|e| format!("cannot read {}: {e}", cert.display()))

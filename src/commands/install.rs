@@ -87,6 +87,14 @@ fn render(template: &str, values: &Values<'_>) -> String {
 
 pub fn run(args: &InstallArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     check_name("--namespace", &args.namespace)?;
+    // Installing into one of these would set Pod Security `privileged` on it, and --uninstall
+    // would delete it.
+    anyhow::ensure!(
+        !(args.namespace == "default" || args.namespace.starts_with("kube-")),
+        "--namespace {}: Palisade needs a namespace of its own (install labels it privileged, \
+         and --uninstall deletes it)",
+        args.namespace
+    );
     // Both go into YAML as they are, in double quotes: nothing that ends or escapes them.
     anyhow::ensure!(
         args.jwt_issuer.starts_with("https://")
@@ -106,7 +114,12 @@ pub fn run(args: &InstallArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
     );
     let pull = palisade_inject::PullPolicy::from(args.image_pull_policy);
     let trust_domain = args.trust_domain.as_deref().unwrap_or("example.org");
-    palisade_identity::SpiffeId::parse(&format!("spiffe://{trust_domain}/palisade/ca"))
+    // A bare name: `example.org/x` would pass as the start of an ID and put /x into every one.
+    anyhow::ensure!(
+        !trust_domain.contains([':', '/']),
+        "--trust-domain {trust_domain:?}: give the bare name, such as example.org"
+    );
+    palisade_identity::TrustDomain::parse(trust_domain)
         .map_err(|e| anyhow::anyhow!("--trust-domain {trust_domain:?}: {e}"))?;
     let values = Values {
         namespace: &args.namespace,
@@ -121,7 +134,7 @@ pub fn run(args: &InstallArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
         // After the namespace, before what mounts it; by name only when uninstalling.
         if i == 0 {
             documents.push(match &args.policy {
-                Some(file) => policy_config_map(file, &args.namespace)?,
+                Some(file) => policy_config_map(file, &args.namespace, trust_domain)?,
                 None => config_map("palisade-policy", &args.namespace, "sync", &[])?,
             });
         }
@@ -139,8 +152,18 @@ pub fn run(args: &InstallArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
 }
 
 /// The ConfigMap the node agents read their policy from; the policy must load first.
-fn policy_config_map(file: &PathBuf, namespace: &str) -> anyhow::Result<String> {
-    palisade_policy::load_file(file)?;
+fn policy_config_map(
+    file: &PathBuf,
+    namespace: &str,
+    trust_domain: &str,
+) -> anyhow::Result<String> {
+    let policy = palisade_policy::load_file(file)?;
+    anyhow::ensure!(
+        policy.trust_domain.as_str() == trust_domain,
+        "{}: its trust domain is {}, --trust-domain says {trust_domain}",
+        file.display(),
+        policy.trust_domain
+    );
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     config_map(
@@ -204,14 +227,26 @@ fn uninstall(documents: &[String], out: &mut dyn Write) -> anyhow::Result<ExitCo
     names.reverse();
     let stream: Vec<String> = names
         .iter()
-        .map(|v| serde_yaml::to_string(v))
+        .map(serde_yaml::to_string)
         .collect::<Result<_, _>>()?;
     out.write_all(stream.join("---\n").as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// A Kubernetes object or namespace name (RFC 1123 label): what would break the YAML otherwise.
+/// A Kubernetes object or namespace name (RFC 1123 label) that YAML 1.1, which Kubernetes reads,
+/// takes for a string wherever it is written unquoted: not `on`, `no`, `null`, `123` or `1e3`.
 pub fn check_name(flag: &str, name: &str) -> anyhow::Result<()> {
+    const YAML_WORDS: [&str; 11] = [
+        "y", "n", "yes", "no", "on", "off", "true", "false", "null", "nan", "inf",
+    ];
+    let numeric = name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c == 'x' || c == 'o' || c == '-');
+    anyhow::ensure!(
+        !YAML_WORDS.contains(&name) && !numeric,
+        "{flag} {name:?} would be read as a boolean, null or number in YAML; choose another name"
+    );
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
