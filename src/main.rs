@@ -148,6 +148,8 @@ fn main() -> ExitCode {
         #[cfg(feature = "tools")]
         Command::Cert(commands::cert::CertCommand::Renew(args)) => args.watch,
         #[cfg(feature = "tools")]
+        Command::Inject(args) => args.command.is_some(),
+        #[cfg(feature = "tools")]
         _ => false,
     };
     init_logging(cli.log_format, if is_service { "info" } else { "warn" });

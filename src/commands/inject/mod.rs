@@ -1,5 +1,7 @@
 //! `palisade inject`: Kubernetes manifests in, the same manifests with Palisade's containers out
-//! (palisade_inject does the work).
+//! (palisade_inject does the work); `inject serve` (serve.rs), the same as an admission webhook.
+
+mod serve;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -20,9 +22,14 @@ and one that holds a pod template is named in a warning. Injecting twice equals\
 injecting once; --uninject restores the input. Comments are not kept. A pod whose app could\n\
 bypass the sidecar (privileged, NET_ADMIN or NET_RAW added, root or no runAsUser with a shared\n\
 process namespace, hostPID) is refused unless the palisade.io/allow-bypass annotation names the\n\
-container. A hostNetwork pod is not injected (with a warning). See docs/PODS.md."
+container. A hostNetwork pod is not injected (with a warning). See docs/PODS.md.\n\n\
+`palisade inject serve` does the same to pods as they are made (an admission webhook).",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 pub struct InjectArgs {
+    #[command(subcommand)]
+    pub command: Option<InjectCommand>,
     /// The manifests (multi-document YAML); - for standard input.
     #[arg(value_name = "FILE", required_unless_present = "old_file")]
     pub file: Option<PathBuf>,
@@ -53,6 +60,12 @@ pub struct InjectArgs {
     pub config_map: String,
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum InjectCommand {
+    /// Inject pods as they are made: the mutating admission webhook (AdmissionReview v1, HTTPS).
+    Serve(serve::ServeArgs),
+}
+
 /// `--image-pull-policy`, as clap lists it.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum PullPolicyArg {
@@ -75,6 +88,9 @@ impl From<PullPolicyArg> for PullPolicy {
 }
 
 pub fn run(args: &InjectArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    if let Some(InjectCommand::Serve(serve_args)) = &args.command {
+        return serve::run(serve_args, out);
+    }
     let file = args
         .file
         .as_ref()
