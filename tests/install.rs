@@ -55,6 +55,17 @@ fn kind_and_name(doc: &serde_json::Value) -> (String, String) {
 fn install_prints_valid_objects_that_carry_the_flags_and_uninstall_names_them_all() {
     let dir = tempfile::tempdir().unwrap();
     let policy = policy();
+    ok(palisade(
+        &[
+            "ca",
+            "init",
+            "--ca-dir",
+            "root",
+            "--trust-domain",
+            "example.org",
+        ],
+        dir.path(),
+    ));
     let text = stdout_of(
         &[
             "install",
@@ -62,6 +73,8 @@ fn install_prints_valid_objects_that_carry_the_flags_and_uninstall_names_them_al
             "example.org",
             "--policy",
             &policy,
+            "--bundle",
+            "root/bundle.pem",
             "--namespace",
             "mesh-system",
             "--image",
@@ -82,6 +95,8 @@ fn install_prints_valid_objects_that_carry_the_flags_and_uninstall_names_them_al
         ("Service", "palisade-ca"),
         ("PodDisruptionBudget", "palisade-ca"),
         ("DaemonSet", "palisade-sync"),
+        ("Deployment", "palisade-inject"),
+        ("MutatingWebhookConfiguration", "palisade-inject"),
     ] {
         assert!(
             kinds.iter().any(|(k, n)| k == wanted.0 && n == wanted.1),
@@ -89,8 +104,29 @@ fn install_prints_valid_objects_that_carry_the_flags_and_uninstall_names_them_al
         );
     }
     assert_eq!(kinds[0], ("Namespace".to_owned(), "mesh-system".to_owned()));
-    for doc in &docs[1..] {
+    for doc in docs[1..]
+        .iter()
+        .filter(|d| d["kind"] != "MutatingWebhookConfiguration")
+    {
         assert_eq!(doc["metadata"]["namespace"], "mesh-system", "{doc}");
+    }
+    // The webhook's caBundle is the roots given, and it calls the Service install makes.
+    let webhooks = docs
+        .iter()
+        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+        .unwrap();
+    for hook in webhooks["webhooks"].as_array().unwrap() {
+        use base64::Engine;
+        let bundle = base64::engine::general_purpose::STANDARD
+            .decode(hook["clientConfig"]["caBundle"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            bundle,
+            std::fs::read(dir.path().join("root/bundle.pem")).unwrap()
+        );
+        assert_eq!(hook["clientConfig"]["service"]["name"], "palisade-inject");
+        assert_eq!(hook["clientConfig"]["service"]["namespace"], "mesh-system");
+        assert_eq!(hook["failurePolicy"], "Fail");
     }
     // The policy goes in as it is; the image and pull policy into every container.
     let config = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
@@ -168,7 +204,13 @@ fn install_prints_valid_objects_that_carry_the_flags_and_uninstall_names_them_al
             "its trust domain is example.org, --trust-domain says other.example",
         ),
     ] {
-        let mut all = vec!["install", "--policy", &policy];
+        let mut all = vec![
+            "install",
+            "--policy",
+            &policy,
+            "--bundle",
+            "root/bundle.pem",
+        ];
         all.extend(args);
         let out = palisade(&all, dir.path());
         let err = String::from_utf8_lossy(&out.stderr);
@@ -269,6 +311,7 @@ fn excused(skips: &[(String, String)], check: &str, resource: &str) -> bool {
 
 #[test]
 fn checkov_finds_nothing_in_install_but_what_is_excused_with_a_reason() {
+    // (The bundle is made below, in the test's directory.)
     let checkov = root().join("target/checkov-venv/bin/checkov");
     if !checkov.exists() {
         skipping("target/checkov-venv has no checkov (scripts/test makes it)");
@@ -297,6 +340,17 @@ fn checkov_finds_nothing_in_install_but_what_is_excused_with_a_reason() {
     }
 
     let dir = tempfile::tempdir().unwrap();
+    ok(palisade(
+        &[
+            "ca",
+            "init",
+            "--ca-dir",
+            "root",
+            "--trust-domain",
+            "example.org",
+        ],
+        dir.path(),
+    ));
     let text = stdout_of(
         &[
             "install",
@@ -304,6 +358,8 @@ fn checkov_finds_nothing_in_install_but_what_is_excused_with_a_reason() {
             "example.org",
             "--policy",
             &policy(),
+            "--bundle",
+            "root/bundle.pem",
         ],
         dir.path(),
     );

@@ -13,7 +13,7 @@ use clap::Args;
 use crate::commands::inject::PullPolicyArg;
 
 /// The templates, in the order they are applied.
-const TEMPLATES: [(&str, &str); 3] = [
+const TEMPLATES: [(&str, &str); 4] = [
     (
         "00-namespace.yaml",
         include_str!("../../install/templates/00-namespace.yaml"),
@@ -26,17 +26,21 @@ const TEMPLATES: [(&str, &str); 3] = [
         "20-sync.yaml",
         include_str!("../../install/templates/20-sync.yaml"),
     ),
+    (
+        "30-webhook.yaml",
+        include_str!("../../install/templates/30-webhook.yaml"),
+    ),
 ];
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
 palisade install --trust-domain example.org --policy policy.yaml \\\n      \
-| kubectl apply -f -\n  \
+--bundle root/bundle.pem | kubectl apply -f -\n  \
 palisade install --trust-domain example.org --policy policy.yaml \\\n      \
---image registry.example/palisade:0.1.0 --image-pull-policy Always\n  \
+--bundle root/bundle.pem --image registry.example/palisade:0.1.0\n  \
 palisade install --uninstall | kubectl delete -f -\n\n\
-Before it: the issuer Secret palisade-ca-issuer and the ConfigMap palisade-ca-jwks\n\
-(docs/INSTALL.md). After it, per meshed namespace: palisade config sidecar.")]
+Before it: the Secrets palisade-ca-issuer and palisade-inject-tls and the ConfigMap\n\
+palisade-ca-jwks (docs/INSTALL.md). After it, per meshed namespace: palisade config sidecar.")]
 pub struct InstallArgs {
     /// The trust domain of every SPIFFE ID (the one `ca init` was given).
     #[arg(long, value_name = "NAME", required_unless_present = "uninstall")]
@@ -44,6 +48,10 @@ pub struct InstallArgs {
     /// The segmentation policy every node's agent enforces (the ConfigMap palisade-policy).
     #[arg(long, value_name = "FILE", required_unless_present = "uninstall")]
     pub policy: Option<PathBuf>,
+    /// The trust domain's roots (root/bundle.pem of `ca init`): the API server checks the
+    /// webhook's certificate against them (caBundle).
+    #[arg(long, value_name = "FILE", required_unless_present = "uninstall")]
+    pub bundle: Option<PathBuf>,
     /// The `iss` of the cluster's service-account tokens (`kubectl get --raw
     /// /.well-known/openid-configuration` says it), which the CA checks.
     #[arg(
@@ -62,7 +70,7 @@ pub struct InstallArgs {
     #[arg(long, value_enum, default_value = "if-not-present")]
     pub image_pull_policy: PullPolicyArg,
     /// Print the objects to delete instead (every one install makes, namespace last).
-    #[arg(long, conflicts_with_all = ["trust_domain", "policy"])]
+    #[arg(long, conflicts_with_all = ["trust_domain", "policy", "bundle"])]
     pub uninstall: bool,
 }
 
@@ -73,6 +81,8 @@ struct Values<'a> {
     image_pull_policy: &'a str,
     trust_domain: &'a str,
     jwt_issuer: &'a str,
+    /// base64 of the roots' PEM.
+    ca_bundle: String,
 }
 
 fn render(template: &str, values: &Values<'_>) -> String {
@@ -82,6 +92,7 @@ fn render(template: &str, values: &Values<'_>) -> String {
         .replace("${IMAGE}", values.image)
         .replace("${TRUST_DOMAIN}", values.trust_domain)
         .replace("${JWT_ISSUER}", values.jwt_issuer)
+        .replace("${CA_BUNDLE}", &values.ca_bundle)
         .replace("${VERSION}", env!("CARGO_PKG_VERSION"))
 }
 
@@ -127,6 +138,10 @@ pub fn run(args: &InstallArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
         image_pull_policy: pull.as_str(),
         trust_domain,
         jwt_issuer: &args.jwt_issuer,
+        ca_bundle: match &args.bundle {
+            Some(file) => ca_bundle(file, trust_domain)?,
+            None => String::new(),
+        },
     };
     let mut documents: Vec<String> = Vec::new();
     for (i, (_, template)) in TEMPLATES.iter().enumerate() {
@@ -149,6 +164,21 @@ pub fn run(args: &InstallArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
         .join("---\n");
     out.write_all(stream.as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The roots, base64 (caBundle), once they load as the trust domain's bundle.
+fn ca_bundle(file: &PathBuf, trust_domain: &str) -> anyhow::Result<String> {
+    use base64::Engine;
+    let pem = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let bundle = palisade_identity::TrustBundle::from_pem_own_domain(&pem)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    anyhow::ensure!(
+        bundle.trust_domain().as_str() == trust_domain,
+        "{}: its trust domain is {}, --trust-domain says {trust_domain}",
+        file.display(),
+        bundle.trust_domain()
+    );
+    Ok(base64::engine::general_purpose::STANDARD.encode(pem))
 }
 
 /// The ConfigMap the node agents read their policy from; the policy must load first.

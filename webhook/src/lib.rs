@@ -8,7 +8,7 @@
 //!   Pure: no I/O.
 //! - [`Webhook`]: HTTPS (rustls; the certificate files are read again when they change), one
 //!   path, `POST /inject`, bounded before anything is parsed: [`MAX_BODY`], [`REQUEST_TIMEOUT`],
-//!   [`MAX_CONNECTIONS`]; metrics on the read-only listener of `palisade_admin`.
+//!   [`MAX_CONNECTIONS`], [`MAX_REVIEWS_IN_FLIGHT`]; metrics on the read-only listener of `palisade_admin`.
 
 #![warn(missing_docs)]
 
@@ -18,5 +18,6 @@ mod server;
 
 pub use review::{review, Outcome, ReviewError};
 pub use server::{
-    BoundWebhook, Webhook, WebhookConfig, WebhookError, MAX_BODY, MAX_CONNECTIONS, REQUEST_TIMEOUT,
+    BoundWebhook, Webhook, WebhookConfig, WebhookError, MAX_BODY, MAX_CONNECTIONS,
+    MAX_REVIEWS_IN_FLIGHT, REQUEST_TIMEOUT,
 };

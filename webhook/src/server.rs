@@ -31,6 +31,10 @@ pub const MAX_BODY: usize = 3 * 1024 * 1024;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections open at once; more are closed at accept.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Reviews read and answered at once; others wait (within [`REQUEST_TIMEOUT`]) before their body
+/// is read. Each may hold its body, its JSON and inject's output, about 9 MiB at the largest, so
+/// memory stays near 10 MiB + 8 x 9 MiB however many connections are open (docs/INSTALL.md).
+pub const MAX_REVIEWS_IN_FLIGHT: usize = 8;
 /// How often the certificate's files are looked at for a change (cert-manager and the kubelet
 /// replace them in place).
 const RELOAD_CHECK: Duration = Duration::from_secs(10);
@@ -85,6 +89,7 @@ pub struct BoundWebhook {
 
 struct State {
     settings: Settings,
+    reviews: Semaphore,
     tls: Arc<rustls::ServerConfig>,
     metrics: Metrics,
 }
@@ -122,6 +127,7 @@ impl Webhook {
             metrics_listener,
             state: Arc::new(State {
                 settings: config.settings,
+                reviews: Semaphore::new(MAX_REVIEWS_IN_FLIGHT),
                 tls: Arc::new(tls),
                 metrics: Metrics::new(),
             }),
@@ -228,8 +234,18 @@ async fn handle(
             "method not allowed: POST /inject\n",
         );
     }
-    let body = Limited::new(req.into_body(), MAX_BODY).collect();
-    let body = match tokio::time::timeout(REQUEST_TIMEOUT, body).await {
+    // A turn first, then the body: only MAX_REVIEWS_IN_FLIGHT bodies are held at once. The turn
+    // is kept until the answer is made.
+    let read = async {
+        let turn = state.reviews.acquire().await.ok();
+        let body = Limited::new(req.into_body(), MAX_BODY).collect().await;
+        (turn, body)
+    };
+    let (_turn, body) = match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
+        Ok((turn, body)) => (turn, Ok(body)),
+        Err(elapsed) => (None, Err(elapsed)),
+    };
+    let body = match body {
         Ok(Ok(body)) => body.to_bytes(),
         Ok(Err(error)) => {
             state
