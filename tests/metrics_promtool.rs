@@ -2,7 +2,7 @@
 //! prometheus package) passes on the Prometheus text format, which is what a scraper gets when it
 //! does not ask for OpenMetrics; a scraper that asks for OpenMetrics (as Prometheus does) gets it,
 //! ending with `# EOF`; and every endpoint names the binary in `palisade_build_info`. The
-//! sidecar, `ca serve` and `cert renew --watch` run here as the real binary; `policy sync` runs in
+//! sidecar, `ca serve`, `cert renew --watch` and `inject serve` run here as the real binary; `policy sync` runs in
 //! a network namespace of its own (it writes nftables). Every metric the alerting rules and the
 //! dashboard of examples/monitoring/ name is among what the services expose.
 
@@ -260,6 +260,34 @@ fn the_sidecar_ca_and_renewer_endpoints_pass_promtool_in_both_formats() {
         assert_eq!(http_request(ca_metrics, "GET", path).0, 200, "{path}");
     }
     assert_eq!(http_request(ca_metrics, "POST", "/shutdown").0, 404);
+
+    // The admission webhook's read-only listener.
+    let pki = Pki::new();
+    pki.issue("webhook", "palisade/webhook", &["--dns", "localhost"]);
+    let webhook_metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut webhook = Command::new(BIN)
+        .args(["inject", "serve", "--listen", "127.0.0.1:0", "--metrics"])
+        .arg(webhook_metrics.to_string())
+        .args(["--cert", "webhook/cert.pem", "--key", "webhook/key.pem"])
+        .current_dir(pki.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("inject serve");
+    let up = wait_until(Duration::from_secs(10), || {
+        try_http_request(webhook_metrics, "GET", "/ready").is_ok_and(|(status, _)| status == 200)
+    });
+    if up {
+        exposed.extend(exposed_names(&check_endpoint(
+            "inject serve",
+            &[],
+            webhook_metrics,
+        )));
+    }
+    let _ = webhook.kill();
+    let _ = webhook.wait();
+    assert!(up, "inject serve did not serve its metrics listener");
     assert_monitoring_names_exposed(
         &exposed,
         &[

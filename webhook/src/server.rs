@@ -102,6 +102,7 @@ impl Webhook {
             config.cert.clone(),
             config.key.clone(),
             provider.clone(),
+            RELOAD_CHECK,
         )?);
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -351,6 +352,7 @@ struct ReloadingCert {
     cert: PathBuf,
     key: PathBuf,
     provider: Arc<rustls::crypto::CryptoProvider>,
+    check_every: Duration,
     current: RwLock<Arc<CertifiedKey>>,
     checked: Mutex<(Instant, Option<SystemTime>)>,
 }
@@ -360,6 +362,7 @@ impl ReloadingCert {
         cert: PathBuf,
         key: PathBuf,
         provider: Arc<rustls::crypto::CryptoProvider>,
+        check_every: Duration,
     ) -> Result<ReloadingCert, WebhookError> {
         let loaded = certified_key(&cert, &key, &provider)?;
         let stamp = modified(&cert, &key);
@@ -367,6 +370,7 @@ impl ReloadingCert {
             cert,
             key,
             provider,
+            check_every,
             current: RwLock::new(Arc::new(loaded)),
             checked: Mutex::new((Instant::now(), stamp)),
         })
@@ -374,7 +378,7 @@ impl ReloadingCert {
 
     fn reload_if_changed(&self) {
         let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
-        if checked.0.elapsed() < RELOAD_CHECK {
+        if checked.0.elapsed() < self.check_every {
             return;
         }
         checked.0 = Instant::now();
@@ -439,4 +443,63 @@ fn certified_key(
         .keys_match()
         .map_err(|e| bad(key, format!("not the certificate's key: {e}")))?;
     Ok(certified)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pair(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+        // Replaced by rename, as the kubelet swaps a Secret's files.
+        for (path, text) in [(&c, cert.pem()), (&k, key.serialize_pem())] {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+        }
+        (c, k)
+    }
+
+    fn served(resolver: &ReloadingCert) -> Vec<u8> {
+        resolver.reload_if_changed();
+        let current = resolver.current.read().unwrap().clone();
+        current.cert[0].to_vec()
+    }
+
+    /// A new certificate is served once its files change; a broken one is not, and the old one
+    /// stays; a key that is not the certificate's is refused at start.
+    #[test]
+    fn the_serving_certificate_is_read_again_when_its_files_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let (cert, key) = write_pair(dir.path(), "one.example");
+        let resolver =
+            ReloadingCert::load(cert.clone(), key.clone(), provider.clone(), Duration::ZERO)
+                .unwrap();
+        let first = served(&resolver);
+        assert_eq!(
+            served(&resolver),
+            first,
+            "unchanged files, same certificate"
+        );
+        // File times have a granularity: make sure the new ones differ.
+        std::thread::sleep(Duration::from_millis(20));
+        write_pair(dir.path(), "two.example");
+        let second = served(&resolver);
+        assert_ne!(second, first, "the new certificate is served");
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&cert, "not a certificate").unwrap();
+        assert_eq!(served(&resolver), second, "a broken file keeps the old one");
+        // Another pair's key with this certificate: refused at start.
+        let other = tempfile::tempdir().unwrap();
+        let (_, other_key) = write_pair(other.path(), "three.example");
+        write_pair(dir.path(), "four.example");
+        let mismatch = ReloadingCert::load(cert, other_key, provider, Duration::ZERO);
+        assert!(matches!(mismatch, Err(WebhookError::Certificate { .. })));
+    }
 }
