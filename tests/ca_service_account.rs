@@ -519,3 +519,167 @@ fn the_ca_service_cannot_read_a_jwks_outside_its_directory() {
     let again = request_with(&ca, &server, &token(&k.rsa, &claims(pod)), "again");
     assert!(again.status.success(), "{}", stderr(&again));
 }
+
+/// A stand-in for the API server's two endpoints, over HTTPS (argv[1] cert, argv[2] key): the
+/// OpenID discovery document and the JWKS (argv[3], read at each request), both only for
+/// `Authorization: Bearer <argv[4]>` (401 otherwise); each JWKS request appends a line to argv[5].
+/// Prints its port.
+const API_SERVER: &str = r#"
+import http.server, json, socketserver, ssl, sys
+cert, key, jwks, token, counter = sys.argv[1:6]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.headers.get("Authorization") != "Bearer " + token:
+            self.send_response(401); self.send_header("Content-Length", "0"); self.end_headers(); return
+        if self.path == "/.well-known/openid-configuration":
+            port = self.server.server_address[1]
+            body = json.dumps({"issuer": "https://kubernetes.default.svc.cluster.local",
+                               "jwks_uri": "https://localhost:%d/openid/v1/jwks" % port}).encode()
+        elif self.path == "/openid/v1/jwks":
+            body = open(jwks, "rb").read()
+            open(counter, "a").write("fetch\n")
+        else:
+            self.send_response(404); self.send_header("Content-Length", "0"); self.end_headers(); return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+s = S(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(cert, key)
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+/// Issue 23, point 5: the CA takes the cluster's keys from the API server itself (its OIDC
+/// discovery document, then its jwks_uri, with the pod's token, trusting only the roots given):
+/// a token of the published key is accepted; a key the cluster rotates in is fetched as soon as a
+/// token names it; tokens naming keys nobody publishes cannot make the CA fetch more than once per
+/// 5 s; without the right credential the CA does not start, and says why.
+#[test]
+fn the_jwks_is_fetched_from_the_api_server_and_again_when_a_token_names_a_new_key() {
+    if !have("python3") {
+        return;
+    }
+    let k = keys();
+    let ca = TwoLevelCa::new();
+    let dir = ca.path();
+    // The stand-in's own TLS: a CA of its own, as a cluster's API server has.
+    let api_pki = Pki::new();
+    api_pki.issue("apiserver", "apiserver", &["--dns", "localhost"]);
+    let jwks = dir.join("jwks.json");
+    publish_keys(&jwks, &[&k.rsa]);
+    let counter = dir.join("fetches");
+    std::fs::write(&counter, "").unwrap();
+    let sa_token = dir.join("sa-token");
+    std::fs::write(&sa_token, "the-ca-pods-own-token\n").unwrap();
+    let api = api_pki.path().join("apiserver");
+    let mut server = std::process::Command::new("python3")
+        .args(["-c", API_SERVER])
+        .arg(api.join("cert.pem"))
+        .arg(api.join("key.pem"))
+        .arg(&jwks)
+        .arg("the-ca-pods-own-token")
+        .arg(&counter)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let discovery = format!(
+        "https://localhost:{}/.well-known/openid-configuration",
+        port.trim()
+    );
+    let roots = api_pki.path().join("ca/bundle.pem");
+    let fetches = || std::fs::read_to_string(&counter).unwrap().lines().count();
+
+    // A wrong credential: the CA does not start, and says why.
+    std::fs::write(dir.join("wrong-token"), "someone-else").unwrap();
+    let mut refused = std::process::Command::new(BIN);
+    refused
+        .args(["ca", "serve", "--ca-dir"])
+        .arg(ca.issuer())
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(["--jwks-url", &discovery, "--jwks-ca"])
+        .arg(&roots)
+        .arg("--jwks-token")
+        .arg(dir.join("wrong-token"))
+        .args(["--jwt-issuer", ISSUER]);
+    let (out, timed_out) = run_bounded(&mut refused, b"", Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!timed_out && !out.status.success(), "{err}");
+    assert!(
+        err.contains("cannot fetch the cluster's JWKS") && err.contains("401"),
+        "{err}"
+    );
+
+    let setup = Setup {
+        server: CaProcess::start(
+            &ca.issuer(),
+            &[
+                "--jwks-url",
+                &discovery,
+                "--jwks-ca",
+                roots.to_str().unwrap(),
+                "--jwks-token",
+                sa_token.to_str().unwrap(),
+                "--jwt-issuer",
+                ISSUER,
+                "--jwt-audience",
+                AUDIENCE,
+            ],
+        ),
+        jwks: jwks.clone(),
+        ca,
+    };
+    let pod = "frontend-7d4b9c-fetch";
+    ok(setup.request(&token(&k.rsa, &claims(pod)), "first"));
+    assert_eq!(fetches(), 1, "fetched once, at start");
+
+    // The cluster rotates a key in: the first token naming it makes the CA fetch at once.
+    publish_keys(&jwks, &[&k.rsa, &k.new_ec]);
+    let rotated = token(&k.new_ec, &claims(pod));
+    let mut attempt = 0;
+    let accepted = wait_until(Duration::from_secs(15), || {
+        attempt += 1;
+        setup
+            .request(&rotated, &format!("rotated{attempt}"))
+            .status
+            .success()
+    });
+    assert!(
+        accepted,
+        "a token of the new key was never accepted:\n{}",
+        setup.server.log_text()
+    );
+    assert!(fetches() >= 2);
+
+    // A flood of tokens naming a key nobody publishes: refused, and the CA fetches at most once
+    // per 5 s meanwhile (the loop is bounded: 30 requests).
+    let before = fetches();
+    let started = std::time::Instant::now();
+    let outsider = token(&k.outsider, &claims(pod));
+    for i in 0..30 {
+        assert!(!setup
+            .request(&outsider, &format!("outsider{i}"))
+            .status
+            .success());
+    }
+    let bound = 2 + (started.elapsed().as_secs() / 5) as usize;
+    assert!(
+        fetches() - before <= bound,
+        "{} fetches for 30 unknown-key tokens in {:?}",
+        fetches() - before,
+        started.elapsed()
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}

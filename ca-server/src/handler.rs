@@ -340,7 +340,17 @@ async fn sign(
             .service_accounts
             .as_ref()
             .ok_or(Refusal::ServiceAccountsNotConfigured)?;
-        let account = verifier.verify(credential, &trust_domain, std::time::SystemTime::now())?;
+        let account = verifier
+            .verify(credential, &trust_domain, std::time::SystemTime::now())
+            .inspect_err(|refusal| {
+                // Perhaps a key the cluster has just rotated in: fetch the keys (bounded).
+                if matches!(
+                    refusal,
+                    crate::service_account::TokenRefusal::UnknownKey { .. }
+                ) {
+                    state.jwks_wanted.notify_one();
+                }
+            })?;
         audit.subject = Some(bounded(&match &account.pod {
             Some(pod) => format!("{}/{} pod {pod}", account.namespace, account.name),
             None => format!("{}/{}", account.namespace, account.name),

@@ -44,7 +44,7 @@ pub use handler::csr_from_body;
 pub use limits::{client_key, client_label, RateLimiter, SigningSlots};
 pub use material::{bundle_document, Material, MaterialError, ServerIdentity};
 pub use refusal::Refusal;
-use service_account::{ServiceAccountConfig, ServiceAccountVerifier};
+use service_account::{JwksFetcher, JwksSource, ServiceAccountConfig, ServiceAccountVerifier};
 
 /// Everything `palisade ca serve` is told.
 #[derive(Debug, Clone)]
@@ -142,10 +142,10 @@ impl Default for Limits {
 #[derive(Debug, thiserror::Error)]
 pub enum CaServerError {
     /// The CA directory does not give a usable CA.
-    #[error("{0}")]
+    #[error(transparent)]
     Material(#[from] MaterialError),
-    /// The JWKS file does not give usable keys.
-    #[error("{0}")]
+    /// The JWKS (file or URL) does not give usable keys.
+    #[error(transparent)]
     Jwks(#[from] service_account::JwksError),
     /// The audit file cannot be opened.
     #[error("cannot open the audit log {path}: {error}")]
@@ -173,6 +173,10 @@ pub(crate) struct State {
     pub(crate) material: ArcSwap<Material>,
     pub(crate) tokens: JoinTokens,
     pub(crate) service_accounts: Option<ServiceAccountVerifier>,
+    /// Fetches the JWKS when it comes from a URL.
+    jwks_fetcher: Option<JwksFetcher>,
+    /// Woken by a token that names a key the CA does not know: fetch the JWKS now (bounded).
+    pub(crate) jwks_wanted: tokio::sync::Notify,
     pub(crate) audit: audit::AuditLog,
     pub(crate) metrics: metrics::Metrics,
     pub(crate) rate: RateLimiter,
@@ -250,6 +254,25 @@ impl State {
         }
     }
 
+    /// Puts fetched keys in use; a failed fetch or a document without usable keys keeps the
+    /// keys in use.
+    fn jwks_fetched(&self, fetched: Result<Vec<u8>, service_account::JwksError>) {
+        let Some(accounts) = &self.service_accounts else {
+            return;
+        };
+        match fetched.and_then(|bytes| accounts.replace(bytes)) {
+            Ok(true) => {
+                tracing::info!("fetched new service-account signing keys");
+                self.metrics.reload("jwks", true);
+            }
+            Ok(false) => self.metrics.reload("jwks", true),
+            Err(error) => {
+                tracing::warn!(%error, "cannot fetch the JWKS; keeping the keys in use");
+                self.metrics.reload("jwks", false);
+            }
+        }
+    }
+
     fn publish_gauges(&self, material: &Material) {
         self.metrics
             .issuer_expiry_seconds
@@ -296,11 +319,22 @@ impl CaServer {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let dir = CaDir::new(&config.dir);
         let material = Material::load(&dir, &config.server, &provider)?;
-        let service_accounts = config
-            .service_account
-            .clone()
-            .map(ServiceAccountVerifier::load)
-            .transpose()?;
+        // From a file, read now; from a URL, fetched now (the CA does not start without keys:
+        // it would refuse every service-account token until the first fetch).
+        let (service_accounts, jwks_fetcher) = match config.service_account.clone() {
+            None => (None, None),
+            Some(sa) => match &sa.jwks {
+                JwksSource::File(_) => (Some(ServiceAccountVerifier::load(sa)?), None),
+                JwksSource::Url(url) => {
+                    let fetcher = JwksFetcher::new(url)?;
+                    let keys = fetcher.fetch().await?;
+                    (
+                        Some(ServiceAccountVerifier::with_keys(sa, keys)?),
+                        Some(fetcher),
+                    )
+                }
+            },
+        };
         let audit = audit::AuditLog::open_with(&config.audit, config.limits.audit_refusals.clone())
             .map_err(|error| CaServerError::Audit {
                 path: match &config.audit {
@@ -328,6 +362,8 @@ impl CaServer {
             material: ArcSwap::from_pointee(material),
             tokens: JoinTokens::new(&config.tokens_dir),
             service_accounts,
+            jwks_fetcher,
+            jwks_wanted: tokio::sync::Notify::new(),
             audit,
             metrics: metrics::Metrics::new(),
             rate: RateLimiter::new(limits.rate_per_second, limits.burst)
@@ -399,6 +435,30 @@ impl BoundCaServer {
                 }
             })
         };
+        // The JWKS from a URL: every REFRESH, and when a token names an unknown key, never twice
+        // within MIN_REFETCH.
+        let jwks = {
+            let state = self.state.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let Some(fetcher) = &state.jwks_fetcher else {
+                    return;
+                };
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(service_account::REFRESH) => {}
+                        _ = state.jwks_wanted.notified() => {}
+                    }
+                    let fetched = fetcher.fetch().await;
+                    state.jwks_fetched(fetched);
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(service_account::MIN_REFETCH) => {}
+                    }
+                }
+            })
+        };
         // Refusals left out of the audit trail are summarized when their window ends, also when
         // the flood has stopped.
         let summaries = {
@@ -442,6 +502,7 @@ impl BoundCaServer {
             let _ = metrics.await;
         }
         let _ = reloader.await;
+        let _ = jwks.await;
         let _ = summaries.await;
         if let Err(error) = self.state.audit.summarize(true) {
             tracing::error!(%error, "cannot write the audit trail's summary of left-out refusals");

@@ -1,13 +1,15 @@
 //! What the CA service may do once it restricts itself (palisade-sandbox applies it before the
 //! runtime starts): read and write beneath its CA directory and token store (tokens are spent by
-//! renaming them), append to its audit log, read its JWKS file's directory; bind its ports (service, admin, metrics);
-//! connect nowhere; the system calls of a service that writes state, TCP only (it looks no name
-//! up).
+//! renaming them), append to its audit log, read its JWKS file's directory; bind its ports
+//! (service, admin, metrics); connect nowhere but, when it fetches the JWKS, to that server's
+//! port (and DNS when it is named); the system calls of a service that writes state, TCP only
+//! (UDP too for the resolver when it fetches the JWKS from a name).
 
 use std::path::{Path, PathBuf};
 
-use palisade_sandbox::{directory_of, Allowed, Syscalls};
+use palisade_sandbox::{directory_of, names_a_host, port_of, Allowed, Syscalls};
 
+use crate::service_account::JwksSource;
 use crate::{AuditSink, CaServerConfig};
 
 /// A file or directory the sandbox names could not be prepared.
@@ -34,11 +36,24 @@ pub enum SandboxSetupError {
 /// The paths and ports the service needs, its token store and audit log made first.
 pub fn allowed(config: &CaServerConfig) -> Result<Allowed, SandboxSetupError> {
     let write = writable(&config.dir, &config.tokens_dir, &config.audit)?;
-    let read = config
-        .service_account
-        .iter()
-        .map(|sa| directory_of(&sa.jwks_path))
-        .collect();
+    let mut read = Vec::new();
+    let mut connect = std::collections::BTreeSet::new();
+    if let Some(sa) = &config.service_account {
+        match &sa.jwks {
+            JwksSource::File(path) => read.push(directory_of(path)),
+            // The roots and the token file (its directory: the kubelet swaps it by rename), and
+            // the server's port; the jwks_uri of a discovery document is on the same server.
+            JwksSource::Url(url) => {
+                read.push(directory_of(&url.roots));
+                read.extend(url.token.iter().map(|t| directory_of(t)));
+                read.extend(palisade_sandbox::resolver_files());
+                connect.extend(port_of(&url.url));
+                if names_a_host(&url.url) {
+                    connect.insert(53);
+                }
+            }
+        }
+    }
     Ok(Allowed {
         read,
         write,
@@ -47,14 +62,23 @@ pub fn allowed(config: &CaServerConfig) -> Result<Allowed, SandboxSetupError> {
             .chain(config.metrics_listen)
             .map(|a| a.port())
             .collect(),
-        connect: Some(Default::default()),
+        connect: Some(connect),
         ..Allowed::default()
     })
 }
 
-/// A service that writes state; its sockets are TCP only.
-pub fn syscalls() -> Syscalls {
-    Syscalls::service().state()
+/// A service that writes state; its sockets are TCP only, and UDP for the resolver when it
+/// fetches the JWKS from a host by name.
+pub fn syscalls(config: &CaServerConfig) -> Syscalls {
+    let by_name = config.service_account.iter().any(|sa| match &sa.jwks {
+        JwksSource::Url(url) => names_a_host(&url.url),
+        JwksSource::File(_) => false,
+    });
+    if by_name {
+        Syscalls::service().state().resolver()
+    } else {
+        Syscalls::service().state()
+    }
 }
 
 /// Exactly what the CA service writes, never a parent of it. (`directory_of` widens a directory

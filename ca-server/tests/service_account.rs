@@ -13,7 +13,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
 use palisade_ca_server::service_account::{
-    JwksError, ServiceAccountConfig, ServiceAccountVerifier, TokenRefusal, MAX_TOKEN_LEN,
+    JwksError, JwksSource, ServiceAccountConfig, ServiceAccountVerifier, TokenRefusal,
+    MAX_TOKEN_LEN,
 };
 use palisade_identity::TrustDomain;
 use palisade_test_support::jwks::{
@@ -65,7 +66,7 @@ fn verifier_with(jwks: &[&Value]) -> (ServiceAccountVerifier, tempfile::TempDir)
     let path = dir.path().join("jwks.json");
     publish_jwks(&path, jwks);
     let verifier = ServiceAccountVerifier::load(ServiceAccountConfig {
-        jwks_path: path,
+        jwks: JwksSource::File(path),
         issuer: ISSUER.to_owned(),
         audience: AUDIENCE.to_owned(),
     })
@@ -816,7 +817,7 @@ fn jwks_errors_at_load() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("jwks.json");
     let config = |path: &Path| ServiceAccountConfig {
-        jwks_path: path.to_owned(),
+        jwks: JwksSource::File(path.to_owned()),
         issuer: ISSUER.to_owned(),
         audience: AUDIENCE.to_owned(),
     };
@@ -878,7 +879,7 @@ fn jwks_errors_at_load() {
     // Empty settings.
     for (issuer, audience) in [("", AUDIENCE), (ISSUER, "")] {
         let result = ServiceAccountVerifier::load(ServiceAccountConfig {
-            jwks_path: path.clone(),
+            jwks: JwksSource::File(path.clone()),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
         });

@@ -86,7 +86,9 @@ fn raw(issuer_dir: &str, seconds: f64, work_dir: &str) {
     let request = LeafRequest::new(id, Duration::from_secs(3600));
     let accounts = palisade_ca_server::service_account::ServiceAccountVerifier::load(
         palisade_ca_server::service_account::ServiceAccountConfig {
-            jwks_path: format!("{work_dir}/jwks.json").into(),
+            jwks: palisade_ca_server::service_account::JwksSource::File(
+                format!("{work_dir}/jwks.json").into(),
+            ),
             issuer: ISSUER.into(),
             audience: AUDIENCE.into(),
         },

@@ -7,8 +7,10 @@
 //! out to workloads that Kubernetes already knows.
 //!
 //! The token is checked against the cluster's signing keys, the JWKS document the API server
-//! publishes at `/openid/v1/jwks`, read from a file ([`ServiceAccountConfig::jwks_path`]) that
-//! [`ServiceAccountVerifier::reload`] re-reads so that a key rotation needs no restart. Then its
+//! publishes at `/openid/v1/jwks`: read from a file ([`JwksSource::File`]) that
+//! [`ServiceAccountVerifier::reload`] re-reads, or fetched from the API server itself
+//! ([`JwksSource::Url`], `discovery.rs`) again and again, and at once (within bounds) when a
+//! token names a key the CA does not know; either way a key rotation needs no restart. Then its
 //! issuer must be the cluster's, its audience must name this CA (so that a token meant for another
 //! service cannot be replayed here), and it must be within its validity, give or take
 //! [`CLOCK_SKEW`].
@@ -50,9 +52,12 @@
 //!   the caller's clock, each with its own refusal;
 //! - `identity.rs`: the Kubernetes claims and the SPIFFE ID they map to.
 
+mod discovery;
 mod identity;
 mod jwks;
 mod token;
+
+pub use discovery::{JwksFetcher, MIN_REFETCH, REFRESH};
 
 use std::io;
 use std::path::PathBuf;
@@ -84,12 +89,45 @@ pub const MAX_PEER_CHARS: usize = 64;
 /// [`CLOCK_SKEW`] in the unit of JWT times (seconds), for the comparisons below.
 const SKEW_SECS: i64 = CLOCK_SKEW.as_secs() as i64;
 
+/// Where the cluster's signing keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// The JWKS document of the cluster's API server (`kubectl get --raw /openid/v1/jwks`) in a
+    /// file, kept up to date by whoever deploys the CA.
+    File(PathBuf),
+    /// Fetched over HTTPS: the JWKS itself (`https://kubernetes.default.svc/openid/v1/jwks`), or
+    /// an OIDC discovery document whose `jwks_uri` names it.
+    Url(JwksUrl),
+}
+
+/// Where to fetch the JWKS, and how to be let in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksUrl {
+    /// `https://...`: the JWKS, or an OpenID discovery document.
+    pub url: String,
+    /// PEM: the roots the server's certificate must chain to (in a pod, the API server's:
+    /// `/var/run/secrets/kubernetes.io/serviceaccount/ca.crt`). The system's are never used.
+    pub roots: PathBuf,
+    /// A bearer token file sent as `Authorization` (read again at each fetch: the kubelet
+    /// rotates it); none sends no credential.
+    pub token: Option<PathBuf>,
+}
+
+impl JwksSource {
+    /// What error messages call it: the file, or the URL.
+    pub fn label(&self) -> PathBuf {
+        match self {
+            JwksSource::File(path) => path.clone(),
+            JwksSource::Url(url) => PathBuf::from(&url.url),
+        }
+    }
+}
+
 /// Where the cluster's signing keys are and what a token for this CA must say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceAccountConfig {
-    /// The JWKS document of the cluster's API server (`kubectl get --raw /openid/v1/jwks`), kept
-    /// up to date by whoever deploys the CA.
-    pub jwks_path: PathBuf,
+    /// The cluster's signing keys.
+    pub jwks: JwksSource,
     /// The `iss` the API server writes (its `--service-account-issuer`), compared exactly.
     pub issuer: String,
     /// The audience the pods request for their projected token (for example `palisade-ca`); a
@@ -277,6 +315,14 @@ pub enum JwksError {
         /// The JWKS file.
         path: PathBuf,
     },
+    /// The JWKS could not be fetched.
+    #[error("cannot fetch the cluster's JWKS from {url}: {reason}")]
+    Fetch {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The issuer or the audience is empty.
     #[error("the service-account settings are not usable: {reason}")]
     Config {
@@ -301,8 +347,23 @@ pub struct ServiceAccountVerifier {
 
 impl ServiceAccountVerifier {
     /// Reads the JWKS file and checks the settings. Fails when the file cannot be read or parsed,
-    /// when it has no usable key, or when the issuer or audience is empty.
+    /// when it has no usable key, or when the issuer or audience is empty. For
+    /// [`JwksSource::Url`], [`ServiceAccountVerifier::with_keys`] takes the first fetch instead.
     pub fn load(config: ServiceAccountConfig) -> Result<Self, JwksError> {
+        let JwksSource::File(path) = &config.jwks else {
+            return Err(JwksError::Config {
+                reason: "a JWKS fetched from a URL is given with with_keys",
+            });
+        };
+        let bytes = jwks::read_bounded(path)?;
+        Self::with_keys(config, bytes)
+    }
+
+    /// The settings, checked, and the keys of `bytes` (a JWKS document): what [`load`] reads from
+    /// a file, or the first fetch of a URL.
+    ///
+    /// [`load`]: ServiceAccountVerifier::load
+    pub fn with_keys(config: ServiceAccountConfig, bytes: Vec<u8>) -> Result<Self, JwksError> {
         if config.issuer.is_empty() {
             return Err(JwksError::Config {
                 reason: "the issuer is empty",
@@ -315,8 +376,7 @@ impl ServiceAccountVerifier {
             });
         }
         install_crypto_provider();
-        let bytes = jwks::read_bounded(&config.jwks_path)?;
-        let keys = KeySet::parse(&config.jwks_path, bytes)?;
+        let keys = KeySet::parse(&config.jwks.label(), bytes)?;
         Ok(ServiceAccountVerifier {
             config,
             keys: ArcSwap::from_pointee(keys),
@@ -328,13 +388,25 @@ impl ServiceAccountVerifier {
     /// usable key is an error, and the keys in use stay as they were: a half-written or broken
     /// file must not lock every workload out.
     pub fn reload(&self) -> Result<bool, JwksError> {
-        let bytes = jwks::read_bounded(&self.config.jwks_path)?;
+        match &self.config.jwks {
+            JwksSource::File(path) => self.replace(jwks::read_bounded(path)?),
+            // Fetched by the service's JwksFetcher, which calls `replace`.
+            JwksSource::Url(_) => Ok(false),
+        }
+    }
+
+    /// Puts the keys of `bytes` (a JWKS document) in use, as [`reload`] does with the file's:
+    /// `Ok(true)` when the set of keys changed. A document that does not parse or has no usable
+    /// key leaves the keys in use as they were.
+    ///
+    /// [`reload`]: ServiceAccountVerifier::reload
+    pub fn replace(&self, bytes: Vec<u8>) -> Result<bool, JwksError> {
         let current = self.keys.load();
         // The common case, every period: nothing changed, and nothing needs parsing.
         if current.same_source(&bytes) {
             return Ok(false);
         }
-        let next = KeySet::parse(&self.config.jwks_path, bytes)?;
+        let next = KeySet::parse(&self.config.jwks.label(), bytes)?;
         // A file rewritten with the same keys (other spacing, other member order) is stored, so
         // the next reload compares bytes again, but it is not reported as a key change.
         let changed = !next.same_keys(&current);

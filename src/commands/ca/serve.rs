@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use palisade_ca::CaDir;
-use palisade_ca_server::service_account::ServiceAccountConfig;
+use palisade_ca_server::service_account::{JwksSource, JwksUrl, ServiceAccountConfig};
 use palisade_ca_server::{AuditSink, CaServer, CaServerConfig, Limits, ServerIdentity};
 use palisade_identity::SpiffeId;
 
@@ -50,10 +50,32 @@ pub struct ServeArgs {
     pub tokens_dir: Option<PathBuf>,
     /// JWKS file with the Kubernetes service-account signing keys (the API server's
     /// /openid/v1/jwks); turns on service-account tokens.
-    #[arg(long, value_name = "FILE", requires = "jwt_issuer")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "jwt_issuer",
+        conflicts_with = "jwks_url"
+    )]
     pub jwks: Option<PathBuf>,
+    /// The JWKS fetched over HTTPS instead of a file: the API server's
+    /// (https://kubernetes.default.svc/openid/v1/jwks) or an OIDC discovery document's jwks_uri;
+    /// fetched every 5 minutes, and when a token names an unknown key (at most every 5 s).
+    #[arg(long, value_name = "URL", requires = "jwt_issuer")]
+    pub jwks_url: Option<String>,
+    /// The roots the JWKS server's certificate must chain to.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "jwks_url",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+    )]
+    pub jwks_ca: PathBuf,
+    /// A bearer token for the JWKS server, read at each fetch (in a pod:
+    /// /var/run/secrets/kubernetes.io/serviceaccount/token).
+    #[arg(long, value_name = "FILE", requires = "jwks_url")]
+    pub jwks_token: Option<PathBuf>,
     /// The `iss` service-account tokens must carry.
-    #[arg(long, value_name = "URL", requires = "jwks")]
+    #[arg(long, value_name = "URL")]
     pub jwt_issuer: Option<String>,
     /// The audience service-account tokens must be made for.
     #[arg(long, value_name = "AUD", default_value = "palisade-ca")]
@@ -130,9 +152,22 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(id) => id,
         None => SpiffeId::parse(&format!("{}/palisade/ca", ca.trust_domain().id()))?,
     };
-    let service_account = match (args.jwks, args.jwt_issuer) {
-        (Some(jwks_path), Some(issuer)) => Some(ServiceAccountConfig {
-            jwks_path,
+    let jwks = match (args.jwks, args.jwks_url) {
+        (Some(path), _) => Some(JwksSource::File(path)),
+        (None, Some(url)) => Some(JwksSource::Url(JwksUrl {
+            url,
+            roots: args.jwks_ca,
+            token: args.jwks_token,
+        })),
+        (None, None) => None,
+    };
+    anyhow::ensure!(
+        args.jwt_issuer.is_none() || jwks.is_some(),
+        "--jwt-issuer needs --jwks FILE or --jwks-url URL (the keys its tokens are signed with)"
+    );
+    let service_account = match (jwks, args.jwt_issuer) {
+        (Some(jwks), Some(issuer)) => Some(ServiceAccountConfig {
+            jwks,
             issuer,
             audience: args.jwt_audience,
         }),
@@ -181,7 +216,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Counted before the sandbox closes the cgroup files (see `sidecar::available_parallelism`).
     let workers = available_parallelism();
     // Restricted before the runtime (and its threads) exist.
-    let syscalls = palisade_ca_server::sandbox::syscalls();
+    let syscalls = palisade_ca_server::sandbox::syscalls(&config);
     let allowed = palisade_ca_server::sandbox::allowed(&config)?;
     let report = palisade_sandbox::restrict(&allowed, &syscalls, args.sandbox.config())
         .context("cannot apply the sandbox")?;
