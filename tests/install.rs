@@ -104,12 +104,47 @@ fn install_prints_valid_objects_that_carry_the_flags_and_uninstall_names_them_al
         );
     }
     assert_eq!(kinds[0], ("Namespace".to_owned(), "mesh-system".to_owned()));
+    let cluster_scoped = ["MutatingWebhookConfiguration", "ClusterRoleBinding"];
     for doc in docs[1..]
         .iter()
-        .filter(|d| d["kind"] != "MutatingWebhookConfiguration")
+        .filter(|d| !cluster_scoped.contains(&d["kind"].as_str().unwrap_or("")))
     {
         assert_eq!(doc["metadata"]["namespace"], "mesh-system", "{doc}");
     }
+    // The CA checks tokens of the issuer given, with keys fetched from the API server, which
+    // exactly the built-in discovery role allows, for its own account in this namespace.
+    let ca = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "palisade-ca")
+        .unwrap();
+    let ca_args: Vec<&str> = ca["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for pair in [
+        ["--jwt-issuer", "https://oidc.example/cluster-7"],
+        [
+            "--jwks-url",
+            "https://kubernetes.default.svc/openid/v1/jwks",
+        ],
+    ] {
+        assert!(
+            ca_args.windows(2).any(|w| w == pair),
+            "{pair:?} not in {ca_args:?}"
+        );
+    }
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRoleBinding")
+        .unwrap();
+    assert_eq!(
+        binding["roleRef"]["name"],
+        "system:service-account-issuer-discovery"
+    );
+    assert_eq!(binding["subjects"][0]["name"], "palisade-ca");
+    assert_eq!(binding["subjects"][0]["namespace"], "mesh-system");
     // The webhook's caBundle is the roots given, and it calls the Service install makes.
     let webhooks = docs
         .iter()

@@ -39,8 +39,8 @@ palisade install --trust-domain example.org --policy policy.yaml \\\n      \
 palisade install --trust-domain example.org --policy policy.yaml \\\n      \
 --bundle root/bundle.pem --image registry.example/palisade:0.1.0\n  \
 palisade install --uninstall | kubectl delete -f -\n\n\
-Before it: the Secrets palisade-ca-issuer and palisade-inject-tls and the ConfigMap\n\
-palisade-ca-jwks (docs/INSTALL.md). After it, per meshed namespace: palisade config sidecar.")]
+Before it: the Secrets palisade-ca-issuer and palisade-inject-tls (docs/INSTALL.md).\n\
+After it, per meshed namespace: palisade config sidecar.")]
 pub struct InstallArgs {
     /// The trust domain of every SPIFFE ID (the one `ca init` was given).
     #[arg(long, value_name = "NAME", required_unless_present = "uninstall")]
