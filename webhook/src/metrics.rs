@@ -6,14 +6,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct OutcomeLabel {
+struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
 pub(crate) struct Metrics {
     registry: Registry,
     /// Reviews answered, by outcome (injected, unchanged, refused) or refused as a bad request.
-    pub reviews: Family<OutcomeLabel, Counter>,
+    reviews: Family<OutcomeLabel, Counter>,
     /// Connections closed at accept: too many open.
     pub connections_refused: Counter,
     /// TLS handshakes that failed or took too long.
@@ -47,6 +47,11 @@ impl Metrics {
             connections_refused,
             handshake_failures,
         }
+    }
+
+    /// Counts one review answered (or refused as a bad request) with `outcome`.
+    pub fn reviewed(&self, outcome: &'static str) {
+        self.reviews.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     pub fn encode(&self) -> String {

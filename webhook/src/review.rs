@@ -46,6 +46,14 @@ const MAX_WARNING: usize = 512;
 pub fn review(body: &[u8], settings: &Settings) -> Result<(Value, Outcome), ReviewError> {
     let review: Value =
         serde_json::from_slice(body).map_err(|e| ReviewError::NotJson(e.to_string()))?;
+    review_value(&review, settings)
+}
+
+/// [`review`] of a body already parsed.
+pub(crate) fn review_value(
+    review: &Value,
+    settings: &Settings,
+) -> Result<(Value, Outcome), ReviewError> {
     if review["apiVersion"] != "admission.k8s.io/v1" || review["kind"] != "AdmissionReview" {
         return Err(ReviewError::NotAReview(
             "apiVersion and kind must be admission.k8s.io/v1 and AdmissionReview",

@@ -20,8 +20,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{Metrics, OutcomeLabel};
-use crate::review::review;
+use crate::metrics::Metrics;
+use crate::review::{review_value, ReviewError};
 
 /// The largest AdmissionReview read: the API server's own request limit is 3 MiB, and a review
 /// carries the object (and, on update, the old one).
@@ -249,13 +249,7 @@ async fn handle(
     let body = match body {
         Ok(Ok(body)) => body.to_bytes(),
         Ok(Err(error)) => {
-            state
-                .metrics
-                .reviews
-                .get_or_create(&OutcomeLabel {
-                    outcome: "bad_request",
-                })
-                .inc();
+            state.metrics.reviewed("bad_request");
             let too_large = error
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some();
@@ -272,29 +266,19 @@ async fn handle(
             };
         }
         Err(_) => {
-            state
-                .metrics
-                .reviews
-                .get_or_create(&OutcomeLabel {
-                    outcome: "bad_request",
-                })
-                .inc();
+            state.metrics.reviewed("bad_request");
             return text(
                 StatusCode::REQUEST_TIMEOUT,
                 "the review did not arrive within 10 s\n",
             );
         }
     };
-    match review(&body, &state.settings) {
-        Ok((answer, outcome)) => {
-            state
-                .metrics
-                .reviews
-                .get_or_create(&OutcomeLabel {
-                    outcome: outcome.as_str(),
-                })
-                .inc();
-            let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    // Parsed once: for the answer and for the log line.
+    let parsed = serde_json::from_slice::<serde_json::Value>(&body)
+        .map_err(|e| ReviewError::NotJson(e.to_string()));
+    match parsed.and_then(|request| review_value(&request, &state.settings).map(|r| (request, r))) {
+        Ok((request, (answer, outcome))) => {
+            state.metrics.reviewed(outcome.as_str());
             let request = &request["request"];
             let object = &request["object"]["metadata"];
             // Peer-supplied strings are logged escaped (Debug).
@@ -312,13 +296,7 @@ async fn handle(
                 .expect("static response")
         }
         Err(error) => {
-            state
-                .metrics
-                .reviews
-                .get_or_create(&OutcomeLabel {
-                    outcome: "bad_request",
-                })
-                .inc();
+            state.metrics.reviewed("bad_request");
             tracing::warn!(%remote, %error, "not an admission review");
             text(StatusCode::BAD_REQUEST, &format!("{error}\n"))
         }

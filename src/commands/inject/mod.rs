@@ -45,6 +45,13 @@ pub struct InjectArgs {
     /// Take Palisade out instead.
     #[arg(long)]
     pub uninject: bool,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+/// What the injected containers are: the same flags for `inject` and `inject serve`.
+#[derive(Debug, Args)]
+pub struct SettingsArgs {
     /// The image holding palisade.
     #[arg(long, value_name = "IMAGE", default_value = "palisade:latest")]
     pub image: String,
@@ -58,6 +65,19 @@ pub struct InjectArgs {
     /// palisade.io/config annotation).
     #[arg(long, value_name = "NAME", default_value = "palisade-sidecar")]
     pub config_map: String,
+}
+
+impl SettingsArgs {
+    /// The inject crate's settings.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            image: self.image.clone(),
+            image_pull_policy: self.image_pull_policy.into(),
+            proxy_uid: self.proxy_uid,
+            config_map: self.config_map.clone(),
+            ..Settings::default()
+        }
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -108,17 +128,7 @@ pub fn run(args: &InjectArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let output = if args.uninject {
         palisade_inject::uninject(&input)
     } else {
-        palisade_inject::inject(
-            &input,
-            &Settings {
-                image: args.image.clone(),
-                image_pull_policy: args.image_pull_policy.into(),
-                proxy_uid: args.proxy_uid,
-                config_map: args.config_map.clone(),
-                ..Settings::default()
-            },
-        )
-        .map(|injected| {
+        palisade_inject::inject(&input, &args.settings.settings()).map(|injected| {
             for warning in &injected.warnings {
                 eprintln!("warning: {warning}");
             }

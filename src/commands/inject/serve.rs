@@ -7,10 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use palisade_inject::Settings;
 use palisade_webhook::{Webhook, WebhookConfig};
 
-use super::PullPolicyArg;
+use super::SettingsArgs;
 use crate::commands::service::{available_parallelism, shutdown_signal};
 
 #[derive(Debug, Args)]
@@ -34,19 +33,8 @@ pub struct ServeArgs {
     /// A read-only listener for scrapers and the kubelet: /live, /ready, /metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
-    /// The image holding palisade, for the injected containers.
-    #[arg(long, value_name = "IMAGE", default_value = "palisade:latest")]
-    pub image: String,
-    /// The injected containers' imagePullPolicy.
-    #[arg(long, value_enum, default_value = "if-not-present")]
-    pub image_pull_policy: PullPolicyArg,
-    /// The UID the sidecar runs as (exempt from the redirect).
-    #[arg(long, value_name = "UID", default_value_t = 1337)]
-    pub proxy_uid: u32,
-    /// The ConfigMap with sidecar.yaml, policy.yaml and bundle.pem (per workload: the
-    /// palisade.io/config annotation).
-    #[arg(long, value_name = "NAME", default_value = "palisade-sidecar")]
-    pub config_map: String,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
 }
 
 pub fn run(args: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
@@ -55,13 +43,7 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         cert: args.cert.clone(),
         key: args.key.clone(),
         metrics_listen: args.metrics,
-        settings: Settings {
-            image: args.image.clone(),
-            image_pull_policy: args.image_pull_policy.into(),
-            proxy_uid: args.proxy_uid,
-            config_map: args.config_map.clone(),
-            ..Settings::default()
-        },
+        settings: args.settings.settings(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(available_parallelism().min(4))
